@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::hash::{sha256, sha256_parts, Hash};
+use crate::hash::{sha256, sha256_prefixed, Hash, HASH_LEN};
 use crate::limits::MERKLE_LEAVES_MAX;
 use crate::parallel::run_with_threads;
 
@@ -17,15 +17,18 @@ pub const PROOF_HASHES_MAX: usize = 64;
 /// Levels narrower than this are hashed on one thread; splitting them costs more than it saves.
 const PARALLEL_LEVEL_MIN: usize = 4096;
 
-const LEAF_PREFIX: [u8; 1] = [0x00];
-const NODE_PREFIX: [u8; 1] = [0x01];
+const LEAF_PREFIX: u8 = 0x00;
+const NODE_PREFIX: u8 = 0x01;
 
 pub fn leaf_hash(data: &[u8]) -> Hash {
-    sha256_parts(&[&LEAF_PREFIX, data])
+    sha256_prefixed(LEAF_PREFIX, data)
 }
 
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    sha256_parts(&[&NODE_PREFIX, left, right])
+    let mut children = [0u8; 2 * HASH_LEN];
+    children[..HASH_LEN].copy_from_slice(left);
+    children[HASH_LEN..].copy_from_slice(right);
+    sha256_prefixed(NODE_PREFIX, &children)
 }
 
 /// Hash of the empty tree.
@@ -65,11 +68,16 @@ pub fn root_from_leaf_hashes(mut level: Vec<Hash>) -> Hash {
             [odd] => *odd,
             _ => unreachable!("chunks of two"),
         };
-        level = if level.len() >= PARALLEL_LEVEL_MIN {
-            level.par_chunks(2).map(pair).collect()
+        if level.len() >= PARALLEL_LEVEL_MIN {
+            level = level.par_chunks(2).map(pair).collect();
         } else {
-            level.chunks(2).map(pair).collect()
-        };
+            // In place: node i only reads nodes 2i and 2i + 1, which are never behind it.
+            let parents = level.len().div_ceil(2);
+            for i in 0..parents {
+                level[i] = pair(&level[2 * i..(2 * i + 2).min(level.len())]);
+            }
+            level.truncate(parents);
+        }
     }
     level[0]
 }

@@ -1,0 +1,96 @@
+"""Blocks: assembling them, hashing them, and validating them in Rust.
+
+`validate_block` is what a node runs on a block it did not make: header links, the
+transaction Merkle root, every transaction signature and a commit certificate with more
+than 2/3 of the voting power, all in the Rust core with the GIL released.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from medledger import merkle
+from medledger._core import (
+    BLOCK_BYTES_MAX,
+    BLOCK_TXS_MAX,
+    TX_BYTES_MAX,
+    VALIDATORS_MAX,
+    ValidatedBlock,
+    ValidatorSet,
+    block_hash,
+    tx_hash,
+    validate_block,
+)
+from medledger.crypto import SigningKey, vote_signing_message
+from medledger.wire.v1 import envelope_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "BLOCK_BYTES_MAX",
+    "BLOCK_TXS_MAX",
+    "GENESIS_PARENT_HASH",
+    "TX_BYTES_MAX",
+    "VALIDATORS_MAX",
+    "ValidatedBlock",
+    "ValidatorSet",
+    "assemble_block",
+    "block_hash",
+    "make_commit",
+    "tx_hash",
+    "validate_block",
+]
+
+GENESIS_PARENT_HASH = bytes(32)
+"""The parent hash of the block at height 1."""
+
+
+def assemble_block(
+    *,
+    chain_id: str,
+    height: int,
+    parent_hash: bytes,
+    txs: Sequence[envelope_pb2.SignedTransaction],
+    proposer: bytes,
+    validators: ValidatorSet,
+    app_hash: bytes,
+    time_unix_ms: int,
+) -> envelope_pb2.Block:
+    """A block carrying `txs` in order, with its Merkle root computed in Rust."""
+    leaves = [tx.SerializeToString(deterministic=True) for tx in txs]
+    header = envelope_pb2.BlockHeader(
+        chain_id=chain_id,
+        height=height,
+        parent_hash=parent_hash,
+        time_unix_ms=time_unix_ms,
+        tx_root=merkle.root(leaves),
+        tx_count=len(txs),
+        app_hash=app_hash,
+        validators_hash=validators.hash,
+        proposer=proposer,
+    )
+    return envelope_pb2.Block(header=header, txs=txs)
+
+
+def make_commit(
+    *,
+    chain_id: str,
+    header: envelope_pb2.BlockHeader,
+    round: int,
+    signers: Sequence[tuple[int, SigningKey]],
+) -> envelope_pb2.CommitCertificate:
+    """A commit certificate for `header`: each (validator index, key) precommits to it."""
+    hash_ = block_hash(header.SerializeToString(deterministic=True))
+    message = vote_signing_message(
+        chain_id, envelope_pb2.VOTE_TYPE_PRECOMMIT, header.height, round, hash_
+    )
+    return envelope_pb2.CommitCertificate(
+        height=header.height,
+        round=round,
+        block_hash=hash_,
+        signatures=[
+            envelope_pb2.CommitSignature(validator_index=index, signature=key.sign(message))
+            for index, key in signers
+        ],
+    )
