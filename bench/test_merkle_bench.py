@@ -6,10 +6,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from medledger import merkle
 from pymerkle import InmemoryTree
 from pytest_benchmark.fixture import BenchmarkFixture
-
-from medledger import merkle
 
 
 def hashlib_root(leaves: list[bytes]) -> bytes:
@@ -19,7 +18,9 @@ def hashlib_root(leaves: list[bytes]) -> bytes:
     if not level:
         return sha256(b"").digest()
     while len(level) > 1:
-        paired = [sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        paired = [
+            sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
+        ]
         if len(level) % 2:
             paired.append(level[-1])
         level = paired

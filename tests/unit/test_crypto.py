@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
+from medledger._core import VERIFY_BATCH_MAX
 from medledger.crypto import (
     SigningKey,
     sha256,
@@ -18,8 +18,8 @@ from medledger.crypto import (
     verify,
     verify_batch,
 )
-from medledger._core import VERIFY_BATCH_MAX
 from medledger.errors import InvalidArgument, LimitExceeded
+
 from tests.conftest import load_vector
 
 
@@ -42,7 +42,9 @@ def wycheproof_cases() -> list[tuple[int, bytes, bytes, bytes, bool]]:
 
 def test_every_wycheproof_vector_gets_its_verdict_from_verify() -> None:
     wrong = [
-        tc_id for tc_id, key, msg, sig, valid in wycheproof_cases() if verify(key, msg, sig) != valid
+        tc_id
+        for tc_id, key, msg, sig, valid in wycheproof_cases()
+        if verify(key, msg, sig) != valid
     ]
     assert wrong == []
 

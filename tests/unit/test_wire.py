@@ -9,15 +9,16 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from medledger import block as blocks
 from medledger.wire.v1 import envelope_pb2
+
 from tests.conftest import REPO
 
 
 def load_generator() -> object:
     spec = importlib.util.spec_from_file_location("gen_proto", REPO / "tools" / "gen_proto.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["gen_proto"] = module
     spec.loader.exec_module(module)

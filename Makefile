@@ -1,0 +1,68 @@
+# Every habit is one command. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_VERSION := 26.3
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
+
+.PHONY: help venv build run test test-rust test-python lint lint-rust lint-python bench proto lock clean
+
+help: ## List the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements-dev.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	touch $@
+
+venv: $(VENV)/.installed ## Create .venv with the pinned dependencies
+
+build: venv ## Build the Rust extension (release) into the virtual environment
+	maturin develop --release --quiet
+
+run: build ## The main job: a short demonstration of the core on a signed 10,000-transaction block
+	$(PY) examples/core_tour.py
+
+lint-rust:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+lint-python: build
+	ruff check .
+	ruff format --check .
+	mypy
+	$(PY) -m mypy.stubtest medledger._core
+
+lint: lint-rust lint-python ## rustfmt, clippy, ruff, mypy and stubtest
+
+test-rust:
+	cargo test --locked -p medledger-core
+
+test-python: build
+	$(PY) -m pytest tests
+
+test: lint test-rust test-python ## Everything CI runs: lints, cargo test, pytest
+
+bench: build ## Benchmarks beside their peers; writes bench/results/latest.json
+	mkdir -p bench/results
+	$(PY) -m pytest bench --benchmark-only --benchmark-json=bench/results/latest.json \
+		--benchmark-columns=min,median,rounds --benchmark-sort=name -p no:cacheprovider -q
+	$(PY) bench/report.py bench/results/latest.json
+
+proto: venv ## Regenerate python/medledger/wire from proto/
+	rm -rf python/medledger/wire
+	$(PY) tools/gen_proto.py
+
+lock: ## Re-resolve requirements-dev.in into requirements-dev.lock
+	rm -rf /tmp/medledger-lock && $(PYTHON) -m venv /tmp/medledger-lock
+	/tmp/medledger-lock/bin/pip install --quiet pip==$(PIP_VERSION) -r requirements-dev.in
+	{ head -2 requirements-dev.lock; /tmp/medledger-lock/bin/pip freeze; } > requirements-dev.lock.new
+	mv requirements-dev.lock.new requirements-dev.lock
+
+clean: ## Remove build outputs and the virtual environment
+	rm -rf $(VENV) target python/medledger/_core*.so .mypy_cache .ruff_cache .pytest_cache
