@@ -51,34 +51,50 @@ const BLOCK_LEN: usize = 64;
 /// Messages up to this many blocks (after padding) are hashed from a stack buffer.
 const INLINE_BLOCKS: usize = 4;
 
-/// SHA-256 of `prefix || data`, for the short one-byte-prefixed messages Merkle trees hash
-/// by the thousand. It pads the message itself and feeds whole blocks to the `sha2`
-/// crate's (hardware-accelerated) compression function in one call, which skips the
-/// buffering of the streaming API: per hash that is a large share of the cost when the
-/// message is only two or three blocks long. Longer messages take the streaming path.
-pub fn sha256_prefixed(prefix: u8, data: &[u8]) -> Hash {
-    let message_len = 1 + data.len();
-    // 0x80 terminator and the 64-bit bit length follow the message.
-    let padded_len = (message_len + 9).div_ceil(BLOCK_LEN) * BLOCK_LEN;
-    if padded_len > INLINE_BLOCKS * BLOCK_LEN {
-        return sha256_parts(&[&[prefix], data]);
+type Block = GenericArray<u8, U64>;
+
+/// Copies `bytes` into the concatenation of `blocks` starting at byte `offset`.
+fn write_blocks(blocks: &mut [Block], mut offset: usize, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        let block = &mut blocks[offset / BLOCK_LEN];
+        let start = offset % BLOCK_LEN;
+        let take = bytes.len().min(BLOCK_LEN - start);
+        block[start..start + take].copy_from_slice(&bytes[..take]);
+        bytes = &bytes[take..];
+        offset += take;
     }
-    let mut buffer = [0u8; INLINE_BLOCKS * BLOCK_LEN];
-    buffer[0] = prefix;
-    buffer[1..message_len].copy_from_slice(data);
-    buffer[message_len] = 0x80;
-    buffer[padded_len - 8..padded_len].copy_from_slice(&(message_len as u64 * 8).to_be_bytes());
-    let mut blocks = [GenericArray::<u8, U64>::default(); INLINE_BLOCKS];
-    let block_count = padded_len / BLOCK_LEN;
-    for (block, chunk) in blocks
-        .iter_mut()
-        .zip(buffer.chunks_exact(BLOCK_LEN))
-        .take(block_count)
-    {
-        block.copy_from_slice(chunk);
+}
+
+/// SHA-256 of `prefix || parts...`, for the short one-byte-prefixed messages Merkle trees
+/// hash by the thousand. It pads the message itself, straight into the blocks, and feeds
+/// them to the `sha2` crate's (hardware-accelerated) compression function in one call,
+/// skipping the buffering of the streaming API: for messages of two or three blocks that
+/// buffering costs a third as much as the compression. Longer messages take the streaming
+/// path.
+pub fn sha256_prefixed(prefix: u8, parts: &[&[u8]]) -> Hash {
+    let message_len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+    // The 0x80 terminator and the 64-bit message length in bits follow the message.
+    let block_count = (message_len + 9).div_ceil(BLOCK_LEN);
+    if block_count > INLINE_BLOCKS {
+        let mut hasher = Sha256::new();
+        hasher.update([prefix]);
+        for part in parts {
+            hasher.update(part);
+        }
+        return hasher.finalize().into();
     }
+    let mut blocks = [Block::default(); INLINE_BLOCKS];
+    let blocks = &mut blocks[..block_count];
+    blocks[0][0] = prefix;
+    let mut offset = 1;
+    for part in parts {
+        write_blocks(blocks, offset, part);
+        offset += part.len();
+    }
+    write_blocks(blocks, offset, &[0x80]);
+    blocks[block_count - 1][BLOCK_LEN - 8..].copy_from_slice(&(message_len as u64 * 8).to_be_bytes());
     let mut state = INITIAL_STATE;
-    sha2::compress256(&mut state, &blocks[..block_count]);
+    sha2::compress256(&mut state, blocks);
     let mut digest = [0u8; HASH_LEN];
     for (out, word) in digest.chunks_exact_mut(4).zip(state) {
         out.copy_from_slice(&word.to_be_bytes());
@@ -97,10 +113,13 @@ mod tests {
         for len in 0usize..400 {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
             for prefix in [0u8, 1, 0xff] {
+                let expected = sha256_parts(&[&[prefix], &data]);
+                assert_eq!(sha256_prefixed(prefix, &[&data]), expected, "len {len}");
+                let (left, right) = data.split_at(len / 3);
                 assert_eq!(
-                    sha256_prefixed(prefix, &data),
-                    sha256_parts(&[&[prefix], &data]),
-                    "len {len}"
+                    sha256_prefixed(prefix, &[left, right]),
+                    expected,
+                    "len {len} split"
                 );
             }
         }

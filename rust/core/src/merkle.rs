@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::hash::{sha256, sha256_prefixed, Hash, HASH_LEN};
+use crate::hash::{sha256, sha256_prefixed, Hash};
 use crate::limits::MERKLE_LEAVES_MAX;
 use crate::parallel::run_with_threads;
 
@@ -21,14 +21,11 @@ const LEAF_PREFIX: u8 = 0x00;
 const NODE_PREFIX: u8 = 0x01;
 
 pub fn leaf_hash(data: &[u8]) -> Hash {
-    sha256_prefixed(LEAF_PREFIX, data)
+    sha256_prefixed(LEAF_PREFIX, &[data])
 }
 
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut children = [0u8; 2 * HASH_LEN];
-    children[..HASH_LEN].copy_from_slice(left);
-    children[HASH_LEN..].copy_from_slice(right);
-    sha256_prefixed(NODE_PREFIX, &children)
+    sha256_prefixed(NODE_PREFIX, &[left, right])
 }
 
 /// Hash of the empty tree.
