@@ -13,6 +13,7 @@ __all__ = [
     "InvalidBlock",
     "LimitExceeded",
     "MedledgerError",
+    "Rejected",
 ]
 
 
@@ -56,3 +57,14 @@ class LimitExceeded(MedledgerError):
         self.limit_name = limit_name
         self.limit = limit
         self.actual = actual
+
+
+class Rejected(MedledgerError):
+    """A request the node refuses; `status` is the gRPC status code name that reports it
+    (`INVALID_ARGUMENT`, `FAILED_PRECONDITION`, `ALREADY_EXISTS`, `RESOURCE_EXHAUSTED`,
+    `NOT_FOUND`), and `field` names what was wrong."""
+
+    def __init__(self, status: str, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", field)
+        self.status = status
+        self.reason = reason

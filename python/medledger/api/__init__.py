@@ -1,0 +1,1 @@
+"""Thin gRPC adapters: decode the request, call the node, encode the reply."""

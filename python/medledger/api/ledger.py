@@ -1,0 +1,181 @@
+"""LedgerService: the client API. Rules live in the node and the application; this
+module only translates between gRPC and them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from medledger import merkle
+from medledger.errors import Rejected
+from medledger.node.ledger_node import Admitted, LedgerNode, committed_receipt
+from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
+
+__all__ = ["LedgerServicer"]
+
+WAIT_FOR_COMMIT_S = 30.0
+"""Longest a submit waits for a commit when the client set no deadline."""
+STREAM_BATCHES_IN_FLIGHT_MAX = 64
+STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
+"""Batches one SubmitStream may have admitted but not yet answered (back-pressure)."""
+
+
+async def abort(context: grpc.aio.ServicerContext[object, object], rejected: Rejected) -> None:
+    await context.abort(grpc.StatusCode[rejected.status], str(rejected))
+
+
+def wait_budget_s(context: grpc.aio.ServicerContext[object, object]) -> float:
+    remaining = context.time_remaining()
+    return WAIT_FOR_COMMIT_S if remaining is None else max(0.0, remaining)
+
+
+class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
+    def __init__(self, node: LedgerNode) -> None:
+        self.node = node
+
+    async def Submit(  # noqa: N802 - gRPC method name
+        self,
+        request: ledger_pb2.SubmitRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.SubmitRequest, ledger_pb2.SubmitResponse],
+    ) -> ledger_pb2.SubmitResponse:
+        if not request.HasField("tx"):
+            await abort(context, Rejected("INVALID_ARGUMENT", "tx", "is required"))
+        (answer,) = self.node.submit([request.tx])
+        if answer.receipt is not None and answer.receipt.status == tx_pb2.TX_STATUS_REJECTED:
+            await context.abort(STATUS_BY_CODE[answer.receipt.error_code], answer.receipt.message)
+        if not request.wait_for_commit:
+            return ledger_pb2.SubmitResponse(receipt=answer.pending_receipt())
+        try:
+            receipt = await answer.result(wait_budget_s(context))
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "not committed before the deadline")
+        return ledger_pb2.SubmitResponse(receipt=receipt)
+
+    async def SubmitStream(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[ledger_pb2.SubmitBatch],
+        context: grpc.aio.ServicerContext[ledger_pb2.SubmitBatch, ledger_pb2.SubmitBatchResult],
+    ) -> AsyncIterator[ledger_pb2.SubmitBatchResult]:
+        answers: asyncio.Queue[tuple[int, list[Admitted]] | Rejected | None] = asyncio.Queue(
+            STREAM_BATCHES_IN_FLIGHT_MAX
+        )
+        batch_txs_max = self.node.config.submit_batch_txs_max
+
+        async def admit_batches() -> None:
+            try:
+                async for batch in request_iterator:
+                    if len(batch.txs) > batch_txs_max:
+                        reason = f"{len(batch.txs)} exceeds SUBMIT_BATCH_TXS_MAX {batch_txs_max}"
+                        await answers.put(Rejected("RESOURCE_EXHAUSTED", "txs", reason))
+                        return
+                    await answers.put((batch.batch_id, self.node.submit(batch.txs)))
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.create_task(admit_batches())
+        try:
+            while (item := await answers.get()) is not None:
+                if isinstance(item, Rejected):
+                    await abort(context, item)
+                    return
+                batch_id, admitted = item
+                budget = wait_budget_s(context)
+                receipts = [await answer.result(budget) for answer in admitted]
+                yield ledger_pb2.SubmitBatchResult(batch_id=batch_id, receipts=receipts)
+        finally:
+            reader.cancel()
+
+    async def GetTransaction(  # noqa: N802
+        self,
+        request: ledger_pb2.GetTransactionRequest,
+        context: grpc.aio.ServicerContext[
+            ledger_pb2.GetTransactionRequest, ledger_pb2.GetTransactionResponse
+        ],
+    ) -> ledger_pb2.GetTransactionResponse:
+        store = self.node.store
+        tx_id = request.tx_id
+        if not tx_id and request.tx_hash:
+            tx_id = store.tx_id_for_hash(request.tx_hash) or b""
+        if not tx_id:
+            field = "tx_hash" if request.tx_hash else "tx_id"
+            if not request.tx_hash and not request.tx_id:
+                await abort(context, Rejected("INVALID_ARGUMENT", "tx_id", "tx_id or tx_hash is required"))
+            await abort(context, Rejected("NOT_FOUND", field, "no such transaction"))
+        record = store.tx_record(tx_id)
+        if record is None:
+            pending = self.node.pending_receipt(tx_id)
+            if pending is None:
+                await abort(context, Rejected("NOT_FOUND", "tx_id", "no such transaction"))
+            return ledger_pb2.GetTransactionResponse(receipt=pending)
+        block = envelope_pb2.Block.FromString(store.block(record.height) or b"")
+        commit = envelope_pb2.CommitCertificate.FromString(store.commit(record.height) or b"")
+        leaves = [tx.SerializeToString(deterministic=True) for tx in block.txs]
+        proof = ledger_pb2.InclusionProof(
+            leaf_index=record.index,
+            tree_size=len(leaves),
+            hashes=merkle.inclusion_proof(leaves, record.index),
+        )
+        return ledger_pb2.GetTransactionResponse(
+            receipt=committed_receipt(tx_id, record),
+            tx=block.txs[record.index],
+            proof=proof,
+            header=block.header,
+            commit=commit,
+        )
+
+    async def GetBlock(  # noqa: N802
+        self,
+        request: ledger_pb2.GetBlockRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.GetBlockRequest, ledger_pb2.GetBlockResponse],
+    ) -> ledger_pb2.GetBlockResponse:
+        height = request.height or self.node.head.height
+        response = self._block(height)
+        if response is None:
+            await abort(context, Rejected("NOT_FOUND", "height", f"no block at height {height}"))
+        assert response is not None
+        return response
+
+    async def GetAccount(  # noqa: N802
+        self,
+        request: ledger_pb2.GetAccountRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.GetAccountRequest, ledger_pb2.GetAccountResponse],
+    ) -> ledger_pb2.GetAccountResponse:
+        if len(request.owner) != 32:
+            reason = f"must be a 32-byte public key, got {len(request.owner)} bytes"
+            await abort(context, Rejected("INVALID_ARGUMENT", "owner", reason))
+        account = self.node.store.account(request.owner)
+        if account is None:
+            await abort(context, Rejected("NOT_FOUND", "owner", "no account for this key"))
+        return ledger_pb2.GetAccountResponse(account=account)
+
+    async def StreamBlocks(  # noqa: N802
+        self,
+        request: ledger_pb2.StreamBlocksRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.StreamBlocksRequest, ledger_pb2.GetBlockResponse],
+    ) -> AsyncIterator[ledger_pb2.GetBlockResponse]:
+        height = max(1, request.from_height)
+        while True:
+            while height <= self.node.head.height:
+                response = self._block(height)
+                assert response is not None, "every height up to the head is stored"
+                yield response
+                height += 1
+            async with self.node.new_block:
+                await self.node.new_block.wait_for(lambda: self.node.head.height >= height)
+
+    async def GetStatus(  # noqa: N802
+        self,
+        request: ledger_pb2.GetStatusRequest,
+        context: grpc.aio.ServicerContext[ledger_pb2.GetStatusRequest, ledger_pb2.GetStatusResponse],
+    ) -> ledger_pb2.GetStatusResponse:
+        return self.node.status()
+
+    def _block(self, height: int) -> ledger_pb2.GetBlockResponse | None:
+        raw = self.node.store.block(height)
+        if raw is None:
+            return None
+        block = envelope_pb2.Block.FromString(raw)
+        commit = envelope_pb2.CommitCertificate.FromString(self.node.store.commit(height) or b"")
+        return ledger_pb2.GetBlockResponse(block=block, commit=commit, block_hash=commit.block_hash)

@@ -1,0 +1,119 @@
+"""The Application: admission checks and deterministic block execution."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from medledger.app import accounts, identity
+from medledger.app.outcome import TxOutcome
+from medledger.app.state import BlockState, StateReader, next_app_hash
+from medledger.errors import Rejected
+from medledger.wire.v1 import tx_pb2
+
+__all__ = ["Application", "BlockResult", "TxOutcome"]
+
+TX_ID_BYTES = 16
+TEXT_BYTES_MAX = 128
+
+Handler = Callable[[BlockState, int, bytes, Any], TxOutcome]
+
+# One table of handlers per module; the oneof field name selects the handler.
+HANDLERS: dict[str, Handler] = {
+    "register_participant": identity.register_participant,
+    "create_account": accounts.create_account,
+    "transfer": accounts.transfer,
+}
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    outcomes: list[TxOutcome]
+    writes: list[tuple[str, bytes, bytes]]
+    app_hash: bytes
+
+
+def _invalid(field: str, reason: str) -> Rejected:
+    return Rejected("INVALID_ARGUMENT", field, reason)
+
+
+def check_body(body: tx_pb2.TransactionBody, chain_id: str) -> None:
+    """Stateless rules every transaction body must follow; raises `Rejected`."""
+    if body.chain_id != chain_id:
+        raise _invalid("body.chain_id", f"expected {chain_id!r}, got {body.chain_id!r}")
+    if len(body.tx_id) != TX_ID_BYTES:
+        raise _invalid("body.tx_id", f"must be {TX_ID_BYTES} bytes, got {len(body.tx_id)}")
+    kind = body.WhichOneof("kind")
+    if kind is None:
+        raise _invalid("body.kind", "no transaction kind is set")
+    if kind == "transfer":
+        transfer = body.transfer
+        if len(transfer.to) != 32:
+            raise _invalid("body.transfer.to", f"must be a 32-byte public key, got {len(transfer.to)}")
+        if transfer.amount_micros == 0:
+            raise _invalid("body.transfer.amount_micros", "must be positive")
+        if len(transfer.reference.encode()) > TEXT_BYTES_MAX:
+            raise _invalid("body.transfer.reference", f"longer than {TEXT_BYTES_MAX} bytes")
+    elif kind == "register_participant":
+        register = body.register_participant
+        if register.kind == tx_pb2.PARTICIPANT_KIND_UNSPECIFIED:
+            raise _invalid("body.register_participant.kind", "must be set")
+        if register.role == tx_pb2.ROLE_UNSPECIFIED:
+            raise _invalid("body.register_participant.role", "must be set")
+        if len(register.display_name.encode()) > TEXT_BYTES_MAX:
+            raise _invalid(
+                "body.register_participant.display_name", f"longer than {TEXT_BYTES_MAX} bytes"
+            )
+
+
+class Application:
+    """The healthcare ledger's rules, behind an ABCI-like boundary."""
+
+    def __init__(self, chain_id: str, expiry_horizon_blocks: int) -> None:
+        self.chain_id = chain_id
+        self.expiry_horizon_blocks = expiry_horizon_blocks
+
+    def check_tx(self, body: tx_pb2.TransactionBody, next_height: int) -> None:
+        """Admission: stateless rules and expiry. Raises `Rejected` naming the field."""
+        check_body(body, self.chain_id)
+        if body.expiry_height < next_height:
+            raise Rejected(
+                "FAILED_PRECONDITION",
+                "body.expiry_height",
+                f"expired: {body.expiry_height} is below the next height {next_height}",
+            )
+        if body.expiry_height > next_height + self.expiry_horizon_blocks:
+            raise _invalid(
+                "body.expiry_height",
+                f"{body.expiry_height} is more than {self.expiry_horizon_blocks} blocks ahead",
+            )
+
+    def finalize_block(
+        self,
+        height: int,
+        previous_app_hash: bytes,
+        reader: StateReader,
+        txs: Sequence[tuple[bytes, tx_pb2.TransactionBody]],
+    ) -> BlockResult:
+        """Applies `txs` (signer, body) in order. Deterministic: the same committed state
+        and the same transactions give the same outcomes, writes and app hash."""
+        state = BlockState(reader)
+        outcomes = []
+        for signer, body in txs:
+            outcomes.append(self._apply(state, height, signer, body))
+        writes = state.writes()
+        return BlockResult(outcomes, writes, next_app_hash(previous_app_hash, writes))
+
+    def _apply(
+        self, state: BlockState, height: int, signer: bytes, body: tx_pb2.TransactionBody
+    ) -> TxOutcome:
+        try:
+            check_body(body, self.chain_id)
+        except Rejected as rejected:
+            return TxOutcome(tx_pb2.RESULT_CODE_MALFORMED, str(rejected))
+        if body.expiry_height < height:
+            return TxOutcome(tx_pb2.RESULT_CODE_EXPIRED, f"expired at height {body.expiry_height}")
+        kind = body.WhichOneof("kind")
+        assert kind is not None, "check_body guarantees a kind"
+        return HANDLERS[kind](state, height, signer, getattr(body, kind))

@@ -1,0 +1,223 @@
+"""One LMDB environment per node, one write transaction per block.
+
+Named databases (keys big-endian so ranges scan in order):
+
+    meta          b"head" -> Head, b"genesis_hash", b"chain_id"
+    blocks        height (u64 BE) -> encoded Block
+    commits       height (u64 BE) -> encoded CommitCertificate
+    app_hashes    height (u64 BE) -> app hash after that block
+    txs           tx_id (16 bytes) -> encoded TxRecord
+    tx_hashes     tx hash (32 bytes) -> tx_id
+    accounts      owner public key -> encoded Account
+    participants  public key -> encoded Participant
+
+`commit_block` writes a block, its certificate, its index entries, its state writes and
+the new head in one transaction; LMDB's commit fsyncs before returning, so a block is
+either entirely durable or absent after a crash.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from medledger.app.state import ACCOUNTS, PARTICIPANTS, genesis_writes
+from medledger.genesis import Genesis
+from medledger.wire.v1 import ledger_pb2, state_pb2
+
+__all__ = ["ChainStore", "Head", "Snapshot", "StoreError"]
+
+TABLES = (
+    "meta",
+    "blocks",
+    "commits",
+    "app_hashes",
+    "txs",
+    "tx_hashes",
+    ACCOUNTS,
+    PARTICIPANTS,
+)
+HEAD_KEY = b"head"
+GENESIS_HASH_KEY = b"genesis_hash"
+CHAIN_ID_KEY = b"chain_id"
+HASH_BYTES = 32
+
+
+class StoreError(Exception):
+    """The store is not what this node expects (another chain, a corrupt head)."""
+
+
+def height_key(height: int) -> bytes:
+    return struct.pack(">Q", height)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The latest committed block."""
+
+    height: int
+    block_hash: bytes
+    app_hash: bytes
+    committed_txs: int
+
+    def encode(self) -> bytes:
+        return (
+            struct.pack(">Q", self.height)
+            + self.block_hash
+            + self.app_hash
+            + struct.pack(">Q", self.committed_txs)
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Head:
+        if len(raw) != 8 + 2 * HASH_BYTES + 8:
+            raise StoreError(f"corrupt head record of {len(raw)} bytes")
+        (height,) = struct.unpack(">Q", raw[:8])
+        (committed,) = struct.unpack(">Q", raw[8 + 2 * HASH_BYTES :])
+        return cls(height, raw[8 : 8 + HASH_BYTES], raw[8 + HASH_BYTES : 8 + 2 * HASH_BYTES], committed)
+
+
+class Snapshot:
+    """A consistent read view (one LMDB read transaction)."""
+
+    def __init__(self, txn: Any, dbs: dict[str, Any]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        value = self._txn.get(key, db=self._dbs[table])
+        return None if value is None else bytes(value)
+
+
+class ChainStore:
+    """The node's chain and state in one LMDB environment."""
+
+    def __init__(self, path: Path, map_size_bytes: int) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o700)
+        self._env = lmdb.open(
+            str(path),
+            map_size=map_size_bytes,
+            max_dbs=len(TABLES),
+            sync=True,
+            metasync=True,
+        )
+        self._dbs = {name: self._env.open_db(name.encode()) for name in TABLES}
+        self._head: Head | None = None
+        with self._env.begin() as txn:
+            raw = txn.get(HEAD_KEY, db=self._dbs["meta"])
+            if raw is not None:
+                self._head = Head.decode(bytes(raw))
+
+    def close(self) -> None:
+        self._env.close()
+
+    @property
+    def initialised(self) -> bool:
+        return self._head is not None
+
+    @property
+    def head(self) -> Head:
+        if self._head is None:
+            raise StoreError("the store holds no genesis; run `medledger init` first")
+        return self._head
+
+    def init_genesis(self, genesis: Genesis) -> None:
+        """Writes the genesis state once; afterwards checks the store is for `genesis`."""
+        genesis_hash = genesis.hash()
+        if self._head is not None:
+            with self._env.begin() as txn:
+                stored = txn.get(GENESIS_HASH_KEY, db=self._dbs["meta"])
+            if stored is None or bytes(stored) != genesis_hash:
+                raise StoreError("this data directory belongs to another genesis")
+            return
+        head = Head(height=0, block_hash=bytes(HASH_BYTES), app_hash=genesis_hash, committed_txs=0)
+        with self._env.begin(write=True) as txn:
+            for table, key, value in genesis_writes(genesis):
+                txn.put(key, value, db=self._dbs[table])
+            meta = self._dbs["meta"]
+            txn.put(GENESIS_HASH_KEY, genesis_hash, db=meta)
+            txn.put(CHAIN_ID_KEY, genesis.chain_id.encode(), db=meta)
+            txn.put(HEAD_KEY, head.encode(), db=meta)
+        self._head = head
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        with self._env.begin() as txn:
+            yield Snapshot(txn, self._dbs)
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        with self.snapshot() as snapshot:
+            return snapshot.get(table, key)
+
+    def block(self, height: int) -> bytes | None:
+        return self.get("blocks", height_key(height))
+
+    def commit(self, height: int) -> bytes | None:
+        return self.get("commits", height_key(height))
+
+    def app_hash_after(self, height: int) -> bytes | None:
+        return self.get("app_hashes", height_key(height))
+
+    def tx_record(self, tx_id: bytes) -> state_pb2.TxRecord | None:
+        raw = self.get("txs", tx_id)
+        return None if raw is None else state_pb2.TxRecord.FromString(raw)
+
+    def tx_id_for_hash(self, tx_hash: bytes) -> bytes | None:
+        return self.get("tx_hashes", tx_hash)
+
+    def account(self, owner: bytes) -> ledger_pb2.Account | None:
+        raw = self.get(ACCOUNTS, owner)
+        return None if raw is None else ledger_pb2.Account.FromString(raw)
+
+    def commit_block(
+        self,
+        *,
+        height: int,
+        block: bytes,
+        commit: bytes,
+        block_hash: bytes,
+        app_hash: bytes,
+        tx_index: Sequence[tuple[bytes, bytes, bytes]],
+        writes: Sequence[tuple[str, bytes, bytes]],
+    ) -> Head:
+        """Makes a block durable: everything in one write transaction, fsynced on commit.
+
+        `tx_index` holds (tx_id, tx_hash, encoded TxRecord) per transaction.
+        """
+        previous = self.head
+        if height != previous.height + 1:
+            raise StoreError(f"block {height} does not follow the head {previous.height}")
+        if len(block_hash) != HASH_BYTES or len(app_hash) != HASH_BYTES:
+            raise StoreError("block and app hashes must be 32 bytes")
+        head = Head(height, block_hash, app_hash, previous.committed_txs + len(tx_index))
+        key = height_key(height)
+        with self._env.begin(write=True) as txn:
+            dbs = self._dbs
+            if not txn.put(key, block, db=dbs["blocks"], overwrite=False):
+                raise StoreError(f"block {height} is already stored")
+            txn.put(key, commit, db=dbs["commits"])
+            txn.put(key, app_hash, db=dbs["app_hashes"])
+            with txn.cursor(db=dbs["txs"]) as cursor:
+                _, added = cursor.putmulti(
+                    [(tx_id, record) for tx_id, _, record in tx_index], overwrite=False
+                )
+            if added != len(tx_index):
+                raise StoreError(f"block {height} reuses a committed transaction id")
+            with txn.cursor(db=dbs["tx_hashes"]) as cursor:
+                cursor.putmulti([(tx_hash, tx_id) for tx_id, tx_hash, _ in tx_index])
+            for table, state_key, value in writes:
+                txn.put(state_key, value, db=dbs[table])
+            txn.put(HEAD_KEY, head.encode(), db=dbs["meta"])
+        # Read back what the next block will build on.
+        with self._env.begin() as txn:
+            stored = Head.decode(bytes(txn.get(HEAD_KEY, db=self._dbs["meta"])))
+        assert stored == head, "the head read back differs from the head written"
+        self._head = head
+        return head

@@ -1,0 +1,293 @@
+"""The `medledger` command line.
+
+    medledger init --home DIR --chain-id ID     create keys, genesis and config
+    medledger node start --home DIR             run a node (127.0.0.1 by default)
+    medledger keys new FILE | keys show FILE    manage key files (mode 0600)
+    medledger tx transfer --to KEY --amount N   sign and submit a transfer
+    medledger query status|account|tx|block     read from a node
+    medledger verify-chain --home DIR           re-check every block from LMDB
+    medledger demo                              the README's main job
+    medledger bench node                        committed tx/s and latency of one node
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from medledger import __version__
+from medledger.config import DEFAULT_LISTEN, Home, NodeConfig
+from medledger.crypto import SigningKey
+from medledger.errors import Rejected
+from medledger.genesis import Allocation, Genesis, GenesisValidator
+from medledger.keys import KeyFileError, load_key, save_key
+
+__all__ = ["main"]
+
+DEFAULT_FUND_MICROS = 10**15
+EXPIRY_BLOCKS = 100
+
+
+class CliError(Exception):
+    """A user error: printed without a traceback, exit status 1."""
+
+
+def hex_bytes(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not hex: {text!r}") from error
+
+
+def print_message(message: Message) -> None:
+    print(json.dumps(json_format.MessageToDict(message), indent=2))
+
+
+# ------------------------------------------------------------------------ commands
+
+
+def init_home(
+    home: Home, chain_id: str, listen: str = DEFAULT_LISTEN, fund_micros: int = DEFAULT_FUND_MICROS
+) -> Genesis:
+    """Creates a one-validator home: keys (mode 0600), genesis with a funded client
+    account, and config."""
+    if home.config.exists():
+        raise CliError(f"{home.root} is already initialised")
+    home.root.mkdir(parents=True, exist_ok=True)
+    validator, client = SigningKey.generate(), SigningKey.generate()
+    save_key(validator, home.validator_key)
+    save_key(client, home.keys_dir / "client.json")
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=int(time.time() * 1000),
+        validators=(GenesisValidator("validator-0", validator.public_key, 10),),
+        allocations=(Allocation(client.public_key, fund_micros),),
+    )
+    genesis.validator_set()
+    home.genesis.write_text(genesis.to_json())
+    home.config.write_text(NodeConfig(listen=listen).to_json())
+    return genesis
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    home = Home(args.home)
+    genesis = init_home(home, args.chain_id, args.listen, args.fund_micros)
+    print(f"initialised {home.root} for chain {genesis.chain_id}")
+    print(f"  validator key  {home.validator_key}")
+    print(f"  client key     {home.keys_dir / 'client.json'} (funded {args.fund_micros} micros)")
+    print(f"start it with:   medledger node start --home {home.root}")
+
+
+def cmd_node_start(args: argparse.Namespace) -> None:
+    from medledger.node.process import run_node  # noqa: PLC0415 - grpc only when serving
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_node(Home(args.home), args.listen))
+
+
+def cmd_keys_new(args: argparse.Namespace) -> None:
+    key = SigningKey.generate()
+    save_key(key, args.file)
+    print(key.public_key.hex())
+
+
+def cmd_keys_show(args: argparse.Namespace) -> None:
+    print(load_key(args.file).public_key.hex())
+
+
+def node_address(args: argparse.Namespace) -> str:
+    if args.node:
+        return str(args.node)
+    if args.home:
+        return Home(args.home).load_config().listen
+    return DEFAULT_LISTEN
+
+
+def client_key(args: argparse.Namespace) -> SigningKey:
+    if args.key:
+        return load_key(args.key)
+    if args.home:
+        return load_key(Home(args.home).keys_dir / "client.json")
+    raise CliError("give --key FILE (or --home DIR to use its client key)")
+
+
+def submit_kind(args: argparse.Namespace, build: Callable[..., Message]) -> None:
+    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+
+    with LedgerClient(node_address(args)) as client:
+        status = client.status()
+        builder = TxBuilder(client_key(args), status.chain_id)
+        tx = build(builder, expiry_height=status.height + EXPIRY_BLOCKS)
+        receipt = client.submit(tx, wait=not args.no_wait)  # type: ignore[arg-type]
+    print_message(receipt)
+
+
+def cmd_tx_transfer(args: argparse.Namespace) -> None:
+    submit_kind(
+        args,
+        lambda builder, expiry_height: builder.transfer(
+            to=args.to, amount_micros=args.amount, reference=args.reference, expiry_height=expiry_height
+        ),
+    )
+
+
+def cmd_tx_create_account(args: argparse.Namespace) -> None:
+    submit_kind(args, lambda builder, expiry_height: builder.create_account(expiry_height=expiry_height))
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    from medledger.client import LedgerClient, verify_transaction_proof  # noqa: PLC0415
+
+    with LedgerClient(node_address(args)) as client:
+        if args.what == "status":
+            print_message(client.status())
+        elif args.what == "account":
+            print_message(client.get_account(hex_bytes(args.id)))
+        elif args.what == "block":
+            print_message(client.get_block(int(args.id or 0)))
+        else:
+            response = client.get_transaction(tx_id=hex_bytes(args.id))
+            print_message(response)
+            if args.genesis and response.HasField("proof"):
+                genesis = Genesis.load(args.genesis)
+                block_hash = verify_transaction_proof(
+                    response, genesis.validator_set(), genesis.chain_id
+                )
+                print(f"proof verified against {args.genesis}: block {block_hash.hex()}")
+
+
+def cmd_verify_chain(args: argparse.Namespace) -> None:
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from medledger.chain import ChainStore  # noqa: PLC0415
+    from medledger.chain.verify import verify_chain  # noqa: PLC0415
+
+    home = Home(args.home)
+    genesis = Genesis.load(home.genesis)
+    store = ChainStore(home.data, home.load_config().lmdb_map_size_bytes)
+    try:
+        total = store.head.height
+        with Progress(transient=True) as progress:
+            task = progress.add_task("verifying blocks", total=total)
+            report = verify_chain(store, genesis, lambda _: progress.advance(task))
+    finally:
+        store.close()
+    if report.ok:
+        print(f"chain OK: {report.height} blocks, {report.transactions} transactions verified")
+    else:
+        print(f"chain BROKEN at height {report.broken_height}: {report.reason}")
+        raise SystemExit(2)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from medledger.demo import run_demo  # noqa: PLC0415
+
+    run_demo(args.home)
+
+
+def cmd_bench_node(args: argparse.Namespace) -> None:
+    from medledger.loadgen import run_node_bench  # noqa: PLC0415
+
+    run_node_bench(
+        txs=args.txs, batch=args.batch, streams=args.streams, json_path=args.json, home=args.home
+    )
+
+
+# ----------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medledger",
+        description="A permissioned, Byzantine-fault-tolerant ledger for healthcare networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"medledger {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", help="create a node home: keys, genesis, config")
+    init.add_argument("--home", type=Path, required=True, help="directory to create")
+    init.add_argument("--chain-id", required=True, help="network name, e.g. city-hospitals-1")
+    init.add_argument("--listen", default=DEFAULT_LISTEN, help=f"gRPC address (default {DEFAULT_LISTEN})")
+    init.add_argument(
+        "--fund-micros", type=int, default=DEFAULT_FUND_MICROS, help="genesis balance of the client key"
+    )
+    init.set_defaults(run=cmd_init)
+
+    node = commands.add_parser("node", help="run a node").add_subparsers(dest="action", required=True)
+    start = node.add_parser("start", help="serve the ledger over gRPC until SIGINT/SIGTERM")
+    start.add_argument("--home", type=Path, required=True)
+    start.add_argument("--listen", help="override the configured address (host:port)")
+    start.set_defaults(run=cmd_node_start)
+
+    keys = commands.add_parser("keys", help="Ed25519 key files").add_subparsers(dest="action", required=True)
+    new = keys.add_parser("new", help="generate a key into a new file (mode 0600)")
+    new.add_argument("file", type=Path)
+    new.set_defaults(run=cmd_keys_new)
+    show = keys.add_parser("show", help="print a key file's public key")
+    show.add_argument("file", type=Path)
+    show.set_defaults(run=cmd_keys_show)
+
+    def connection(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--node", help=f"node address (default: the home's, else {DEFAULT_LISTEN})")
+        sub.add_argument("--home", type=Path, help="a node home, for its address and client key")
+
+    tx = commands.add_parser("tx", help="sign and submit transactions").add_subparsers(
+        dest="action", required=True
+    )
+    transfer = tx.add_parser("transfer", help="move micro-units to another account")
+    transfer.add_argument("--to", type=hex_bytes, required=True, help="receiving owner's public key (hex)")
+    transfer.add_argument("--amount", type=int, required=True, help="amount in micro-units")
+    transfer.add_argument("--reference", default="", help="invoice or claim number")
+    create = tx.add_parser("create-account", help="open an account owned by the signing key")
+    for sub, run in ((transfer, cmd_tx_transfer), (create, cmd_tx_create_account)):
+        connection(sub)
+        sub.add_argument("--key", type=Path, help="signing key file")
+        sub.add_argument("--no-wait", action="store_true", help="return once admitted, not committed")
+        sub.set_defaults(run=run)
+
+    query = commands.add_parser("query", help="read from a node")
+    query.add_argument("what", choices=["status", "account", "tx", "block"])
+    query.add_argument("id", nargs="?", help="account key or tx id (hex), or block height")
+    query.add_argument("--genesis", type=Path, help="with `tx`: verify the proof against this genesis")
+    connection(query)
+    query.set_defaults(run=cmd_query)
+
+    verify = commands.add_parser("verify-chain", help="re-check every block and app hash from LMDB")
+    verify.add_argument("--home", type=Path, required=True)
+    verify.set_defaults(run=cmd_verify_chain)
+
+    demo = commands.add_parser("demo", help="start a node and run a short demonstration workload")
+    demo.add_argument("--home", type=Path, help="keep the node home here (default: a temp dir)")
+    demo.set_defaults(run=cmd_demo)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
+    bench_node = bench.add_parser("node", help="committed transfers/s and latency of one node")
+    bench_node.add_argument("--txs", type=int, default=100_000, help="transfers to commit")
+    bench_node.add_argument("--batch", type=int, default=1_000, help="transactions per streamed batch")
+    bench_node.add_argument("--streams", type=int, default=2, help="concurrent SubmitStream calls")
+    bench_node.add_argument("--json", type=Path, help="write the result here")
+    bench_node.add_argument("--home", type=Path, help="node home (default: a temp dir)")
+    bench_node.set_defaults(run=cmd_bench_node)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (CliError, KeyFileError) as error:
+        print(f"medledger: {error}", file=sys.stderr)
+        return 1
+    except Rejected as rejected:
+        print(f"medledger: refused ({rejected.status}): {rejected}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,20 @@
+"""Turning gRPC errors into the SDK's exceptions."""
+
+from __future__ import annotations
+
+import grpc
+
+from medledger.errors import Rejected
+
+__all__ = ["from_rpc_error"]
+
+
+def from_rpc_error(error: grpc.RpcError) -> Rejected:
+    """The node's refusal as `Rejected(status, field, reason)`; the node's messages read
+    'field: reason'."""
+    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    details: str = error.details() or ""  # type: ignore[attr-defined]
+    field, sep, reason = details.partition(": ")
+    if not sep or " " in field:
+        field, reason = "", details
+    return Rejected(code.name, field, reason)

@@ -1,0 +1,134 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
+
+import grpc
+
+from medledger.block import ValidatorSet
+from medledger.client.errors import from_rpc_error
+from medledger.client.proofs import verify_transaction_proof
+from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
+
+__all__ = ["LedgerClient"]
+
+DEFAULT_TIMEOUT_S = 30.0
+MESSAGE_BYTES_MAX = 16 * 1024 * 1024
+POLL_INTERVAL_S = 0.05
+
+
+def channel_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+        ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+    ]
+
+
+class LedgerClient:
+    """A connection to one node. Every call has a deadline; refusals raise `Rejected`."""
+
+    def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(target, options=channel_options())
+        self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
+
+    def __enter__(self) -> LedgerClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def status(self) -> ledger_pb2.GetStatusResponse:
+        try:
+            return self._stub.GetStatus(ledger_pb2.GetStatusRequest(), timeout=self.timeout_s)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def submit(
+        self, tx: envelope_pb2.SignedTransaction, *, wait: bool = True, timeout_s: float | None = None
+    ) -> tx_pb2.Receipt:
+        """Submits one transaction; with `wait`, returns once it is durably committed."""
+        request = ledger_pb2.SubmitRequest(tx=tx, wait_for_commit=wait)
+        try:
+            response = self._stub.Submit(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        return response.receipt
+
+    def submit_batches(
+        self,
+        batches: Iterable[Sequence[envelope_pb2.SignedTransaction]],
+        *,
+        timeout_s: float | None = None,
+    ) -> Iterator[list[tx_pb2.Receipt]]:
+        """Streams batches on one call; yields each batch's receipts, in order, once all of
+        its transactions are committed or refused."""
+        requests = (
+            ledger_pb2.SubmitBatch(batch_id=i, txs=list(batch)) for i, batch in enumerate(batches)
+        )
+        try:
+            for result in self._stub.SubmitStream(requests, timeout=timeout_s or self.timeout_s):
+                yield list(result.receipts)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def get_transaction(
+        self, *, tx_id: bytes = b"", tx_hash: bytes = b""
+    ) -> ledger_pb2.GetTransactionResponse:
+        request = ledger_pb2.GetTransactionRequest(tx_id=tx_id, tx_hash=tx_hash)
+        try:
+            return self._stub.GetTransaction(request, timeout=self.timeout_s)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def wait_for_commit(self, tx_id: bytes, *, timeout_s: float | None = None) -> tx_pb2.Receipt:
+        """Polls until the transaction is committed; raises TimeoutError past the deadline."""
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        while True:
+            receipt = self.get_transaction(tx_id=tx_id).receipt
+            if receipt.status in (tx_pb2.TX_STATUS_COMMITTED, tx_pb2.TX_STATUS_REJECTED):
+                return receipt
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"transaction {tx_id.hex()} not committed in time")
+            time.sleep(POLL_INTERVAL_S)
+
+    def get_block(self, height: int = 0) -> ledger_pb2.GetBlockResponse:
+        try:
+            return self._stub.GetBlock(ledger_pb2.GetBlockRequest(height=height), timeout=self.timeout_s)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def get_account(self, owner: bytes) -> ledger_pb2.Account:
+        try:
+            response = self._stub.GetAccount(
+                ledger_pb2.GetAccountRequest(owner=owner), timeout=self.timeout_s
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        return response.account
+
+    def stream_blocks(
+        self, from_height: int = 1, *, timeout_s: float | None = None
+    ) -> Iterator[ledger_pb2.GetBlockResponse]:
+        """Committed blocks from `from_height` on, then new ones as they commit, until the
+        deadline. Resume after a disconnect from the last height seen plus one."""
+        request = ledger_pb2.StreamBlocksRequest(from_height=from_height)
+        try:
+            yield from self._stub.StreamBlocks(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+                return
+            raise from_rpc_error(error) from error
+
+    def verify_transaction(self, tx_id: bytes, validators: ValidatorSet, chain_id: str) -> bytes:
+        """Fetches a committed transaction's proof and checks it locally; returns the
+        block hash. Raises `ProofError` if any part fails."""
+        return verify_transaction_proof(self.get_transaction(tx_id=tx_id), validators, chain_id)

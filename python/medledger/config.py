@@ -1,0 +1,67 @@
+"""A node's home directory: where its config, genesis, keys and data live."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["DEFAULT_LISTEN", "Home", "NodeConfig"]
+
+DEFAULT_LISTEN = "127.0.0.1:7070"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Tunables of one node. Every queue and batch has a named maximum."""
+
+    listen: str = DEFAULT_LISTEN
+    block_interval_ms: int = 50
+    block_txs_max: int = 8_000
+    mempool_txs_max: int = 200_000
+    mempool_bytes_max: int = 128 * 1024 * 1024
+    submit_batch_txs_max: int = 4_096
+    message_bytes_max: int = 16 * 1024 * 1024
+    expiry_horizon_blocks: int = 10_000
+    lmdb_map_size_bytes: int = 8 * 1024 * 1024 * 1024
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> NodeConfig:
+        data = json.loads(text)
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Home:
+    """The layout of a node's home directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def genesis(self) -> Path:
+        return self.root / "genesis.json"
+
+    @property
+    def validator_key(self) -> Path:
+        return self.root / "keys" / "validator.json"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def load_config(self) -> NodeConfig:
+        return NodeConfig.from_json(self.config.read_text())

@@ -1,0 +1,189 @@
+"""`medledger bench node`: committed transfers per second and submit-to-commit latency of
+one node, with the per-transaction cost of each stage measured in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.progress import Progress
+
+__all__ = ["NodeBenchResult", "run_node_bench"]
+
+CHAIN_ID = "medledger-bench"
+SENDERS = 16
+
+
+@dataclass
+class NodeBenchResult:
+    txs: int
+    batch: int
+    streams: int
+    seconds: float
+    committed_tx_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    cost_us_per_tx: dict[str, float]
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def run_node_bench(
+    *, txs: int, batch: int, streams: int, json_path: Path | None = None, home: Path | None = None
+) -> NodeBenchResult:
+    with tempfile.TemporaryDirectory(prefix="medledger-bench-") as tmp:
+        return _run(txs, batch, streams, json_path, home or Path(tmp) / "node")
+
+
+def _run(txs: int, batch: int, streams: int, json_path: Path | None, root: Path) -> NodeBenchResult:
+    from medledger.cli import init_home  # noqa: PLC0415
+    from medledger.client import TxBuilder  # noqa: PLC0415
+    from medledger.config import Home  # noqa: PLC0415
+    from medledger.keys import load_key  # noqa: PLC0415
+    from medledger.node.launcher import start_node  # noqa: PLC0415
+
+    home = Home(root)
+    init_home(home, CHAIN_ID, listen="127.0.0.1:0")
+    payer = load_key(home.keys_dir / "client.json")
+    builder = TxBuilder(payer, CHAIN_ID)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("pre-signing transfers", total=txs)
+        signed = []
+        for i in range(txs):
+            # The genesis client pays itself: every transfer succeeds and touches state.
+            signed.append(builder.transfer(to=payer.public_key, amount_micros=1, expiry_height=10_000))
+            if i % 1000 == 0:
+                progress.update(task, completed=i)
+    batches = [signed[i : i + batch] for i in range(0, txs, batch)]
+    costs = _stage_costs(signed[: min(txs, 8_000)])
+
+    node = start_node(home.root)
+    try:
+        seconds, latencies = asyncio.run(_stream(node.address, batches, streams, txs))
+    finally:
+        node.stop()
+    costs["end_to_end"] = seconds / txs * 1e6
+    costs["network_and_other"] = max(
+        0.0, costs["end_to_end"] - sum(v for k, v in costs.items() if k != "end_to_end")
+    )
+    result = NodeBenchResult(
+        txs=txs,
+        batch=batch,
+        streams=streams,
+        seconds=seconds,
+        committed_tx_per_s=txs / seconds,
+        latency_p50_ms=statistics.median(latencies) * 1e3,
+        latency_p99_ms=_percentile(latencies, 0.99) * 1e3,
+        cost_us_per_tx={k: round(v, 2) for k, v in costs.items()},
+    )
+    print(json.dumps(asdict(result), indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+async def _stream(
+    address: str, batches: list[list[object]], streams: int, total: int
+) -> tuple[float, list[float]]:
+    import grpc  # noqa: PLC0415
+
+    from medledger.client.sync import channel_options  # noqa: PLC0415
+    from medledger.wire.v1 import ledger_pb2, ledger_pb2_grpc, tx_pb2  # noqa: PLC0415
+
+    latencies: list[float] = []
+    committed = 0
+    sent_at: dict[int, float] = {}
+    with Progress(transient=True) as progress:
+        task = progress.add_task("committing", total=total)
+
+        async def one_stream(lane: int) -> None:
+            nonlocal committed
+            async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+                stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+                mine = [(i, b) for i, b in enumerate(batches) if i % streams == lane]
+
+                async def requests():  # type: ignore[no-untyped-def]
+                    for batch_id, txs in mine:
+                        sent_at[batch_id] = time.perf_counter()
+                        yield ledger_pb2.SubmitBatch(batch_id=batch_id, txs=txs)
+
+                async for result in stub.SubmitStream(requests(), timeout=600):
+                    now = time.perf_counter()
+                    ok = sum(r.code == tx_pb2.RESULT_CODE_OK for r in result.receipts)
+                    if ok != len(result.receipts):
+                        raise RuntimeError(f"batch {result.batch_id}: {result.receipts[0]}")
+                    latencies.extend([now - sent_at[result.batch_id]] * len(result.receipts))
+                    committed += ok
+                    progress.update(task, completed=committed)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_stream(lane) for lane in range(streams)))
+        seconds = time.perf_counter() - started
+    return seconds, latencies
+
+
+def _stage_costs(sample: list[object]) -> dict[str, float]:
+    """Per-transaction cost of each pipeline stage, measured in-process on `sample`."""
+    from medledger.app import Application  # noqa: PLC0415
+    from medledger.app.state import MemoryState  # noqa: PLC0415
+    from medledger.chain import ChainStore  # noqa: PLC0415
+    from medledger.crypto import tx_signing_message, verify_batch  # noqa: PLC0415
+    from medledger.wire.v1 import envelope_pb2, ledger_pb2, tx_pb2  # noqa: PLC0415
+
+    txs = [tx for tx in sample if isinstance(tx, envelope_pb2.SignedTransaction)]
+    n = len(txs)
+    started = time.perf_counter()
+    bodies = [tx_pb2.TransactionBody.FromString(tx.body) for tx in txs]
+    encoded = [tx.SerializeToString(deterministic=True) for tx in txs]
+    decode = time.perf_counter() - started
+
+    started = time.perf_counter()
+    verify_batch(
+        [tx.public_key for tx in txs],
+        [tx_signing_message(CHAIN_ID, tx.body) for tx in txs],
+        [tx.signature for tx in txs],
+    )
+    verify = time.perf_counter() - started
+
+    payer = txs[0].public_key
+    state = MemoryState(
+        [("accounts", payer, ledger_pb2.Account(owner=payer, balance_micros=10**15).SerializeToString())]
+    )
+    started = time.perf_counter()
+    result = Application(CHAIN_ID, 10_000).finalize_block(
+        1, bytes(32), state, [(tx.public_key, body) for tx, body in zip(txs, bodies, strict=True)]
+    )
+    apply = time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ChainStore(Path(tmp), 1 << 30)
+        from medledger.genesis import Genesis, GenesisValidator  # noqa: PLC0415
+
+        store.init_genesis(Genesis(CHAIN_ID, 0, (GenesisValidator("v", bytes(32), 1),)))
+        records = [(b.tx_id, bytes(32), bytes(80)) for b in bodies]
+        started = time.perf_counter()
+        store.commit_block(
+            height=1,
+            block=b"".join(encoded),
+            commit=bytes(100),
+            block_hash=bytes(32),
+            app_hash=result.app_hash,
+            tx_index=records,
+            writes=result.writes,
+        )
+        storage = time.perf_counter() - started
+        store.close()
+    return {
+        "decode": decode / n * 1e6,
+        "verify": verify / n * 1e6,
+        "apply": apply / n * 1e6,
+        "storage": storage / n * 1e6,
+    }

@@ -1,0 +1,1 @@
+"""The asyncio runtime of a node: admission, mempool, block production, commit."""

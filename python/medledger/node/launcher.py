@@ -1,0 +1,78 @@
+"""Starting and stopping node processes (for the CLI's devnet, demo and bench, and the
+integration tests). Each node is a real `medledger node start` process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["NodeProcess", "start_node"]
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+READY_LINE = re.compile(r"medledger node listening on (\S+:\d+)")
+
+
+@dataclass
+class NodeProcess:
+    home: Path
+    process: subprocess.Popen[str]
+    address: str
+    output: list[str] = field(default_factory=list)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or clean up, like a power cut."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=STOP_TIMEOUT_S)
+
+    def stop(self) -> int:
+        """SIGTERM, then wait for a clean exit (SIGKILL past the deadline)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+        return self.process.returncode
+
+
+def start_node(home: Path, listen: str = "127.0.0.1:0", log_path: Path | None = None) -> NodeProcess:
+    """Starts `medledger node start --home HOME` and waits until it serves."""
+    log_path = log_path or home / "node.log"
+    log = log_path.open("a")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medledger", "node", "start", "--home", str(home), "--listen", listen],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log.close()
+    assert process.stdout is not None
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+            lines.append(line)
+            match = READY_LINE.search(line)
+            if match:
+                return NodeProcess(home, process, match.group(1), lines)
+        elif process.poll() is not None:
+            break
+    process.kill()
+    process.wait()
+    raise RuntimeError(
+        f"node at {home} did not start: {''.join(lines)} (see {log_path})"
+    )

@@ -1,0 +1,311 @@
+"""A single-validator ledger node: admission, mempool, block production and commit.
+
+The block producer stands where consensus will (the Tendermint engine decides the block;
+here the only validator does). Everything behind it — Rust validation, the application,
+one LMDB write transaction per block — is what every node runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from medledger import __version__
+from medledger.app import Application
+from medledger.block import TX_BYTES_MAX, assemble_block, make_commit, validate_block
+from medledger.chain import ChainStore, Head
+from medledger.config import Home, NodeConfig
+from medledger.crypto import SigningKey, sha256, tx_signing_message, verify_batch
+from medledger.errors import Rejected
+from medledger.genesis import Genesis
+from medledger.node.mempool import Mempool, PendingTx
+from medledger.wire.v1 import envelope_pb2, ledger_pb2, state_pb2, tx_pb2
+
+__all__ = ["Admitted", "LedgerNode", "committed_receipt", "rejected_receipt"]
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES = {
+    "INVALID_ARGUMENT": 3,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "UNAVAILABLE": 14,
+}
+
+
+def rejected_receipt(rejected: Rejected, tx_id: bytes = b"", tx_hash: bytes = b"") -> tx_pb2.Receipt:
+    return tx_pb2.Receipt(
+        tx_id=tx_id,
+        tx_hash=tx_hash,
+        status=tx_pb2.TX_STATUS_REJECTED,
+        message=str(rejected),
+        error_code=STATUS_CODES.get(rejected.status, 2),
+    )
+
+
+def committed_receipt(tx_id: bytes, record: state_pb2.TxRecord) -> tx_pb2.Receipt:
+    return tx_pb2.Receipt(
+        tx_id=tx_id,
+        tx_hash=record.tx_hash,
+        status=tx_pb2.TX_STATUS_COMMITTED,
+        code=record.code,
+        message=record.message,
+        height=record.height,
+        index=record.index,
+    )
+
+
+@dataclass
+class Admitted:
+    """The answer to one submitted transaction: a receipt now, or one to wait for."""
+
+    receipt: tx_pb2.Receipt | None = None
+    pending: asyncio.Future[tx_pb2.Receipt] | None = None
+    tx_id: bytes = b""
+    tx_hash: bytes = b""
+
+    def pending_receipt(self) -> tx_pb2.Receipt:
+        """What to answer a client that does not wait for the commit."""
+        if self.receipt is not None:
+            return self.receipt
+        return tx_pb2.Receipt(tx_id=self.tx_id, tx_hash=self.tx_hash, status=tx_pb2.TX_STATUS_PENDING)
+
+    async def result(self, timeout_s: float) -> tx_pb2.Receipt:
+        if self.receipt is not None:
+            return self.receipt
+        assert self.pending is not None
+        return await asyncio.wait_for(asyncio.shield(self.pending), timeout_s)
+
+
+class LedgerNode:
+    """Owns the store, the application and the mempool; produces and commits blocks."""
+
+    def __init__(self, home: Home, config: NodeConfig, genesis: Genesis, key: SigningKey) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.key = key
+        self.validators = genesis.validator_set()
+        members = [public_key for public_key, _ in self.validators.members()]
+        if key.public_key not in members:
+            raise ValueError("this node's key is not in the genesis validator set")
+        if len(members) != 1:
+            raise ValueError("a single node needs a genesis with exactly one validator")
+        self.store = ChainStore(home.data, config.lmdb_map_size_bytes)
+        self.store.init_genesis(genesis)
+        self.app = Application(self.chain_id, config.expiry_horizon_blocks)
+        self.mempool = Mempool(config.mempool_txs_max, config.mempool_bytes_max)
+        # Taken from the mempool, not yet durable: still answers resubmissions.
+        self.in_flight: dict[bytes, PendingTx] = {}
+        self.new_block = asyncio.Condition()
+        self._producer: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def head(self) -> Head:
+        return self.store.head
+
+    # ----------------------------------------------------------------- admission
+
+    def submit(self, txs: Sequence[envelope_pb2.SignedTransaction]) -> list[Admitted]:
+        """Admits a batch: decode, one Rust batch verification, application checks,
+        idempotency, mempool. One answer per transaction, in order."""
+        answers: list[Admitted | None] = [None] * len(txs)
+        decoded: list[tuple[int, bytes, tx_pb2.TransactionBody]] = []
+        for i, tx in enumerate(txs):
+            encoded = tx.SerializeToString(deterministic=True)
+            if len(encoded) > TX_BYTES_MAX:
+                reason = f"{len(encoded)} bytes exceeds TX_BYTES_MAX {TX_BYTES_MAX}"
+                answers[i] = Admitted(rejected_receipt(Rejected("RESOURCE_EXHAUSTED", "tx", reason)))
+                continue
+            try:
+                body = tx_pb2.TransactionBody.FromString(tx.body)
+            except ProtobufDecodeError:
+                rejected = Rejected("INVALID_ARGUMENT", "tx.body", "not a TransactionBody")
+                answers[i] = Admitted(rejected_receipt(rejected))
+                continue
+            decoded.append((i, encoded, body))
+
+        verdicts = verify_batch(
+            [txs[i].public_key for i, _, _ in decoded],
+            [tx_signing_message(self.chain_id, txs[i].body) for i, _, _ in decoded],
+            [txs[i].signature for i, _, _ in decoded],
+        )
+        next_height = self.head.height + 1
+        for (i, encoded, body), valid in zip(decoded, verdicts, strict=True):
+            tx_hash = sha256(encoded)
+            try:
+                if not valid:
+                    raise Rejected(
+                        "INVALID_ARGUMENT",
+                        "tx.signature",
+                        "does not verify for tx.public_key over this chain's tx domain",
+                    )
+                self.app.check_tx(body, next_height)
+                answers[i] = self._admit(txs[i], body, encoded, tx_hash)
+            except Rejected as rejected:
+                answers[i] = Admitted(rejected_receipt(rejected, body.tx_id, tx_hash))
+        assert all(answer is not None for answer in answers)
+        return [answer for answer in answers if answer is not None]
+
+    def _admit(
+        self,
+        tx: envelope_pb2.SignedTransaction,
+        body: tx_pb2.TransactionBody,
+        encoded: bytes,
+        tx_hash: bytes,
+    ) -> Admitted:
+        body_hash = sha256(tx.body)
+        record = self.store.tx_record(body.tx_id)
+        if record is not None:
+            if record.body_hash != body_hash:
+                raise Rejected("ALREADY_EXISTS", "body.tx_id", "used by another committed transaction")
+            return Admitted(committed_receipt(body.tx_id, record))
+        known = self.in_flight.get(body.tx_id) or self.mempool.get(body.tx_id)
+        if known is not None:
+            if known.body_hash != body_hash:
+                raise Rejected("ALREADY_EXISTS", "body.tx_id", "used by another pending transaction")
+            return Admitted(pending=known.wait(), tx_id=body.tx_id, tx_hash=tx_hash)
+        pending = PendingTx(tx, body, encoded, tx_hash, body_hash)
+        self.mempool.add(pending)
+        return Admitted(pending=pending.wait(), tx_id=body.tx_id, tx_hash=tx_hash)
+
+    def pending_receipt(self, tx_id: bytes) -> tx_pb2.Receipt | None:
+        known = self.in_flight.get(tx_id) or self.mempool.get(tx_id)
+        if known is None:
+            return None
+        return tx_pb2.Receipt(tx_id=tx_id, tx_hash=known.tx_hash, status=tx_pb2.TX_STATUS_PENDING)
+
+    # ---------------------------------------------------------- block production
+
+    def start(self) -> None:
+        self._producer = asyncio.create_task(self._produce_blocks(), name="block-producer")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._producer is not None:
+            self._producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._producer
+        self.store.close()
+
+    async def _produce_blocks(self) -> None:
+        interval_s = self.config.block_interval_ms / 1000
+        while not self._stopping:
+            await self.mempool.not_empty.wait()
+            # Let a block fill for one interval unless it is already full.
+            if len(self.mempool) < self.config.block_txs_max:
+                await asyncio.sleep(interval_s)
+            batch = self.mempool.take(self.config.block_txs_max)
+            if batch:
+                await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[PendingTx]) -> None:
+        height = self.head.height + 1
+        expired = [p for p in batch if p.body.expiry_height < height]
+        for pending in expired:
+            reason = f"expired: {pending.body.expiry_height} is below the block height {height}"
+            rejected = Rejected("FAILED_PRECONDITION", "body.expiry_height", reason)
+            pending.resolve(rejected_receipt(rejected, pending.tx_id, pending.tx_hash))
+        batch = [p for p in batch if p.body.expiry_height >= height]
+        if not batch:
+            return
+        for pending in batch:
+            self.in_flight[pending.tx_id] = pending
+        try:
+            receipts = await self._commit_block(height, batch)
+        except Exception:
+            log.exception("block %d failed; its transactions are refused", height)
+            for pending in batch:
+                failure = Rejected("UNAVAILABLE", "block", f"block {height} could not be committed")
+                pending.resolve(rejected_receipt(failure, pending.tx_id, pending.tx_hash))
+            raise
+        finally:
+            for pending in batch:
+                self.in_flight.pop(pending.tx_id, None)
+        for pending, receipt in zip(batch, receipts, strict=True):
+            pending.resolve(receipt)
+        async with self.new_block:
+            self.new_block.notify_all()
+
+    async def _commit_block(self, height: int, batch: list[PendingTx]) -> list[tx_pb2.Receipt]:
+        head = self.head
+        block = assemble_block(
+            chain_id=self.chain_id,
+            height=height,
+            parent_hash=head.block_hash,
+            txs=[p.tx for p in batch],
+            proposer=self.key.public_key,
+            validators=self.validators,
+            app_hash=head.app_hash,
+            time_unix_ms=int(time.time() * 1000),
+        )
+        commit = make_commit(chain_id=self.chain_id, header=block.header, round=0, signers=[(0, self.key)])
+        block_bytes = block.SerializeToString()
+        commit_bytes = commit.SerializeToString()
+        # The same Rust rules every peer and `verify-chain` apply; the signatures were
+        # verified at admission, so only the commit signature is checked again.
+        validated = await asyncio.to_thread(
+            validate_block,
+            block_bytes,
+            commit_bytes,
+            chain_id=self.chain_id,
+            height=height,
+            parent_hash=head.block_hash,
+            validators=self.validators,
+            app_hash=head.app_hash,
+            verified_tx_hashes=[p.tx_hash for p in batch],
+        )
+        with self.store.snapshot() as snapshot:
+            result = self.app.finalize_block(
+                height, head.app_hash, snapshot, [(p.tx.public_key, p.body) for p in batch]
+            )
+        records = []
+        receipts = []
+        for index, (pending, outcome) in enumerate(zip(batch, result.outcomes, strict=True)):
+            record = state_pb2.TxRecord(
+                height=height,
+                index=index,
+                tx_hash=pending.tx_hash,
+                body_hash=pending.body_hash,
+                code=outcome.code,
+                message=outcome.message,
+            )
+            records.append((pending.tx_id, pending.tx_hash, record.SerializeToString()))
+            receipts.append(committed_receipt(pending.tx_id, record))
+        await asyncio.to_thread(
+            self.store.commit_block,
+            height=height,
+            block=block_bytes,
+            commit=commit_bytes,
+            block_hash=validated.block_hash,
+            app_hash=result.app_hash,
+            tx_index=records,
+            writes=result.writes,
+        )
+        log.info("committed block %d with %d transactions", height, len(batch))
+        return receipts
+
+    # ------------------------------------------------------------------- queries
+
+    def status(self) -> ledger_pb2.GetStatusResponse:
+        head = self.head
+        return ledger_pb2.GetStatusResponse(
+            chain_id=self.chain_id,
+            height=head.height,
+            last_block_hash=head.block_hash,
+            app_hash=head.app_hash,
+            mempool_txs=len(self.mempool),
+            mempool_bytes=self.mempool.bytes,
+            version=__version__,
+            validator_public_key=self.key.public_key,
+            committed_txs=head.committed_txs,
+        )

@@ -1,0 +1,85 @@
+"""Admitted transactions waiting for a block, with count and byte limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from medledger.errors import Rejected
+from medledger.wire.v1 import envelope_pb2, tx_pb2
+
+__all__ = ["Mempool", "PendingTx"]
+
+
+@dataclass(eq=False)
+class PendingTx:
+    """A verified, admitted transaction and everyone waiting for its receipt."""
+
+    tx: envelope_pb2.SignedTransaction
+    body: tx_pb2.TransactionBody
+    encoded: bytes  # canonical encoding: the Merkle leaf
+    tx_hash: bytes
+    body_hash: bytes
+    waiters: list[asyncio.Future[tx_pb2.Receipt]] = field(default_factory=list)
+
+    @property
+    def tx_id(self) -> bytes:
+        return self.body.tx_id
+
+    def wait(self) -> asyncio.Future[tx_pb2.Receipt]:
+        future: asyncio.Future[tx_pb2.Receipt] = asyncio.get_running_loop().create_future()
+        self.waiters.append(future)
+        return future
+
+    def resolve(self, receipt: tx_pb2.Receipt) -> None:
+        for future in self.waiters:
+            if not future.done():
+                future.set_result(receipt)
+        self.waiters.clear()
+
+
+class Mempool:
+    """FIFO of admitted transactions. Full means `RESOURCE_EXHAUSTED`, never unbounded."""
+
+    def __init__(self, txs_max: int, bytes_max: int) -> None:
+        self.txs_max = txs_max
+        self.bytes_max = bytes_max
+        self._txs: OrderedDict[bytes, PendingTx] = OrderedDict()
+        self._bytes = 0
+        self.not_empty = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def get(self, tx_id: bytes) -> PendingTx | None:
+        return self._txs.get(tx_id)
+
+    def add(self, pending: PendingTx) -> None:
+        if len(self._txs) >= self.txs_max:
+            raise Rejected(
+                "RESOURCE_EXHAUSTED", "mempool", f"full at {self.txs_max} transactions; retry later"
+            )
+        if self._bytes + len(pending.encoded) > self.bytes_max:
+            raise Rejected(
+                "RESOURCE_EXHAUSTED", "mempool", f"full at {self.bytes_max} bytes; retry later"
+            )
+        assert pending.tx_id not in self._txs, "admission checks for duplicates first"
+        self._txs[pending.tx_id] = pending
+        self._bytes += len(pending.encoded)
+        self.not_empty.set()
+
+    def take(self, count_max: int) -> list[PendingTx]:
+        """Removes and returns up to `count_max` transactions, oldest first."""
+        taken = []
+        while self._txs and len(taken) < count_max:
+            _, pending = self._txs.popitem(last=False)
+            self._bytes -= len(pending.encoded)
+            taken.append(pending)
+        if not self._txs:
+            self.not_empty.clear()
+        return taken

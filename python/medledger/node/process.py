@@ -1,0 +1,41 @@
+"""Running a node as a process: load its home, serve gRPC, stop cleanly on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from medledger.api.server import serve
+from medledger.config import Home
+from medledger.genesis import Genesis
+from medledger.keys import load_key
+from medledger.node.ledger_node import LedgerNode
+
+__all__ = ["run_node"]
+
+log = logging.getLogger(__name__)
+SHUTDOWN_GRACE_S = 2.0
+
+
+async def run_node(home: Home, listen: str | None = None) -> None:
+    config = home.load_config()
+    genesis = Genesis.load(home.genesis)
+    node = LedgerNode(home, config, genesis, load_key(home.validator_key))
+    server, port = await serve(node, listen or config.listen)
+    node.start()
+    host = (listen or config.listen).rsplit(":", 1)[0]
+    # Tests and scripts wait for this line; keep its shape.
+    print(
+        f"medledger node listening on {host}:{port} chain {genesis.chain_id} "
+        f"height {node.head.height}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await server.stop(SHUTDOWN_GRACE_S)
+    await node.stop()
