@@ -56,9 +56,12 @@ def assemble_block(
     validators: ValidatorSet,
     app_hash: bytes,
     time_unix_ms: int,
+    leaves: Sequence[bytes] | None = None,
 ) -> envelope_pb2.Block:
-    """A block carrying `txs` in order, with its Merkle root computed in Rust."""
-    leaves = [tx.SerializeToString(deterministic=True) for tx in txs]
+    """A block carrying `txs` in order, with its Merkle root computed in Rust. `leaves`,
+    when given, are the canonical encodings of `txs` the caller already holds."""
+    if leaves is None:
+        leaves = [tx.SerializeToString(deterministic=True) for tx in txs]
     header = envelope_pb2.BlockHeader(
         chain_id=chain_id,
         height=height,

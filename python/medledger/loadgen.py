@@ -16,7 +16,9 @@ from rich.progress import Progress
 __all__ = ["NodeBenchResult", "run_node_bench"]
 
 CHAIN_ID = "medledger-bench"
-SENDERS = 16
+WINDOW_BATCHES = 8
+"""Batches a stream keeps in flight: enough to keep the node busy, few enough that the
+latency measured is the pipeline's, not a queue the load generator built."""
 
 
 @dataclass
@@ -109,14 +111,17 @@ async def _stream(
             async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
                 stub = ledger_pb2_grpc.LedgerServiceStub(channel)
                 mine = [(i, b) for i, b in enumerate(batches) if i % streams == lane]
+                window = asyncio.Semaphore(WINDOW_BATCHES)
 
                 async def requests():  # type: ignore[no-untyped-def]
                     for batch_id, txs in mine:
+                        await window.acquire()
                         sent_at[batch_id] = time.perf_counter()
                         yield ledger_pb2.SubmitBatch(batch_id=batch_id, txs=txs)
 
                 async for result in stub.SubmitStream(requests(), timeout=600):
                     now = time.perf_counter()
+                    window.release()
                     ok = sum(r.code == tx_pb2.RESULT_CODE_OK for r in result.receipts)
                     if ok != len(result.receipts):
                         raise RuntimeError(f"batch {result.batch_id}: {result.receipts[0]}")

@@ -81,8 +81,16 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                     await abort(context, item)
                     return
                 batch_id, admitted = item
-                budget = wait_budget_s(context)
-                receipts = [await answer.result(budget) for answer in admitted]
+                waiting = [a.pending for a in admitted if a.pending is not None and not a.pending.done()]
+                if waiting:
+                    # One wait for the whole batch, not one timer per transaction.
+                    _, late = await asyncio.wait(waiting, timeout=wait_budget_s(context))
+                    if late:
+                        await context.abort(
+                            grpc.StatusCode.DEADLINE_EXCEEDED,
+                            f"batch {batch_id}: {len(late)} transactions not committed in time",
+                        )
+                receipts = [a.receipt if a.pending is None else a.pending.result() for a in admitted]
                 yield ledger_pb2.SubmitBatchResult(batch_id=batch_id, receipts=receipts)
         finally:
             reader.cancel()

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from medledger import __version__
 from medledger.app import Application
 from medledger.block import TX_BYTES_MAX, assemble_block, make_commit, validate_block
-from medledger.chain import ChainStore, Head
+from medledger.chain import ChainStore, Head, Snapshot
 from medledger.config import Home, NodeConfig
 from medledger.crypto import SigningKey, sha256, tx_signing_message, verify_batch
 from medledger.errors import Rejected
@@ -140,32 +140,35 @@ class LedgerNode:
             [txs[i].signature for i, _, _ in decoded],
         )
         next_height = self.head.height + 1
-        for (i, encoded, body), valid in zip(decoded, verdicts, strict=True):
-            tx_hash = sha256(encoded)
-            try:
-                if not valid:
-                    raise Rejected(
-                        "INVALID_ARGUMENT",
-                        "tx.signature",
-                        "does not verify for tx.public_key over this chain's tx domain",
-                    )
-                self.app.check_tx(body, next_height)
-                answers[i] = self._admit(txs[i], body, encoded, tx_hash)
-            except Rejected as rejected:
-                answers[i] = Admitted(rejected_receipt(rejected, body.tx_id, tx_hash))
+        with self.store.snapshot() as snapshot:  # one read transaction for the batch
+            for (i, encoded, body), valid in zip(decoded, verdicts, strict=True):
+                tx_hash = sha256(encoded)
+                try:
+                    if not valid:
+                        raise Rejected(
+                            "INVALID_ARGUMENT",
+                            "tx.signature",
+                            "does not verify for tx.public_key over this chain's tx domain",
+                        )
+                    self.app.check_tx(body, next_height)
+                    answers[i] = self._admit(snapshot, txs[i], body, encoded, tx_hash)
+                except Rejected as rejected:
+                    answers[i] = Admitted(rejected_receipt(rejected, body.tx_id, tx_hash))
         assert all(answer is not None for answer in answers)
         return [answer for answer in answers if answer is not None]
 
     def _admit(
         self,
+        snapshot: Snapshot,
         tx: envelope_pb2.SignedTransaction,
         body: tx_pb2.TransactionBody,
         encoded: bytes,
         tx_hash: bytes,
     ) -> Admitted:
         body_hash = sha256(tx.body)
-        record = self.store.tx_record(body.tx_id)
-        if record is not None:
+        raw = snapshot.get("txs", body.tx_id)
+        if raw is not None:
+            record = state_pb2.TxRecord.FromString(raw)
             if record.body_hash != body_hash:
                 raise Rejected("ALREADY_EXISTS", "body.tx_id", "used by another committed transaction")
             return Admitted(committed_receipt(body.tx_id, record))
@@ -247,6 +250,7 @@ class LedgerNode:
             validators=self.validators,
             app_hash=head.app_hash,
             time_unix_ms=int(time.time() * 1000),
+            leaves=[p.encoded for p in batch],
         )
         commit = make_commit(chain_id=self.chain_id, header=block.header, round=0, signers=[(0, self.key)])
         block_bytes = block.SerializeToString()
