@@ -1,0 +1,77 @@
+"""Key files are private; the mempool is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from medledger.client import TxBuilder
+from medledger.crypto import SigningKey
+from medledger.errors import Rejected
+from medledger.keys import KeyFileError, load_key, save_key
+from medledger.node.mempool import Mempool, PendingTx
+from medledger.wire.v1 import tx_pb2
+
+
+def test_a_key_file_is_written_0600_and_reads_back(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    path = tmp_path / "keys" / "k.json"
+    save_key(key, path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_key(path).public_key == key.public_key
+
+
+def test_a_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    save_key(SigningKey.generate(), path)
+    path.chmod(0o644)
+    with pytest.raises(KeyFileError, match="accessible by others"):
+        load_key(path)
+
+
+def test_an_existing_key_file_is_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    first = SigningKey.generate()
+    save_key(first, path)
+    with pytest.raises(KeyFileError, match="already exists"):
+        save_key(SigningKey.generate(), path)
+    assert load_key(path).public_key == first.public_key
+
+
+def pending(n: int, size: int = 100) -> PendingTx:
+    tx = TxBuilder(SigningKey.from_seed(b"\x01" * 32), "c").create_account(
+        expiry_height=10, tx_id=n.to_bytes(16, "big")
+    )
+    body = tx_pb2.TransactionBody.FromString(tx.body)
+    return PendingTx(tx, body, b"x" * size, b"h" * 32, b"b" * 32)
+
+
+def test_the_mempool_refuses_past_its_count_limit() -> None:
+    async def scenario() -> None:
+        pool = Mempool(txs_max=2, bytes_max=10_000)
+        pool.add(pending(1))
+        pool.add(pending(2))
+        with pytest.raises(Rejected) as raised:
+            pool.add(pending(3))
+        assert (raised.value.status, raised.value.field) == ("RESOURCE_EXHAUSTED", "mempool")
+        assert [p.tx_id for p in pool.take(5)] == [(1).to_bytes(16, "big"), (2).to_bytes(16, "big")]
+        assert len(pool) == 0
+        assert pool.bytes == 0
+
+    asyncio.run(scenario())
+
+
+def test_the_mempool_refuses_past_its_byte_limit() -> None:
+    async def scenario() -> None:
+        pool = Mempool(txs_max=100, bytes_max=250)
+        pool.add(pending(1, size=200))
+        with pytest.raises(Rejected):
+            pool.add(pending(2, size=51))
+        pool.add(pending(3, size=50))
+        assert len(pool) == 2
+
+    asyncio.run(scenario())
