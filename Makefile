@@ -9,7 +9,7 @@ PIP_VERSION := 26.3
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 
-.PHONY: help venv build run test test-rust test-python lint lint-rust lint-python bench proto lock clean
+.PHONY: help venv build run tour test test-rust test-python lint lint-rust lint-python bench proto lock clean
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,7 +25,10 @@ venv: $(VENV)/.installed ## Create .venv with the pinned dependencies
 build: venv ## Build the Rust extension (release) into the virtual environment
 	maturin develop --release --quiet
 
-run: build ## The main job: a short demonstration of the core on a signed 10,000-transaction block
+run: build ## The main job: start a node on 127.0.0.1 (LMDB) and run a demonstration workload
+	$(VENV)/bin/medledger demo
+
+tour: build ## A tour of the Rust core on a signed 10,000-transaction block
 	$(PY) examples/core_tour.py
 
 lint-rust:
@@ -53,6 +56,7 @@ bench: build ## Benchmarks beside their peers; writes bench/results/latest.json
 	$(PY) -m pytest bench --benchmark-only --benchmark-json=bench/results/latest.json \
 		--benchmark-columns=min,median,rounds --benchmark-sort=name -p no:cacheprovider -q
 	$(PY) bench/report.py bench/results/latest.json
+	$(VENV)/bin/medledger bench node --txs 100000 --json bench/results/node.json
 
 proto: venv ## Regenerate python/medledger/wire from proto/
 	rm -rf python/medledger/wire

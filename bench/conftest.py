@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+
 from medledger.block import ValidatorSet, assemble_block, make_commit
 from medledger.crypto import SigningKey
 from medledger.tx import sign_transaction

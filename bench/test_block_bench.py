@@ -9,13 +9,13 @@ import hashlib
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from medledger.block import validate_block
-from medledger.crypto import signing_message, vote_signing_message
-from medledger.wire.v1 import envelope_pb2
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.conftest import CHAIN_ID, BlockCase
 from bench.test_merkle_bench import hashlib_root
+from medledger.block import validate_block
+from medledger.crypto import signing_message, vote_signing_message
+from medledger.wire.v1 import envelope_pb2
 
 
 def python_validate(case: BlockCase) -> bytes:

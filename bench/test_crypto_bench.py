@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from medledger.crypto import verify, verify_batch
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.conftest import SignedBatch
+from medledger.crypto import verify, verify_batch
 
 
 def cryptography_loop(batch: SignedBatch) -> list[bool]:

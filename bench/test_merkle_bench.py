@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from medledger import merkle
 from pymerkle import InmemoryTree
 from pytest_benchmark.fixture import BenchmarkFixture
+
+from medledger import merkle
 
 
 def hashlib_root(leaves: list[bytes]) -> bytes:

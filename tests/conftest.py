@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from medledger.block import ValidatorSet, assemble_block, make_commit
 from medledger.crypto import SigningKey
 from medledger.tx import sign_transaction

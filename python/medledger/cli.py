@@ -1,13 +1,13 @@
 """The `medledger` command line.
 
-    medledger init --home DIR --chain-id ID     create keys, genesis and config
-    medledger node start --home DIR             run a node (127.0.0.1 by default)
-    medledger keys new FILE | keys show FILE    manage key files (mode 0600)
-    medledger tx transfer --to KEY --amount N   sign and submit a transfer
-    medledger query status|account|tx|block     read from a node
-    medledger verify-chain --home DIR           re-check every block from LMDB
-    medledger demo                              the README's main job
-    medledger bench node                        committed tx/s and latency of one node
+medledger init --home DIR --chain-id ID     create keys, genesis and config
+medledger node start --home DIR             run a node (127.0.0.1 by default)
+medledger keys new FILE | keys show FILE    manage key files (mode 0600)
+medledger tx transfer --to KEY --amount N   sign and submit a transfer
+medledger query status|account|tx|block     read from a node
+medledger verify-chain --home DIR           re-check every block from LMDB
+medledger demo                              the README's main job
+medledger bench node                        committed tx/s and latency of one node
 """
 
 from __future__ import annotations
@@ -135,13 +135,18 @@ def cmd_tx_transfer(args: argparse.Namespace) -> None:
     submit_kind(
         args,
         lambda builder, expiry_height: builder.transfer(
-            to=args.to, amount_micros=args.amount, reference=args.reference, expiry_height=expiry_height
+            to=args.to,
+            amount_micros=args.amount,
+            reference=args.reference,
+            expiry_height=expiry_height,
         ),
     )
 
 
 def cmd_tx_create_account(args: argparse.Namespace) -> None:
-    submit_kind(args, lambda builder, expiry_height: builder.create_account(expiry_height=expiry_height))
+    submit_kind(
+        args, lambda builder, expiry_height: builder.create_account(expiry_height=expiry_height)
+    )
 
 
 def cmd_query(args: argparse.Namespace) -> None:
@@ -205,7 +210,7 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of commands
     parser = argparse.ArgumentParser(
         prog="medledger",
         description="A permissioned, Byzantine-fault-tolerant ledger for healthcare networks.",
@@ -216,19 +221,28 @@ def build_parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="create a node home: keys, genesis, config")
     init.add_argument("--home", type=Path, required=True, help="directory to create")
     init.add_argument("--chain-id", required=True, help="network name, e.g. city-hospitals-1")
-    init.add_argument("--listen", default=DEFAULT_LISTEN, help=f"gRPC address (default {DEFAULT_LISTEN})")
     init.add_argument(
-        "--fund-micros", type=int, default=DEFAULT_FUND_MICROS, help="genesis balance of the client key"
+        "--listen", default=DEFAULT_LISTEN, help=f"gRPC address (default {DEFAULT_LISTEN})"
+    )
+    init.add_argument(
+        "--fund-micros",
+        type=int,
+        default=DEFAULT_FUND_MICROS,
+        help="genesis balance of the client key",
     )
     init.set_defaults(run=cmd_init)
 
-    node = commands.add_parser("node", help="run a node").add_subparsers(dest="action", required=True)
+    node = commands.add_parser("node", help="run a node").add_subparsers(
+        dest="action", required=True
+    )
     start = node.add_parser("start", help="serve the ledger over gRPC until SIGINT/SIGTERM")
     start.add_argument("--home", type=Path, required=True)
     start.add_argument("--listen", help="override the configured address (host:port)")
     start.set_defaults(run=cmd_node_start)
 
-    keys = commands.add_parser("keys", help="Ed25519 key files").add_subparsers(dest="action", required=True)
+    keys = commands.add_parser("keys", help="Ed25519 key files").add_subparsers(
+        dest="action", required=True
+    )
     new = keys.add_parser("new", help="generate a key into a new file (mode 0600)")
     new.add_argument("file", type=Path)
     new.set_defaults(run=cmd_keys_new)
@@ -237,27 +251,35 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(run=cmd_keys_show)
 
     def connection(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--node", help=f"node address (default: the home's, else {DEFAULT_LISTEN})")
+        sub.add_argument(
+            "--node", help=f"node address (default: the home's, else {DEFAULT_LISTEN})"
+        )
         sub.add_argument("--home", type=Path, help="a node home, for its address and client key")
 
     tx = commands.add_parser("tx", help="sign and submit transactions").add_subparsers(
         dest="action", required=True
     )
     transfer = tx.add_parser("transfer", help="move micro-units to another account")
-    transfer.add_argument("--to", type=hex_bytes, required=True, help="receiving owner's public key (hex)")
+    transfer.add_argument(
+        "--to", type=hex_bytes, required=True, help="receiving owner's public key (hex)"
+    )
     transfer.add_argument("--amount", type=int, required=True, help="amount in micro-units")
     transfer.add_argument("--reference", default="", help="invoice or claim number")
     create = tx.add_parser("create-account", help="open an account owned by the signing key")
     for sub, run in ((transfer, cmd_tx_transfer), (create, cmd_tx_create_account)):
         connection(sub)
         sub.add_argument("--key", type=Path, help="signing key file")
-        sub.add_argument("--no-wait", action="store_true", help="return once admitted, not committed")
+        sub.add_argument(
+            "--no-wait", action="store_true", help="return once admitted, not committed"
+        )
         sub.set_defaults(run=run)
 
     query = commands.add_parser("query", help="read from a node")
     query.add_argument("what", choices=["status", "account", "tx", "block"])
     query.add_argument("id", nargs="?", help="account key or tx id (hex), or block height")
-    query.add_argument("--genesis", type=Path, help="with `tx`: verify the proof against this genesis")
+    query.add_argument(
+        "--genesis", type=Path, help="with `tx`: verify the proof against this genesis"
+    )
     connection(query)
     query.set_defaults(run=cmd_query)
 
@@ -269,10 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--home", type=Path, help="keep the node home here (default: a temp dir)")
     demo.set_defaults(run=cmd_demo)
 
-    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="action", required=True
+    )
     bench_node = bench.add_parser("node", help="committed transfers/s and latency of one node")
     bench_node.add_argument("--txs", type=int, default=100_000, help="transfers to commit")
-    bench_node.add_argument("--batch", type=int, default=1_000, help="transactions per streamed batch")
+    bench_node.add_argument(
+        "--batch", type=int, default=1_000, help="transactions per streamed batch"
+    )
     bench_node.add_argument("--streams", type=int, default=2, help="concurrent SubmitStream calls")
     bench_node.add_argument("--json", type=Path, help="write the result here")
     bench_node.add_argument("--home", type=Path, help="node home (default: a temp dir)")

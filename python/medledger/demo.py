@@ -105,7 +105,10 @@ def _workload(address: str, insurer: SigningKey, genesis: object) -> None:
             to=insurer.public_key, amount_micros=balance + 1, expiry_height=expiry
         )
         receipt = client.submit(overspend)
-        print(f"hospital overspends by 1 micro: committed as {code_name(receipt.code)} ({receipt.message})")
+        print(
+            f"hospital overspends by 1 micro: committed as {code_name(receipt.code)} "
+            f"({receipt.message})"
+        )
 
         again = client.submit(claims[0])
         print(
@@ -144,6 +147,7 @@ def _workload(address: str, insurer: SigningKey, genesis: object) -> None:
         elapsed = time.perf_counter() - started
         status = client.status()
         print(
-            f"committed {committed:,} transfers in {elapsed:.2f} s ({committed / elapsed:,.0f} tx/s), "
-            f"height {status.height}, {status.committed_txs:,} transactions on chain"
+            f"committed {committed:,} transfers in {elapsed:.2f} s "
+            f"({committed / elapsed:,.0f} tx/s), height {status.height}, "
+            f"{status.committed_txs:,} transactions on chain"
         )

@@ -65,7 +65,9 @@ class Genesis:
         genesis.validator_set()  # validates keys and powers
         for allocation in genesis.allocations:
             if len(allocation.owner) != 32 or not 0 <= allocation.balance_micros < 2**64:
-                raise ValueError(f"genesis allocation {allocation.owner.hex()}: bad owner or balance")
+                raise ValueError(
+                    f"genesis allocation {allocation.owner.hex()}: bad owner or balance"
+                )
         return genesis
 
     @classmethod

@@ -26,7 +26,9 @@ class KeyFileError(Exception):
 def save_key(key: SigningKey, path: Path) -> None:
     """Writes `key` to a new file at `path` (mode 0600); refuses to overwrite."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"type": "ed25519", "public_key": key.public_key.hex(), "seed": key.seed().hex()})
+    text = json.dumps(
+        {"type": "ed25519", "public_key": key.public_key.hex(), "seed": key.seed().hex()}
+    )
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
     except FileExistsError as error:
@@ -44,7 +46,9 @@ def load_key(path: Path) -> SigningKey:
     except FileNotFoundError as error:
         raise KeyFileError(f"{path}: no such key file") from error
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{path}: key file is accessible by others (mode {mode & 0o777:o}); chmod 600 it")
+        raise KeyFileError(
+            f"{path}: key file is accessible by others (mode {mode & 0o777:o}); chmod 600 it"
+        )
     try:
         data = json.loads(path.read_text())
         key = SigningKey.from_seed(bytes.fromhex(data["seed"]))

@@ -8,10 +8,15 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import Progress
+
+if TYPE_CHECKING:
+    from medledger.wire.v1.envelope_pb2 import SignedTransaction
 
 __all__ = ["NodeBenchResult", "run_node_bench"]
 
@@ -61,7 +66,9 @@ def _run(txs: int, batch: int, streams: int, json_path: Path | None, root: Path)
         signed = []
         for i in range(txs):
             # The genesis client pays itself: every transfer succeeds and touches state.
-            signed.append(builder.transfer(to=payer.public_key, amount_micros=1, expiry_height=10_000))
+            signed.append(
+                builder.transfer(to=payer.public_key, amount_micros=1, expiry_height=10_000)
+            )
             if i % 1000 == 0:
                 progress.update(task, completed=i)
     batches = [signed[i : i + batch] for i in range(0, txs, batch)]
@@ -93,7 +100,7 @@ def _run(txs: int, batch: int, streams: int, json_path: Path | None, root: Path)
 
 
 async def _stream(
-    address: str, batches: list[list[object]], streams: int, total: int
+    address: str, batches: list[list[SignedTransaction]], streams: int, total: int
 ) -> tuple[float, list[float]]:
     import grpc  # noqa: PLC0415
 
@@ -113,7 +120,7 @@ async def _stream(
                 mine = [(i, b) for i, b in enumerate(batches) if i % streams == lane]
                 window = asyncio.Semaphore(WINDOW_BATCHES)
 
-                async def requests():  # type: ignore[no-untyped-def]
+                async def requests() -> AsyncIterator[ledger_pb2.SubmitBatch]:
                     for batch_id, txs in mine:
                         await window.acquire()
                         sent_at[batch_id] = time.perf_counter()
@@ -135,15 +142,15 @@ async def _stream(
     return seconds, latencies
 
 
-def _stage_costs(sample: list[object]) -> dict[str, float]:
+def _stage_costs(sample: list[SignedTransaction]) -> dict[str, float]:
     """Per-transaction cost of each pipeline stage, measured in-process on `sample`."""
     from medledger.app import Application  # noqa: PLC0415
     from medledger.app.state import MemoryState  # noqa: PLC0415
     from medledger.chain import ChainStore  # noqa: PLC0415
     from medledger.crypto import tx_signing_message, verify_batch  # noqa: PLC0415
-    from medledger.wire.v1 import envelope_pb2, ledger_pb2, tx_pb2  # noqa: PLC0415
+    from medledger.wire.v1 import ledger_pb2, tx_pb2  # noqa: PLC0415
 
-    txs = [tx for tx in sample if isinstance(tx, envelope_pb2.SignedTransaction)]
+    txs = sample
     n = len(txs)
     started = time.perf_counter()
     bodies = [tx_pb2.TransactionBody.FromString(tx.body) for tx in txs]
@@ -160,7 +167,13 @@ def _stage_costs(sample: list[object]) -> dict[str, float]:
 
     payer = txs[0].public_key
     state = MemoryState(
-        [("accounts", payer, ledger_pb2.Account(owner=payer, balance_micros=10**15).SerializeToString())]
+        [
+            (
+                "accounts",
+                payer,
+                ledger_pb2.Account(owner=payer, balance_micros=10**15).SerializeToString(),
+            )
+        ]
     )
     started = time.perf_counter()
     result = Application(CHAIN_ID, 10_000).finalize_block(

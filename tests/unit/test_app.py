@@ -23,7 +23,9 @@ def state_with(**balances: int) -> MemoryState:
             (
                 "accounts",
                 keys[name].public_key,
-                ledger_pb2.Account(owner=keys[name].public_key, balance_micros=b).SerializeToString(),
+                ledger_pb2.Account(
+                    owner=keys[name].public_key, balance_micros=b
+                ).SerializeToString(),
             )
             for name, b in balances.items()
         ]
@@ -100,7 +102,10 @@ def test_the_same_block_gives_the_same_app_hash_and_another_does_not() -> None:
     second = app.finalize_block(1, bytes(32), state_with(alice=100, bob=0), txs)
     reordered = app.finalize_block(1, bytes(32), state_with(alice=100, bob=0), txs[::-1])
     assert first.app_hash == second.app_hash
-    assert first.app_hash != app.finalize_block(1, bytes(32), state_with(alice=99, bob=0), txs).app_hash
+    assert (
+        first.app_hash
+        != app.finalize_block(1, bytes(32), state_with(alice=99, bob=0), txs).app_hash
+    )
     assert reordered.writes == first.writes  # same end state…
     assert reordered.app_hash == first.app_hash  # …so the same app hash
 
@@ -144,8 +149,16 @@ def test_a_transaction_past_its_expiry_has_no_effect() -> None:
         (lambda b: setattr(b, "expiry_height", 5000), "body.expiry_height", "INVALID_ARGUMENT"),
         (lambda b: b.ClearField("transfer"), "body.kind", "INVALID_ARGUMENT"),
         (lambda b: setattr(b.transfer, "to", b"x"), "body.transfer.to", "INVALID_ARGUMENT"),
-        (lambda b: setattr(b.transfer, "amount_micros", 0), "body.transfer.amount_micros", "INVALID_ARGUMENT"),
-        (lambda b: setattr(b.transfer, "reference", "r" * 129), "body.transfer.reference", "INVALID_ARGUMENT"),
+        (
+            lambda b: setattr(b.transfer, "amount_micros", 0),
+            "body.transfer.amount_micros",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            lambda b: setattr(b.transfer, "reference", "r" * 129),
+            "body.transfer.reference",
+            "INVALID_ARGUMENT",
+        ),
     ],
 )
 def test_admission_names_the_field_that_is_wrong(edit, field: str, status: str) -> None:  # type: ignore[no-untyped-def]

@@ -9,12 +9,12 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from medledger import block as blocks
 from medledger.block import ValidatorSet, validate_block
 from medledger.crypto import SigningKey
 from medledger.errors import DecodeError, InvalidArgument, InvalidBlock, LimitExceeded
 from medledger.wire.v1 import envelope_pb2
-
 from tests.conftest import CHAIN_ID, Network
 
 

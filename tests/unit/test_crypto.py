@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from medledger._core import VERIFY_BATCH_MAX
 from medledger.crypto import (
     SigningKey,
@@ -19,7 +20,6 @@ from medledger.crypto import (
     verify_batch,
 )
 from medledger.errors import InvalidArgument, LimitExceeded
-
 from tests.conftest import load_vector
 
 

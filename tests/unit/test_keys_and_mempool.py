@@ -60,7 +60,7 @@ def test_the_mempool_refuses_past_its_count_limit() -> None:
         assert (raised.value.status, raised.value.field) == ("RESOURCE_EXHAUSTED", "mempool")
         assert [p.tx_id for p in pool.take(5)] == [(1).to_bytes(16, "big"), (2).to_bytes(16, "big")]
         assert len(pool) == 0
-        assert pool.bytes == 0
+        assert pool.size_bytes == 0
 
     asyncio.run(scenario())
 

@@ -7,10 +7,10 @@ import hashlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from medledger import merkle
-from medledger.errors import InvalidArgument
 from pymerkle import InmemoryTree
 
+from medledger import merkle
+from medledger.errors import InvalidArgument
 from tests.conftest import load_vector
 
 leaves_strategy = st.lists(st.binary(max_size=40), min_size=1, max_size=70)

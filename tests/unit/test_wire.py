@@ -9,9 +9,9 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from medledger import block as blocks
 from medledger.wire.v1 import envelope_pb2
-
 from tests.conftest import REPO
 
 

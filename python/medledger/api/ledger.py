@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
 
 import grpc
 
@@ -22,11 +24,11 @@ STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
 """Batches one SubmitStream may have admitted but not yet answered (back-pressure)."""
 
 
-async def abort(context: grpc.aio.ServicerContext[object, object], rejected: Rejected) -> None:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], rejected: Rejected) -> None:
     await context.abort(grpc.StatusCode[rejected.status], str(rejected))
 
 
-def wait_budget_s(context: grpc.aio.ServicerContext[object, object]) -> float:
+def wait_budget_s(context: grpc.aio.ServicerContext[Any, Any]) -> float:
     remaining = context.time_remaining()
     return WAIT_FOR_COMMIT_S if remaining is None else max(0.0, remaining)
 
@@ -50,7 +52,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         try:
             receipt = await answer.result(wait_budget_s(context))
         except TimeoutError:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "not committed before the deadline")
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "not committed before the deadline"
+            )
         return ledger_pb2.SubmitResponse(receipt=receipt)
 
     async def SubmitStream(  # noqa: N802
@@ -81,7 +85,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                     await abort(context, item)
                     return
                 batch_id, admitted = item
-                waiting = [a.pending for a in admitted if a.pending is not None and not a.pending.done()]
+                waiting = [
+                    a.pending for a in admitted if a.pending is not None and not a.pending.done()
+                ]
                 if waiting:
                     # One wait for the whole batch, not one timer per transaction.
                     _, late = await asyncio.wait(waiting, timeout=wait_budget_s(context))
@@ -90,7 +96,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                             grpc.StatusCode.DEADLINE_EXCEEDED,
                             f"batch {batch_id}: {len(late)} transactions not committed in time",
                         )
-                receipts = [a.receipt if a.pending is None else a.pending.result() for a in admitted]
+                receipts: list[tx_pb2.Receipt] = []
+                for answer in admitted:
+                    receipt = answer.receipt if answer.pending is None else answer.pending.result()
+                    assert receipt is not None, "an answer has a receipt or a pending one"
+                    receipts.append(receipt)
                 yield ledger_pb2.SubmitBatchResult(batch_id=batch_id, receipts=receipts)
         finally:
             reader.cancel()
@@ -109,7 +119,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         if not tx_id:
             field = "tx_hash" if request.tx_hash else "tx_id"
             if not request.tx_hash and not request.tx_id:
-                await abort(context, Rejected("INVALID_ARGUMENT", "tx_id", "tx_id or tx_hash is required"))
+                await abort(
+                    context, Rejected("INVALID_ARGUMENT", "tx_id", "tx_id or tx_hash is required")
+                )
             await abort(context, Rejected("NOT_FOUND", field, "no such transaction"))
         record = store.tx_record(tx_id)
         if record is None:
@@ -148,7 +160,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     async def GetAccount(  # noqa: N802
         self,
         request: ledger_pb2.GetAccountRequest,
-        context: grpc.aio.ServicerContext[ledger_pb2.GetAccountRequest, ledger_pb2.GetAccountResponse],
+        context: grpc.aio.ServicerContext[
+            ledger_pb2.GetAccountRequest, ledger_pb2.GetAccountResponse
+        ],
     ) -> ledger_pb2.GetAccountResponse:
         if len(request.owner) != 32:
             reason = f"must be a 32-byte public key, got {len(request.owner)} bytes"
@@ -161,7 +175,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     async def StreamBlocks(  # noqa: N802
         self,
         request: ledger_pb2.StreamBlocksRequest,
-        context: grpc.aio.ServicerContext[ledger_pb2.StreamBlocksRequest, ledger_pb2.GetBlockResponse],
+        context: grpc.aio.ServicerContext[
+            ledger_pb2.StreamBlocksRequest, ledger_pb2.GetBlockResponse
+        ],
     ) -> AsyncIterator[ledger_pb2.GetBlockResponse]:
         height = max(1, request.from_height)
         while True:
@@ -171,14 +187,19 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                 yield response
                 height += 1
             async with self.node.new_block:
-                await self.node.new_block.wait_for(lambda: self.node.head.height >= height)
+                await self.node.new_block.wait_for(partial(self._reached, height))
 
     async def GetStatus(  # noqa: N802
         self,
         request: ledger_pb2.GetStatusRequest,
-        context: grpc.aio.ServicerContext[ledger_pb2.GetStatusRequest, ledger_pb2.GetStatusResponse],
+        context: grpc.aio.ServicerContext[
+            ledger_pb2.GetStatusRequest, ledger_pb2.GetStatusResponse
+        ],
     ) -> ledger_pb2.GetStatusResponse:
         return self.node.status()
+
+    def _reached(self, height: int) -> bool:
+        return self.node.head.height >= height
 
     def _block(self, height: int) -> ledger_pb2.GetBlockResponse | None:
         raw = self.node.store.block(height)

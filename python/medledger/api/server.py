@@ -37,7 +37,9 @@ async def decode(raw: bytes, request_type: type[Message], context: Context) -> A
 def ledger_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler:
     """LedgerService's methods, with requests decoded by `decode`."""
 
-    def unary(method: Callable[[Any, Context], Awaitable[Message]], request_type: type[Message]) -> Any:
+    def unary(
+        method: Callable[[Any, Context], Awaitable[Message]], request_type: type[Message]
+    ) -> Any:
         async def behaviour(raw: bytes, context: Context) -> Message:
             return await method(await decode(raw, request_type, context), context)
 
@@ -67,7 +69,7 @@ def ledger_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler:
         return behaviour
 
     pb = ledger_pb2
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Submit": grpc.unary_unary_rpc_method_handler(
             unary(servicer.Submit, pb.SubmitRequest),
             response_serializer=pb.SubmitResponse.SerializeToString,

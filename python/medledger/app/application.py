@@ -50,7 +50,9 @@ def check_body(body: tx_pb2.TransactionBody, chain_id: str) -> None:
     if kind == "transfer":
         transfer = body.transfer
         if len(transfer.to) != 32:
-            raise _invalid("body.transfer.to", f"must be a 32-byte public key, got {len(transfer.to)}")
+            raise _invalid(
+                "body.transfer.to", f"must be a 32-byte public key, got {len(transfer.to)}"
+            )
         if transfer.amount_micros == 0:
             raise _invalid("body.transfer.amount_micros", "must be positive")
         if len(transfer.reference.encode()) > TEXT_BYTES_MAX:

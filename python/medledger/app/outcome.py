@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from medledger.wire.v1 import tx_pb2
+
 __all__ = ["TxOutcome"]
 
 
 class TxOutcome(NamedTuple):
-    code: int  # tx_pb2.ResultCode
+    code: tx_pb2.ResultCode.ValueType
     message: str

@@ -80,7 +80,9 @@ class Head:
             raise StoreError(f"corrupt head record of {len(raw)} bytes")
         (height,) = struct.unpack(">Q", raw[:8])
         (committed,) = struct.unpack(">Q", raw[8 + 2 * HASH_BYTES :])
-        return cls(height, raw[8 : 8 + HASH_BYTES], raw[8 + HASH_BYTES : 8 + 2 * HASH_BYTES], committed)
+        return cls(
+            height, raw[8 : 8 + HASH_BYTES], raw[8 + HASH_BYTES : 8 + 2 * HASH_BYTES], committed
+        )
 
 
 class Snapshot:
@@ -216,8 +218,8 @@ class ChainStore:
                 txn.put(state_key, value, db=dbs[table])
             txn.put(HEAD_KEY, head.encode(), db=dbs["meta"])
         # Read back what the next block will build on.
-        with self._env.begin() as txn:
-            stored = Head.decode(bytes(txn.get(HEAD_KEY, db=self._dbs["meta"])))
-        assert stored == head, "the head read back differs from the head written"
+        raw = self.get("meta", HEAD_KEY)
+        assert raw is not None, "the head was just written"
+        assert Head.decode(raw) == head, "the head read back differs from the head written"
         self._head = head
         return head

@@ -66,7 +66,9 @@ def verify_chain(
         bodies = [(tx.public_key, tx_pb2.TransactionBody.FromString(tx.body)) for tx in block.txs]
         result = app.finalize_block(height, app_hash, state, bodies)
         if store.app_hash_after(height) != result.app_hash:
-            return ChainReport(height - 1, transactions, height, "stored app hash differs from replay")
+            return ChainReport(
+                height - 1, transactions, height, "stored app hash differs from replay"
+            )
         for index, ((_, body), outcome) in enumerate(zip(bodies, result.outcomes, strict=True)):
             record = store.tx_record(body.tx_id)
             if record is None or (record.height, record.index, record.code) != (
@@ -83,5 +85,7 @@ def verify_chain(
         if on_block is not None:
             on_block(height)
     if (parent_hash, app_hash) != (head.block_hash, head.app_hash):
-        return ChainReport(head.height, transactions, head.height, "head record differs from the chain")
+        return ChainReport(
+            head.height, transactions, head.height, "head record differs from the chain"
+        )
     return ChainReport(head.height, transactions)

@@ -26,7 +26,10 @@ class AsyncLedgerClient:
         return self
 
     async def __aexit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -43,7 +46,11 @@ class AsyncLedgerClient:
         return response
 
     async def submit(
-        self, tx: envelope_pb2.SignedTransaction, *, wait: bool = True, timeout_s: float | None = None
+        self,
+        tx: envelope_pb2.SignedTransaction,
+        *,
+        wait: bool = True,
+        timeout_s: float | None = None,
     ) -> tx_pb2.Receipt:
         request = ledger_pb2.SubmitRequest(tx=tx, wait_for_commit=wait)
         try:
@@ -76,7 +83,8 @@ class AsyncLedgerClient:
     ) -> ledger_pb2.GetTransactionResponse:
         try:
             response: ledger_pb2.GetTransactionResponse = await self._stub.GetTransaction(
-                ledger_pb2.GetTransactionRequest(tx_id=tx_id, tx_hash=tx_hash), timeout=self.timeout_s
+                ledger_pb2.GetTransactionRequest(tx_id=tx_id, tx_hash=tx_hash),
+                timeout=self.timeout_s,
             )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error

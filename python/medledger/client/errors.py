@@ -12,8 +12,8 @@ __all__ = ["from_rpc_error"]
 def from_rpc_error(error: grpc.RpcError) -> Rejected:
     """The node's refusal as `Rejected(status, field, reason)`; the node's messages read
     'field: reason'."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    details: str = error.details() or ""  # type: ignore[attr-defined]
+    code: grpc.StatusCode = error.code()
+    details: str = error.details() or ""
     field, sep, reason = details.partition(": ")
     if not sep or " " in field:
         field, reason = "", details

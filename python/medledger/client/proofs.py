@@ -22,7 +22,9 @@ def verify_transaction_proof(
     Returns the block hash; raises `ProofError` naming what failed."""
     header, commit, proof = response.header, response.commit, response.proof
     leaf = response.tx.SerializeToString(deterministic=True)
-    if not merkle.verify_inclusion(leaf, proof.leaf_index, proof.tree_size, list(proof.hashes), header.tx_root):
+    if not merkle.verify_inclusion(
+        leaf, proof.leaf_index, proof.tree_size, list(proof.hashes), header.tx_root
+    ):
         raise ProofError("proof: the transaction is not in the header's tx_root")
     if header.chain_id != chain_id or header.tx_count != proof.tree_size:
         raise ProofError("header: another chain, or a tree size that disagrees with tx_count")

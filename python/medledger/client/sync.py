@@ -39,7 +39,10 @@ class LedgerClient:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -53,7 +56,11 @@ class LedgerClient:
             raise from_rpc_error(error) from error
 
     def submit(
-        self, tx: envelope_pb2.SignedTransaction, *, wait: bool = True, timeout_s: float | None = None
+        self,
+        tx: envelope_pb2.SignedTransaction,
+        *,
+        wait: bool = True,
+        timeout_s: float | None = None,
     ) -> tx_pb2.Receipt:
         """Submits one transaction; with `wait`, returns once it is durably committed."""
         request = ledger_pb2.SubmitRequest(tx=tx, wait_for_commit=wait)
@@ -102,7 +109,9 @@ class LedgerClient:
 
     def get_block(self, height: int = 0) -> ledger_pb2.GetBlockResponse:
         try:
-            return self._stub.GetBlock(ledger_pb2.GetBlockRequest(height=height), timeout=self.timeout_s)
+            return self._stub.GetBlock(
+                ledger_pb2.GetBlockRequest(height=height), timeout=self.timeout_s
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
 
@@ -124,7 +133,7 @@ class LedgerClient:
         try:
             yield from self._stub.StreamBlocks(request, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 return
             raise from_rpc_error(error) from error
 

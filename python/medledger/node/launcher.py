@@ -44,12 +44,24 @@ class NodeProcess:
         return self.process.returncode
 
 
-def start_node(home: Path, listen: str = "127.0.0.1:0", log_path: Path | None = None) -> NodeProcess:
+def start_node(
+    home: Path, listen: str = "127.0.0.1:0", log_path: Path | None = None
+) -> NodeProcess:
     """Starts `medledger node start --home HOME` and waits until it serves."""
     log_path = log_path or home / "node.log"
     log = log_path.open("a")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "medledger", "node", "start", "--home", str(home), "--listen", listen],
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
+        [
+            sys.executable,
+            "-m",
+            "medledger",
+            "node",
+            "start",
+            "--home",
+            str(home),
+            "--listen",
+            listen,
+        ],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
@@ -73,6 +85,4 @@ def start_node(home: Path, listen: str = "127.0.0.1:0", log_path: Path | None = 
             break
     process.kill()
     process.wait()
-    raise RuntimeError(
-        f"node at {home} did not start: {''.join(lines)} (see {log_path})"
-    )
+    raise RuntimeError(f"node at {home} did not start: {''.join(lines)} (see {log_path})")

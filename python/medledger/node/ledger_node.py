@@ -41,7 +41,9 @@ STATUS_CODES = {
 }
 
 
-def rejected_receipt(rejected: Rejected, tx_id: bytes = b"", tx_hash: bytes = b"") -> tx_pb2.Receipt:
+def rejected_receipt(
+    rejected: Rejected, tx_id: bytes = b"", tx_hash: bytes = b""
+) -> tx_pb2.Receipt:
     return tx_pb2.Receipt(
         tx_id=tx_id,
         tx_hash=tx_hash,
@@ -76,7 +78,9 @@ class Admitted:
         """What to answer a client that does not wait for the commit."""
         if self.receipt is not None:
             return self.receipt
-        return tx_pb2.Receipt(tx_id=self.tx_id, tx_hash=self.tx_hash, status=tx_pb2.TX_STATUS_PENDING)
+        return tx_pb2.Receipt(
+            tx_id=self.tx_id, tx_hash=self.tx_hash, status=tx_pb2.TX_STATUS_PENDING
+        )
 
     async def result(self, timeout_s: float) -> tx_pb2.Receipt:
         if self.receipt is not None:
@@ -124,7 +128,9 @@ class LedgerNode:
             encoded = tx.SerializeToString(deterministic=True)
             if len(encoded) > TX_BYTES_MAX:
                 reason = f"{len(encoded)} bytes exceeds TX_BYTES_MAX {TX_BYTES_MAX}"
-                answers[i] = Admitted(rejected_receipt(Rejected("RESOURCE_EXHAUSTED", "tx", reason)))
+                answers[i] = Admitted(
+                    rejected_receipt(Rejected("RESOURCE_EXHAUSTED", "tx", reason))
+                )
                 continue
             try:
                 body = tx_pb2.TransactionBody.FromString(tx.body)
@@ -170,12 +176,16 @@ class LedgerNode:
         if raw is not None:
             record = state_pb2.TxRecord.FromString(raw)
             if record.body_hash != body_hash:
-                raise Rejected("ALREADY_EXISTS", "body.tx_id", "used by another committed transaction")
+                raise Rejected(
+                    "ALREADY_EXISTS", "body.tx_id", "used by another committed transaction"
+                )
             return Admitted(committed_receipt(body.tx_id, record))
         known = self.in_flight.get(body.tx_id) or self.mempool.get(body.tx_id)
         if known is not None:
             if known.body_hash != body_hash:
-                raise Rejected("ALREADY_EXISTS", "body.tx_id", "used by another pending transaction")
+                raise Rejected(
+                    "ALREADY_EXISTS", "body.tx_id", "used by another pending transaction"
+                )
             return Admitted(pending=known.wait(), tx_id=body.tx_id, tx_hash=tx_hash)
         pending = PendingTx(tx, body, encoded, tx_hash, body_hash)
         self.mempool.add(pending)
@@ -252,7 +262,9 @@ class LedgerNode:
             time_unix_ms=int(time.time() * 1000),
             leaves=[p.encoded for p in batch],
         )
-        commit = make_commit(chain_id=self.chain_id, header=block.header, round=0, signers=[(0, self.key)])
+        commit = make_commit(
+            chain_id=self.chain_id, header=block.header, round=0, signers=[(0, self.key)]
+        )
         block_bytes = block.SerializeToString()
         commit_bytes = commit.SerializeToString()
         # The same Rust rules every peer and `verify-chain` apply; the signatures were
@@ -308,7 +320,7 @@ class LedgerNode:
             last_block_hash=head.block_hash,
             app_hash=head.app_hash,
             mempool_txs=len(self.mempool),
-            mempool_bytes=self.mempool.bytes,
+            mempool_bytes=self.mempool.size_bytes,
             version=__version__,
             validator_public_key=self.key.public_key,
             committed_txs=head.committed_txs,

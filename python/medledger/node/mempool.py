@@ -53,7 +53,7 @@ class Mempool:
         return len(self._txs)
 
     @property
-    def bytes(self) -> int:
+    def size_bytes(self) -> int:
         return self._bytes
 
     def get(self, tx_id: bytes) -> PendingTx | None:
@@ -75,7 +75,7 @@ class Mempool:
 
     def take(self, count_max: int) -> list[PendingTx]:
         """Removes and returns up to `count_max` transactions, oldest first."""
-        taken = []
+        taken: list[PendingTx] = []
         while self._txs and len(taken) < count_max:
             _, pending = self._txs.popitem(last=False)
             self._bytes -= len(pending.encoded)

@@ -1,0 +1,124 @@
+"""The `medledger` command as a user types it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import lmdb
+
+from medledger.node.launcher import start_node
+
+
+def medledger(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "medledger", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_help_lists_every_command() -> None:
+    text = medledger("--help").stdout
+    for command in ("init", "node", "keys", "tx", "query", "verify-chain", "demo", "bench"):
+        assert command in text
+    assert "--amount" in medledger("tx", "transfer", "--help").stdout
+
+
+def test_keys_new_writes_a_private_file_and_show_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "alice.json"
+    public = medledger("keys", "new", str(path)).stdout.strip()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert medledger("keys", "show", str(path)).stdout.strip() == public
+    again = medledger("keys", "new", str(path), check=False)
+    assert again.returncode == 1
+    assert "refusing to overwrite" in again.stderr
+
+
+def test_init_transfer_query_and_verify_chain(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    medledger("init", "--home", str(home), "--chain-id", "cli-test-1", "--listen", "127.0.0.1:0")
+    assert (
+        "already initialised"
+        in medledger("init", "--home", str(home), "--chain-id", "x", check=False).stderr
+    )
+    bob_key = tmp_path / "bob.json"
+    bob = medledger("keys", "new", str(bob_key)).stdout.strip()
+    node = start_node(home)
+    try:
+        at = ["--node", node.address]
+        medledger("tx", "create-account", "--key", str(bob_key), *at)
+        receipt = json.loads(
+            medledger(
+                "tx", "transfer", "--home", str(home), "--to", bob, "--amount", "2500", *at
+            ).stdout
+        )
+        assert receipt["status"] == "TX_STATUS_COMMITTED"
+        assert receipt["code"] == "RESULT_CODE_OK"
+        account = json.loads(medledger("query", "account", bob, *at).stdout)
+        assert account["balanceMicros"] == "2500"
+        tx_id = base64.b64decode(receipt["txId"]).hex()
+        shown = medledger("query", "tx", tx_id, "--genesis", str(home / "genesis.json"), *at).stdout
+        assert "proof verified against" in shown
+        status = json.loads(medledger("query", "status", *at).stdout)
+        assert status["chainId"] == "cli-test-1"
+        refused = medledger(
+            "tx", "transfer", "--key", str(bob_key), "--to", bob, "--amount", "0", *at, check=False
+        )
+        assert refused.returncode == 1
+        assert "INVALID_ARGUMENT" in refused.stderr
+        assert "body.transfer.amount_micros" in refused.stderr
+    finally:
+        node.stop()
+    verified = medledger("verify-chain", "--home", str(home))
+    assert "chain OK: 2 blocks" in verified.stdout
+
+
+def test_verify_chain_reports_the_first_tampered_height(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    medledger("init", "--home", str(home), "--chain-id", "cli-test-2", "--listen", "127.0.0.1:0")
+    node = start_node(home)
+    try:
+        for amount in ("1", "2", "3"):
+            medledger(
+                "tx",
+                "transfer",
+                "--home",
+                str(home),
+                "--to",
+                "00" * 31 + "01",
+                "--amount",
+                amount,
+                "--node",
+                node.address,
+            )
+    finally:
+        node.stop()
+    env = lmdb.open(str(home / "data"), max_dbs=16)
+    blocks = env.open_db(b"blocks")
+    with env.begin(write=True) as txn:
+        stored = txn.get((2).to_bytes(8, "big"), db=blocks)
+        assert stored is not None
+        raw = bytearray(stored)
+        raw[-1] ^= 0x01  # flip one bit of the block's last transaction
+        txn.put((2).to_bytes(8, "big"), bytes(raw), db=blocks)
+    env.close()
+    result = medledger("verify-chain", "--home", str(home), check=False)
+    assert result.returncode == 2
+    assert "BROKEN at height 2" in result.stdout
+
+
+def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = medledger("demo", "--home", str(tmp_path / "demo"))
+    assert "verify-chain after shutdown: OK" in result.stdout
+    assert "refused ALREADY_EXISTS" in result.stdout
