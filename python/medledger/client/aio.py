@@ -7,7 +7,7 @@ from types import TracebackType
 
 import grpc
 
-from medledger.client.errors import from_rpc_error
+from medledger.client.errors import translated_errors
 from medledger.client.sync import DEFAULT_TIMEOUT_S, channel_options
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
 
@@ -37,12 +37,10 @@ class AsyncLedgerClient:
         await self._channel.close()
 
     async def status(self) -> ledger_pb2.GetStatusResponse:
-        try:
+        with translated_errors():
             response: ledger_pb2.GetStatusResponse = await self._stub.GetStatus(
                 ledger_pb2.GetStatusRequest(), timeout=self.timeout_s
             )
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
         return response
 
     async def submit(
@@ -53,12 +51,10 @@ class AsyncLedgerClient:
         timeout_s: float | None = None,
     ) -> tx_pb2.Receipt:
         request = ledger_pb2.SubmitRequest(tx=tx, wait_for_commit=wait)
-        try:
+        with translated_errors():
             response: ledger_pb2.SubmitResponse = await self._stub.Submit(
                 request, timeout=timeout_s or self.timeout_s
             )
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
         return response.receipt
 
     async def submit_batches(
@@ -72,29 +68,23 @@ class AsyncLedgerClient:
             ledger_pb2.SubmitBatch(batch_id=i, txs=list(batch)) for i, batch in enumerate(batches)
         ]
         call = self._stub.SubmitStream(iter(requests), timeout=timeout_s or self.timeout_s)
-        try:
+        with translated_errors():
             async for result in call:
                 yield result.batch_id, list(result.receipts)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
 
     async def get_transaction(
         self, *, tx_id: bytes = b"", tx_hash: bytes = b""
     ) -> ledger_pb2.GetTransactionResponse:
-        try:
+        with translated_errors():
             response: ledger_pb2.GetTransactionResponse = await self._stub.GetTransaction(
                 ledger_pb2.GetTransactionRequest(tx_id=tx_id, tx_hash=tx_hash),
                 timeout=self.timeout_s,
             )
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
         return response
 
     async def get_account(self, owner: bytes) -> ledger_pb2.Account:
-        try:
+        with translated_errors():
             response: ledger_pb2.GetAccountResponse = await self._stub.GetAccount(
                 ledger_pb2.GetAccountRequest(owner=owner), timeout=self.timeout_s
             )
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
         return response.account

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import grpc
 
 from medledger.errors import Rejected
 
-__all__ = ["from_rpc_error"]
+__all__ = ["from_rpc_error", "translated_errors"]
 
 
 def from_rpc_error(error: grpc.RpcError) -> Rejected:
@@ -18,3 +21,12 @@ def from_rpc_error(error: grpc.RpcError) -> Rejected:
     if not sep or " " in field:
         field, reason = "", details
     return Rejected(code.name, field, reason)
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Raises the node's gRPC refusals inside the block as `Rejected`."""
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise from_rpc_error(error) from error

@@ -9,7 +9,7 @@ from types import TracebackType
 import grpc
 
 from medledger.block import ValidatorSet
-from medledger.client.errors import from_rpc_error
+from medledger.client.errors import from_rpc_error, translated_errors
 from medledger.client.proofs import verify_transaction_proof
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
 
@@ -50,10 +50,8 @@ class LedgerClient:
         self._channel.close()
 
     def status(self) -> ledger_pb2.GetStatusResponse:
-        try:
+        with translated_errors():
             return self._stub.GetStatus(ledger_pb2.GetStatusRequest(), timeout=self.timeout_s)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
 
     def submit(
         self,
@@ -64,10 +62,8 @@ class LedgerClient:
     ) -> tx_pb2.Receipt:
         """Submits one transaction; with `wait`, returns once it is durably committed."""
         request = ledger_pb2.SubmitRequest(tx=tx, wait_for_commit=wait)
-        try:
+        with translated_errors():
             response = self._stub.Submit(request, timeout=timeout_s or self.timeout_s)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
         return response.receipt
 
     def submit_batches(
@@ -81,20 +77,16 @@ class LedgerClient:
         requests = (
             ledger_pb2.SubmitBatch(batch_id=i, txs=list(batch)) for i, batch in enumerate(batches)
         )
-        try:
+        with translated_errors():
             for result in self._stub.SubmitStream(requests, timeout=timeout_s or self.timeout_s):
                 yield list(result.receipts)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
 
     def get_transaction(
         self, *, tx_id: bytes = b"", tx_hash: bytes = b""
     ) -> ledger_pb2.GetTransactionResponse:
         request = ledger_pb2.GetTransactionRequest(tx_id=tx_id, tx_hash=tx_hash)
-        try:
+        with translated_errors():
             return self._stub.GetTransaction(request, timeout=self.timeout_s)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
 
     def wait_for_commit(self, tx_id: bytes, *, timeout_s: float | None = None) -> tx_pb2.Receipt:
         """Polls until the transaction is committed; raises TimeoutError past the deadline."""
@@ -108,20 +100,16 @@ class LedgerClient:
             time.sleep(POLL_INTERVAL_S)
 
     def get_block(self, height: int = 0) -> ledger_pb2.GetBlockResponse:
-        try:
+        with translated_errors():
             return self._stub.GetBlock(
                 ledger_pb2.GetBlockRequest(height=height), timeout=self.timeout_s
             )
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
 
     def get_account(self, owner: bytes) -> ledger_pb2.Account:
-        try:
+        with translated_errors():
             response = self._stub.GetAccount(
                 ledger_pb2.GetAccountRequest(owner=owner), timeout=self.timeout_s
             )
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
         return response.account
 
     def stream_blocks(
