@@ -1,0 +1,500 @@
+"""The Tendermint consensus algorithm (Buchman, Kwon, Milosevic, "The latest gossip on
+BFT consensus", arXiv 1807.04938, Algorithm 1) as a pure state machine.
+
+Inputs are proposals, votes and timeout events; outputs are messages to sign and send,
+timeouts to schedule, decisions and evidence of equivocation. Nothing here reads a clock,
+touches a socket or a disk, or draws a random number: the same inputs give the same
+outputs, which is what makes deterministic simulation possible.
+
+"2f + 1" in the paper is "more than 2/3 of the voting power" here and "f + 1" is "more
+than 1/3", so validators may have different weights. The runtime checks signatures
+before it feeds a message in, signs what comes out through its signing guard, and feeds
+its own signed messages back in as if they had arrived from the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+
+__all__ = [
+    "HEIGHTS_AHEAD_MAX",
+    "ROUNDS_AHEAD_MAX",
+    "Decide",
+    "Engine",
+    "Equivocation",
+    "Output",
+    "Proposal",
+    "ScheduleTimeout",
+    "SendProposal",
+    "SendVote",
+    "Step",
+    "Timeout",
+    "TimeoutConfig",
+    "ValueSource",
+    "Vote",
+    "VoteType",
+]
+
+ROUNDS_AHEAD_MAX = 32
+"""Messages for rounds further ahead of ours than this are dropped (bounded memory)."""
+HEIGHTS_AHEAD_MAX = 4
+"""Messages for heights further ahead than this are dropped; catch-up handles the rest."""
+BUFFERED_MESSAGES_MAX = 4096
+"""Most messages kept for future heights."""
+
+
+class Step(IntEnum):
+    PROPOSE = 0
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+
+class VoteType(IntEnum):
+    # The values of medledger.wire.v1.VoteType.
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    height: int
+    round: int
+    value_id: bytes
+    value: bytes
+    valid_round: int  # -1 when the proposer has no valid value from an earlier round
+    proposer: int  # validator index
+    signature: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    type: VoteType
+    height: int
+    round: int
+    value_id: bytes | None  # None is a vote for nil
+    validator: int
+    signature: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    step: Step
+    height: int
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendProposal:
+    proposal: Proposal
+
+
+@dataclass(frozen=True, slots=True)
+class SendVote:
+    vote: Vote
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTimeout:
+    timeout: Timeout
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decide:
+    height: int
+    round: int
+    value_id: bytes
+    value: bytes
+    precommits: tuple[Vote, ...]  # the commit certificate
+
+
+@dataclass(frozen=True, slots=True)
+class Equivocation:
+    first: Vote | Proposal
+    second: Vote | Proposal
+
+
+Output = SendProposal | SendVote | ScheduleTimeout | Decide | Equivocation
+
+
+@dataclass(frozen=True)
+class TimeoutConfig:
+    """Timeouts grow linearly with the round, so some round is eventually long enough."""
+
+    propose_ms: int = 1_000
+    propose_delta_ms: int = 500
+    prevote_ms: int = 500
+    prevote_delta_ms: int = 250
+    precommit_ms: int = 500
+    precommit_delta_ms: int = 250
+
+    def delay_ms(self, step: Step, round_: int) -> int:
+        base, delta = {
+            Step.PROPOSE: (self.propose_ms, self.propose_delta_ms),
+            Step.PREVOTE: (self.prevote_ms, self.prevote_delta_ms),
+            Step.PRECOMMIT: (self.precommit_ms, self.precommit_delta_ms),
+        }[step]
+        return base + round_ * delta
+
+
+class ValueSource(Protocol):
+    """The application side of consensus: what to propose, and what is acceptable."""
+
+    def get_value(self, height: int) -> tuple[bytes, bytes]:
+        """A new value (id, bytes) to propose at `height`."""
+        ...
+
+    def valid(self, height: int, value_id: bytes, value: bytes) -> bool:
+        """Whether `value` may be decided at `height` and is identified by `value_id`."""
+        ...
+
+
+class Tally:
+    """Votes of one type in one round, weighted by voting power."""
+
+    def __init__(self) -> None:
+        self.by_validator: dict[int, Vote] = {}
+        self.power_for: dict[bytes | None, int] = {}
+        self.power_any = 0
+
+    def add(self, vote: Vote, power: int) -> Vote | None:
+        """Counts `vote`; returns the earlier, different vote if the validator equivocates."""
+        earlier = self.by_validator.get(vote.validator)
+        if earlier is not None:
+            return earlier if earlier.value_id != vote.value_id else None
+        self.by_validator[vote.validator] = vote
+        self.power_for[vote.value_id] = self.power_for.get(vote.value_id, 0) + power
+        self.power_any += power
+        return None
+
+
+@dataclass
+class RoundState:
+    proposal: Proposal | None = None
+    prevotes: Tally = field(default_factory=Tally)
+    precommits: Tally = field(default_factory=Tally)
+    senders: set[int] = field(default_factory=set)
+    sender_power: int = 0
+    prevote_timeout_scheduled: bool = False  # line 34 fires once per round
+    precommit_timeout_scheduled: bool = False  # line 47 fires once per round
+    prevote_quorum_seen: bool = False  # line 36 fires once per round
+
+
+class Engine:
+    """One validator's (or an observer's) view of consensus, one height at a time."""
+
+    def __init__(
+        self,
+        powers: Sequence[int],
+        me: int | None,
+        values: ValueSource,
+        timeouts: TimeoutConfig | None = None,
+        height: int = 1,
+    ) -> None:
+        if not powers or any(p <= 0 for p in powers):
+            raise ValueError("validator powers must be positive")
+        self.powers = list(powers)
+        self.total_power = sum(self.powers)
+        self.me = me
+        self.values = values
+        self.timeouts = timeouts or TimeoutConfig()
+        self.height = height
+        self._buffer: list[Proposal | Vote] = []
+        self._reset_height()
+
+    # ---------------------------------------------------------------- thresholds
+
+    def _quorum(self, power: int) -> bool:
+        return 3 * power > 2 * self.total_power
+
+    def _one_honest(self, power: int) -> bool:
+        return 3 * power > self.total_power
+
+    def proposer(self, height: int, round_: int) -> int:
+        """Deterministic, weighted rotation: each validator proposes in proportion to its
+        power over consecutive (height, round) slots."""
+        slot = (height + round_) % self.total_power
+        for index, power in enumerate(self.powers):
+            if slot < power:
+                return index
+            slot -= power
+        raise AssertionError("slot is below the total power")
+
+    # --------------------------------------------------------------------- state
+
+    def _reset_height(self) -> None:
+        self.round = 0
+        self.step = Step.PROPOSE
+        self.locked_value: tuple[bytes, bytes] | None = None
+        self.locked_round = -1
+        self.valid_value: tuple[bytes, bytes] | None = None
+        self.valid_round = -1
+        self.rounds: dict[int, RoundState] = {}
+        self.decided = False
+        self._validity: dict[bytes, bool] = {}
+
+    def _round(self, round_: int) -> RoundState:
+        state = self.rounds.get(round_)
+        if state is None:
+            state = self.rounds[round_] = RoundState()
+        return state
+
+    def _valid(self, proposal: Proposal) -> bool:
+        known = self._validity.get(proposal.value_id)
+        if known is None:
+            known = self._validity[proposal.value_id] = self.values.valid(
+                proposal.height, proposal.value_id, proposal.value
+            )
+        return known
+
+    # -------------------------------------------------------------------- inputs
+
+    def start(self) -> list[Output]:
+        """Starts round 0 of the current height."""
+        outputs: list[Output] = []
+        self._start_round(0, outputs)
+        self._evaluate(outputs)
+        return outputs
+
+    def on_proposal(self, proposal: Proposal) -> list[Output]:
+        outputs: list[Output] = []
+        if self._accept(proposal, outputs):
+            self._evaluate(outputs)
+        return outputs
+
+    def on_vote(self, vote: Vote) -> list[Output]:
+        outputs: list[Output] = []
+        if self._accept(vote, outputs):
+            self._evaluate(outputs)
+        return outputs
+
+    def on_timeout(self, timeout: Timeout) -> list[Output]:
+        outputs: list[Output] = []
+        if timeout.height != self.height or timeout.round != self.round or self.decided:
+            return outputs
+        if timeout.step == Step.PROPOSE and self.step == Step.PROPOSE:  # line 57
+            self._vote(VoteType.PREVOTE, None, outputs)
+            self.step = Step.PREVOTE
+        elif timeout.step == Step.PREVOTE and self.step == Step.PREVOTE:  # line 61
+            self._vote(VoteType.PRECOMMIT, None, outputs)
+            self.step = Step.PRECOMMIT
+        elif timeout.step == Step.PRECOMMIT:  # line 65
+            self._start_round(self.round + 1, outputs)
+        self._evaluate(outputs)
+        return outputs
+
+    def _accept(self, message: Proposal | Vote, outputs: list[Output]) -> bool:
+        """Stores a message for this height (or buffers one for a future height).
+        Returns whether anything changed."""
+        sender = message.proposer if isinstance(message, Proposal) else message.validator
+        if not 0 <= sender < len(self.powers) or message.round < 0:
+            return False
+        if message.height > self.height:
+            ahead = message.height - self.height
+            if ahead <= HEIGHTS_AHEAD_MAX and len(self._buffer) < BUFFERED_MESSAGES_MAX:
+                self._buffer.append(message)
+            return False
+        if message.height < self.height or message.round > self.round + ROUNDS_AHEAD_MAX:
+            return False
+        state = self._round(message.round)
+        if isinstance(message, Proposal):
+            changed = self._accept_proposal(state, message, outputs)
+        else:
+            changed = self._accept_vote(state, message, outputs)
+        if changed and sender not in state.senders:
+            state.senders.add(sender)
+            state.sender_power += self.powers[sender]
+        return changed
+
+    def _accept_proposal(
+        self, state: RoundState, proposal: Proposal, outputs: list[Output]
+    ) -> bool:
+        if proposal.proposer != self.proposer(proposal.height, proposal.round):
+            return False
+        if not -1 <= proposal.valid_round < proposal.round:
+            return False
+        if state.proposal is not None:
+            if state.proposal.value_id != proposal.value_id:
+                outputs.append(Equivocation(state.proposal, proposal))
+            return False
+        state.proposal = proposal
+        return True
+
+    def _accept_vote(self, state: RoundState, vote: Vote, outputs: list[Output]) -> bool:
+        tally = state.prevotes if vote.type == VoteType.PREVOTE else state.precommits
+        before = tally.power_any
+        earlier = tally.add(vote, self.powers[vote.validator])
+        if earlier is not None:
+            outputs.append(Equivocation(earlier, vote))
+            return False
+        return tally.power_any != before  # False for a duplicate
+
+    # --------------------------------------------------------------- the rules
+
+    def _start_round(self, round_: int, outputs: list[Output]) -> None:  # line 11
+        self.round = round_
+        self.step = Step.PROPOSE
+        if self.me is not None and self.proposer(self.height, round_) == self.me:
+            if self.valid_value is not None:
+                value_id, value = self.valid_value
+            else:
+                value_id, value = self.values.get_value(self.height)
+            outputs.append(
+                SendProposal(
+                    Proposal(self.height, round_, value_id, value, self.valid_round, self.me)
+                )
+            )
+        else:
+            self._schedule(Step.PROPOSE, outputs)
+
+    def _vote(self, vote_type: VoteType, value_id: bytes | None, outputs: list[Output]) -> None:
+        if self.me is not None:
+            outputs.append(SendVote(Vote(vote_type, self.height, self.round, value_id, self.me)))
+
+    def _schedule(self, step: Step, outputs: list[Output]) -> None:
+        timeout = Timeout(step, self.height, self.round)
+        outputs.append(ScheduleTimeout(timeout, self.timeouts.delay_ms(step, self.round)))
+
+    def _evaluate(self, outputs: list[Output]) -> None:
+        """Fires every rule whose condition holds, until none does."""
+        rules = (
+            self._line_49_decide,
+            self._line_55_skip_round,
+            self._line_22_28_prevote,
+            self._line_34_prevote_timeout,
+            self._line_36_lock,
+            self._line_44_precommit_nil,
+            self._line_47_precommit_timeout,
+        )
+        while not self.decided and any(rule(outputs) for rule in rules):
+            pass
+
+    def _prevote_power(self, round_: int, value_id: bytes | None) -> int:
+        state = self.rounds.get(round_)
+        return 0 if state is None else state.prevotes.power_for.get(value_id, 0)
+
+    def _locked_on(self, value_id: bytes) -> bool:
+        return self.locked_value is not None and self.locked_value[0] == value_id
+
+    def _line_49_decide(self, outputs: list[Output]) -> bool:
+        """A proposal with a precommit quorum, in any round of this height, is decided."""
+        for round_, state in sorted(self.rounds.items()):
+            proposal = state.proposal
+            if (
+                proposal is not None
+                and self._quorum(state.precommits.power_for.get(proposal.value_id, 0))
+                and self._valid(proposal)
+            ):
+                self._decide(round_, proposal, outputs)
+                return True
+        return False
+
+    def _line_55_skip_round(self, outputs: list[Output]) -> bool:
+        """More than 1/3 of the power is in a later round: at least one honest validator
+        is there, so move to it."""
+        later = [
+            r for r, s in self.rounds.items() if r > self.round and self._one_honest(s.sender_power)
+        ]
+        if not later:
+            return False
+        self._start_round(max(later), outputs)
+        return True
+
+    def _line_22_28_prevote(self, outputs: list[Output]) -> bool:
+        proposal = self._round(self.round).proposal
+        if self.step != Step.PROPOSE or proposal is None:
+            return False
+        if proposal.valid_round == -1:  # line 22: a fresh value
+            acceptable = self._valid(proposal) and (
+                self.locked_round == -1 or self._locked_on(proposal.value_id)
+            )
+        elif self._quorum(self._prevote_power(proposal.valid_round, proposal.value_id)):
+            # Line 28: a value that had a prevote quorum in an earlier round.
+            acceptable = self._valid(proposal) and (
+                self.locked_round <= proposal.valid_round or self._locked_on(proposal.value_id)
+            )
+        else:
+            return False
+        self._vote(VoteType.PREVOTE, proposal.value_id if acceptable else None, outputs)
+        self.step = Step.PREVOTE
+        return True
+
+    def _line_34_prevote_timeout(self, outputs: list[Output]) -> bool:
+        current = self._round(self.round)
+        if (
+            self.step != Step.PREVOTE
+            or current.prevote_timeout_scheduled
+            or not self._quorum(current.prevotes.power_any)
+        ):
+            return False
+        current.prevote_timeout_scheduled = True
+        self._schedule(Step.PREVOTE, outputs)
+        return True
+
+    def _line_36_lock(self, outputs: list[Output]) -> bool:
+        current = self._round(self.round)
+        proposal = current.proposal
+        if (
+            proposal is None
+            or self.step < Step.PREVOTE
+            or current.prevote_quorum_seen
+            or not self._quorum(current.prevotes.power_for.get(proposal.value_id, 0))
+            or not self._valid(proposal)
+        ):
+            return False
+        current.prevote_quorum_seen = True
+        if self.step == Step.PREVOTE:
+            self.locked_value = (proposal.value_id, proposal.value)
+            self.locked_round = self.round
+            self._vote(VoteType.PRECOMMIT, proposal.value_id, outputs)
+            self.step = Step.PRECOMMIT
+        self.valid_value = (proposal.value_id, proposal.value)
+        self.valid_round = self.round
+        return True
+
+    def _line_44_precommit_nil(self, outputs: list[Output]) -> bool:
+        if self.step != Step.PREVOTE or not self._quorum(self._prevote_power(self.round, None)):
+            return False
+        self._vote(VoteType.PRECOMMIT, None, outputs)
+        self.step = Step.PRECOMMIT
+        return True
+
+    def _line_47_precommit_timeout(self, outputs: list[Output]) -> bool:
+        current = self._round(self.round)
+        if current.precommit_timeout_scheduled or not self._quorum(current.precommits.power_any):
+            return False
+        current.precommit_timeout_scheduled = True
+        self._schedule(Step.PRECOMMIT, outputs)
+        return True
+
+    def _decide(self, round_: int, proposal: Proposal, outputs: list[Output]) -> None:
+        precommits = tuple(
+            vote
+            for vote in self.rounds[round_].precommits.by_validator.values()
+            if vote.value_id == proposal.value_id
+        )
+        outputs.append(Decide(self.height, round_, proposal.value_id, proposal.value, precommits))
+        self.decided = True
+
+    def advance(self) -> list[Output]:
+        """Moves to the next height once the runtime has committed the decided block, then
+        replays the messages buffered for it and starts round 0."""
+        assert self.decided, "advance only after a decision"
+        self.height += 1
+        self._reset_height()
+        buffered, self._buffer = self._buffer, []
+        outputs: list[Output] = []
+        for message in buffered:
+            self._accept(message, outputs)
+        self._start_round(0, outputs)
+        self._evaluate(outputs)
+        return outputs
+
+    def skip_to(self, height: int) -> list[Output]:
+        """Jumps to `height` after the runtime caught up on blocks it fetched from peers."""
+        self.height = height - 1
+        self.decided = True
+        return self.advance()
