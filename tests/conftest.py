@@ -26,6 +26,18 @@ def load_vector(name: str) -> Any:
     return json.loads(path.read_text())
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--seeds", type=int, default=1000, help="simulation seeds to run (tests/sim)")
+    parser.addoption("--seed", type=int, default=None, help="replay one simulation seed")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "seed" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--seed")
+        seeds = [chosen] if chosen is not None else range(metafunc.config.getoption("--seeds"))
+        metafunc.parametrize("seed", seeds)
+
+
 @dataclass
 class Network:
     """Four equal-power validators and a few clients, with helpers to make signed blocks."""
