@@ -117,7 +117,7 @@ class ValidatedBlock:
 
 def validate_block(
     block: bytes,
-    commit: bytes,
+    commit: bytes | None,
     *,
     chain_id: str,
     height: int,

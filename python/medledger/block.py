@@ -2,7 +2,8 @@
 
 `validate_block` is what a node runs on a block it did not make: header links, the
 transaction Merkle root, every transaction signature and a commit certificate with more
-than 2/3 of the voting power, all in the Rust core with the GIL released.
+than 2/3 of the voting power, all in the Rust core with the GIL released. With `commit=None`
+it checks a proposal: every rule but the commit certificate.
 """
 
 from __future__ import annotations

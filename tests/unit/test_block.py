@@ -179,3 +179,28 @@ def test_validation_releases_the_gil(network: Network) -> None:
         done.set()
         counter.join(timeout=5)
     assert during > 10
+
+
+def test_a_proposal_without_a_commit_is_checked_by_every_other_rule(network: Network) -> None:
+    txs = network.txs(8)
+    block = network.block(txs)
+    validated = validate_block(
+        block.SerializeToString(),
+        None,
+        chain_id=CHAIN_ID,
+        height=network.height,
+        parent_hash=network.parent_hash,
+        validators=network.validators,
+    )
+    assert validated.tx_signatures_verified == 8
+    block.header.parent_hash = bytes(32)
+    with pytest.raises(InvalidBlock) as raised:
+        validate_block(
+            block.SerializeToString(),
+            None,
+            chain_id=CHAIN_ID,
+            height=network.height,
+            parent_hash=network.parent_hash,
+            validators=network.validators,
+        )
+    assert raised.value.field == "header.parent_hash"

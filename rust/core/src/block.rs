@@ -262,7 +262,7 @@ fn check_commit_quorum<'c>(
 fn verify_signatures(
     block: &Block,
     tx_hashes: &[Hash],
-    commit: &CommitCertificate,
+    commit: Option<&CommitCertificate>,
     commit_entries: &[(usize, &[u8])],
     block_hash: &Hash,
     expect: &Expectations<'_>,
@@ -284,12 +284,14 @@ fn verify_signatures(
         keys.push(&block.txs[i].public_key);
         signatures.push(&block.txs[i].signature);
     }
-    let vote = vote_payload(VoteType::Precommit as u8, commit.height, commit.round, block_hash)?;
-    let vote_message = signing_message(Domain::Vote, expect.chain_id, &vote)?;
-    for (index, signature) in commit_entries {
-        keys.push(&expect.validators.validators()[*index].public_key);
-        signatures.push(signature);
-        messages.push(vote_message.clone());
+    if let Some(commit) = commit {
+        let vote = vote_payload(VoteType::Precommit as u8, commit.height, commit.round, block_hash)?;
+        let vote_message = signing_message(Domain::Vote, expect.chain_id, &vote)?;
+        for (index, signature) in commit_entries {
+            keys.push(&expect.validators.validators()[*index].public_key);
+            signatures.push(signature);
+            messages.push(vote_message.clone());
+        }
     }
     let verdicts = ed25519::verify_batch(&keys, &messages, &signatures, None)?;
     let bad: Vec<usize> = verdicts
@@ -314,9 +316,12 @@ fn verify_signatures(
 
 /// Validates an encoded block against its encoded commit certificate. See the module
 /// documentation for the rules.
+///
+/// `commit_bytes` is `None` for a proposal, which has no certificate yet: every rule but
+/// the commit's is checked.
 pub fn validate_block(
     block_bytes: &[u8],
-    commit_bytes: &[u8],
+    commit_bytes: Option<&[u8]>,
     expect: &Expectations<'_>,
 ) -> Result<ValidatedBlock> {
     if block_bytes.len() > BLOCK_BYTES_MAX {
@@ -327,16 +332,20 @@ pub fn validate_block(
             block_bytes.len(),
         ));
     }
-    if commit_bytes.len() > COMMIT_BYTES_MAX {
-        return Err(Error::limit(
-            "commit",
-            "COMMIT_BYTES_MAX",
-            COMMIT_BYTES_MAX,
-            commit_bytes.len(),
-        ));
+    if let Some(commit_bytes) = commit_bytes {
+        if commit_bytes.len() > COMMIT_BYTES_MAX {
+            return Err(Error::limit(
+                "commit",
+                "COMMIT_BYTES_MAX",
+                COMMIT_BYTES_MAX,
+                commit_bytes.len(),
+            ));
+        }
     }
     let block: Block = wire::decode("block", block_bytes)?;
-    let commit: CommitCertificate = wire::decode("commit", commit_bytes)?;
+    let commit: Option<CommitCertificate> = commit_bytes
+        .map(|bytes| wire::decode("commit", bytes))
+        .transpose()?;
     let header = block
         .header
         .as_ref()
@@ -378,10 +387,19 @@ pub fn validate_block(
             ));
         }
         let block_hash = wire::header_hash(header);
-        let commit_entries = check_commit_quorum(&commit, header, &block_hash, expect.validators)?;
+        let commit_entries = match &commit {
+            Some(commit) => check_commit_quorum(commit, header, &block_hash, expect.validators)?,
+            None => Vec::new(),
+        };
 
-        let tx_signatures_verified =
-            verify_signatures(&block, &tx_hashes, &commit, &commit_entries, &block_hash, expect)?;
+        let tx_signatures_verified = verify_signatures(
+            &block,
+            &tx_hashes,
+            commit.as_ref(),
+            &commit_entries,
+            &block_hash,
+            expect,
+        )?;
         Ok(ValidatedBlock {
             block_hash,
             header: header.clone(),

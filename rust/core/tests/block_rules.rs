@@ -28,7 +28,7 @@ fn expectations(fixture: &Fixture) -> Expectations<'_> {
 fn check(fixture: &Fixture, block: &Block, commit: &CommitCertificate) -> Result<ValidatedBlock> {
     validate_block(
         &block.encode_to_vec(),
-        &commit.encode_to_vec(),
+        Some(&commit.encode_to_vec()),
         &expectations(fixture),
     )
 }
@@ -82,7 +82,7 @@ fn an_empty_block_passes() {
 fn block_bytes_over_the_limit_are_refused_before_decoding() {
     let fixture = Fixture::new(1);
     let oversized = vec![0u8; BLOCK_BYTES_MAX + 1];
-    let error = validate_block(&oversized, &[], &expectations(&fixture)).unwrap_err();
+    let error = validate_block(&oversized, Some(&[]), &expectations(&fixture)).unwrap_err();
     assert!(
         matches!(
             error,
@@ -99,7 +99,7 @@ fn block_bytes_over_the_limit_are_refused_before_decoding() {
 #[test]
 fn garbage_block_bytes_are_a_decode_error() {
     let fixture = Fixture::new(1);
-    let error = validate_block(&[0x0a, 0xff, 0x01], &[], &expectations(&fixture)).unwrap_err();
+    let error = validate_block(&[0x0a, 0xff, 0x01], Some(&[]), &expectations(&fixture)).unwrap_err();
     assert!(matches!(error, Error::Decode { .. }), "{error}");
     assert_eq!(field_of(&error), "block");
 }
@@ -108,7 +108,12 @@ fn garbage_block_bytes_are_a_decode_error() {
 fn garbage_commit_bytes_are_a_decode_error() {
     let fixture = Fixture::new(4);
     let (block, _) = valid(&fixture, 1);
-    let error = validate_block(&block.encode_to_vec(), &[0x1a, 0x40], &expectations(&fixture)).unwrap_err();
+    let error = validate_block(
+        &block.encode_to_vec(),
+        Some(&[0x1a, 0x40]),
+        &expectations(&fixture),
+    )
+    .unwrap_err();
     assert!(matches!(error, Error::Decode { .. }), "{error}");
     assert_eq!(field_of(&error), "commit");
 }
@@ -209,10 +214,10 @@ fn an_unexpected_app_hash_is_invalid_when_the_caller_knows_it() {
     let (block, commit) = valid(&fixture, 2);
     let mut expect = expectations(&fixture);
     expect.app_hash = Some([4; 32]);
-    let result = validate_block(&block.encode_to_vec(), &commit.encode_to_vec(), &expect);
+    let result = validate_block(&block.encode_to_vec(), Some(&commit.encode_to_vec()), &expect);
     assert_invalid_field(result, "header.app_hash");
     expect.app_hash = Some([3; 32]);
-    validate_block(&block.encode_to_vec(), &commit.encode_to_vec(), &expect).unwrap();
+    validate_block(&block.encode_to_vec(), Some(&commit.encode_to_vec()), &expect).unwrap();
 }
 
 #[test]
@@ -250,7 +255,7 @@ fn already_verified_transactions_are_not_verified_again() {
     let known: HashSet<Hash> = block.txs[..6].iter().map(wire::tx_hash).collect();
     let mut expect = expectations(&fixture);
     expect.verified_tx_hashes = Some(&known);
-    let validated = validate_block(&block.encode_to_vec(), &commit.encode_to_vec(), &expect).unwrap();
+    let validated = validate_block(&block.encode_to_vec(), Some(&commit.encode_to_vec()), &expect).unwrap();
     assert_eq!(validated.tx_signatures_verified, 4);
 }
 
@@ -326,7 +331,23 @@ fn one_or_two_threads_give_the_same_result() {
     for threads in [Some(1), Some(2)] {
         let mut expect = expectations(&fixture);
         expect.threads = threads;
-        let validated = validate_block(&block.encode_to_vec(), &commit.encode_to_vec(), &expect).unwrap();
+        let validated =
+            validate_block(&block.encode_to_vec(), Some(&commit.encode_to_vec()), &expect).unwrap();
         assert_eq!(validated.tx_hashes.len(), 100);
     }
+}
+
+#[test]
+fn a_proposal_is_checked_by_every_rule_but_the_commit() {
+    let fixture = Fixture::new(4);
+    let block = fixture.block(fixture.txs(20));
+    let validated = validate_block(&block.encode_to_vec(), None, &expectations(&fixture)).unwrap();
+    assert_eq!(validated.tx_signatures_verified, 20);
+    let mut txs = fixture.txs(20);
+    txs[4].signature[0] ^= 1;
+    let bad = fixture.block(txs);
+    assert_invalid_field(
+        validate_block(&bad.encode_to_vec(), None, &expectations(&fixture)),
+        "txs[4].signature",
+    );
 }

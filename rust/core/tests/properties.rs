@@ -150,7 +150,7 @@ proptest! {
             verified_tx_hashes: None,
             threads: Some(1),
         };
-        prop_assert!(validate_block(&block_bytes, &commit_bytes, &expect).is_err());
+        prop_assert!(validate_block(&block_bytes, Some(&commit_bytes), &expect).is_err());
     }
 }
 

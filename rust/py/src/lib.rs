@@ -305,7 +305,7 @@ struct PyValidatedBlock {
 fn validate_block(
     py: Python<'_>,
     block: &[u8],
-    commit: &[u8],
+    commit: Option<&[u8]>,
     chain_id: &str,
     height: u64,
     parent_hash: &[u8],
