@@ -65,6 +65,34 @@ def committed_receipt(tx_id: bytes, record: state_pb2.TxRecord) -> tx_pb2.Receip
     )
 
 
+@dataclass(frozen=True)
+class TxEntry:
+    """A block's transaction as the application needs it."""
+
+    signer: bytes
+    body: tx_pb2.TransactionBody
+    tx_id: bytes
+    tx_hash: bytes
+    body_hash: bytes
+
+    @classmethod
+    def of(cls, pending: PendingTx) -> TxEntry:
+        return cls(
+            pending.tx.public_key, pending.body, pending.tx_id, pending.tx_hash, pending.body_hash
+        )
+
+    @classmethod
+    def decode(cls, tx: envelope_pb2.SignedTransaction) -> TxEntry:
+        """From a block received from a peer. A body that does not decode is kept as an
+        empty body: the application records it as malformed, deterministically."""
+        try:
+            body = tx_pb2.TransactionBody.FromString(tx.body)
+        except ProtobufDecodeError:
+            body = tx_pb2.TransactionBody()
+        encoded = tx.SerializeToString(deterministic=True)
+        return cls(tx.public_key, body, body.tx_id, sha256(encoded), sha256(tx.body))
+
+
 @dataclass
 class Admitted:
     """The answer to one submitted transaction: a receipt now, or one to wait for."""
@@ -101,8 +129,8 @@ class LedgerNode:
         members = [public_key for public_key, _ in self.validators.members()]
         if key.public_key not in members:
             raise ValueError("this node's key is not in the genesis validator set")
-        if len(members) != 1:
-            raise ValueError("a single node needs a genesis with exactly one validator")
+        self.index = members.index(key.public_key)
+        self.solo = len(members) == 1
         self.store = ChainStore(home.data, config.lmdb_map_size_bytes)
         self.store.init_genesis(genesis)
         self.app = Application(self.chain_id, config.expiry_horizon_blocks)
@@ -200,7 +228,10 @@ class LedgerNode:
     # ---------------------------------------------------------- block production
 
     def start(self) -> None:
-        self._producer = asyncio.create_task(self._produce_blocks(), name="block-producer")
+        """A lone validator produces blocks itself; otherwise a consensus driver decides
+        them and calls `commit_block`."""
+        if self.solo:
+            self._producer = asyncio.create_task(self._produce_blocks(), name="block-producer")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -263,12 +294,28 @@ class LedgerNode:
             leaves=[p.encoded for p in batch],
         )
         commit = make_commit(
-            chain_id=self.chain_id, header=block.header, round=0, signers=[(0, self.key)]
+            chain_id=self.chain_id, header=block.header, round=0, signers=[(self.index, self.key)]
         )
-        block_bytes = block.SerializeToString()
-        commit_bytes = commit.SerializeToString()
-        # The same Rust rules every peer and `verify-chain` apply; the signatures were
-        # verified at admission, so only the commit signature is checked again.
+        entries = [TxEntry.of(p) for p in batch]
+        return await self.commit_block(
+            block.SerializeToString(), commit.SerializeToString(), entries
+        )
+
+    async def commit_block(
+        self, block_bytes: bytes, commit_bytes: bytes, entries: list[TxEntry] | None = None
+    ) -> list[tx_pb2.Receipt]:
+        """Makes a decided block durable: Rust validation with its commit certificate,
+        the application, one LMDB write transaction. `entries` are the block's
+        transactions as this node already decoded and verified them; without them the
+        block is decoded here and every signature is verified."""
+        head = self.head
+        height = head.height + 1
+        if entries is None:
+            block = envelope_pb2.Block.FromString(block_bytes)
+            entries = [TxEntry.decode(tx) for tx in block.txs]
+            verified = [e.tx_hash for e in entries if self._known(e.tx_id, e.tx_hash)]
+        else:
+            verified = [e.tx_hash for e in entries]
         validated = await asyncio.to_thread(
             validate_block,
             block_bytes,
@@ -278,25 +325,25 @@ class LedgerNode:
             parent_hash=head.block_hash,
             validators=self.validators,
             app_hash=head.app_hash,
-            verified_tx_hashes=[p.tx_hash for p in batch],
+            verified_tx_hashes=verified,
         )
         with self.store.snapshot() as snapshot:
             result = self.app.finalize_block(
-                height, head.app_hash, snapshot, [(p.tx.public_key, p.body) for p in batch]
+                height, head.app_hash, snapshot, [(e.signer, e.body) for e in entries]
             )
         records = []
         receipts = []
-        for index, (pending, outcome) in enumerate(zip(batch, result.outcomes, strict=True)):
+        for index, (entry, outcome) in enumerate(zip(entries, result.outcomes, strict=True)):
             record = state_pb2.TxRecord(
                 height=height,
                 index=index,
-                tx_hash=pending.tx_hash,
-                body_hash=pending.body_hash,
+                tx_hash=entry.tx_hash,
+                body_hash=entry.body_hash,
                 code=outcome.code,
                 message=outcome.message,
             )
-            records.append((pending.tx_id, pending.tx_hash, record.SerializeToString()))
-            receipts.append(committed_receipt(pending.tx_id, record))
+            records.append((entry.tx_id, entry.tx_hash, record.SerializeToString()))
+            receipts.append(committed_receipt(entry.tx_id, record))
         await asyncio.to_thread(
             self.store.commit_block,
             height=height,
@@ -307,8 +354,21 @@ class LedgerNode:
             tx_index=records,
             writes=result.writes,
         )
-        log.info("committed block %d with %d transactions", height, len(batch))
+        if not self.solo:
+            # Waiters for these transactions, wherever they were admitted, get receipts.
+            for entry, receipt in zip(entries, receipts, strict=True):
+                pending = self.mempool.remove(entry.tx_id)
+                if pending is not None:
+                    pending.resolve(receipt)
+            async with self.new_block:
+                self.new_block.notify_all()
+        log.info("committed block %d with %d transactions", height, len(entries))
         return receipts
+
+    def _known(self, tx_id: bytes, tx_hash: bytes) -> bool:
+        """Whether this node already verified the transaction's signature (admission)."""
+        pending = self.mempool.get(tx_id) or self.in_flight.get(tx_id)
+        return pending is not None and pending.tx_hash == tx_hash
 
     # ------------------------------------------------------------------- queries
 

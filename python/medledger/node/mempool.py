@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -72,6 +73,19 @@ class Mempool:
         self._txs[pending.tx_id] = pending
         self._bytes += len(pending.encoded)
         self.not_empty.set()
+
+    def remove(self, tx_id: bytes) -> PendingTx | None:
+        pending = self._txs.pop(tx_id, None)
+        if pending is not None:
+            self._bytes -= len(pending.encoded)
+            if not self._txs:
+                self.not_empty.clear()
+        return pending
+
+    def peek(self, count_max: int) -> list[PendingTx]:
+        """Up to `count_max` transactions, oldest first, left in place (a proposal may
+        not be decided; its transactions stay for the next one)."""
+        return list(itertools.islice(self._txs.values(), count_max))
 
     def take(self, count_max: int) -> list[PendingTx]:
         """Removes and returns up to `count_max` transactions, oldest first."""
