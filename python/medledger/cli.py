@@ -79,6 +79,18 @@ def init_home(
 
 
 def cmd_init(args: argparse.Namespace) -> None:
+    if args.validators > 1:
+        from medledger.network import init_network  # noqa: PLC0415
+
+        try:
+            genesis = init_network(
+                args.home, args.chain_id, args.validators, args.base_port, args.fund_micros
+            )
+        except FileExistsError as error:
+            raise CliError(str(error)) from error
+        print(f"initialised {args.validators} validators of {genesis.chain_id} under {args.home}")
+        print(f"start them with: medledger devnet up --home {args.home}")
+        return
     home = Home(args.home)
     genesis = init_home(home, args.chain_id, args.listen, args.fund_micros)
     print(f"initialised {home.root} for chain {genesis.chain_id}")
@@ -193,10 +205,26 @@ def cmd_verify_chain(args: argparse.Namespace) -> None:
         raise SystemExit(2)
 
 
+def cmd_devnet_up(args: argparse.Namespace) -> None:
+    from medledger.network import devnet_up, init_network  # noqa: PLC0415
+
+    if not any(args.home.glob("node*/config.json")):
+        init_network(args.home, args.chain_id, args.validators, args.base_port, DEFAULT_FUND_MICROS)
+    for node in devnet_up(args.home):
+        print(f"{node.home.name} listening on {node.address} (pid {node.process.pid})")
+    print(f"stop with: medledger devnet down --home {args.home}")
+
+
+def cmd_devnet_down(args: argparse.Namespace) -> None:
+    from medledger.network import devnet_down  # noqa: PLC0415
+
+    print(f"stopped {devnet_down(args.home)} node(s)")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from medledger.demo import run_demo  # noqa: PLC0415
 
-    run_demo(args.home)
+    run_demo(args.home, args.validators)
 
 
 def cmd_bench_node(args: argparse.Namespace) -> None:
@@ -230,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
         default=DEFAULT_FUND_MICROS,
         help="genesis balance of the client key",
     )
+    init.add_argument(
+        "--validators", type=int, default=1, help="with N > 1: homes node0..nodeN-1, one genesis"
+    )
+    init.add_argument("--base-port", type=int, default=7070, help="first port of a network")
     init.set_defaults(run=cmd_init)
 
     node = commands.add_parser("node", help="run a node").add_subparsers(
@@ -287,8 +319,21 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     verify.add_argument("--home", type=Path, required=True)
     verify.set_defaults(run=cmd_verify_chain)
 
-    demo = commands.add_parser("demo", help="start a node and run a short demonstration workload")
-    demo.add_argument("--home", type=Path, help="keep the node home here (default: a temp dir)")
+    devnet = commands.add_parser("devnet", help="a local network of validator processes")
+    devnet_actions = devnet.add_subparsers(dest="action", required=True)
+    up = devnet_actions.add_parser("up", help="start (first initialising) a local network")
+    up.add_argument("--home", type=Path, required=True)
+    up.add_argument("--validators", type=int, default=4)
+    up.add_argument("--chain-id", default="devnet-1")
+    up.add_argument("--base-port", type=int, default=7070)
+    up.set_defaults(run=cmd_devnet_up)
+    down = devnet_actions.add_parser("down", help="stop the network `devnet up` started")
+    down.add_argument("--home", type=Path, required=True)
+    down.set_defaults(run=cmd_devnet_down)
+
+    demo = commands.add_parser("demo", help="start a network and run a demonstration workload")
+    demo.add_argument("--home", type=Path, help="keep the node homes here (default: a temp dir)")
+    demo.add_argument("--validators", type=int, default=4, help="validator processes (default 4)")
     demo.set_defaults(run=cmd_demo)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["DEFAULT_LISTEN", "Home", "NodeConfig"]
@@ -24,6 +24,16 @@ class NodeConfig:
     message_bytes_max: int = 16 * 1024 * 1024
     expiry_horizon_blocks: int = 10_000
     lmdb_map_size_bytes: int = 8 * 1024 * 1024 * 1024
+    # The gRPC address of every validator, by index in the genesis validator set (this
+    # node's own entry included). Empty for a lone validator.
+    validator_addresses: list[str] = field(default_factory=list)
+    timeout_propose_ms: int = 1_000
+    timeout_propose_delta_ms: int = 500
+    timeout_vote_ms: int = 500
+    timeout_vote_delta_ms: int = 250
+    resend_interval_ms: int = 500
+    peer_queue_max: int = 10_000
+    empty_block_interval_ms: int = 1_000
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -62,6 +72,10 @@ class Home:
     @property
     def data(self) -> Path:
         return self.root / "data"
+
+    @property
+    def signer_state(self) -> Path:
+        return self.root / "data" / "last_signed.json"
 
     def load_config(self) -> NodeConfig:
         return NodeConfig.from_json(self.config.read_text())

@@ -12,12 +12,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from medledger.api.ledger import LedgerServicer
+from medledger.api.peer import PeerServicer
+from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
-from medledger.wire.v1 import ledger_pb2
+from medledger.wire.v1 import ledger_pb2, peer_pb2, peer_pb2_grpc
 
 __all__ = ["LEDGER_SERVICE", "serve"]
 
 LEDGER_SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -102,7 +105,9 @@ def ledger_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(LEDGER_SERVICE, handlers)
 
 
-async def serve(node: LedgerNode, listen: str) -> tuple[grpc.aio.Server, int]:
+async def serve(
+    node: LedgerNode, listen: str, driver: ConsensusDriver | None = None
+) -> tuple[grpc.aio.Server, int]:
     """Starts serving `node` on `listen` (host:port; port 0 picks one). Returns the
     server and the bound port."""
     limit = node.config.message_bytes_max
@@ -113,11 +118,13 @@ async def serve(node: LedgerNode, listen: str) -> tuple[grpc.aio.Server, int]:
         ]
     )
     server.add_generic_rpc_handlers((ledger_handler(LedgerServicer(node)),))
+    services = [LEDGER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    if driver is not None:
+        peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(driver), server)
+        services.append(PEER_SERVICE)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (LEDGER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection(services, server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")

@@ -14,6 +14,7 @@ its own signed messages back in as if they had arrived from the network.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -140,6 +141,32 @@ class TimeoutConfig:
         return base + round_ * delta
 
 
+PROPOSER_SCHEDULE_MAX = 100_000
+
+
+def proposer_schedule(powers: Sequence[int]) -> list[int]:
+    """One cycle of smooth weighted round-robin over the powers reduced by their gcd:
+    each validator appears in proportion to its power, spread out rather than in runs,
+    so a validator that is down costs a round only once per cycle."""
+    divisor = math.gcd(*powers)
+    weights = [power // divisor for power in powers]
+    total = sum(weights)
+    if total > PROPOSER_SCHEDULE_MAX:
+        # Powers with no useful common divisor: approximate them on a coarser scale.
+        scale = total / PROPOSER_SCHEDULE_MAX
+        weights = [max(1, round(w / scale)) for w in weights]
+        total = sum(weights)
+    current = [0] * len(weights)
+    schedule = []
+    for _ in range(total):
+        for i, weight in enumerate(weights):
+            current[i] += weight
+        chosen = max(range(len(weights)), key=lambda i: (current[i], -i))
+        current[chosen] -= total
+        schedule.append(chosen)
+    return schedule
+
+
 class ValueSource(Protocol):
     """The application side of consensus: what to propose, and what is acceptable."""
 
@@ -198,6 +225,7 @@ class Engine:
             raise ValueError("validator powers must be positive")
         self.powers = list(powers)
         self.total_power = sum(self.powers)
+        self._schedule_slots = proposer_schedule(self.powers)
         self.me = me
         self.values = values
         self.timeouts = timeouts or TimeoutConfig()
@@ -215,13 +243,8 @@ class Engine:
 
     def proposer(self, height: int, round_: int) -> int:
         """Deterministic, weighted rotation: each validator proposes in proportion to its
-        power over consecutive (height, round) slots."""
-        slot = (height + round_) % self.total_power
-        for index, power in enumerate(self.powers):
-            if slot < power:
-                return index
-            slot -= power
-        raise AssertionError("slot is below the total power")
+        power, interleaved, over consecutive (height, round) slots."""
+        return self._schedule_slots[(height + round_) % len(self._schedule_slots)]
 
     # --------------------------------------------------------------------- state
 

@@ -45,29 +45,24 @@ class NodeProcess:
 
 
 def start_node(
-    home: Path, listen: str = "127.0.0.1:0", log_path: Path | None = None
+    home: Path, listen: str = "127.0.0.1:0", log_path: Path | None = None, *, detach: bool = False
 ) -> NodeProcess:
-    """Starts `medledger node start --home HOME` and waits until it serves."""
+    """Starts `medledger node start --home HOME` and waits until it serves. A detached
+    node runs in its own session with its output in the log, so it outlives the caller."""
     log_path = log_path or home / "node.log"
     log = log_path.open("a")
+    command = [sys.executable, "-m", "medledger", "node", "start", "--home", str(home)]
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
-        [
-            sys.executable,
-            "-m",
-            "medledger",
-            "node",
-            "start",
-            "--home",
-            str(home),
-            "--listen",
-            listen,
-        ],
-        stdout=subprocess.PIPE,
+        [*command, "--listen", listen],
+        stdout=log if detach else subprocess.PIPE,
         stderr=log,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=detach,
     )
     log.close()
+    if detach:
+        return _wait_for_log(home, process, log_path)
     assert process.stdout is not None
     deadline = time.monotonic() + READY_TIMEOUT_S
     lines: list[str] = []
@@ -86,3 +81,15 @@ def start_node(
     process.kill()
     process.wait()
     raise RuntimeError(f"node at {home} did not start: {''.join(lines)} (see {log_path})")
+
+
+def _wait_for_log(home: Path, process: subprocess.Popen[str], log_path: Path) -> NodeProcess:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        matches = READY_LINE.findall(log_path.read_text())
+        if matches:
+            return NodeProcess(home, process, matches[-1])
+        time.sleep(0.1)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"node at {home} did not start (see {log_path})")

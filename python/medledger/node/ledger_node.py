@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -139,6 +139,7 @@ class LedgerNode:
         self.in_flight: dict[bytes, PendingTx] = {}
         self.new_block = asyncio.Condition()
         self._producer: asyncio.Task[None] | None = None
+        self.on_admitted: Callable[[list[envelope_pb2.SignedTransaction]], None] | None = None
         self._stopping = False
 
     @property
@@ -147,9 +148,13 @@ class LedgerNode:
 
     # ----------------------------------------------------------------- admission
 
-    def submit(self, txs: Sequence[envelope_pb2.SignedTransaction]) -> list[Admitted]:
+    def submit(
+        self, txs: Sequence[envelope_pb2.SignedTransaction], *, gossip: bool = True
+    ) -> list[Admitted]:
         """Admits a batch: decode, one Rust batch verification, application checks,
-        idempotency, mempool. One answer per transaction, in order."""
+        idempotency, mempool. One answer per transaction, in order. Transactions new to
+        the mempool are handed to `on_admitted` (peer gossip) unless `gossip` is off."""
+        added_before = self.mempool.added
         answers: list[Admitted | None] = [None] * len(txs)
         decoded: list[tuple[int, bytes, tx_pb2.TransactionBody]] = []
         for i, tx in enumerate(txs):
@@ -189,6 +194,8 @@ class LedgerNode:
                 except Rejected as rejected:
                     answers[i] = Admitted(rejected_receipt(rejected, body.tx_id, tx_hash))
         assert all(answer is not None for answer in answers)
+        if gossip and self.on_admitted is not None and self.mempool.added != added_before:
+            self.on_admitted([p.tx for p in self.mempool.newest(self.mempool.added - added_before)])
         return [answer for answer in answers if answer is not None]
 
     def _admit(
@@ -313,7 +320,7 @@ class LedgerNode:
         if entries is None:
             block = envelope_pb2.Block.FromString(block_bytes)
             entries = [TxEntry.decode(tx) for tx in block.txs]
-            verified = [e.tx_hash for e in entries if self._known(e.tx_id, e.tx_hash)]
+            verified = [e.tx_hash for e in entries if self.known(e.tx_id, e.tx_hash)]
         else:
             verified = [e.tx_hash for e in entries]
         validated = await asyncio.to_thread(
@@ -365,7 +372,7 @@ class LedgerNode:
         log.info("committed block %d with %d transactions", height, len(entries))
         return receipts
 
-    def _known(self, tx_id: bytes, tx_hash: bytes) -> bool:
+    def known(self, tx_id: bytes, tx_hash: bytes) -> bool:
         """Whether this node already verified the transaction's signature (admission)."""
         pending = self.mempool.get(tx_id) or self.in_flight.get(tx_id)
         return pending is not None and pending.tx_hash == tx_hash

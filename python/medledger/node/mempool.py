@@ -48,6 +48,7 @@ class Mempool:
         self.bytes_max = bytes_max
         self._txs: OrderedDict[bytes, PendingTx] = OrderedDict()
         self._bytes = 0
+        self.added = 0  # transactions ever added: tells a caller what a call added
         self.not_empty = asyncio.Event()
 
     def __len__(self) -> int:
@@ -72,6 +73,7 @@ class Mempool:
         assert pending.tx_id not in self._txs, "admission checks for duplicates first"
         self._txs[pending.tx_id] = pending
         self._bytes += len(pending.encoded)
+        self.added += 1
         self.not_empty.set()
 
     def remove(self, tx_id: bytes) -> PendingTx | None:
@@ -81,6 +83,12 @@ class Mempool:
             if not self._txs:
                 self.not_empty.clear()
         return pending
+
+    def newest(self, count: int) -> list[PendingTx]:
+        """The `count` most recently added transactions still waiting, oldest first."""
+        if count <= 0:
+            return []
+        return list(itertools.islice(reversed(self._txs.values()), count))[::-1]
 
     def peek(self, count_max: int) -> list[PendingTx]:
         """Up to `count_max` transactions, oldest first, left in place (a proposal may

@@ -8,8 +8,10 @@ import signal
 
 from medledger.api.server import serve
 from medledger.config import Home
+from medledger.consensus.guard import FileGuardStore, SigningGuard
 from medledger.genesis import Genesis
 from medledger.keys import load_key
+from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
 
 __all__ = ["run_node"]
@@ -22,8 +24,13 @@ async def run_node(home: Home, listen: str | None = None) -> None:
     config = home.load_config()
     genesis = Genesis.load(home.genesis)
     node = LedgerNode(home, config, genesis, load_key(home.validator_key))
-    server, port = await serve(node, listen or config.listen)
+    driver = None
+    if not node.solo:
+        driver = ConsensusDriver(node, config, SigningGuard(FileGuardStore(home.signer_state)))
+    server, port = await serve(node, listen or config.listen, driver)
     node.start()
+    if driver is not None:
+        driver.start()
     host = (listen or config.listen).rsplit(":", 1)[0]
     # Tests and scripts wait for this line; keep its shape.
     print(
@@ -38,4 +45,6 @@ async def run_node(home: Home, listen: str | None = None) -> None:
     await stop.wait()
     log.info("stopping")
     await server.stop(SHUTDOWN_GRACE_S)
+    if driver is not None:
+        await driver.stop()
     await node.stop()

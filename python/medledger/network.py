@@ -1,0 +1,104 @@
+"""A network of validators on one machine: homes for N validators sharing one genesis,
+and a local devnet of real node processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from medledger.config import Home, NodeConfig
+from medledger.crypto import SigningKey
+from medledger.genesis import Allocation, Genesis, GenesisValidator
+from medledger.keys import save_key
+from medledger.node.launcher import NodeProcess, start_node
+
+__all__ = ["devnet_down", "devnet_up", "init_network", "network_homes"]
+
+VALIDATOR_POWER = 10
+DEVNET_FILE = "devnet.json"
+STOP_TIMEOUT_S = 10.0
+
+
+def network_homes(root: Path, validators: int) -> list[Home]:
+    return [Home(root / f"node{i}") for i in range(validators)]
+
+
+def init_network(
+    root: Path, chain_id: str, validators: int, base_port: int, fund_micros: int
+) -> Genesis:
+    """Homes for `validators` validators under `root` (node0, node1, …): each with its own
+    validator key and funded client key, one shared genesis, and configs that list every
+    validator's address (127.0.0.1, consecutive ports from `base_port`)."""
+    homes = network_homes(root, validators)
+    if any(home.config.exists() for home in homes):
+        raise FileExistsError(f"{root} already holds a network")
+    keys = [SigningKey.generate() for _ in homes]
+    clients = [SigningKey.generate() for _ in homes]
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=int(time.time() * 1000),
+        validators=tuple(
+            GenesisValidator(f"validator-{i}", key.public_key, VALIDATOR_POWER)
+            for i, key in enumerate(keys)
+        ),
+        allocations=tuple(Allocation(client.public_key, fund_micros) for client in clients),
+    )
+    genesis.validator_set()
+    addresses = [f"127.0.0.1:{base_port + i}" for i in range(validators)]
+    for home, key, client, address in zip(homes, keys, clients, addresses, strict=True):
+        home.root.mkdir(parents=True)
+        save_key(key, home.validator_key)
+        save_key(client, home.keys_dir / "client.json")
+        home.genesis.write_text(genesis.to_json())
+        config = replace(NodeConfig(listen=address), validator_addresses=addresses)
+        home.config.write_text(config.to_json())
+    return genesis
+
+
+def devnet_up(root: Path) -> list[NodeProcess]:
+    """Starts every node of the network under `root`, detached; records their pids."""
+    homes = sorted(p.parent for p in root.glob("node*/config.json"))
+    if not homes:
+        raise FileNotFoundError(f"no network under {root}; run `medledger init --validators N`")
+    nodes = [start_node(home, Home(home).load_config().listen, detach=True) for home in homes]
+    record = [{"home": str(n.home), "pid": n.process.pid, "address": n.address} for n in nodes]
+    (root / DEVNET_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return nodes
+
+
+def devnet_down(root: Path) -> int:
+    """Stops the processes `devnet_up` started (SIGTERM, then SIGKILL past the deadline).
+    Returns how many were running."""
+    path = root / DEVNET_FILE
+    if not path.exists():
+        return 0
+    pids = [int(entry["pid"]) for entry in json.loads(path.read_text())]
+    running = [pid for pid in pids if _signal(pid, signal.SIGTERM)]
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while running and time.monotonic() < deadline:
+        running = [pid for pid in running if _alive(pid)]
+        time.sleep(0.1)
+    for pid in running:
+        _signal(pid, signal.SIGKILL)
+    path.unlink()
+    return len(pids)
+
+
+def _signal(pid: int, signum: int) -> bool:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: ask the kernel
+        return _signal(pid, 0)
+    return finished == 0

@@ -1,0 +1,422 @@
+"""Runs the Tendermint engine for a validator node.
+
+One task feeds the engine one input at a time (peer messages, timeouts, "start the next
+height", "catch up"), so the engine needs no locks. Outgoing proposals and votes are
+signed only after the signing guard has made the permission durable; a node's own signed
+messages are fed back into its engine like anyone else's; its latest messages are re-sent
+periodically because the algorithm assumes gossip. Decided blocks are committed through
+the node's single commit path (Rust validation with the certificate, the application,
+one LMDB write transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from medledger.block import assemble_block, block_hash, validate_block
+from medledger.client.sync import channel_options
+from medledger.config import NodeConfig
+from medledger.consensus import (
+    Decide,
+    Engine,
+    Equivocation,
+    Output,
+    Proposal,
+    ScheduleTimeout,
+    SendProposal,
+    SendVote,
+    Timeout,
+    TimeoutConfig,
+    Vote,
+    VoteType,
+)
+from medledger.consensus.guard import STEP_PRECOMMIT, STEP_PREVOTE, STEP_PROPOSAL, SigningGuard
+from medledger.consensus.messages import proposal_sign_bytes, vote_sign_bytes
+from medledger.crypto import verify
+from medledger.errors import MedledgerError, Rejected
+from medledger.node.ledger_node import LedgerNode, TxEntry, rejected_receipt
+from medledger.node.peers import PeerLink
+from medledger.wire.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc
+
+__all__ = ["ConsensusDriver"]
+
+log = logging.getLogger(__name__)
+
+INPUTS_MAX = 50_000
+GOSSIP_INTERVAL_S = 0.02
+CATCH_UP_BLOCKS_MAX = 100
+CATCH_UP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Inbound:
+    message: Proposal | Vote
+
+
+@dataclass(frozen=True)
+class Fired:
+    timeout: Timeout
+
+
+@dataclass(frozen=True)
+class NextHeight:
+    after: int  # the height just committed
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    peer: int
+
+
+Input = Inbound | Fired | NextHeight | CatchUp
+
+
+def to_wire(message: Proposal | Vote) -> peer_pb2.PeerMessage:
+    if isinstance(message, Proposal):
+        return peer_pb2.PeerMessage(
+            proposal=peer_pb2.ConsensusProposal(
+                height=message.height,
+                round=message.round,
+                valid_round=message.valid_round,
+                proposer=message.proposer,
+                block=message.value,
+                block_hash=message.value_id,
+                signature=message.signature,
+            )
+        )
+    return peer_pb2.PeerMessage(
+        vote=peer_pb2.ConsensusVote(
+            type=int(message.type),  # type: ignore[arg-type]
+            height=message.height,
+            round=message.round,
+            block_hash=message.value_id or b"",
+            validator=message.validator,
+            signature=message.signature,
+        )
+    )
+
+
+def from_wire(message: peer_pb2.PeerMessage) -> Proposal | Vote | None:
+    kind = message.WhichOneof("body")
+    if kind == "proposal":
+        p = message.proposal
+        return Proposal(
+            p.height, p.round, p.block_hash, p.block, p.valid_round, p.proposer, p.signature
+        )
+    if kind == "vote":
+        v = message.vote
+        if int(v.type) not in (int(VoteType.PREVOTE), int(VoteType.PRECOMMIT)):
+            return None
+        return Vote(
+            VoteType(v.type), v.height, v.round, v.block_hash or None, v.validator, v.signature
+        )
+    return None
+
+
+class ConsensusDriver:
+    def __init__(self, node: LedgerNode, config: NodeConfig, guard: SigningGuard) -> None:
+        self.node = node
+        self.config = config
+        self.guard = guard
+        self.chain_id = node.chain_id
+        members = node.validators.members()
+        self.public_keys = [key for key, _ in members]
+        if len(config.validator_addresses) != len(members):
+            raise ValueError("config.validator_addresses must list every validator's address")
+        self.peers = {
+            i: PeerLink(i, address, config.peer_queue_max)
+            for i, address in enumerate(config.validator_addresses)
+            if i != node.index
+        }
+        timeouts = TimeoutConfig(
+            propose_ms=config.timeout_propose_ms,
+            propose_delta_ms=config.timeout_propose_delta_ms,
+            prevote_ms=config.timeout_vote_ms,
+            prevote_delta_ms=config.timeout_vote_delta_ms,
+            precommit_ms=config.timeout_vote_ms,
+            precommit_delta_ms=config.timeout_vote_delta_ms,
+        )
+        self.engine = Engine(
+            [power for _, power in members], node.index, self, timeouts, node.head.height + 1
+        )
+        self.inputs: asyncio.Queue[Input] = asyncio.Queue(INPUTS_MAX)
+        self.sent: list[peer_pb2.PeerMessage] = []  # our signed messages of this height
+        self._entries: dict[bytes, list[TxEntry]] = {}  # decoded proposals by block hash
+        self._gossip: list[envelope_pb2.SignedTransaction] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._catching_up = False
+        node.on_admitted = self._queue_gossip
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        loop_tasks = [self._run(), self._resend(), self._flush_gossip()]
+        self._tasks = [asyncio.create_task(c) for c in loop_tasks]
+        self._tasks += [asyncio.create_task(link.run()) for link in self.peers.values()]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # ------------------------------------------------------------------ inbound
+
+    def _queue_gossip(self, txs: list[envelope_pb2.SignedTransaction]) -> None:
+        self._gossip.extend(txs)
+
+    def receive(self, message: peer_pb2.PeerMessage) -> None:
+        """A message from a peer: transactions are admitted; consensus messages are
+        checked for a valid signature and queued for the engine."""
+        if message.committed_height > self.node.head.height and not self._catching_up:
+            self._offer(CatchUp(message.sender))
+        if message.WhichOneof("body") == "txs":
+            self.node.submit(message.txs.txs, gossip=False)
+            return
+        decoded = from_wire(message)
+        if decoded is None:
+            return
+        signer = decoded.proposer if isinstance(decoded, Proposal) else decoded.validator
+        if signer >= len(self.public_keys) or signer == self.node.index:
+            return
+        sign_bytes = (
+            proposal_sign_bytes(self.chain_id, decoded)
+            if isinstance(decoded, Proposal)
+            else vote_sign_bytes(self.chain_id, decoded)
+        )
+        if verify(self.public_keys[signer], sign_bytes, decoded.signature):
+            self._offer(Inbound(decoded))
+
+    def _offer(self, item: Input) -> None:
+        try:
+            self.inputs.put_nowait(item)
+        except asyncio.QueueFull:
+            log.warning("consensus input queue full; dropping %s", type(item).__name__)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        await self._handle(self.engine.start())
+        while True:
+            item = await self.inputs.get()
+            if isinstance(item, Inbound):
+                message = item.message
+                if isinstance(message, Proposal):
+                    outputs = self.engine.on_proposal(message)
+                else:
+                    outputs = self.engine.on_vote(message)
+            elif isinstance(item, Fired):
+                outputs = self.engine.on_timeout(item.timeout)
+            elif isinstance(item, NextHeight):
+                if not (self.engine.decided and self.engine.height == item.after):
+                    continue  # catch-up already moved the engine on
+                self.sent = []
+                self._entries.clear()
+                outputs = self.engine.advance()
+            else:
+                outputs = await self._catch_up(item.peer)
+            await self._handle(outputs)
+
+    async def _handle(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            if isinstance(output, SendProposal | SendVote):
+                message = output.proposal if isinstance(output, SendProposal) else output.vote
+                signed = self._sign(message)
+                if signed is None:
+                    continue
+                wire = to_wire(signed)
+                self.sent.append(wire)
+                self._broadcast(wire)
+                if isinstance(signed, Proposal):
+                    await self._handle(self.engine.on_proposal(signed))
+                else:
+                    await self._handle(self.engine.on_vote(signed))
+            elif isinstance(output, ScheduleTimeout):
+                asyncio.get_running_loop().call_later(
+                    output.delay_ms / 1000, self._offer, Fired(output.timeout)
+                )
+            elif isinstance(output, Decide):
+                await self._commit(output)
+            elif isinstance(output, Equivocation):
+                log.warning("equivocation: %s then %s", output.first, output.second)
+
+    def _sign(self, message: Proposal | Vote) -> Proposal | Vote | None:
+        if isinstance(message, Proposal):
+            sign_bytes, step = proposal_sign_bytes(self.chain_id, message), STEP_PROPOSAL
+        else:
+            sign_bytes = vote_sign_bytes(self.chain_id, message)
+            step = STEP_PREVOTE if message.type == VoteType.PREVOTE else STEP_PRECOMMIT
+        if not self.guard.permit(message.height, message.round, step, sign_bytes):
+            log.warning("signing guard refused %s", message)
+            return None
+        signature = self.node.key.sign(sign_bytes)
+        if isinstance(message, Proposal):
+            return Proposal(
+                message.height,
+                message.round,
+                message.value_id,
+                message.value,
+                message.valid_round,
+                message.proposer,
+                signature,
+            )
+        return Vote(
+            message.type,
+            message.height,
+            message.round,
+            message.value_id,
+            message.validator,
+            signature,
+        )
+
+    def _broadcast(self, message: peer_pb2.PeerMessage) -> None:
+        message.sender = self.node.index
+        message.committed_height = self.node.head.height
+        for link in self.peers.values():
+            link.offer(message)
+
+    async def _commit(self, decision: Decide) -> None:
+        commit = envelope_pb2.CommitCertificate(
+            height=decision.height,
+            round=decision.round,
+            block_hash=decision.value_id,
+            signatures=[
+                envelope_pb2.CommitSignature(validator_index=v.validator, signature=v.signature)
+                for v in sorted(decision.precommits, key=lambda v: v.validator)
+            ],
+        )
+        entries = self._entries.get(decision.value_id)
+        await self.node.commit_block(decision.value, commit.SerializeToString(), entries)
+        task = asyncio.create_task(self._next_height_after_pause(decision.height))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _next_height_after_pause(self, height: int) -> None:
+        """Lets the next block fill for one interval; with nothing to do, waits for the
+        first transaction or the empty-block interval, whichever comes first."""
+        await asyncio.sleep(self.config.block_interval_ms / 1000)
+        if len(self.node.mempool) == 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.node.mempool.not_empty.wait(), self.config.empty_block_interval_ms / 1000
+                )
+        self._offer(NextHeight(height))
+
+    # -------------------------------------------------------------- value source
+
+    def get_value(self, height: int) -> tuple[bytes, bytes]:
+        head = self.node.head
+        pending = []
+        for candidate in self.node.mempool.peek(self.config.block_txs_max):
+            if candidate.body.expiry_height < height:
+                self.node.mempool.remove(candidate.tx_id)
+                reason = (
+                    f"expired: {candidate.body.expiry_height} is below the block height {height}"
+                )
+                rejected = Rejected("FAILED_PRECONDITION", "body.expiry_height", reason)
+                candidate.resolve(rejected_receipt(rejected, candidate.tx_id, candidate.tx_hash))
+            else:
+                pending.append(candidate)
+        block = assemble_block(
+            chain_id=self.chain_id,
+            height=height,
+            parent_hash=head.block_hash,
+            txs=[p.tx for p in pending],
+            proposer=self.node.key.public_key,
+            validators=self.node.validators,
+            app_hash=head.app_hash,
+            time_unix_ms=int(time.time() * 1000),
+            leaves=[p.encoded for p in pending],
+        )
+        value_id = block_hash(block.header.SerializeToString())
+        self._entries[value_id] = [TxEntry.of(p) for p in pending]
+        return value_id, block.SerializeToString()
+
+    def valid(self, height: int, value_id: bytes, value: bytes) -> bool:
+        """A proposal is valid if Rust validation passes on it as the next block (its
+        transactions' signatures verified once per node: those already admitted here are
+        skipped), and none of its transactions was committed before or appears twice."""
+        head = self.node.head
+        if height != head.height + 1:
+            return False
+        entries = self._entries.get(value_id)
+        if entries is None:
+            try:
+                block = envelope_pb2.Block.FromString(value)
+            except Exception:
+                return False
+            entries = [TxEntry.decode(tx) for tx in block.txs]
+        ids = [e.tx_id for e in entries]
+        if len(set(ids)) != len(ids) or any(self.node.store.tx_record(i) for i in ids):
+            return False
+        try:
+            validated = validate_block(
+                value,
+                None,
+                chain_id=self.chain_id,
+                height=height,
+                parent_hash=head.block_hash,
+                validators=self.node.validators,
+                app_hash=head.app_hash,
+                verified_tx_hashes=[
+                    e.tx_hash for e in entries if self.node.known(e.tx_id, e.tx_hash)
+                ],
+            )
+        except MedledgerError as error:
+            log.info("invalid proposal at height %d: %s", height, error)
+            return False
+        if validated.block_hash != value_id:
+            return False
+        self._entries[value_id] = entries
+        return True
+
+    # --------------------------------------------------------------- background
+
+    async def _resend(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resend_interval_ms / 1000)
+            for message in list(self.sent):
+                self._broadcast(message)
+
+    async def _flush_gossip(self) -> None:
+        while True:
+            await asyncio.sleep(GOSSIP_INTERVAL_S)
+            if self._gossip:
+                batch, self._gossip = self._gossip, []
+                for start in range(0, len(batch), self.config.submit_batch_txs_max):
+                    chunk = batch[start : start + self.config.submit_batch_txs_max]
+                    self._broadcast(peer_pb2.PeerMessage(txs=peer_pb2.TxGossip(txs=chunk)))
+
+    async def _catch_up(self, peer: int) -> list[Output]:
+        """Fetches the blocks this node misses from a peer that is ahead, validates and
+        commits each, then moves the engine to the next height."""
+        if peer not in self.peers:
+            return []
+        start = self.node.head.height
+        self._catching_up = True
+        try:
+            address = self.config.validator_addresses[peer]
+            async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+                stub = peer_pb2_grpc.PeerServiceStub(channel)
+                request = peer_pb2.GetBlocksRequest(
+                    from_height=start + 1, count_max=CATCH_UP_BLOCKS_MAX
+                )
+                async for item in stub.GetBlocks(request, timeout=CATCH_UP_TIMEOUT_S):
+                    await self.node.commit_block(item.block, item.commit)
+        except (grpc.RpcError, MedledgerError) as error:
+            log.warning("catching up from peer %d failed: %s", peer, error)
+        finally:
+            self._catching_up = False
+        if self.node.head.height == start:
+            return []
+        log.info("caught up from height %d to %d", start, self.node.head.height)
+        self.sent = []
+        self._entries.clear()
+        return self.engine.skip_to(self.node.head.height + 1)

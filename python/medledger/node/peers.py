@@ -1,0 +1,62 @@
+"""Outbound links to the other validators: one long-lived gRPC stream per peer, a bounded
+queue in front of it, and reconnection with back-off when the peer is away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from medledger.client.sync import channel_options
+from medledger.wire.v1 import peer_pb2, peer_pb2_grpc
+
+__all__ = ["PeerLink"]
+
+log = logging.getLogger(__name__)
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 2.0
+
+
+class PeerLink:
+    """Messages to one peer. When the queue is full the oldest message is dropped: the
+    consensus runtime re-sends its latest messages periodically, so nothing is lost for
+    good, and a slow peer never makes this node wait."""
+
+    def __init__(self, index: int, address: str, queue_max: int) -> None:
+        self.index = index
+        self.address = address
+        self.queue: asyncio.Queue[peer_pb2.PeerMessage] = asyncio.Queue(queue_max)
+        self.connected = False
+
+    def offer(self, message: peer_pb2.PeerMessage) -> None:
+        if self.queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+        self.queue.put_nowait(message)
+
+    async def _outgoing(self) -> AsyncIterator[peer_pb2.PeerMessage]:
+        while True:
+            message = await self.queue.get()
+            self.connected = True
+            yield message
+
+    async def run(self) -> None:
+        backoff_s = BACKOFF_MIN_S
+        while True:
+            try:
+                async with grpc.aio.insecure_channel(
+                    self.address, options=channel_options()
+                ) as channel:
+                    await peer_pb2_grpc.PeerServiceStub(channel).Push(self._outgoing())
+            except grpc.RpcError as error:
+                if self.connected:
+                    log.info(
+                        "peer %d at %s: %s; reconnecting", self.index, self.address, error.code()
+                    )
+                    backoff_s = BACKOFF_MIN_S
+            self.connected = False
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(BACKOFF_MAX_S, backoff_s * 2)
