@@ -9,14 +9,16 @@ from pathlib import Path
 
 from medledger.chain import ChainStore
 from medledger.chain.verify import verify_chain
-from medledger.cli import init_home
+from medledger.cli import DEFAULT_FUND_MICROS, init_home
 from medledger.client import LedgerClient, TxBuilder, verify_transaction_proof
 from medledger.config import Home
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
+from medledger.genesis import Genesis
 from medledger.keys import load_key
+from medledger.network import free_base_port, init_network, network_homes
 from medledger.node.launcher import start_node
-from medledger.wire.v1 import tx_pb2
+from medledger.wire.v1 import envelope_pb2, tx_pb2
 
 __all__ = ["run_demo"]
 
@@ -29,32 +31,56 @@ def code_name(code: int) -> str:
     return tx_pb2.ResultCode.Name(code).removeprefix("RESULT_CODE_")  # type: ignore[arg-type]
 
 
-def run_demo(home_dir: Path | None = None) -> None:
+def run_demo(home_dir: Path | None = None, validators: int = 4) -> None:
     with tempfile.TemporaryDirectory(prefix="medledger-demo-") as tmp:
-        home = Home(home_dir or Path(tmp) / "node")
-        genesis = init_home(home, CHAIN_ID, listen="127.0.0.1:0")
-        node = start_node(home.root)
-        print(f"node up at {node.address}: chain {CHAIN_ID}, data in {home.data} (LMDB)")
+        root = home_dir or Path(tmp) / "network"
+        if validators == 1:
+            homes = [Home(root)]
+            genesis = init_home(homes[0], CHAIN_ID, listen="127.0.0.1:0")
+        else:
+            genesis = init_network(
+                root, CHAIN_ID, validators, free_base_port(validators), DEFAULT_FUND_MICROS
+            )
+            homes = network_homes(root, validators)
+        nodes = [start_node(home.root, home.load_config().listen) for home in homes]
+        print(
+            f"{validators} validator process(es) up on 127.0.0.1 "
+            f"({', '.join(n.address for n in nodes)}), chain {CHAIN_ID}, LMDB under {root}"
+        )
         try:
-            _workload(node.address, load_key(home.keys_dir / "client.json"), genesis)
+            _workload(nodes[0].address, load_key(homes[0].keys_dir / "client.json"), genesis)
         finally:
-            node.stop()
+            for node in nodes:
+                node.stop()
+        _verify_all(homes, genesis)
+
+
+def _verify_all(homes: list[Home], genesis: Genesis) -> None:
+    """verify-chain on every node's LMDB files, and the same block at every height."""
+    chains = []
+    for home in homes:
         store = ChainStore(home.data, home.load_config().lmdb_map_size_bytes)
         try:
             report = verify_chain(store, genesis)
+            chains.append([store.commit(h) for h in range(1, report.height + 1)])
         finally:
             store.close()
         verdict = "OK" if report.ok else f"BROKEN at {report.broken_height}: {report.reason}"
         print(
-            f"verify-chain after shutdown: {verdict} "
+            f"verify-chain {home.root.name} after shutdown: {verdict} "
             f"({report.height} blocks, {report.transactions} transactions)"
         )
+    common = min(len(chain) for chain in chains)
+    hashes = {
+        tuple(
+            envelope_pb2.CommitCertificate.FromString(c or b"").block_hash for c in chain[:common]
+        )
+        for chain in chains
+    }
+    print(f"all {len(homes)} node(s) hold the same {common} blocks: {len(hashes) == 1}")
 
 
-def _workload(address: str, insurer: SigningKey, genesis: object) -> None:
-    from medledger.genesis import Genesis  # noqa: PLC0415
-
-    assert isinstance(genesis, Genesis)
+def _workload(address: str, insurer: SigningKey, genesis: Genesis) -> None:
     hospital = SigningKey.generate()
     with LedgerClient(address) as client:
         expiry = client.status().height + 1_000

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,11 +18,31 @@ from medledger.genesis import Allocation, Genesis, GenesisValidator
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_node
 
-__all__ = ["devnet_down", "devnet_up", "init_network", "network_homes"]
+__all__ = ["devnet_down", "devnet_up", "free_base_port", "init_network", "network_homes"]
 
 VALIDATOR_POWER = 10
 DEVNET_FILE = "devnet.json"
 STOP_TIMEOUT_S = 10.0
+
+
+def free_base_port(count: int, start: int = 20_000, stop: int = 60_000) -> int:
+    """A port from which `count` consecutive ports on 127.0.0.1 are free right now."""
+    rng = random.Random()  # noqa: S311 - spreading port choices, not a secret
+    for _ in range(200):
+        base = rng.randrange(start, stop - count)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return base
+    raise OSError(f"no {count} consecutive free ports found")
 
 
 def network_homes(root: Path, validators: int) -> list[Home]:
