@@ -231,7 +231,13 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
     from medledger.loadgen import run_node_bench  # noqa: PLC0415
 
     run_node_bench(
-        txs=args.txs, batch=args.batch, streams=args.streams, json_path=args.json, home=args.home
+        txs=args.txs,
+        batch=args.batch,
+        streams=args.streams,
+        json_path=args.json,
+        home=args.home,
+        validators=getattr(args, "validators", 1),
+        window=args.window,
     )
 
 
@@ -346,8 +352,18 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     )
     bench_node.add_argument("--streams", type=int, default=2, help="concurrent SubmitStream calls")
     bench_node.add_argument("--json", type=Path, help="write the result here")
+    bench_node.add_argument("--window", type=int, default=8, help="batches in flight per stream")
     bench_node.add_argument("--home", type=Path, help="node home (default: a temp dir)")
     bench_node.set_defaults(run=cmd_bench_node)
+    cluster = bench.add_parser("cluster", help="committed tx/s and latency of a local network")
+    cluster.add_argument("--validators", type=int, default=4)
+    cluster.add_argument("--txs", type=int, default=100_000)
+    cluster.add_argument("--batch", type=int, default=1_000)
+    cluster.add_argument("--streams", type=int, default=4, help="spread over the validators")
+    cluster.add_argument("--json", type=Path)
+    cluster.add_argument("--window", type=int, default=2, help="batches in flight per stream")
+    cluster.add_argument("--home", type=Path)
+    cluster.set_defaults(run=cmd_bench_node)
     return parser
 
 

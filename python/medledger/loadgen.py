@@ -31,11 +31,18 @@ class NodeBenchResult:
     txs: int
     batch: int
     streams: int
+    window_batches: int
     seconds: float
     committed_tx_per_s: float
     latency_p50_ms: float
     latency_p99_ms: float
     cost_us_per_tx: dict[str, float]
+    validators: int = 1
+    # Signatures per second that Rust batch verification alone reaches on this machine,
+    # and the committed tx/s that sets as a ceiling when every validator (all on this
+    # machine) verifies every transaction once.
+    verify_sigs_per_s: float = 0.0
+    verify_ceiling_tx_per_s: float = 0.0
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -44,21 +51,52 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def run_node_bench(
-    *, txs: int, batch: int, streams: int, json_path: Path | None = None, home: Path | None = None
+    *,
+    txs: int,
+    batch: int,
+    streams: int,
+    json_path: Path | None = None,
+    home: Path | None = None,
+    validators: int = 1,
+    window: int = WINDOW_BATCHES,
 ) -> NodeBenchResult:
     with tempfile.TemporaryDirectory(prefix="medledger-bench-") as tmp:
-        return _run(txs, batch, streams, json_path, home or Path(tmp) / "node")
+        return _run(
+            txs=txs,
+            batch=batch,
+            streams=streams,
+            window=window,
+            json_path=json_path,
+            root=home or Path(tmp) / "net",
+            validators=validators,
+        )
 
 
-def _run(txs: int, batch: int, streams: int, json_path: Path | None, root: Path) -> NodeBenchResult:
-    from medledger.cli import init_home  # noqa: PLC0415
+def _run(
+    *,
+    txs: int,
+    batch: int,
+    streams: int,
+    window: int,
+    json_path: Path | None,
+    root: Path,
+    validators: int,
+) -> NodeBenchResult:
+    from medledger.cli import DEFAULT_FUND_MICROS, init_home  # noqa: PLC0415
     from medledger.client import TxBuilder  # noqa: PLC0415
     from medledger.config import Home  # noqa: PLC0415
     from medledger.keys import load_key  # noqa: PLC0415
+    from medledger.network import free_base_port, init_network, network_homes  # noqa: PLC0415
     from medledger.node.launcher import start_node  # noqa: PLC0415
 
-    home = Home(root)
-    init_home(home, CHAIN_ID, listen="127.0.0.1:0")
+    if validators == 1:
+        homes = [Home(root)]
+        init_home(homes[0], CHAIN_ID, listen="127.0.0.1:0")
+    else:
+        base_port = free_base_port(validators)
+        init_network(root, CHAIN_ID, validators, base_port, DEFAULT_FUND_MICROS)
+        homes = network_homes(root, validators)
+    home = homes[0]
     payer = load_key(home.keys_dir / "client.json")
     builder = TxBuilder(payer, CHAIN_ID)
     with Progress(transient=True) as progress:
@@ -73,12 +111,15 @@ def _run(txs: int, batch: int, streams: int, json_path: Path | None, root: Path)
                 progress.update(task, completed=i)
     batches = [signed[i : i + batch] for i in range(0, txs, batch)]
     costs = _stage_costs(signed[: min(txs, 8_000)])
+    verify_rate = 1e6 / costs["verify"]
 
-    node = start_node(home.root)
+    nodes = [start_node(h.root, h.load_config().listen) for h in homes]
     try:
-        seconds, latencies = asyncio.run(_stream(node.address, batches, streams, txs))
+        addresses = [n.address for n in nodes]
+        seconds, latencies = asyncio.run(_stream(addresses, batches, streams, txs, window))
     finally:
-        node.stop()
+        for node in nodes:
+            node.stop()
     costs["end_to_end"] = seconds / txs * 1e6
     costs["network_and_other"] = max(
         0.0, costs["end_to_end"] - sum(v for k, v in costs.items() if k != "end_to_end")
@@ -87,11 +128,15 @@ def _run(txs: int, batch: int, streams: int, json_path: Path | None, root: Path)
         txs=txs,
         batch=batch,
         streams=streams,
+        window_batches=window,
         seconds=seconds,
         committed_tx_per_s=txs / seconds,
         latency_p50_ms=statistics.median(latencies) * 1e3,
         latency_p99_ms=_percentile(latencies, 0.99) * 1e3,
         cost_us_per_tx={k: round(v, 2) for k, v in costs.items()},
+        validators=validators,
+        verify_sigs_per_s=round(verify_rate),
+        verify_ceiling_tx_per_s=round(verify_rate / validators),
     )
     print(json.dumps(asdict(result), indent=2))
     if json_path is not None:
@@ -100,7 +145,11 @@ def _run(txs: int, batch: int, streams: int, json_path: Path | None, root: Path)
 
 
 async def _stream(
-    address: str, batches: list[list[SignedTransaction]], streams: int, total: int
+    addresses: list[str],
+    batches: list[list[SignedTransaction]],
+    streams: int,
+    total: int,
+    window_batches: int,
 ) -> tuple[float, list[float]]:
     import grpc  # noqa: PLC0415
 
@@ -115,10 +164,12 @@ async def _stream(
 
         async def one_stream(lane: int) -> None:
             nonlocal committed
+            # Streams spread over the validators, as clients of a network would.
+            address = addresses[lane % len(addresses)]
             async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
                 stub = ledger_pb2_grpc.LedgerServiceStub(channel)
                 mine = [(i, b) for i, b in enumerate(batches) if i % streams == lane]
-                window = asyncio.Semaphore(WINDOW_BATCHES)
+                window = asyncio.Semaphore(window_batches)
 
                 async def requests() -> AsyncIterator[ledger_pb2.SubmitBatch]:
                     for batch_id, txs in mine:
