@@ -353,8 +353,7 @@ class ConsensusDriver:
             except Exception:
                 return False
             entries = [TxEntry.decode(tx) for tx in block.txs]
-        ids = [e.tx_id for e in entries]
-        if len(set(ids)) != len(ids) or any(self.node.store.tx_record(i) for i in ids):
+        if not self._all_new([e.tx_id for e in entries]):
             return False
         try:
             validated = validate_block(
@@ -376,6 +375,13 @@ class ConsensusDriver:
             return False
         self._entries[value_id] = entries
         return True
+
+    def _all_new(self, tx_ids: list[bytes]) -> bool:
+        """No transaction id twice, and none committed before."""
+        if len(set(tx_ids)) != len(tx_ids):
+            return False
+        with self.node.store.snapshot() as snapshot:
+            return all(snapshot.get("txs", tx_id) is None for tx_id in tx_ids)
 
     # --------------------------------------------------------------- background
 

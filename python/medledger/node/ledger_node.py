@@ -153,7 +153,8 @@ class LedgerNode:
     ) -> list[Admitted]:
         """Admits a batch: decode, one Rust batch verification, application checks,
         idempotency, mempool. One answer per transaction, in order. Transactions new to
-        the mempool are handed to `on_admitted` (peer gossip) unless `gossip` is off."""
+        the mempool are handed to `on_admitted` (peer gossip) unless `gossip` is off; a
+        peer's gossip has no client waiting, so no receipt future is made for it."""
         added_before = self.mempool.added
         answers: list[Admitted | None] = [None] * len(txs)
         decoded: list[tuple[int, bytes, tx_pb2.TransactionBody]] = []
@@ -190,7 +191,7 @@ class LedgerNode:
                             "does not verify for tx.public_key over this chain's tx domain",
                         )
                     self.app.check_tx(body, next_height)
-                    answers[i] = self._admit(snapshot, txs[i], body, encoded, tx_hash)
+                    answers[i] = self._admit(snapshot, txs[i], body, encoded, tx_hash, wait=gossip)
                 except Rejected as rejected:
                     answers[i] = Admitted(rejected_receipt(rejected, body.tx_id, tx_hash))
         assert all(answer is not None for answer in answers)
@@ -205,6 +206,8 @@ class LedgerNode:
         body: tx_pb2.TransactionBody,
         encoded: bytes,
         tx_hash: bytes,
+        *,
+        wait: bool,
     ) -> Admitted:
         body_hash = sha256(tx.body)
         raw = snapshot.get("txs", body.tx_id)
@@ -221,10 +224,12 @@ class LedgerNode:
                 raise Rejected(
                     "ALREADY_EXISTS", "body.tx_id", "used by another pending transaction"
                 )
-            return Admitted(pending=known.wait(), tx_id=body.tx_id, tx_hash=tx_hash)
+            waiter = known.wait() if wait else None
+            return Admitted(pending=waiter, tx_id=body.tx_id, tx_hash=tx_hash)
         pending = PendingTx(tx, body, encoded, tx_hash, body_hash)
         self.mempool.add(pending)
-        return Admitted(pending=pending.wait(), tx_id=body.tx_id, tx_hash=tx_hash)
+        waiter = pending.wait() if wait else None
+        return Admitted(pending=waiter, tx_id=body.tx_id, tx_hash=tx_hash)
 
     def pending_receipt(self, tx_id: bytes) -> tx_pb2.Receipt | None:
         known = self.in_flight.get(tx_id) or self.mempool.get(tx_id)
