@@ -57,6 +57,7 @@ bench: build ## Benchmarks beside their peers; writes bench/results/latest.json
 		--benchmark-columns=min,median,rounds --benchmark-sort=name -p no:cacheprovider -q
 	$(PY) bench/report.py bench/results/latest.json
 	$(VENV)/bin/medledger bench node --txs 100000 --json bench/results/node.json
+	$(VENV)/bin/medledger bench cluster --validators 4 --txs 60000 --json bench/results/cluster.json
 
 proto: venv ## Regenerate python/medledger/wire from proto/
 	rm -rf python/medledger/wire
