@@ -31,16 +31,9 @@ from medledger.consensus import (
     Timeout,
     TimeoutConfig,
     Vote,
-    VoteType,
 )
-from medledger.consensus.guard import (
-    STEP_PRECOMMIT,
-    STEP_PREVOTE,
-    STEP_PROPOSAL,
-    MemoryGuardStore,
-    SigningGuard,
-)
-from medledger.consensus.messages import proposal_sign_bytes, vote_sign_bytes
+from medledger.consensus.guard import MemoryGuardStore, SigningGuard
+from medledger.consensus.messages import guard_step, sign_bytes, signer, with_signature
 from medledger.crypto import SigningKey, tx_signing_message, verify_batch
 from medledger.genesis import Allocation, Genesis, GenesisValidator
 from medledger.wire.v1 import envelope_pb2, tx_pb2
@@ -265,15 +258,12 @@ class SimNode:
                 self.sim.evidence.append(output)
 
     def sign_and_send(self, message: Proposal | Vote) -> None:
-        if isinstance(message, Proposal):
-            sign_bytes, step = proposal_sign_bytes(CHAIN_ID, message), STEP_PROPOSAL
-        else:
-            sign_bytes = vote_sign_bytes(CHAIN_ID, message)
-            step = STEP_PREVOTE if message.type == VoteType.PREVOTE else STEP_PRECOMMIT
-        if self.honest and not self.guard.permit(message.height, message.round, step, sign_bytes):
+        to_sign = sign_bytes(CHAIN_ID, message)
+        step = guard_step(message)
+        if self.honest and not self.guard.permit(message.height, message.round, step, to_sign):
             self.sim.guard_refusals += 1
             return
-        signed = _with_signature(message, self.key.sign(sign_bytes))
+        signed = with_signature(message, self.key.sign(to_sign))
         self.sent.append(signed)
         if not self.sim.misbehave(self, signed):
             self.sim.broadcast(self, signed)
@@ -296,7 +286,7 @@ class SimNode:
         ):
             # Someone is ahead: fetch the blocks we miss, with their commit certificates.
             self.last_sync_ms = self.sim.now
-            self.sim.send(self, _sender(message), SyncRequest(self.engine.height, self.index))
+            self.sim.send(self, signer(message), SyncRequest(self.engine.height, self.index))
         if isinstance(message, Proposal):
             self.handle(self.engine.on_proposal(message))
         else:
@@ -354,26 +344,6 @@ class SimNode:
     def resend(self) -> None:
         for message in self.sent:
             self.sim.broadcast(self, message)
-
-
-def _with_signature(message: Proposal | Vote, signature: bytes) -> Proposal | Vote:
-    if isinstance(message, Proposal):
-        return Proposal(
-            message.height,
-            message.round,
-            message.value_id,
-            message.value,
-            message.valid_round,
-            message.proposer,
-            signature,
-        )
-    return Vote(
-        message.type, message.height, message.round, message.value_id, message.validator, signature
-    )
-
-
-def _sender(message: Proposal | Vote) -> int:
-    return message.proposer if isinstance(message, Proposal) else message.validator
 
 
 class Simulation:
@@ -472,12 +442,7 @@ class Simulation:
             conflicting = Vote(signed.type, signed.height, signed.round, flipped, node.index)
         else:
             return False
-        sign_bytes = (
-            proposal_sign_bytes(CHAIN_ID, conflicting)
-            if isinstance(conflicting, Proposal)
-            else vote_sign_bytes(CHAIN_ID, conflicting)
-        )
-        other = _with_signature(conflicting, node.key.sign(sign_bytes))
+        other = with_signature(conflicting, node.key.sign(sign_bytes(CHAIN_ID, conflicting)))
         for index in range(self.scenario.validators):
             self.send(node, index, signed if self.rng.random() < 0.5 else other)
         return True

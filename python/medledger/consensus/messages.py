@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
-from medledger.consensus.engine import Proposal, Vote
+from medledger.consensus.engine import Proposal, Vote, VoteType
+from medledger.consensus.guard import STEP_PRECOMMIT, STEP_PREVOTE, STEP_PROPOSAL
 from medledger.crypto import signing_message, vote_signing_message
 
-__all__ = ["proposal_sign_bytes", "vote_sign_bytes"]
+__all__ = [
+    "guard_step",
+    "proposal_sign_bytes",
+    "sign_bytes",
+    "signer",
+    "vote_sign_bytes",
+    "with_signature",
+]
 
 
 def proposal_sign_bytes(chain_id: str, proposal: Proposal) -> bytes:
@@ -24,3 +33,25 @@ def vote_sign_bytes(chain_id: str, vote: Vote) -> bytes:
     return vote_signing_message(
         chain_id, int(vote.type), vote.height, vote.round, vote.value_id or b""
     )
+
+
+def sign_bytes(chain_id: str, message: Proposal | Vote) -> bytes:
+    """What the sender of `message` signs."""
+    if isinstance(message, Proposal):
+        return proposal_sign_bytes(chain_id, message)
+    return vote_sign_bytes(chain_id, message)
+
+
+def guard_step(message: Proposal | Vote) -> int:
+    """The step the signing guard orders `message` by within its round."""
+    if isinstance(message, Proposal):
+        return STEP_PROPOSAL
+    return STEP_PREVOTE if message.type == VoteType.PREVOTE else STEP_PRECOMMIT
+
+
+def signer(message: Proposal | Vote) -> int:
+    return message.proposer if isinstance(message, Proposal) else message.validator
+
+
+def with_signature(message: Proposal | Vote, signature: bytes) -> Proposal | Vote:
+    return dataclasses.replace(message, signature=signature)

@@ -36,8 +36,8 @@ from medledger.consensus import (
     Vote,
     VoteType,
 )
-from medledger.consensus.guard import STEP_PRECOMMIT, STEP_PREVOTE, STEP_PROPOSAL, SigningGuard
-from medledger.consensus.messages import proposal_sign_bytes, vote_sign_bytes
+from medledger.consensus.guard import SigningGuard
+from medledger.consensus.messages import guard_step, sign_bytes, signer, with_signature
 from medledger.crypto import verify
 from medledger.errors import MedledgerError, Rejected
 from medledger.node.ledger_node import LedgerNode, TxEntry, rejected_receipt
@@ -183,15 +183,11 @@ class ConsensusDriver:
         decoded = from_wire(message)
         if decoded is None:
             return
-        signer = decoded.proposer if isinstance(decoded, Proposal) else decoded.validator
-        if signer >= len(self.public_keys) or signer == self.node.index:
+        sender = signer(decoded)
+        if sender >= len(self.public_keys) or sender == self.node.index:
             return
-        sign_bytes = (
-            proposal_sign_bytes(self.chain_id, decoded)
-            if isinstance(decoded, Proposal)
-            else vote_sign_bytes(self.chain_id, decoded)
-        )
-        if verify(self.public_keys[signer], sign_bytes, decoded.signature):
+        signed = sign_bytes(self.chain_id, decoded)
+        if verify(self.public_keys[sender], signed, decoded.signature):
             self._offer(Inbound(decoded))
 
     def _offer(self, item: Input) -> None:
@@ -248,33 +244,11 @@ class ConsensusDriver:
                 log.warning("equivocation: %s then %s", output.first, output.second)
 
     def _sign(self, message: Proposal | Vote) -> Proposal | Vote | None:
-        if isinstance(message, Proposal):
-            sign_bytes, step = proposal_sign_bytes(self.chain_id, message), STEP_PROPOSAL
-        else:
-            sign_bytes = vote_sign_bytes(self.chain_id, message)
-            step = STEP_PREVOTE if message.type == VoteType.PREVOTE else STEP_PRECOMMIT
-        if not self.guard.permit(message.height, message.round, step, sign_bytes):
+        to_sign = sign_bytes(self.chain_id, message)
+        if not self.guard.permit(message.height, message.round, guard_step(message), to_sign):
             log.warning("signing guard refused %s", message)
             return None
-        signature = self.node.key.sign(sign_bytes)
-        if isinstance(message, Proposal):
-            return Proposal(
-                message.height,
-                message.round,
-                message.value_id,
-                message.value,
-                message.valid_round,
-                message.proposer,
-                signature,
-            )
-        return Vote(
-            message.type,
-            message.height,
-            message.round,
-            message.value_id,
-            message.validator,
-            signature,
-        )
+        return with_signature(message, self.node.key.sign(to_sign))
 
     def _broadcast(self, message: peer_pb2.PeerMessage) -> None:
         message.sender = self.node.index
