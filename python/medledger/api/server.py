@@ -115,6 +115,9 @@ async def serve(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # Accept the peers' keepalive pings (see medledger.node.peers).
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
         ]
     )
     server.add_generic_rpc_handlers((ledger_handler(LedgerServicer(node)),))

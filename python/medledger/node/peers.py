@@ -18,6 +18,14 @@ __all__ = ["PeerLink"]
 log = logging.getLogger(__name__)
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 2.0
+# A peer that vanished without closing the connection (power cut, partition) is noticed
+# within keepalive time + timeout, and the link reconnects: no wait is unbounded.
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
 
 
 class PeerLink:
@@ -47,9 +55,8 @@ class PeerLink:
         backoff_s = BACKOFF_MIN_S
         while True:
             try:
-                async with grpc.aio.insecure_channel(
-                    self.address, options=channel_options()
-                ) as channel:
+                options = channel_options() + KEEPALIVE_OPTIONS
+                async with grpc.aio.insecure_channel(self.address, options=options) as channel:
                     await peer_pb2_grpc.PeerServiceStub(channel).Push(self._outgoing())
             except grpc.RpcError as error:
                 if self.connected:
