@@ -19,6 +19,7 @@ from medledger._core import (
     ValidatedBlock,
     ValidatorSet,
     block_hash,
+    block_tx_hashes,
     tx_hash,
     validate_block,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "ValidatorSet",
     "assemble_block",
     "block_hash",
+    "block_tx_hashes",
     "make_commit",
     "tx_hash",
     "validate_block",

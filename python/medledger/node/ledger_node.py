@@ -370,7 +370,7 @@ class LedgerNode:
             # Waiters for these transactions, wherever they were admitted, get receipts.
             for entry, receipt in zip(entries, receipts, strict=True):
                 pending = self.mempool.remove(entry.tx_id)
-                if pending is not None:
+                if pending is not None and pending.waiters:
                     pending.resolve(receipt)
             async with self.new_block:
                 self.new_block.notify_all()

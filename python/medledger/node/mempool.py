@@ -47,6 +47,7 @@ class Mempool:
         self.txs_max = txs_max
         self.bytes_max = bytes_max
         self._txs: OrderedDict[bytes, PendingTx] = OrderedDict()
+        self._by_hash: dict[bytes, PendingTx] = {}
         self._bytes = 0
         self.added = 0  # transactions ever added: tells a caller what a call added
         self.not_empty = asyncio.Event()
@@ -61,6 +62,9 @@ class Mempool:
     def get(self, tx_id: bytes) -> PendingTx | None:
         return self._txs.get(tx_id)
 
+    def by_hash(self, tx_hash: bytes) -> PendingTx | None:
+        return self._by_hash.get(tx_hash)
+
     def add(self, pending: PendingTx) -> None:
         if len(self._txs) >= self.txs_max:
             raise Rejected(
@@ -72,6 +76,7 @@ class Mempool:
             )
         assert pending.tx_id not in self._txs, "admission checks for duplicates first"
         self._txs[pending.tx_id] = pending
+        self._by_hash[pending.tx_hash] = pending
         self._bytes += len(pending.encoded)
         self.added += 1
         self.not_empty.set()
@@ -79,6 +84,7 @@ class Mempool:
     def remove(self, tx_id: bytes) -> PendingTx | None:
         pending = self._txs.pop(tx_id, None)
         if pending is not None:
+            del self._by_hash[pending.tx_hash]
             self._bytes -= len(pending.encoded)
             if not self._txs:
                 self.not_empty.clear()
@@ -100,6 +106,7 @@ class Mempool:
         taken: list[PendingTx] = []
         while self._txs and len(taken) < count_max:
             _, pending = self._txs.popitem(last=False)
+            del self._by_hash[pending.tx_hash]
             self._bytes -= len(pending.encoded)
             taken.append(pending)
         if not self._txs:

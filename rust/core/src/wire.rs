@@ -28,6 +28,23 @@ pub fn tx_hash(tx: &SignedTransaction) -> Hash {
     sha256(&tx.encode_to_vec())
 }
 
+/// The hash of every transaction in an encoded block, in order, computed in parallel: a
+/// node looks each up among the transactions it already verified before validating.
+pub fn block_tx_hashes(block_bytes: &[u8]) -> Result<Vec<Hash>> {
+    use rayon::prelude::*;
+
+    if block_bytes.len() > crate::limits::BLOCK_BYTES_MAX {
+        return Err(Error::limit(
+            "block",
+            "BLOCK_BYTES_MAX",
+            crate::limits::BLOCK_BYTES_MAX,
+            block_bytes.len(),
+        ));
+    }
+    let block: Block = decode("block", block_bytes)?;
+    Ok(block.txs.par_iter().map(tx_hash).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +64,24 @@ mod tests {
         shuffled.extend_from_slice(&[0x98, 0x06, 1]); // field 99 = 1
         let decoded: BlockHeader = decode("header", &shuffled).unwrap();
         assert_eq!(header_hash(&decoded), sha256(&canonical));
+    }
+
+    #[test]
+    fn block_tx_hashes_are_the_hashes_of_each_transaction_in_order() {
+        let txs: Vec<SignedTransaction> = (0..5u8)
+            .map(|i| SignedTransaction {
+                body: vec![i; 3],
+                public_key: vec![i; 32],
+                signature: vec![i; 64],
+            })
+            .collect();
+        let block = Block {
+            header: Some(BlockHeader::default()),
+            txs: txs.clone(),
+        };
+        let hashes = block_tx_hashes(&block.encode_to_vec()).unwrap();
+        assert_eq!(hashes, txs.iter().map(tx_hash).collect::<Vec<_>>());
+        assert!(block_tx_hashes(&[0xff]).is_err());
     }
 
     #[test]

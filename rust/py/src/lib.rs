@@ -362,6 +362,12 @@ fn tx_hash<'py>(py: Python<'py>, tx: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     Ok(bytes(py, &wire::tx_hash(&tx)))
 }
 
+#[pyfunction]
+fn block_tx_hashes<'py>(py: Python<'py>, block: &[u8]) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    let hashes = py.allow_threads(|| wire::block_tx_hashes(block)).map_err(raise)?;
+    Ok(hash_list(py, &hashes))
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(sha256, module)?)?;
@@ -381,6 +387,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(validate_block, module)?)?;
     module.add_function(wrap_pyfunction!(block_hash, module)?)?;
     module.add_function(wrap_pyfunction!(tx_hash, module)?)?;
+    module.add_function(wrap_pyfunction!(block_tx_hashes, module)?)?;
     module.add("BLOCK_BYTES_MAX", limits::BLOCK_BYTES_MAX)?;
     module.add("BLOCK_TXS_MAX", limits::BLOCK_TXS_MAX)?;
     module.add("TX_BYTES_MAX", limits::TX_BYTES_MAX)?;
