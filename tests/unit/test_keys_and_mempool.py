@@ -47,7 +47,7 @@ def pending(n: int, size: int = 100) -> PendingTx:
         expiry_height=10, tx_id=n.to_bytes(16, "big")
     )
     body = tx_pb2.TransactionBody.FromString(tx.body)
-    return PendingTx(tx, body, b"x" * size, b"h" * 32, b"b" * 32)
+    return PendingTx(tx, body, b"x" * size, n.to_bytes(32, "big"), b"b" * 32)
 
 
 def test_the_mempool_refuses_past_its_count_limit() -> None:
@@ -73,5 +73,20 @@ def test_the_mempool_refuses_past_its_byte_limit() -> None:
             pool.add(pending(2, size=51))
         pool.add(pending(3, size=50))
         assert len(pool) == 2
+
+    asyncio.run(scenario())
+
+
+def test_the_mempool_finds_transactions_by_hash_until_they_leave() -> None:
+    async def scenario() -> None:
+        pool = Mempool(txs_max=10, bytes_max=10_000)
+        first, second = pending(1), pending(2)
+        pool.add(first)
+        pool.add(second)
+        assert pool.by_hash(second.tx_hash) is second
+        pool.remove(second.tx_id)
+        assert pool.by_hash(second.tx_hash) is None
+        pool.take(1)
+        assert pool.by_hash(first.tx_hash) is None
 
     asyncio.run(scenario())

@@ -84,11 +84,15 @@ class Mempool:
     def remove(self, tx_id: bytes) -> PendingTx | None:
         pending = self._txs.pop(tx_id, None)
         if pending is not None:
-            del self._by_hash[pending.tx_hash]
+            self._forget_hash(pending)
             self._bytes -= len(pending.encoded)
             if not self._txs:
                 self.not_empty.clear()
         return pending
+
+    def _forget_hash(self, pending: PendingTx) -> None:
+        if self._by_hash.get(pending.tx_hash) is pending:
+            del self._by_hash[pending.tx_hash]
 
     def newest(self, count: int) -> list[PendingTx]:
         """The `count` most recently added transactions still waiting, oldest first."""
@@ -106,7 +110,7 @@ class Mempool:
         taken: list[PendingTx] = []
         while self._txs and len(taken) < count_max:
             _, pending = self._txs.popitem(last=False)
-            del self._by_hash[pending.tx_hash]
+            self._forget_hash(pending)
             self._bytes -= len(pending.encoded)
             taken.append(pending)
         if not self._txs:
