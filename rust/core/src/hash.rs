@@ -5,6 +5,8 @@ use sha2::digest::generic_array::GenericArray;
 use sha2::digest::typenum::U64;
 use sha2::{Digest, Sha256};
 
+use crate::sha256x2;
+
 /// Length of every hash in medledger.
 pub const HASH_LEN: usize = 32;
 
@@ -51,55 +53,86 @@ const BLOCK_LEN: usize = 64;
 /// Messages up to this many blocks (after padding) are hashed from a stack buffer.
 const INLINE_BLOCKS: usize = 4;
 
-type Block = GenericArray<u8, U64>;
-
-/// Copies `bytes` into the concatenation of `blocks` starting at byte `offset`.
-fn write_blocks(blocks: &mut [Block], mut offset: usize, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        let block = &mut blocks[offset / BLOCK_LEN];
-        let start = offset % BLOCK_LEN;
-        let take = bytes.len().min(BLOCK_LEN - start);
-        block[start..start + take].copy_from_slice(&bytes[..take]);
-        bytes = &bytes[take..];
-        offset += take;
-    }
+/// A message padded for SHA-256, in a stack buffer: `len` bytes of whole blocks.
+struct Padded {
+    buffer: [u8; INLINE_BLOCKS * BLOCK_LEN],
+    len: usize,
 }
 
-/// SHA-256 of `prefix || parts...`, for the short one-byte-prefixed messages Merkle trees
-/// hash by the thousand. It pads the message itself, straight into the blocks, and feeds
-/// them to the `sha2` crate's (hardware-accelerated) compression function in one call,
-/// skipping the buffering of the streaming API: for messages of two or three blocks that
-/// buffering costs a third as much as the compression. Longer messages take the streaming
-/// path.
-pub fn sha256_prefixed(prefix: u8, parts: &[&[u8]]) -> Hash {
+/// Pads `prefix || parts...` (FIPS 180-4 §5.1.1) if it fits in `INLINE_BLOCKS` blocks.
+fn pad(prefix: u8, parts: &[&[u8]]) -> Option<Padded> {
     let message_len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
     // The 0x80 terminator and the 64-bit message length in bits follow the message.
-    let block_count = (message_len + 9).div_ceil(BLOCK_LEN);
-    if block_count > INLINE_BLOCKS {
-        let mut hasher = Sha256::new();
-        hasher.update([prefix]);
-        for part in parts {
-            hasher.update(part);
-        }
-        return hasher.finalize().into();
+    let len = (message_len + 9).div_ceil(BLOCK_LEN) * BLOCK_LEN;
+    if len > INLINE_BLOCKS * BLOCK_LEN {
+        return None;
     }
-    let mut blocks = [Block::default(); INLINE_BLOCKS];
-    let blocks = &mut blocks[..block_count];
-    blocks[0][0] = prefix;
+    let mut buffer = [0u8; INLINE_BLOCKS * BLOCK_LEN];
+    buffer[0] = prefix;
     let mut offset = 1;
     for part in parts {
-        write_blocks(blocks, offset, part);
+        buffer[offset..offset + part.len()].copy_from_slice(part);
         offset += part.len();
     }
-    write_blocks(blocks, offset, &[0x80]);
-    blocks[block_count - 1][BLOCK_LEN - 8..].copy_from_slice(&(message_len as u64 * 8).to_be_bytes());
-    let mut state = INITIAL_STATE;
-    sha2::compress256(&mut state, blocks);
+    buffer[offset] = 0x80;
+    buffer[len - 8..len].copy_from_slice(&(message_len as u64 * 8).to_be_bytes());
+    Some(Padded { buffer, len })
+}
+
+fn digest_of(state: [u32; 8]) -> Hash {
     let mut digest = [0u8; HASH_LEN];
     for (out, word) in digest.chunks_exact_mut(4).zip(state) {
         out.copy_from_slice(&word.to_be_bytes());
     }
     digest
+}
+
+fn streaming(prefix: u8, parts: &[&[u8]]) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update([prefix]);
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+/// SHA-256 of `prefix || parts...`, for the short one-byte-prefixed messages Merkle trees
+/// hash by the thousand. It pads the message itself and feeds whole blocks to the `sha2`
+/// crate's (hardware-accelerated) compression function, skipping the buffering of the
+/// streaming API: for messages of two or three blocks that buffering costs a third as
+/// much as the compression. Longer messages take the streaming path.
+pub fn sha256_prefixed(prefix: u8, parts: &[&[u8]]) -> Hash {
+    let Some(padded) = pad(prefix, parts) else {
+        return streaming(prefix, parts);
+    };
+    let mut state = INITIAL_STATE;
+    for block in padded.buffer[..padded.len].chunks_exact(BLOCK_LEN) {
+        sha2::compress256(
+            &mut state,
+            std::slice::from_ref(GenericArray::<u8, U64>::from_slice(block)),
+        );
+    }
+    digest_of(state)
+}
+
+/// Two independent `sha256_prefixed` hashes, computed together (interleaved SHA-NI) when
+/// the CPU allows it and both messages pad to the same number of blocks.
+pub fn sha256_prefixed_pair(prefix: u8, a: &[&[u8]], b: &[&[u8]]) -> (Hash, Hash) {
+    if sha256x2::available() {
+        if let (Some(a_padded), Some(b_padded)) = (pad(prefix, a), pad(prefix, b)) {
+            if a_padded.len == b_padded.len {
+                let (mut a_state, mut b_state) = (INITIAL_STATE, INITIAL_STATE);
+                sha256x2::compress2(
+                    &mut a_state,
+                    &a_padded.buffer[..a_padded.len],
+                    &mut b_state,
+                    &b_padded.buffer[..b_padded.len],
+                );
+                return (digest_of(a_state), digest_of(b_state));
+            }
+        }
+    }
+    (sha256_prefixed(prefix, a), sha256_prefixed(prefix, b))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod hash;
 pub mod limits;
 pub mod merkle;
 pub mod parallel;
+pub mod sha256x2;
 pub mod wire;
 
 pub use error::{Error, Result};

@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::hash::{sha256, sha256_prefixed, Hash};
+use crate::hash::{sha256, sha256_prefixed, sha256_prefixed_pair, Hash};
 use crate::limits::MERKLE_LEAVES_MAX;
 use crate::parallel::run_with_threads;
 
@@ -45,12 +45,46 @@ fn check_leaf_count(count: usize) -> Result<()> {
     Ok(())
 }
 
+/// Leaf hashes of two leaves at once (interleaved on the CPU where it can).
+fn leaf_hash_chunk<L: AsRef<[u8]>>(chunk: &[L], out: &mut [Hash]) {
+    match chunk {
+        [a, b] => {
+            (out[0], out[1]) = sha256_prefixed_pair(LEAF_PREFIX, &[a.as_ref()], &[b.as_ref()]);
+        }
+        [a] => out[0] = leaf_hash(a.as_ref()),
+        _ => unreachable!("chunks of two"),
+    }
+}
+
 /// Leaf hashes of `leaves`, in parallel when there are many.
 pub fn leaf_hashes<L: AsRef<[u8]> + Sync>(leaves: &[L]) -> Vec<Hash> {
+    let mut hashes = vec![[0u8; 32]; leaves.len()];
     if leaves.len() >= PARALLEL_LEVEL_MIN {
-        leaves.par_iter().map(|leaf| leaf_hash(leaf.as_ref())).collect()
+        leaves
+            .par_chunks(2)
+            .zip(hashes.par_chunks_mut(2))
+            .for_each(|(chunk, out)| leaf_hash_chunk(chunk, out));
     } else {
-        leaves.iter().map(|leaf| leaf_hash(leaf.as_ref())).collect()
+        for (chunk, out) in leaves.chunks(2).zip(hashes.chunks_mut(2)) {
+            leaf_hash_chunk(chunk, out);
+        }
+    }
+    hashes
+}
+
+/// The parents of four (or fewer) nodes: two node hashes at once where there are two.
+fn parents_of(children: &[Hash], out: &mut [Hash]) {
+    match children {
+        [a, b, c, d] => {
+            (out[0], out[1]) = sha256_prefixed_pair(NODE_PREFIX, &[a, b], &[c, d]);
+        }
+        [a, b, c] => {
+            out[0] = node_hash(a, b);
+            out[1] = *c;
+        }
+        [a, b] => out[0] = node_hash(a, b),
+        [a] => out[0] = *a,
+        _ => unreachable!("chunks of four"),
     }
 }
 
@@ -60,21 +94,18 @@ pub fn root_from_leaf_hashes(mut level: Vec<Hash>) -> Hash {
         return empty_root();
     }
     while level.len() > 1 {
-        let pair = |pair: &[Hash]| match pair {
-            [left, right] => node_hash(left, right),
-            [odd] => *odd,
-            _ => unreachable!("chunks of two"),
-        };
+        let mut parents = vec![[0u8; 32]; level.len().div_ceil(2)];
         if level.len() >= PARALLEL_LEVEL_MIN {
-            level = level.par_chunks(2).map(pair).collect();
+            level
+                .par_chunks(4)
+                .zip(parents.par_chunks_mut(2))
+                .for_each(|(children, out)| parents_of(children, out));
         } else {
-            // In place: node i only reads nodes 2i and 2i + 1, which are never behind it.
-            let parents = level.len().div_ceil(2);
-            for i in 0..parents {
-                level[i] = pair(&level[2 * i..(2 * i + 2).min(level.len())]);
+            for (children, out) in level.chunks(4).zip(parents.chunks_mut(2)) {
+                parents_of(children, out);
             }
-            level.truncate(parents);
         }
+        level = parents;
     }
     level[0]
 }
