@@ -277,7 +277,7 @@ class LedgerNode:
         for pending in batch:
             self.in_flight[pending.tx_id] = pending
         try:
-            receipts = await self._commit_block(height, batch)
+            await self._commit_block(height, batch)
         except Exception:
             log.exception("block %d failed; its transactions are refused", height)
             for pending in batch:
@@ -287,12 +287,8 @@ class LedgerNode:
         finally:
             for pending in batch:
                 self.in_flight.pop(pending.tx_id, None)
-        for pending, receipt in zip(batch, receipts, strict=True):
-            pending.resolve(receipt)
-        async with self.new_block:
-            self.new_block.notify_all()
 
-    async def _commit_block(self, height: int, batch: list[PendingTx]) -> list[tx_pb2.Receipt]:
+    async def _commit_block(self, height: int, batch: list[PendingTx]) -> None:
         head = self.head
         block = assemble_block(
             chain_id=self.chain_id,
@@ -309,13 +305,11 @@ class LedgerNode:
             chain_id=self.chain_id, header=block.header, round=0, signers=[(self.index, self.key)]
         )
         entries = [TxEntry.of(p) for p in batch]
-        return await self.commit_block(
-            block.SerializeToString(), commit.SerializeToString(), entries
-        )
+        await self.commit_block(block.SerializeToString(), commit.SerializeToString(), entries)
 
     async def commit_block(
         self, block_bytes: bytes, commit_bytes: bytes, entries: list[TxEntry] | None = None
-    ) -> list[tx_pb2.Receipt]:
+    ) -> None:
         """Makes a decided block durable: Rust validation with its commit certificate,
         the application, one LMDB write transaction. `entries` are the block's
         transactions as this node already decoded and verified them; without them the
@@ -344,7 +338,7 @@ class LedgerNode:
                 height, head.app_hash, snapshot, [(e.signer, e.body) for e in entries]
             )
         records = []
-        receipts = []
+        tx_records = []
         for index, (entry, outcome) in enumerate(zip(entries, result.outcomes, strict=True)):
             record = state_pb2.TxRecord(
                 height=height,
@@ -355,7 +349,7 @@ class LedgerNode:
                 message=outcome.message,
             )
             records.append((entry.tx_id, entry.tx_hash, record.SerializeToString()))
-            receipts.append(committed_receipt(entry.tx_id, record))
+            tx_records.append(record)
         await asyncio.to_thread(
             self.store.commit_block,
             height=height,
@@ -366,16 +360,15 @@ class LedgerNode:
             tx_index=records,
             writes=result.writes,
         )
-        if not self.solo:
-            # Waiters for these transactions, wherever they were admitted, get receipts.
-            for entry, receipt in zip(entries, receipts, strict=True):
-                pending = self.mempool.remove(entry.tx_id)
-                if pending is not None and pending.waiters:
-                    pending.resolve(receipt)
-            async with self.new_block:
-                self.new_block.notify_all()
+        # Now durable: whoever waits for these transactions, wherever they were admitted,
+        # gets a receipt (built only for transactions someone waits on).
+        for entry, record in zip(entries, tx_records, strict=True):
+            pending = self.in_flight.pop(entry.tx_id, None) or self.mempool.remove(entry.tx_id)
+            if pending is not None and pending.waiters:
+                pending.resolve(committed_receipt(entry.tx_id, record))
+        async with self.new_block:
+            self.new_block.notify_all()
         log.info("committed block %d with %d transactions", height, len(entries))
-        return receipts
 
     def known(self, tx_id: bytes, tx_hash: bytes) -> bool:
         """Whether this node already verified the transaction's signature (admission)."""
