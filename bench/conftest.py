@@ -24,9 +24,8 @@ class SignedBatch:
     signatures: list[bytes]
 
 
-@pytest.fixture(scope="session")
-def signed_batch() -> SignedBatch:
-    keys = [SigningKey.generate() for _ in range(64)]
+def _signed(key_count: int) -> SignedBatch:
+    keys = [SigningKey.generate() for _ in range(key_count)]
     messages = [b"claim %06d: CPT 99213, 1 unit, 125000000 micros" % i for i in range(SIGNATURES)]
     signers = [keys[i % len(keys)] for i in range(SIGNATURES)]
     return SignedBatch(
@@ -34,6 +33,19 @@ def signed_batch() -> SignedBatch:
         messages=messages,
         signatures=[k.sign(m) for k, m in zip(signers, messages, strict=True)],
     )
+
+
+@pytest.fixture(scope="session")
+def signed_batch() -> SignedBatch:
+    """64 signers (payment processors, providers): each key signs 32 messages."""
+    return _signed(64)
+
+
+@pytest.fixture(scope="session")
+def distinct_signed_batch() -> SignedBatch:
+    """Every signature by a different key: the worst case for batch verification, which
+    decodes each public key once and gathers the terms of one key."""
+    return _signed(SIGNATURES)
 
 
 @pytest.fixture(scope="session")

@@ -81,3 +81,25 @@ def test_medledger_verify_batch(
         threads=threads,
     )
     assert all(verdicts)
+
+
+@pytest.mark.benchmark(group="verify 2048 signatures, 2048 distinct keys")
+def test_peer_cryptography_verify_loop_distinct_keys(
+    benchmark: BenchmarkFixture, distinct_signed_batch: SignedBatch
+) -> None:
+    assert all(benchmark(cryptography_loop, distinct_signed_batch))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.benchmark(group="verify 2048 signatures, 2048 distinct keys")
+def test_medledger_verify_batch_distinct_keys(
+    benchmark: BenchmarkFixture, distinct_signed_batch: SignedBatch, threads: int
+) -> None:
+    verdicts = benchmark(
+        verify_batch,
+        distinct_signed_batch.public_keys,
+        distinct_signed_batch.messages,
+        distinct_signed_batch.signatures,
+        threads=threads,
+    )
+    assert all(verdicts)

@@ -238,6 +238,7 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
         home=args.home,
         validators=getattr(args, "validators", 1),
         window=args.window,
+        payers=args.payers,
     )
 
 
@@ -354,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     bench_node.add_argument("--json", type=Path, help="write the result here")
     bench_node.add_argument("--window", type=int, default=8, help="batches in flight per stream")
     bench_node.add_argument("--home", type=Path, help="node home (default: a temp dir)")
+    bench_node.add_argument("--payers", type=int, default=100, help="distinct signing accounts")
     bench_node.set_defaults(run=cmd_bench_node)
     cluster = bench.add_parser("cluster", help="committed tx/s and latency of a local network")
     cluster.add_argument("--validators", type=int, default=4)
@@ -363,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     cluster.add_argument("--json", type=Path)
     cluster.add_argument("--window", type=int, default=2, help="batches in flight per stream")
     cluster.add_argument("--home", type=Path)
+    cluster.add_argument("--payers", type=int, default=100, help="distinct signing accounts")
     cluster.set_defaults(run=cmd_bench_node)
     return parser
 

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 __all__ = ["NodeBenchResult", "run_node_bench"]
 
 CHAIN_ID = "medledger-bench"
+PAYERS = 100
+"""Distinct signing accounts in the workload. Signature verification gathers the terms of
+one key (see `medledger._core.verify_batch`), so a single payer would flatter it; a
+hundred payers stand for the payment processors and providers of a regional network."""
 WINDOW_BATCHES = 8
 """Batches a stream keeps in flight: enough to keep the node busy, few enough that the
 latency measured is the pipeline's, not a queue the load generator built."""
@@ -38,6 +42,7 @@ class NodeBenchResult:
     latency_p99_ms: float
     cost_us_per_tx: dict[str, float]
     validators: int = 1
+    payers: int = PAYERS
     # Signatures per second that Rust batch verification alone reaches on this machine,
     # and the committed tx/s that sets as a ceiling when every validator (all on this
     # machine) verifies every transaction once.
@@ -59,6 +64,7 @@ def run_node_bench(
     home: Path | None = None,
     validators: int = 1,
     window: int = WINDOW_BATCHES,
+    payers: int = PAYERS,
 ) -> NodeBenchResult:
     with tempfile.TemporaryDirectory(prefix="medledger-bench-") as tmp:
         return _run(
@@ -69,6 +75,7 @@ def run_node_bench(
             json_path=json_path,
             root=home or Path(tmp) / "net",
             validators=validators,
+            payers=payers,
         )
 
 
@@ -81,10 +88,12 @@ def _run(
     json_path: Path | None,
     root: Path,
     validators: int,
+    payers: int,
 ) -> NodeBenchResult:
     from medledger.cli import DEFAULT_FUND_MICROS, init_home  # noqa: PLC0415
     from medledger.client import TxBuilder  # noqa: PLC0415
     from medledger.config import Home  # noqa: PLC0415
+    from medledger.crypto import SigningKey  # noqa: PLC0415
     from medledger.keys import load_key  # noqa: PLC0415
     from medledger.network import free_base_port, init_network, network_homes  # noqa: PLC0415
     from medledger.node.launcher import start_node  # noqa: PLC0415
@@ -97,15 +106,24 @@ def _run(
         init_network(root, CHAIN_ID, validators, base_port, DEFAULT_FUND_MICROS)
         homes = network_homes(root, validators)
     home = homes[0]
-    payer = load_key(home.keys_dir / "client.json")
-    builder = TxBuilder(payer, CHAIN_ID)
+    funder = TxBuilder(load_key(home.keys_dir / "client.json"), CHAIN_ID)
+    builders = [TxBuilder(SigningKey.generate(), CHAIN_ID) for _ in range(payers)]
+    # Set-up, not measured: every payer opens an account, then the genesis client funds it.
+    setup = [
+        [b.create_account(expiry_height=10_000) for b in builders],
+        [
+            funder.transfer(to=b.key.public_key, amount_micros=txs, expiry_height=10_000)
+            for b in builders
+        ],
+    ]
     with Progress(transient=True) as progress:
         task = progress.add_task("pre-signing transfers", total=txs)
         signed = []
         for i in range(txs):
-            # The genesis client pays itself: every transfer succeeds and touches state.
+            # Payer i pays payer i+1: every transfer succeeds and moves money.
+            payee = builders[(i + 1) % payers].key.public_key
             signed.append(
-                builder.transfer(to=payer.public_key, amount_micros=1, expiry_height=10_000)
+                builders[i % payers].transfer(to=payee, amount_micros=1, expiry_height=10_000)
             )
             if i % 1000 == 0:
                 progress.update(task, completed=i)
@@ -116,6 +134,9 @@ def _run(
     nodes = [start_node(h.root, h.load_config().listen) for h in homes]
     try:
         addresses = [n.address for n in nodes]
+        for phase in setup:
+            chunks = [phase[i : i + batch] for i in range(0, len(phase), batch)]
+            asyncio.run(_stream(addresses[:1], chunks, 1, len(phase), window))
         seconds, latencies = asyncio.run(_stream(addresses, batches, streams, txs, window))
     finally:
         for node in nodes:
@@ -135,6 +156,7 @@ def _run(
         latency_p99_ms=_percentile(latencies, 0.99) * 1e3,
         cost_us_per_tx={k: round(v, 2) for k, v in costs.items()},
         validators=validators,
+        payers=payers,
         verify_sigs_per_s=round(verify_rate),
         verify_ceiling_tx_per_s=round(verify_rate / validators),
     )
@@ -216,7 +238,6 @@ def _stage_costs(sample: list[SignedTransaction]) -> dict[str, float]:
     )
     verify = time.perf_counter() - started
 
-    payer = txs[0].public_key
     state = MemoryState(
         [
             (
@@ -224,6 +245,7 @@ def _stage_costs(sample: list[SignedTransaction]) -> dict[str, float]:
                 payer,
                 ledger_pb2.Account(owner=payer, balance_micros=10**15).SerializeToString(),
             )
+            for payer in {tx.public_key for tx in txs}
         ]
     )
     started = time.perf_counter()
