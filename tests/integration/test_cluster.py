@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from medledger.client import LedgerClient, TxBuilder
@@ -131,6 +132,38 @@ def test_the_network_survives_crashes_without_forking_or_losing_transactions(
                     receipt.index,
                     receipt.code,
                 )
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_a_validator_missing_a_compact_proposals_transactions_fetches_the_whole_block(
+    tmp_path: Path,
+) -> None:
+    """Proposals carry transaction hashes, not bytes. Node 3's mempool holds one
+    transaction, so gossip cannot give it the proposals' transactions; with node 2 never
+    started, no block can commit without node 3's votes: the chain only moves if node 3
+    fetches each whole block from its proposer (GetProposal) and validates it."""
+    root = tmp_path / "net"
+    init_network(root, CHAIN_ID, VALIDATORS, free_base_port(VALIDATORS), 10**15)
+    homes = network_homes(root, VALIDATORS)
+    config = homes[3].load_config()
+    homes[3].config.write_text(replace(config, mempool_txs_max=1).to_json())
+    nodes = [start_node(homes[i].root, homes[i].load_config().listen) for i in (0, 1, 3)]
+    try:
+        payer = load_key(homes[0].keys_dir / "client.json")
+        builder = TxBuilder(payer, CHAIN_ID)
+        batch = [
+            builder.transfer(to=payer.public_key, amount_micros=1, expiry_height=5_000)
+            for _ in range(200)
+        ]
+        with LedgerClient(nodes[0].address, timeout_s=60) as client:
+            receipts = next(iter(client.submit_batches([batch])))
+        assert all(r.status == tx_pb2.TX_STATUS_COMMITTED for r in receipts)
+        node3 = nodes[2]
+        wait_until(lambda: height(node3.address) >= receipts[-1].height, 30, "node 3 commits")
+        log = (homes[3].root / "node.log").read_text()
+        assert "fetched the whole block of proposal" in log
     finally:
         for node in nodes:
             node.stop()

@@ -29,6 +29,17 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             self.driver.receive(message)
         return peer_pb2.PushAck()
 
+    async def GetProposal(  # noqa: N802
+        self, request: peer_pb2.GetProposalRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> peer_pb2.GetProposalResponse:
+        block = self.driver.held_block(request.height, request.block_hash)
+        if block is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                "block_hash: no proposal of this height with that hash is held here",
+            )
+        return peer_pb2.GetProposalResponse(block=block)
+
     async def GetBlocks(  # noqa: N802
         self, request: peer_pb2.GetBlocksRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[peer_pb2.BlockWithCommit]:

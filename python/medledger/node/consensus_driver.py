@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -52,6 +55,7 @@ INPUTS_MAX = 50_000
 GOSSIP_INTERVAL_S = 0.02
 CATCH_UP_BLOCKS_MAX = 100
 CATCH_UP_TIMEOUT_S = 30.0
+FETCH_PROPOSAL_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,23 @@ def to_wire(message: Proposal | Vote) -> peer_pb2.PeerMessage:
     )
 
 
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    """One protobuf length-delimited field: tag, varint length, payload."""
+    out = bytearray([field << 3 | 2])
+    length = len(payload)
+    while length >= 0x80:
+        out.append(length & 0x7F | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out) + payload
+
+
+def block_bytes(header: bytes, encoded_txs: list[bytes]) -> bytes:
+    """An encoded Block (field 1 the header, field 2 each transaction) from parts already
+    encoded, without decoding them again."""
+    return _length_delimited(1, header) + b"".join(_length_delimited(2, tx) for tx in encoded_txs)
+
+
 def from_wire(message: peer_pb2.PeerMessage) -> Proposal | Vote | None:
     kind = message.WhichOneof("body")
     if kind == "proposal":
@@ -147,7 +168,13 @@ class ConsensusDriver:
         )
         self.inputs: asyncio.Queue[Input] = asyncio.Queue(INPUTS_MAX)
         self.sent: list[peer_pb2.PeerMessage] = []  # our signed messages of this height
-        self._entries: dict[bytes, list[TxEntry]] = {}  # decoded proposals by block hash
+        # Proposals of this height by block hash: the transactions as decoded (only for
+        # blocks this node proposed or validated), the whole block (served to peers that
+        # received it compact), and, for its own proposals, the compact form.
+        self._entries: dict[bytes, list[TxEntry]] = {}
+        self._blocks: dict[bytes, bytes] = {}
+        self._compact: dict[bytes, tuple[bytes, list[bytes]]] = {}
+        self._fetching: set[bytes] = set()
         self._gossip: list[envelope_pb2.SignedTransaction] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._catching_up = False
@@ -187,8 +214,69 @@ class ConsensusDriver:
         if sender >= len(self.public_keys) or sender == self.node.index:
             return
         signed = sign_bytes(self.chain_id, decoded)
-        if verify(self.public_keys[sender], signed, decoded.signature):
-            self._offer(Inbound(decoded))
+        if not verify(self.public_keys[sender], signed, decoded.signature):
+            return
+        if isinstance(decoded, Proposal) and not decoded.value:
+            if decoded.height <= self.node.head.height:
+                return  # decided already
+            value = self._resolve_compact(message.proposal)
+            if value is None:
+                self._fetch_proposal(decoded)
+                return
+            decoded = dataclasses.replace(decoded, value=value)
+        self._offer(Inbound(decoded))
+
+    def _resolve_compact(self, proposal: peer_pb2.ConsensusProposal) -> bytes | None:
+        """The block of a compact proposal, rebuilt from this node's mempool; None when a
+        transaction is missing. Nothing here is trusted: the block is validated like any
+        other (its header must hash to the signed block hash, its transactions to the
+        header's root)."""
+        held = self._blocks.get(proposal.block_hash)
+        if held is not None:
+            return held
+        encoded = []
+        for tx_hash in proposal.tx_hashes:
+            pending = self.node.mempool.by_hash(tx_hash)
+            if pending is None:
+                return None
+            encoded.append(pending.encoded)
+        return block_bytes(proposal.header, encoded)
+
+    def _fetch_proposal(self, proposal: Proposal) -> None:
+        """Asks the proposer for the whole block of a compact proposal (once at a time per
+        block) and hands the proposal to the engine when it arrives."""
+        if proposal.value_id in self._fetching:
+            return
+        self._fetching.add(proposal.value_id)
+
+        async def fetch() -> None:
+            try:
+                address = self.config.validator_addresses[proposal.proposer]
+                async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+                    response = await peer_pb2_grpc.PeerServiceStub(channel).GetProposal(
+                        peer_pb2.GetProposalRequest(
+                            height=proposal.height, block_hash=proposal.value_id
+                        ),
+                        timeout=FETCH_PROPOSAL_TIMEOUT_S,
+                    )
+                log.info(
+                    "fetched the whole block of proposal %s from validator %d",
+                    proposal.value_id.hex(),
+                    proposal.proposer,
+                )
+                self._offer(Inbound(dataclasses.replace(proposal, value=response.block)))
+            except grpc.RpcError as error:
+                log.info("fetching proposal %s failed: %s", proposal.value_id.hex(), error)
+            finally:
+                self._fetching.discard(proposal.value_id)
+
+        self._spawn(fetch())
+
+    def held_block(self, height: int, block_hash: bytes) -> bytes | None:
+        """A block of the current height this node proposed or validated."""
+        if height != self.engine.height:
+            return None
+        return self._blocks.get(block_hash)
 
     def _offer(self, item: Input) -> None:
         try:
@@ -214,7 +302,7 @@ class ConsensusDriver:
                 if not (self.engine.decided and self.engine.height == item.after):
                     continue  # catch-up already moved the engine on
                 self.sent = []
-                self._entries.clear()
+                self._forget_proposals()
                 outputs = self.engine.advance()
             else:
                 outputs = await self._catch_up(item.peer)
@@ -227,7 +315,11 @@ class ConsensusDriver:
                 signed = self._sign(message)
                 if signed is None:
                     continue
-                wire = to_wire(signed)
+                wire = self._to_wire(signed)
+                if isinstance(signed, Proposal):
+                    # Gossip first: peers then hold every transaction of a compact proposal
+                    # by the time it arrives on the same stream.
+                    self._send_gossip()
                 self.sent.append(wire)
                 self._broadcast(wire)
                 if isinstance(signed, Proposal):
@@ -243,6 +335,34 @@ class ConsensusDriver:
             elif isinstance(output, Equivocation):
                 log.warning("equivocation: %s then %s", output.first, output.second)
 
+    def _to_wire(self, message: Proposal | Vote) -> peer_pb2.PeerMessage:
+        compact = self._compact.get(message.value_id or b"")
+        if not isinstance(message, Proposal) or compact is None:
+            return to_wire(message)
+        header, tx_hashes = compact
+        return peer_pb2.PeerMessage(
+            proposal=peer_pb2.ConsensusProposal(
+                height=message.height,
+                round=message.round,
+                valid_round=message.valid_round,
+                proposer=message.proposer,
+                block_hash=message.value_id,
+                signature=message.signature,
+                header=header,
+                tx_hashes=tx_hashes,
+            )
+        )
+
+    def _forget_proposals(self) -> None:
+        self._entries.clear()
+        self._blocks.clear()
+        self._compact.clear()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
     def _sign(self, message: Proposal | Vote) -> Proposal | Vote | None:
         to_sign = sign_bytes(self.chain_id, message)
         if not self.guard.permit(message.height, message.round, guard_step(message), to_sign):
@@ -253,8 +373,9 @@ class ConsensusDriver:
     def _broadcast(self, message: peer_pb2.PeerMessage) -> None:
         message.sender = self.node.index
         message.committed_height = self.node.head.height
+        encoded = message.SerializeToString()  # once, whatever the number of peers
         for link in self.peers.values():
-            link.offer(message)
+            link.offer(encoded)
 
     async def _commit(self, decision: Decide) -> None:
         commit = envelope_pb2.CommitCertificate(
@@ -268,9 +389,7 @@ class ConsensusDriver:
         )
         entries = self._entries.get(decision.value_id)
         await self.node.commit_block(decision.value, commit.SerializeToString(), entries)
-        task = asyncio.create_task(self._next_height_after_pause(decision.height))
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+        self._spawn(self._next_height_after_pause(decision.height))
 
     async def _next_height_after_pause(self, height: int) -> None:
         """Lets the next block fill for one interval; with nothing to do, waits for the
@@ -309,9 +428,13 @@ class ConsensusDriver:
             time_unix_ms=int(time.time() * 1000),
             leaves=[p.encoded for p in pending],
         )
-        value_id = block_hash(block.header.SerializeToString())
+        header = block.header.SerializeToString()
+        value_id = block_hash(header)
+        value = block.SerializeToString()
         self._entries[value_id] = [TxEntry.of(p) for p in pending]
-        return value_id, block.SerializeToString()
+        self._blocks[value_id] = value
+        self._compact[value_id] = (header, [p.tx_hash for p in pending])
+        return value_id, value
 
     def valid(self, height: int, value_id: bytes, value: bytes) -> bool:
         """A proposal is valid if Rust validation passes on it as the next block (its
@@ -346,6 +469,7 @@ class ConsensusDriver:
         if validated.block_hash != value_id:
             return False
         self._entries[value_id] = entries
+        self._blocks[value_id] = value
         return True
 
     def _decode_entries(self, value: bytes) -> list[TxEntry] | None:
@@ -385,11 +509,14 @@ class ConsensusDriver:
     async def _flush_gossip(self) -> None:
         while True:
             await asyncio.sleep(GOSSIP_INTERVAL_S)
-            if self._gossip:
-                batch, self._gossip = self._gossip, []
-                for start in range(0, len(batch), self.config.submit_batch_txs_max):
-                    chunk = batch[start : start + self.config.submit_batch_txs_max]
-                    self._broadcast(peer_pb2.PeerMessage(txs=peer_pb2.TxGossip(txs=chunk)))
+            self._send_gossip()
+
+    def _send_gossip(self) -> None:
+        if self._gossip:
+            batch, self._gossip = self._gossip, []
+            for start in range(0, len(batch), self.config.submit_batch_txs_max):
+                chunk = batch[start : start + self.config.submit_batch_txs_max]
+                self._broadcast(peer_pb2.PeerMessage(txs=peer_pb2.TxGossip(txs=chunk)))
 
     async def _catch_up(self, peer: int) -> list[Output]:
         """Fetches the blocks this node misses from a peer that is ahead, validates and
@@ -415,5 +542,5 @@ class ConsensusDriver:
             return []
         log.info("caught up from height %d to %d", start, self.node.head.height)
         self.sent = []
-        self._entries.clear()
+        self._forget_proposals()
         return self.engine.skip_to(self.node.head.height + 1)

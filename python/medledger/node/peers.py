@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 import grpc
 
 from medledger.client.sync import channel_options
-from medledger.wire.v1 import peer_pb2, peer_pb2_grpc
+from medledger.wire.v1 import peer_pb2
 
 __all__ = ["PeerLink"]
 
 log = logging.getLogger(__name__)
+PUSH_METHOD = "/medledger.wire.v1.PeerService/Push"
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 2.0
 # A peer that vanished without closing the connection (power cut, partition) is noticed
@@ -36,16 +37,17 @@ class PeerLink:
     def __init__(self, index: int, address: str, queue_max: int) -> None:
         self.index = index
         self.address = address
-        self.queue: asyncio.Queue[peer_pb2.PeerMessage] = asyncio.Queue(queue_max)
+        # Encoded PeerMessages: a broadcast is serialised once for all its peers.
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(queue_max)
         self.connected = False
 
-    def offer(self, message: peer_pb2.PeerMessage) -> None:
+    def offer(self, message: bytes) -> None:
         if self.queue.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self.queue.get_nowait()
         self.queue.put_nowait(message)
 
-    async def _outgoing(self) -> AsyncIterator[peer_pb2.PeerMessage]:
+    async def _outgoing(self) -> AsyncIterator[bytes]:
         while True:
             message = await self.queue.get()
             self.connected = True
@@ -57,7 +59,13 @@ class PeerLink:
             try:
                 options = channel_options() + KEEPALIVE_OPTIONS
                 async with grpc.aio.insecure_channel(self.address, options=options) as channel:
-                    await peer_pb2_grpc.PeerServiceStub(channel).Push(self._outgoing())
+                    push: grpc.aio.StreamUnaryMultiCallable[bytes, peer_pb2.PushAck]
+                    push = channel.stream_unary(
+                        PUSH_METHOD,
+                        request_serializer=None,  # already encoded
+                        response_deserializer=peer_pb2.PushAck.FromString,
+                    )
+                    await push(self._outgoing())
             except grpc.RpcError as error:
                 if self.connected:
                     log.info(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from medledger.wire.v1 import envelope_pb2 as medledger_dot_wire_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmedledger/wire/v1/peer.proto\x12\x11medledger.wire.v1\x1a medledger/wire/v1/envelope.proto\"\x8f\x01\n\x11\x43onsensusProposal\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\r\x12\x13\n\x0bvalid_round\x18\x03 \x01(\x05\x12\x10\n\x08proposer\x18\x04 \x01(\r\x12\r\n\x05\x62lock\x18\x05 \x01(\x0c\x12\x12\n\nblock_hash\x18\x06 \x01(\x0c\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"\x93\x01\n\rConsensusVote\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.medledger.wire.v1.VoteType\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\r\n\x05round\x18\x03 \x01(\r\x12\x12\n\nblock_hash\x18\x04 \x01(\x0c\x12\x11\n\tvalidator\x18\x05 \x01(\r\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"=\n\x08TxGossip\x12\x31\n\x03txs\x18\x01 \x03(\x0b\x32$.medledger.wire.v1.SignedTransaction\"\xd7\x01\n\x0bPeerMessage\x12\x0e\n\x06sender\x18\x01 \x01(\r\x12\x18\n\x10\x63ommitted_height\x18\x02 \x01(\x04\x12\x38\n\x08proposal\x18\n \x01(\x0b\x32$.medledger.wire.v1.ConsensusProposalH\x00\x12\x30\n\x04vote\x18\x0b \x01(\x0b\x32 .medledger.wire.v1.ConsensusVoteH\x00\x12*\n\x03txs\x18\x0c \x01(\x0b\x32\x1b.medledger.wire.v1.TxGossipH\x00\x42\x06\n\x04\x62ody\"\t\n\x07PushAck\":\n\x10GetBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\x11\n\tcount_max\x18\x02 \x01(\r\"0\n\x0f\x42lockWithCommit\x12\r\n\x05\x62lock\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63ommit\x18\x02 \x01(\x0c\x32\xab\x01\n\x0bPeerService\x12\x44\n\x04Push\x12\x1e.medledger.wire.v1.PeerMessage\x1a\x1a.medledger.wire.v1.PushAck(\x01\x12V\n\tGetBlocks\x12#.medledger.wire.v1.GetBlocksRequest\x1a\".medledger.wire.v1.BlockWithCommit0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmedledger/wire/v1/peer.proto\x12\x11medledger.wire.v1\x1a medledger/wire/v1/envelope.proto\"\xb2\x01\n\x11\x43onsensusProposal\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\r\x12\x13\n\x0bvalid_round\x18\x03 \x01(\x05\x12\x10\n\x08proposer\x18\x04 \x01(\r\x12\r\n\x05\x62lock\x18\x05 \x01(\x0c\x12\x12\n\nblock_hash\x18\x06 \x01(\x0c\x12\x11\n\tsignature\x18\x07 \x01(\x0c\x12\x0e\n\x06header\x18\x08 \x01(\x0c\x12\x11\n\ttx_hashes\x18\t \x03(\x0c\"\x93\x01\n\rConsensusVote\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.medledger.wire.v1.VoteType\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\r\n\x05round\x18\x03 \x01(\r\x12\x12\n\nblock_hash\x18\x04 \x01(\x0c\x12\x11\n\tvalidator\x18\x05 \x01(\r\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"=\n\x08TxGossip\x12\x31\n\x03txs\x18\x01 \x03(\x0b\x32$.medledger.wire.v1.SignedTransaction\"\xd7\x01\n\x0bPeerMessage\x12\x0e\n\x06sender\x18\x01 \x01(\r\x12\x18\n\x10\x63ommitted_height\x18\x02 \x01(\x04\x12\x38\n\x08proposal\x18\n \x01(\x0b\x32$.medledger.wire.v1.ConsensusProposalH\x00\x12\x30\n\x04vote\x18\x0b \x01(\x0b\x32 .medledger.wire.v1.ConsensusVoteH\x00\x12*\n\x03txs\x18\x0c \x01(\x0b\x32\x1b.medledger.wire.v1.TxGossipH\x00\x42\x06\n\x04\x62ody\"\t\n\x07PushAck\":\n\x10GetBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\x11\n\tcount_max\x18\x02 \x01(\r\"0\n\x0f\x42lockWithCommit\x12\r\n\x05\x62lock\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63ommit\x18\x02 \x01(\x0c\"8\n\x12GetProposalRequest\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\"$\n\x13GetProposalResponse\x12\r\n\x05\x62lock\x18\x01 \x01(\x0c\x32\x89\x02\n\x0bPeerService\x12\x44\n\x04Push\x12\x1e.medledger.wire.v1.PeerMessage\x1a\x1a.medledger.wire.v1.PushAck(\x01\x12V\n\tGetBlocks\x12#.medledger.wire.v1.GetBlocksRequest\x1a\".medledger.wire.v1.BlockWithCommit0\x01\x12\\\n\x0bGetProposal\x12%.medledger.wire.v1.GetProposalRequest\x1a&.medledger.wire.v1.GetProposalResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'medledger.wire.v1.peer_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONSENSUSPROPOSAL']._serialized_start=86
-  _globals['_CONSENSUSPROPOSAL']._serialized_end=229
-  _globals['_CONSENSUSVOTE']._serialized_start=232
-  _globals['_CONSENSUSVOTE']._serialized_end=379
-  _globals['_TXGOSSIP']._serialized_start=381
-  _globals['_TXGOSSIP']._serialized_end=442
-  _globals['_PEERMESSAGE']._serialized_start=445
-  _globals['_PEERMESSAGE']._serialized_end=660
-  _globals['_PUSHACK']._serialized_start=662
-  _globals['_PUSHACK']._serialized_end=671
-  _globals['_GETBLOCKSREQUEST']._serialized_start=673
-  _globals['_GETBLOCKSREQUEST']._serialized_end=731
-  _globals['_BLOCKWITHCOMMIT']._serialized_start=733
-  _globals['_BLOCKWITHCOMMIT']._serialized_end=781
-  _globals['_PEERSERVICE']._serialized_start=784
-  _globals['_PEERSERVICE']._serialized_end=955
+  _globals['_CONSENSUSPROPOSAL']._serialized_end=264
+  _globals['_CONSENSUSVOTE']._serialized_start=267
+  _globals['_CONSENSUSVOTE']._serialized_end=414
+  _globals['_TXGOSSIP']._serialized_start=416
+  _globals['_TXGOSSIP']._serialized_end=477
+  _globals['_PEERMESSAGE']._serialized_start=480
+  _globals['_PEERMESSAGE']._serialized_end=695
+  _globals['_PUSHACK']._serialized_start=697
+  _globals['_PUSHACK']._serialized_end=706
+  _globals['_GETBLOCKSREQUEST']._serialized_start=708
+  _globals['_GETBLOCKSREQUEST']._serialized_end=766
+  _globals['_BLOCKWITHCOMMIT']._serialized_start=768
+  _globals['_BLOCKWITHCOMMIT']._serialized_end=816
+  _globals['_GETPROPOSALREQUEST']._serialized_start=818
+  _globals['_GETPROPOSALREQUEST']._serialized_end=874
+  _globals['_GETPROPOSALRESPONSE']._serialized_start=876
+  _globals['_GETPROPOSALRESPONSE']._serialized_end=912
+  _globals['_PEERSERVICE']._serialized_start=915
+  _globals['_PEERSERVICE']._serialized_end=1180
 # @@protoc_insertion_point(module_scope)

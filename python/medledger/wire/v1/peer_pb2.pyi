@@ -35,15 +35,24 @@ class ConsensusProposal(_message.Message):
     BLOCK_FIELD_NUMBER: _builtins.int
     BLOCK_HASH_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    TX_HASHES_FIELD_NUMBER: _builtins.int
     height: _builtins.int
     round: _builtins.int
     valid_round: _builtins.int
     """-1 when the proposer has no valid block from an earlier round."""
     proposer: _builtins.int
     block: _builtins.bytes
-    """an encoded Block"""
+    """An encoded Block; empty when the proposal is compact (below)."""
     block_hash: _builtins.bytes
     signature: _builtins.bytes
+    header: _builtins.bytes
+    """A compact proposal: the block's encoded BlockHeader and the SHA-256 hash of each of
+    its transactions in order. Peers already hold them (gossip goes out first on the same
+    stream) and take them from their mempool; a peer missing one calls GetProposal.
+    """
+    @_builtins.property
+    def tx_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
         self,
         *,
@@ -54,10 +63,12 @@ class ConsensusProposal(_message.Message):
         block: _builtins.bytes = ...,
         block_hash: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        header: _builtins.bytes = ...,
+        tx_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "block_hash", b"block_hash", "height", b"height", "proposer", b"proposer", "round", b"round", "signature", b"signature", "valid_round", b"valid_round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "block_hash", b"block_hash", "header", b"header", "height", b"height", "proposer", b"proposer", "round", b"round", "signature", b"signature", "tx_hashes", b"tx_hashes", "valid_round", b"valid_round"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -216,3 +227,45 @@ class BlockWithCommit(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BlockWithCommit: _TypeAlias = BlockWithCommit  # noqa: Y015
+
+@_typing.final
+class GetProposalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    BLOCK_HASH_FIELD_NUMBER: _builtins.int
+    height: _builtins.int
+    block_hash: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        height: _builtins.int = ...,
+        block_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_hash", b"block_hash", "height", b"height"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProposalRequest: _TypeAlias = GetProposalRequest  # noqa: Y015
+
+@_typing.final
+class GetProposalResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCK_FIELD_NUMBER: _builtins.int
+    block: _builtins.bytes
+    """an encoded Block"""
+    def __init__(
+        self,
+        *,
+        block: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProposalResponse: _TypeAlias = GetProposalResponse  # noqa: Y015

@@ -44,6 +44,11 @@ class PeerServiceStub:
                 request_serializer=medledger_dot_wire_dot_v1_dot_peer__pb2.GetBlocksRequest.SerializeToString,
                 response_deserializer=medledger_dot_wire_dot_v1_dot_peer__pb2.BlockWithCommit.FromString,
                 _registered_method=True)
+        self.GetProposal = channel.unary_unary(
+                '/medledger.wire.v1.PeerService/GetProposal',
+                request_serializer=medledger_dot_wire_dot_v1_dot_peer__pb2.GetProposalRequest.SerializeToString,
+                response_deserializer=medledger_dot_wire_dot_v1_dot_peer__pb2.GetProposalResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -64,6 +69,15 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProposal(self, request, context):
+        """The whole block of a proposal of the current height that this node made or accepted,
+        for a peer that received it compact and lacks some of its transactions.
+        NOT_FOUND when this node no longer holds it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +90,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.GetBlocks,
                     request_deserializer=medledger_dot_wire_dot_v1_dot_peer__pb2.GetBlocksRequest.FromString,
                     response_serializer=medledger_dot_wire_dot_v1_dot_peer__pb2.BlockWithCommit.SerializeToString,
+            ),
+            'GetProposal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProposal,
+                    request_deserializer=medledger_dot_wire_dot_v1_dot_peer__pb2.GetProposalRequest.FromString,
+                    response_serializer=medledger_dot_wire_dot_v1_dot_peer__pb2.GetProposalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +151,33 @@ class PeerService:
             '/medledger.wire.v1.PeerService/GetBlocks',
             medledger_dot_wire_dot_v1_dot_peer__pb2.GetBlocksRequest.SerializeToString,
             medledger_dot_wire_dot_v1_dot_peer__pb2.BlockWithCommit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProposal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medledger.wire.v1.PeerService/GetProposal',
+            medledger_dot_wire_dot_v1_dot_peer__pb2.GetProposalRequest.SerializeToString,
+            medledger_dot_wire_dot_v1_dot_peer__pb2.GetProposalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,11 @@ class PeerServiceStub:
     """Committed blocks with their commit certificates, from `from_height` up to the head
     (at most `count_max` of them), for a validator that fell behind.
     """
+    GetProposal: _grpc.UnaryUnaryMultiCallable[_peer_pb2.GetProposalRequest, _peer_pb2.GetProposalResponse]
+    """The whole block of a proposal of the current height that this node made or accepted,
+    for a peer that received it compact and lacks some of its transactions.
+    NOT_FOUND when this node no longer holds it.
+    """
 
 @_typing.type_check_only
 class PeerServiceAsyncStub(PeerServiceStub):
@@ -46,6 +51,11 @@ class PeerServiceAsyncStub(PeerServiceStub):
     GetBlocks: _aio.UnaryStreamMultiCallable[_peer_pb2.GetBlocksRequest, _peer_pb2.BlockWithCommit]  # type: ignore[assignment]
     """Committed blocks with their commit certificates, from `from_height` up to the head
     (at most `count_max` of them), for a validator that fell behind.
+    """
+    GetProposal: _aio.UnaryUnaryMultiCallable[_peer_pb2.GetProposalRequest, _peer_pb2.GetProposalResponse]  # type: ignore[assignment]
+    """The whole block of a proposal of the current height that this node made or accepted,
+    for a peer that received it compact and lacks some of its transactions.
+    NOT_FOUND when this node no longer holds it.
     """
 
 class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -65,6 +75,17 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_peer_pb2.BlockWithCommit], _abc.AsyncIterator[_peer_pb2.BlockWithCommit]]:
         """Committed blocks with their commit certificates, from `from_height` up to the head
         (at most `count_max` of them), for a validator that fell behind.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProposal(
+        self,
+        request: _peer_pb2.GetProposalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.GetProposalResponse, _abc.Awaitable[_peer_pb2.GetProposalResponse]]:
+        """The whole block of a proposal of the current height that this node made or accepted,
+        for a peer that received it compact and lacks some of its transactions.
+        NOT_FOUND when this node no longer holds it.
         """
 
 def add_PeerServiceServicer_to_server(servicer: PeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
