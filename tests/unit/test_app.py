@@ -165,5 +165,5 @@ def test_admission_names_the_field_that_is_wrong(edit, field: str, status: str) 
     _, decoded = body(TxBuilder(ALICE, CHAIN), to=BOB.public_key, amount_micros=1)
     edit(decoded)
     with pytest.raises(Rejected) as raised:
-        Application(CHAIN, 1000).check_tx(decoded, next_height=5)
+        Application(CHAIN, 1000).check_tx(decoded, next_height=5, signer=ALICE.public_key)
     assert (raised.value.field, raised.value.status) == (field, status)

@@ -13,14 +13,18 @@ from grpc_reflection.v1alpha import reflection
 
 from medledger.api.ledger import LedgerServicer
 from medledger.api.peer import PeerServicer
+from medledger.api.records import RecordServicer, VaultServicer
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
-from medledger.wire.v1 import ledger_pb2, peer_pb2, peer_pb2_grpc
+from medledger.vault.service import Vault
+from medledger.wire.v1 import ledger_pb2, peer_pb2, peer_pb2_grpc, records_pb2
 
 __all__ = ["LEDGER_SERVICE", "serve"]
 
 LEDGER_SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
 PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name
+RECORD_SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_name
+VAULT_SERVICE = records_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -37,40 +41,86 @@ async def decode(raw: bytes, request_type: type[Message], context: Context) -> A
         )
 
 
+def unary(method: Callable[[Any, Context], Awaitable[Message]], request_type: type[Message]) -> Any:
+    async def behaviour(raw: bytes, context: Context) -> Message:
+        return await method(await decode(raw, request_type, context), context)
+
+    return behaviour
+
+
+def server_stream(
+    method: Callable[[Any, Context], AsyncIterator[Message]], request_type: type[Message]
+) -> Any:
+    async def behaviour(raw: bytes, context: Context) -> AsyncIterator[Message]:
+        async for response in method(await decode(raw, request_type, context), context):
+            yield response
+
+    return behaviour
+
+
+def bidi_stream(
+    method: Callable[[AsyncIterator[Any], Context], AsyncIterator[Message]],
+    request_type: type[Message],
+) -> Any:
+    async def behaviour(raws: AsyncIterator[bytes], context: Context) -> AsyncIterator[Message]:
+        async def requests() -> AsyncIterator[Any]:
+            async for raw in raws:
+                yield await decode(raw, request_type, context)
+
+        async for response in method(requests(), context):
+            yield response
+
+    return behaviour
+
+
+def unary_handlers(
+    service: str, methods: dict[str, tuple[Any, type[Message], type[Message]]]
+) -> grpc.GenericRpcHandler:
+    """A service of unary methods (name -> (behaviour, request type, response type)),
+    with requests decoded by `decode`."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        name: grpc.unary_unary_rpc_method_handler(
+            unary(method, request_type), response_serializer=response_type.SerializeToString
+        )
+        for name, (method, request_type, response_type) in methods.items()
+    }
+    return grpc.method_handlers_generic_handler(service, handlers)
+
+
+def records_handler(servicer: RecordServicer) -> grpc.GenericRpcHandler:
+    pb = records_pb2
+    return unary_handlers(
+        RECORD_SERVICE,
+        {
+            "GetRecord": (servicer.GetRecord, pb.GetRecordRequest, pb.GetRecordResponse),
+            "ListConsents": (
+                servicer.ListConsents,
+                pb.ListConsentsRequest,
+                pb.ListConsentsResponse,
+            ),
+            "ListAccessEvents": (
+                servicer.ListAccessEvents,
+                pb.ListAccessEventsRequest,
+                pb.ListAccessEventsResponse,
+            ),
+        },
+    )
+
+
+def vault_handler(servicer: VaultServicer) -> grpc.GenericRpcHandler:
+    pb = records_pb2
+    return unary_handlers(
+        VAULT_SERVICE,
+        {
+            "Put": (servicer.Put, pb.PutRecordRequest, pb.PutRecordResponse),
+            "Fetch": (servicer.Fetch, pb.FetchRequest, pb.FetchResponse),
+            "Erase": (servicer.Erase, pb.EraseRequest, pb.EraseResponse),
+        },
+    )
+
+
 def ledger_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler:
     """LedgerService's methods, with requests decoded by `decode`."""
-
-    def unary(
-        method: Callable[[Any, Context], Awaitable[Message]], request_type: type[Message]
-    ) -> Any:
-        async def behaviour(raw: bytes, context: Context) -> Message:
-            return await method(await decode(raw, request_type, context), context)
-
-        return behaviour
-
-    def server_stream(
-        method: Callable[[Any, Context], AsyncIterator[Message]], request_type: type[Message]
-    ) -> Any:
-        async def behaviour(raw: bytes, context: Context) -> AsyncIterator[Message]:
-            async for response in method(await decode(raw, request_type, context), context):
-                yield response
-
-        return behaviour
-
-    def bidi_stream(
-        method: Callable[[AsyncIterator[Any], Context], AsyncIterator[Message]],
-        request_type: type[Message],
-    ) -> Any:
-        async def behaviour(raws: AsyncIterator[bytes], context: Context) -> AsyncIterator[Message]:
-            async def requests() -> AsyncIterator[Any]:
-                async for raw in raws:
-                    yield await decode(raw, request_type, context)
-
-            async for response in method(requests(), context):
-                yield response
-
-        return behaviour
-
     pb = ledger_pb2
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Submit": grpc.unary_unary_rpc_method_handler(
@@ -106,7 +156,10 @@ def ledger_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler:
 
 
 async def serve(
-    node: LedgerNode, listen: str, driver: ConsensusDriver | None = None
+    node: LedgerNode,
+    listen: str,
+    driver: ConsensusDriver | None = None,
+    vault: Vault | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Starts serving `node` on `listen` (host:port; port 0 picks one). Returns the
     server and the bound port."""
@@ -120,8 +173,13 @@ async def serve(
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
         ]
     )
-    server.add_generic_rpc_handlers((ledger_handler(LedgerServicer(node)),))
-    services = [LEDGER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    server.add_generic_rpc_handlers(
+        (ledger_handler(LedgerServicer(node)), records_handler(RecordServicer(node)))
+    )
+    services = [LEDGER_SERVICE, RECORD_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    if vault is not None:
+        server.add_generic_rpc_handlers((vault_handler(VaultServicer(vault)),))
+        services.append(VAULT_SERVICE)
     if driver is not None:
         peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(driver), server)
         services.append(PEER_SERVICE)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medledger.app import accounts, identity
+from medledger.app import accounts, consent, identity, records
 from medledger.app.outcome import TxOutcome
 from medledger.app.state import BlockState, StateReader, next_app_hash
 from medledger.errors import Rejected
@@ -24,6 +24,21 @@ HANDLERS: dict[str, Handler] = {
     "register_participant": identity.register_participant,
     "create_account": accounts.create_account,
     "transfer": accounts.transfer,
+    "anchor_record": records.anchor_record,
+    "erase_record": records.erase_record,
+    "grant_consent": consent.grant_consent,
+    "revoke_consent": consent.revoke_consent,
+    "record_access": records.record_access,
+}
+
+# Stateless rules of the kinds that have them beyond check_body's; they may depend on the
+# signer (a consent is signed by its patient) and raise `Rejected` naming the field.
+CHECKS: dict[str, Callable[[Any, bytes], None]] = {
+    "anchor_record": records.check_anchor,
+    "erase_record": records.check_erase,
+    "grant_consent": consent.check_grant,
+    "revoke_consent": consent.check_revoke,
+    "record_access": records.check_record_access,
 }
 
 
@@ -38,7 +53,7 @@ def _invalid(field: str, reason: str) -> Rejected:
     return Rejected("INVALID_ARGUMENT", field, reason)
 
 
-def check_body(body: tx_pb2.TransactionBody, chain_id: str) -> None:
+def check_body(body: tx_pb2.TransactionBody, chain_id: str, signer: bytes) -> None:
     """Stateless rules every transaction body must follow; raises `Rejected`."""
     if body.chain_id != chain_id:
         raise _invalid("body.chain_id", f"expected {chain_id!r}, got {body.chain_id!r}")
@@ -67,6 +82,8 @@ def check_body(body: tx_pb2.TransactionBody, chain_id: str) -> None:
             raise _invalid(
                 "body.register_participant.display_name", f"longer than {TEXT_BYTES_MAX} bytes"
             )
+    elif kind in CHECKS:
+        CHECKS[kind](getattr(body, kind), signer)
 
 
 class Application:
@@ -76,9 +93,9 @@ class Application:
         self.chain_id = chain_id
         self.expiry_horizon_blocks = expiry_horizon_blocks
 
-    def check_tx(self, body: tx_pb2.TransactionBody, next_height: int) -> None:
+    def check_tx(self, body: tx_pb2.TransactionBody, next_height: int, signer: bytes) -> None:
         """Admission: stateless rules and expiry. Raises `Rejected` naming the field."""
-        check_body(body, self.chain_id)
+        check_body(body, self.chain_id, signer)
         if body.expiry_height < next_height:
             raise Rejected(
                 "FAILED_PRECONDITION",
@@ -111,11 +128,12 @@ class Application:
         self, state: BlockState, height: int, signer: bytes, body: tx_pb2.TransactionBody
     ) -> TxOutcome:
         try:
-            check_body(body, self.chain_id)
+            check_body(body, self.chain_id, signer)
         except Rejected as rejected:
             return TxOutcome(tx_pb2.RESULT_CODE_MALFORMED, str(rejected))
         if body.expiry_height < height:
             return TxOutcome(tx_pb2.RESULT_CODE_EXPIRED, f"expired at height {body.expiry_height}")
         kind = body.WhichOneof("kind")
         assert kind is not None, "check_body guarantees a kind"
+        state.tx_id = body.tx_id
         return HANDLERS[kind](state, height, signer, getattr(body, kind))

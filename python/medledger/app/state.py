@@ -7,15 +7,23 @@ a block is applied completely or not at all.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+from google.protobuf.message import Message
 
 from medledger.crypto import sha256
 from medledger.genesis import Genesis
 from medledger.wire.v1 import ledger_pb2, state_pb2
 
 __all__ = [
+    "ACCESS_EVENTS",
     "ACCOUNTS",
+    "BREAK_GLASS",
+    "CONSENTS",
     "PARTICIPANTS",
+    "RECORDS",
+    "RECORD_VERSIONS",
+    "TABLES",
     "BlockState",
     "MemoryState",
     "StateReader",
@@ -23,9 +31,17 @@ __all__ = [
     "next_app_hash",
 ]
 
-ACCOUNTS = "accounts"
-PARTICIPANTS = "participants"
-TABLES = (ACCOUNTS, PARTICIPANTS)
+# Application state tables (LMDB named databases). Keys:
+ACCOUNTS = "accounts"  # owner public key
+PARTICIPANTS = "participants"  # public key
+RECORDS = "records"  # record id
+RECORD_VERSIONS = "record_versions"  # record id || version (u32 BE)
+CONSENTS = "consents"  # patient || consent id
+ACCESS_EVENTS = "access_events"  # patient || height (u64 BE) || tx id
+BREAK_GLASS = "break_glass"  # patient || requester
+TABLES = (ACCOUNTS, PARTICIPANTS, RECORDS, RECORD_VERSIONS, CONSENTS, ACCESS_EVENTS, BREAK_GLASS)
+
+M = TypeVar("M", bound=Message)
 
 
 class StateReader(Protocol):
@@ -37,37 +53,39 @@ class BlockState:
 
     def __init__(self, reader: StateReader) -> None:
         self._reader = reader
-        self._accounts: dict[bytes, ledger_pb2.Account | None] = {}
-        self._participants: dict[bytes, state_pb2.Participant | None] = {}
+        self._records: dict[tuple[str, bytes], Message | None] = {}
         self._dirty: set[tuple[str, bytes]] = set()
+        self.tx_id = b""  # the transaction being applied (keys of records it creates)
+
+    def get(self, table: str, key: bytes, kind: type[M]) -> M | None:
+        """The record at `key` as this block sees it, decoded as `kind`."""
+        slot = (table, key)
+        if slot not in self._records:
+            raw = self._reader.get(table, key)
+            self._records[slot] = None if raw is None else kind.FromString(raw)
+        return self._records[slot]  # type: ignore[return-value]
+
+    def put(self, table: str, key: bytes, record: Message) -> None:
+        self._records[(table, key)] = record
+        self._dirty.add((table, key))
 
     def account(self, owner: bytes) -> ledger_pb2.Account | None:
-        if owner not in self._accounts:
-            raw = self._reader.get(ACCOUNTS, owner)
-            self._accounts[owner] = None if raw is None else ledger_pb2.Account.FromString(raw)
-        return self._accounts[owner]
+        return self.get(ACCOUNTS, owner, ledger_pb2.Account)
 
     def put_account(self, account: ledger_pb2.Account) -> None:
-        self._accounts[account.owner] = account
-        self._dirty.add((ACCOUNTS, account.owner))
+        self.put(ACCOUNTS, account.owner, account)
 
     def participant(self, public_key: bytes) -> state_pb2.Participant | None:
-        if public_key not in self._participants:
-            raw = self._reader.get(PARTICIPANTS, public_key)
-            self._participants[public_key] = (
-                None if raw is None else state_pb2.Participant.FromString(raw)
-            )
-        return self._participants[public_key]
+        return self.get(PARTICIPANTS, public_key, state_pb2.Participant)
 
     def put_participant(self, participant: state_pb2.Participant) -> None:
-        self._participants[participant.public_key] = participant
-        self._dirty.add((PARTICIPANTS, participant.public_key))
+        self.put(PARTICIPANTS, participant.public_key, participant)
 
     def writes(self) -> list[tuple[str, bytes, bytes]]:
         """Pending writes as (table, key, encoded value), in a canonical order."""
         out = []
         for table, key in sorted(self._dirty):
-            record = (self._accounts if table == ACCOUNTS else self._participants)[key]
+            record = self._records[(table, key)]
             assert record is not None, "only existing records are ever marked dirty"
             out.append((table, key, record.SerializeToString(deterministic=True)))
         return out

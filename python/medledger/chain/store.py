@@ -8,8 +8,8 @@ Named databases (keys big-endian so ranges scan in order):
     app_hashes    height (u64 BE) -> app hash after that block
     txs           tx_id (16 bytes) -> encoded TxRecord
     tx_hashes     tx hash (32 bytes) -> tx_id
-    accounts      owner public key -> encoded Account
-    participants  public key -> encoded Participant
+    accounts, participants, records, record_versions, consents, access_events,
+    break_glass   application state (keys in medledger.app.state)
 
 `commit_block` writes a block, its certificate, its index entries, its state writes and
 the new head in one transaction; LMDB's commit fsyncs before returning, so a block is
@@ -27,7 +27,8 @@ from typing import Any
 
 import lmdb
 
-from medledger.app.state import ACCOUNTS, PARTICIPANTS, genesis_writes
+from medledger.app.state import ACCOUNTS, genesis_writes
+from medledger.app.state import TABLES as STATE_TABLES
 from medledger.genesis import Genesis
 from medledger.wire.v1 import ledger_pb2, state_pb2
 
@@ -40,8 +41,7 @@ TABLES = (
     "app_hashes",
     "txs",
     "tx_hashes",
-    ACCOUNTS,
-    PARTICIPANTS,
+    *STATE_TABLES,
 )
 HEAD_KEY = b"head"
 GENESIS_HASH_KEY = b"genesis_hash"
@@ -95,6 +95,18 @@ class Snapshot:
     def get(self, table: str, key: bytes) -> bytes | None:
         value = self._txn.get(key, db=self._dbs[table])
         return None if value is None else bytes(value)
+
+    def scan(self, table: str, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` (key, value) pairs whose key starts with `prefix`, in key order."""
+        out: list[tuple[bytes, bytes]] = []
+        with self._txn.cursor(db=self._dbs[table]) as cursor:
+            if not cursor.set_range(prefix):
+                return out
+            for key, value in cursor:
+                if not key.startswith(prefix) or len(out) >= limit:
+                    break
+                out.append((bytes(key), bytes(value)))
+        return out
 
 
 class ChainStore:

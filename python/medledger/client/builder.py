@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 from medledger.crypto import SigningKey
 from medledger.tx import sign_transaction
-from medledger.wire.v1 import envelope_pb2, tx_pb2
+from medledger.wire.v1 import envelope_pb2, records_pb2, tx_pb2
 
 __all__ = ["TxBuilder", "new_tx_id"]
 
@@ -68,3 +69,52 @@ class TxBuilder:
             )
         )
         return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)
+
+    def grant_consent(
+        self,
+        *,
+        grantee: bytes,
+        purposes: Sequence[records_pb2.Purpose.ValueType],
+        valid_from_ms: int,
+        valid_until_ms: int,
+        expiry_height: int,
+        deny: bool = False,
+        resource_types: Sequence[str] = (),
+        categories: Sequence[str] = (),
+        security_labels: Sequence[str] = (),
+        record_ids: Sequence[bytes] = (),
+        consent_id: bytes | None = None,
+        tx_id: bytes | None = None,
+    ) -> envelope_pb2.SignedTransaction:
+        """A consent by this key's holder (the patient) for `grantee` to read."""
+        decision = (
+            records_pb2.CONSENT_DECISION_DENY if deny else records_pb2.CONSENT_DECISION_PERMIT
+        )
+        grant = records_pb2.GrantConsent(
+            consent_id=consent_id if consent_id is not None else new_tx_id(),
+            patient=self.key.public_key,
+            grantee=grantee,
+            decision=decision,
+            actions=[records_pb2.CONSENT_ACTION_READ],
+            purposes=purposes,
+            scope=records_pb2.ConsentScope(
+                resource_types=resource_types,
+                categories=categories,
+                security_labels=security_labels,
+                record_ids=record_ids,
+            ),
+            valid_from_ms=valid_from_ms,
+            valid_until_ms=valid_until_ms,
+        )
+        body = tx_pb2.TransactionBody(grant_consent=grant)
+        return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)
+
+    def revoke_consent(
+        self, *, consent_id: bytes, expiry_height: int, reason: str = "", tx_id: bytes | None = None
+    ) -> envelope_pb2.SignedTransaction:
+        revoke = records_pb2.RevokeConsent(
+            consent_id=consent_id, patient=self.key.public_key, reason=reason
+        )
+        return self.sign(
+            tx_pb2.TransactionBody(revoke_consent=revoke), expiry_height=expiry_height, tx_id=tx_id
+        )

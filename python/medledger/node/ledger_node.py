@@ -35,6 +35,7 @@ STATUS_CODES = {
     "INVALID_ARGUMENT": 3,
     "NOT_FOUND": 5,
     "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
     "RESOURCE_EXHAUSTED": 8,
     "FAILED_PRECONDITION": 9,
     "UNAVAILABLE": 14,
@@ -190,7 +191,7 @@ class LedgerNode:
                             "tx.signature",
                             "does not verify for tx.public_key over this chain's tx domain",
                         )
-                    self.app.check_tx(body, next_height)
+                    self.app.check_tx(body, next_height, txs[i].public_key)
                     answers[i] = self._admit(snapshot, txs[i], body, encoded, tx_hash, wait=gossip)
                 except Rejected as rejected:
                     answers[i] = Admitted(rejected_receipt(rejected, body.tx_id, tx_hash))

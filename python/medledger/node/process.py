@@ -13,6 +13,8 @@ from medledger.genesis import Genesis
 from medledger.keys import load_key
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
+from medledger.vault.service import Vault
+from medledger.vault.store import VaultStore
 
 __all__ = ["run_node"]
 
@@ -27,7 +29,12 @@ async def run_node(home: Home, listen: str | None = None) -> None:
     driver = None
     if not node.solo:
         driver = ConsensusDriver(node, config, SigningGuard(FileGuardStore(home.signer_state)))
-    server, port = await serve(node, listen or config.listen, driver)
+    vault = None
+    custodian_key = home.keys_dir / "client.json"
+    if custodian_key.exists():
+        # The organisation's key signs as the custodian of the records this vault holds.
+        vault = Vault(node, load_key(custodian_key), VaultStore(home.root / "vault"))
+    server, port = await serve(node, listen or config.listen, driver, vault)
     node.start()
     if driver is not None:
         driver.start()
@@ -48,3 +55,5 @@ async def run_node(home: Home, listen: str | None = None) -> None:
     if driver is not None:
         await driver.stop()
     await node.stop()
+    if vault is not None:
+        vault.store.close()

@@ -16,6 +16,8 @@ pub enum Domain {
     Vote,
     Proposal,
     ChannelState,
+    /// A request to a custodian's vault (put, fetch, erase), signed by its sender.
+    VaultRequest,
 }
 
 impl Domain {
@@ -25,6 +27,7 @@ impl Domain {
             Self::Vote => b"medledger/v1/vote",
             Self::Proposal => b"medledger/v1/proposal",
             Self::ChannelState => b"medledger/v1/channel-state",
+            Self::VaultRequest => b"medledger/v1/vault-request",
         }
     }
 
@@ -35,9 +38,10 @@ impl Domain {
             "vote" => Ok(Self::Vote),
             "proposal" => Ok(Self::Proposal),
             "channel-state" => Ok(Self::ChannelState),
+            "vault-request" => Ok(Self::VaultRequest),
             other => Err(Error::invalid_argument(
                 "domain",
-                format!("unknown domain {other:?}; expected tx, vote, proposal or channel-state"),
+                format!("unknown domain {other:?}; expected tx, vote, proposal, channel-state or vault-request"),
             )),
         }
     }

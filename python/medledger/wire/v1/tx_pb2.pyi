@@ -8,6 +8,7 @@ A body is carried encoded inside SignedTransaction.body (envelope.proto).
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from medledger.wire.v1 import records_pb2 as _records_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -33,6 +34,8 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_RESEARCHER: _Role.ValueType  # 5
     ROLE_PATIENT: _Role.ValueType  # 6
     ROLE_AUDITOR: _Role.ValueType  # 7
+    ROLE_CLINICIAN: _Role.ValueType  # 8
+    """A person treating patients for a hospital; may declare break-glass access."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper): ...
 
@@ -44,6 +47,8 @@ ROLE_MANUFACTURER: Role.ValueType  # 4
 ROLE_RESEARCHER: Role.ValueType  # 5
 ROLE_PATIENT: Role.ValueType  # 6
 ROLE_AUDITOR: Role.ValueType  # 7
+ROLE_CLINICIAN: Role.ValueType  # 8
+"""A person treating patients for a hospital; may declare break-glass access."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _ParticipantKind:
@@ -80,6 +85,17 @@ class _ResultCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultCode
     """Included after its expiry height; it had no effect."""
     RESULT_CODE_MALFORMED: _ResultCode.ValueType  # 8
     """Its body breaks a stateless rule (a proposer should never include it)."""
+    RESULT_CODE_UNKNOWN_RECORD: _ResultCode.ValueType  # 9
+    RESULT_CODE_NOT_CUSTODIAN: _ResultCode.ValueType  # 10
+    """The signer is not the record's custodian."""
+    RESULT_CODE_WRONG_VERSION: _ResultCode.ValueType  # 11
+    """An anchor's version is not the record's next version (or a new record's is not 1)."""
+    RESULT_CODE_RECORD_ERASED: _ResultCode.ValueType  # 12
+    RESULT_CODE_CONSENT_EXISTS: _ResultCode.ValueType  # 13
+    RESULT_CODE_UNKNOWN_CONSENT: _ResultCode.ValueType  # 14
+    RESULT_CODE_CONSENT_REVOKED: _ResultCode.ValueType  # 15
+    RESULT_CODE_NOT_PERMITTED: _ResultCode.ValueType  # 16
+    """The signer is not a registered participant with a role allowed to do this."""
 
 class ResultCode(_ResultCode, metaclass=_ResultCodeEnumTypeWrapper):
     """The deterministic result of applying a committed transaction."""
@@ -95,6 +111,17 @@ RESULT_CODE_EXPIRED: ResultCode.ValueType  # 7
 """Included after its expiry height; it had no effect."""
 RESULT_CODE_MALFORMED: ResultCode.ValueType  # 8
 """Its body breaks a stateless rule (a proposer should never include it)."""
+RESULT_CODE_UNKNOWN_RECORD: ResultCode.ValueType  # 9
+RESULT_CODE_NOT_CUSTODIAN: ResultCode.ValueType  # 10
+"""The signer is not the record's custodian."""
+RESULT_CODE_WRONG_VERSION: ResultCode.ValueType  # 11
+"""An anchor's version is not the record's next version (or a new record's is not 1)."""
+RESULT_CODE_RECORD_ERASED: ResultCode.ValueType  # 12
+RESULT_CODE_CONSENT_EXISTS: ResultCode.ValueType  # 13
+RESULT_CODE_UNKNOWN_CONSENT: ResultCode.ValueType  # 14
+RESULT_CODE_CONSENT_REVOKED: ResultCode.ValueType  # 15
+RESULT_CODE_NOT_PERMITTED: ResultCode.ValueType  # 16
+"""The signer is not a registered participant with a role allowed to do this."""
 Global___ResultCode: _TypeAlias = ResultCode  # noqa: Y015
 
 class _TxStatus:
@@ -212,6 +239,11 @@ class TransactionBody(_message.Message):
     REGISTER_PARTICIPANT_FIELD_NUMBER: _builtins.int
     CREATE_ACCOUNT_FIELD_NUMBER: _builtins.int
     TRANSFER_FIELD_NUMBER: _builtins.int
+    ANCHOR_RECORD_FIELD_NUMBER: _builtins.int
+    ERASE_RECORD_FIELD_NUMBER: _builtins.int
+    GRANT_CONSENT_FIELD_NUMBER: _builtins.int
+    REVOKE_CONSENT_FIELD_NUMBER: _builtins.int
+    RECORD_ACCESS_FIELD_NUMBER: _builtins.int
     chain_id: _builtins.str
     tx_id: _builtins.bytes
     """Chosen by the client, 16 bytes. Resubmitting the same id and body returns the first
@@ -225,6 +257,16 @@ class TransactionBody(_message.Message):
     def create_account(self) -> Global___CreateAccount: ...
     @_builtins.property
     def transfer(self) -> Global___Transfer: ...
+    @_builtins.property
+    def anchor_record(self) -> _records_pb2.AnchorRecord: ...
+    @_builtins.property
+    def erase_record(self) -> _records_pb2.EraseRecord: ...
+    @_builtins.property
+    def grant_consent(self) -> _records_pb2.GrantConsent: ...
+    @_builtins.property
+    def revoke_consent(self) -> _records_pb2.RevokeConsent: ...
+    @_builtins.property
+    def record_access(self) -> _records_pb2.RecordAccess: ...
     def __init__(
         self,
         *,
@@ -234,12 +276,17 @@ class TransactionBody(_message.Message):
         register_participant: Global___RegisterParticipant | None = ...,
         create_account: Global___CreateAccount | None = ...,
         transfer: Global___Transfer | None = ...,
+        anchor_record: _records_pb2.AnchorRecord | None = ...,
+        erase_record: _records_pb2.EraseRecord | None = ...,
+        grant_consent: _records_pb2.GrantConsent | None = ...,
+        revoke_consent: _records_pb2.RevokeConsent | None = ...,
+        record_access: _records_pb2.RecordAccess | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_account", b"create_account", "kind", b"kind", "register_participant", b"register_participant", "transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "create_account", b"create_account", "erase_record", b"erase_record", "grant_consent", b"grant_consent", "kind", b"kind", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_id", b"chain_id", "create_account", b"create_account", "expiry_height", b"expiry_height", "kind", b"kind", "register_participant", b"register_participant", "transfer", b"transfer", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "chain_id", b"chain_id", "create_account", b"create_account", "erase_record", b"erase_record", "expiry_height", b"expiry_height", "grant_consent", b"grant_consent", "kind", b"kind", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "transfer", b"transfer", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register_participant", "create_account", "transfer"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register_participant", "create_account", "transfer", "anchor_record", "erase_record", "grant_consent", "revoke_consent", "record_access"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

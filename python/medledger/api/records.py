@@ -1,0 +1,102 @@
+"""RecordService (queries of anchors, consents and access events) and VaultService (the
+custodian's vault). Adapters: the application and the vault do the work."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import grpc
+
+from medledger.app import queries
+from medledger.errors import Rejected
+from medledger.node.ledger_node import LedgerNode
+from medledger.vault.service import Vault
+from medledger.wire.v1 import records_pb2
+
+__all__ = ["RecordServicer", "VaultServicer"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+async def _abort(context: Context, rejected: Rejected) -> NoReturn:
+    await context.abort(grpc.StatusCode[rejected.status], str(rejected))
+    raise AssertionError("abort raises")  # pragma: no cover
+
+
+async def _require_key(context: Context, field: str, value: bytes, length: int) -> None:
+    if len(value) != length:
+        await _abort(
+            context,
+            Rejected("INVALID_ARGUMENT", field, f"must be {length} bytes, got {len(value)}"),
+        )
+
+
+class RecordServicer:
+    def __init__(self, node: LedgerNode) -> None:
+        self.node = node
+
+    async def GetRecord(  # noqa: N802 - gRPC method name
+        self, request: records_pb2.GetRecordRequest, context: Context
+    ) -> records_pb2.GetRecordResponse:
+        await _require_key(context, "record_id", request.record_id, 16)
+        with self.node.store.snapshot() as snapshot:
+            record = queries.record(snapshot, request.record_id)
+            if record is None:
+                await _abort(context, Rejected("NOT_FOUND", "record_id", "unknown record"))
+            versions = queries.record_versions(snapshot, request.record_id)
+        return records_pb2.GetRecordResponse(record=record, versions=versions)
+
+    async def ListConsents(  # noqa: N802
+        self, request: records_pb2.ListConsentsRequest, context: Context
+    ) -> records_pb2.ListConsentsResponse:
+        await _require_key(context, "patient", request.patient, 32)
+        with self.node.store.snapshot() as snapshot:
+            return records_pb2.ListConsentsResponse(
+                consents=queries.consents(snapshot, request.patient)
+            )
+
+    async def ListAccessEvents(  # noqa: N802
+        self, request: records_pb2.ListAccessEventsRequest, context: Context
+    ) -> records_pb2.ListAccessEventsResponse:
+        await _require_key(context, "patient", request.patient, 32)
+        with self.node.store.snapshot() as snapshot:
+            return records_pb2.ListAccessEventsResponse(
+                events=queries.access_events(snapshot, request.patient)
+            )
+
+
+class VaultServicer:
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+
+    async def Put(  # noqa: N802
+        self, request: records_pb2.PutRecordRequest, context: Context
+    ) -> records_pb2.PutRecordResponse:
+        try:
+            stored = await self.vault.put(request)
+        except Rejected as rejected:
+            await _abort(context, rejected)
+        return records_pb2.PutRecordResponse(
+            record_id=stored.record_id,
+            version=stored.version,
+            commitment=stored.commitment,
+            tx_id=stored.tx_id,
+            height=stored.height,
+        )
+
+    async def Fetch(  # noqa: N802
+        self, request: records_pb2.FetchRequest, context: Context
+    ) -> records_pb2.FetchResponse:
+        try:
+            return await self.vault.fetch(request)
+        except Rejected as rejected:
+            await _abort(context, rejected)
+
+    async def Erase(  # noqa: N802
+        self, request: records_pb2.EraseRequest, context: Context
+    ) -> records_pb2.EraseResponse:
+        try:
+            receipt = await self.vault.erase(request)
+        except Rejected as rejected:
+            await _abort(context, rejected)
+        return records_pb2.EraseResponse(tx_id=receipt.tx_id, height=receipt.height)

@@ -1,0 +1,79 @@
+"""Reads of the records, consent and audit state from one consistent snapshot."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from medledger.app.records import version_key
+from medledger.app.state import (
+    ACCESS_EVENTS,
+    BREAK_GLASS,
+    CONSENTS,
+    PARTICIPANTS,
+    RECORD_VERSIONS,
+    RECORDS,
+)
+from medledger.wire.v1 import records_pb2, state_pb2
+
+__all__ = [
+    "LIST_MAX",
+    "access_events",
+    "break_glass_window",
+    "consents",
+    "participant",
+    "record",
+    "record_version",
+    "record_versions",
+]
+
+LIST_MAX = 10_000
+"""Most entries one list query returns."""
+
+
+class Reader(Protocol):
+    def get(self, table: str, key: bytes) -> bytes | None: ...
+    def scan(self, table: str, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]: ...
+
+
+def record(reader: Reader, record_id: bytes) -> records_pb2.RecordState | None:
+    raw = reader.get(RECORDS, record_id)
+    return None if raw is None else records_pb2.RecordState.FromString(raw)
+
+
+def record_version(
+    reader: Reader, record_id: bytes, version: int
+) -> records_pb2.RecordVersion | None:
+    raw = reader.get(RECORD_VERSIONS, version_key(record_id, version))
+    return None if raw is None else records_pb2.RecordVersion.FromString(raw)
+
+
+def record_versions(reader: Reader, record_id: bytes) -> list[records_pb2.RecordVersion]:
+    return [
+        records_pb2.RecordVersion.FromString(v)
+        for _, v in reader.scan(RECORD_VERSIONS, record_id, LIST_MAX)
+    ]
+
+
+def consents(reader: Reader, patient: bytes) -> list[records_pb2.ConsentState]:
+    return [
+        records_pb2.ConsentState.FromString(v) for _, v in reader.scan(CONSENTS, patient, LIST_MAX)
+    ]
+
+
+def access_events(reader: Reader, patient: bytes) -> list[records_pb2.AccessEvent]:
+    return [
+        records_pb2.AccessEvent.FromString(v)
+        for _, v in reader.scan(ACCESS_EVENTS, patient, LIST_MAX)
+    ]
+
+
+def break_glass_window(
+    reader: Reader, patient: bytes, requester: bytes
+) -> records_pb2.BreakGlassWindow | None:
+    raw = reader.get(BREAK_GLASS, patient + requester)
+    return None if raw is None else records_pb2.BreakGlassWindow.FromString(raw)
+
+
+def participant(reader: Reader, public_key: bytes) -> state_pb2.Participant | None:
+    raw = reader.get(PARTICIPANTS, public_key)
+    return None if raw is None else state_pb2.Participant.FromString(raw)

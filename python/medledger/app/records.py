@@ -1,0 +1,187 @@
+"""Record anchors, erasure receipts and access events: the ledger's part of the medical
+record. Only commitments, pseudonyms and codes of kind go on the chain, never content."""
+
+from __future__ import annotations
+
+import struct
+
+from medledger.app.outcome import TxOutcome
+from medledger.app.state import (
+    ACCESS_EVENTS,
+    BREAK_GLASS,
+    RECORD_VERSIONS,
+    RECORDS,
+    BlockState,
+)
+from medledger.errors import Rejected
+from medledger.wire.v1 import records_pb2, tx_pb2
+
+__all__ = [
+    "RECORD_ID_BYTES",
+    "access_event_key",
+    "anchor_record",
+    "check_anchor",
+    "check_erase",
+    "check_record_access",
+    "erase_record",
+    "record_access",
+    "version_key",
+]
+
+RECORD_ID_BYTES = 16
+KEY_BYTES = 32
+LABEL_BYTES_MAX = 64
+LABELS_MAX = 16
+REASON_BYTES_MAX = 256
+OK = TxOutcome(tx_pb2.RESULT_CODE_OK, "")
+
+
+def version_key(record_id: bytes, version: int) -> bytes:
+    return record_id + struct.pack(">I", version)
+
+
+def access_event_key(patient: bytes, height: int, tx_id: bytes) -> bytes:
+    return patient + struct.pack(">Q", height) + tx_id
+
+
+def _invalid(field: str, reason: str) -> Rejected:
+    return Rejected("INVALID_ARGUMENT", field, reason)
+
+
+def _check_length(field: str, value: bytes, length: int) -> None:
+    if len(value) != length:
+        raise _invalid(field, f"must be {length} bytes, got {len(value)}")
+
+
+def _check_text(field: str, value: str, limit: int, *, required: bool = False) -> None:
+    if required and not value:
+        raise _invalid(field, "is required")
+    if len(value.encode()) > limit:
+        raise _invalid(field, f"longer than {limit} bytes")
+
+
+def check_anchor(msg: records_pb2.AnchorRecord, _signer: bytes) -> None:
+    field = "body.anchor_record"
+    _check_length(f"{field}.record_id", msg.record_id, RECORD_ID_BYTES)
+    if msg.version == 0:
+        raise _invalid(f"{field}.version", "must be 1 or more")
+    _check_length(f"{field}.patient", msg.patient, KEY_BYTES)
+    _check_length(f"{field}.commitment", msg.commitment, KEY_BYTES)
+    _check_text(f"{field}.resource_type", msg.resource_type, LABEL_BYTES_MAX, required=True)
+    if not msg.resource_type.isalnum():
+        raise _invalid(f"{field}.resource_type", "must be a FHIR resource type name")
+    _check_text(f"{field}.category", msg.category, LABEL_BYTES_MAX)
+    if len(msg.security_labels) > LABELS_MAX:
+        raise _invalid(f"{field}.security_labels", f"more than {LABELS_MAX}")
+    for label in msg.security_labels:
+        _check_text(f"{field}.security_labels", label, LABEL_BYTES_MAX, required=True)
+
+
+def check_erase(msg: records_pb2.EraseRecord, _signer: bytes) -> None:
+    _check_length("body.erase_record.record_id", msg.record_id, RECORD_ID_BYTES)
+    _check_text("body.erase_record.reason", msg.reason, REASON_BYTES_MAX)
+
+
+def check_record_access(msg: records_pb2.RecordAccess, _signer: bytes) -> None:
+    field = "body.record_access"
+    _check_length(f"{field}.record_id", msg.record_id, RECORD_ID_BYTES)
+    _check_length(f"{field}.requester", msg.requester, KEY_BYTES)
+    if msg.outcome == records_pb2.ACCESS_OUTCOME_UNSPECIFIED:
+        raise _invalid(f"{field}.outcome", "must be set")
+    if msg.purpose == records_pb2.PURPOSE_UNSPECIFIED:
+        raise _invalid(f"{field}.purpose", "must be set")
+    if msg.consent_id:
+        _check_length(f"{field}.consent_id", msg.consent_id, RECORD_ID_BYTES)
+    _check_text(f"{field}.reason", msg.reason, REASON_BYTES_MAX, required=True)
+    _check_text(f"{field}.emergency_reason", msg.emergency_reason, REASON_BYTES_MAX)
+    if msg.break_glass and not msg.emergency_reason:
+        raise _invalid(f"{field}.emergency_reason", "is required for break-glass access")
+
+
+def anchor_record(
+    state: BlockState, height: int, signer: bytes, msg: records_pb2.AnchorRecord
+) -> TxOutcome:
+    record = state.get(RECORDS, msg.record_id, records_pb2.RecordState)
+    if record is None:
+        if msg.version != 1:
+            return TxOutcome(tx_pb2.RESULT_CODE_WRONG_VERSION, "a new record starts at version 1")
+        record = records_pb2.RecordState(
+            record_id=msg.record_id, custodian=signer, patient=msg.patient, created_height=height
+        )
+    else:
+        if record.custodian != signer:
+            return TxOutcome(tx_pb2.RESULT_CODE_NOT_CUSTODIAN, "only the custodian amends")
+        if record.erased_height:
+            return TxOutcome(tx_pb2.RESULT_CODE_RECORD_ERASED, "the record was erased")
+        if msg.patient != record.patient:
+            return TxOutcome(
+                tx_pb2.RESULT_CODE_WRONG_VERSION, "anchor_record.patient: differs from version 1"
+            )
+        if msg.version != record.latest_version + 1:
+            return TxOutcome(
+                tx_pb2.RESULT_CODE_WRONG_VERSION,
+                f"anchor_record.version: expected {record.latest_version + 1}",
+            )
+    record.resource_type = msg.resource_type
+    record.category = msg.category
+    del record.security_labels[:]
+    record.security_labels.extend(msg.security_labels)
+    record.latest_version = msg.version
+    state.put(RECORDS, msg.record_id, record)
+    state.put(
+        RECORD_VERSIONS,
+        version_key(msg.record_id, msg.version),
+        records_pb2.RecordVersion(
+            record_id=msg.record_id,
+            version=msg.version,
+            commitment=msg.commitment,
+            height=height,
+            tx_id=state.tx_id,
+        ),
+    )
+    return OK
+
+
+def erase_record(
+    state: BlockState, height: int, signer: bytes, msg: records_pb2.EraseRecord
+) -> TxOutcome:
+    record = state.get(RECORDS, msg.record_id, records_pb2.RecordState)
+    if record is None:
+        return TxOutcome(tx_pb2.RESULT_CODE_UNKNOWN_RECORD, "erase_record.record_id: unknown")
+    if record.custodian != signer:
+        return TxOutcome(tx_pb2.RESULT_CODE_NOT_CUSTODIAN, "only the custodian erases")
+    if record.erased_height:
+        return TxOutcome(tx_pb2.RESULT_CODE_RECORD_ERASED, "already erased")
+    record.erased_height = height
+    record.erasure_reason = msg.reason
+    state.put(RECORDS, msg.record_id, record)
+    return OK
+
+
+def record_access(
+    state: BlockState, height: int, signer: bytes, msg: records_pb2.RecordAccess
+) -> TxOutcome:
+    record = state.get(RECORDS, msg.record_id, records_pb2.RecordState)
+    if record is None:
+        return TxOutcome(tx_pb2.RESULT_CODE_UNKNOWN_RECORD, "record_access.record_id: unknown")
+    if record.custodian != signer:
+        return TxOutcome(
+            tx_pb2.RESULT_CODE_NOT_CUSTODIAN, "only the record's custodian reports its access"
+        )
+    event = records_pb2.AccessEvent(
+        access=msg, custodian=signer, patient=record.patient, height=height, tx_id=state.tx_id
+    )
+    state.put(ACCESS_EVENTS, access_event_key(record.patient, height, state.tx_id), event)
+    opens_window = msg.break_glass and msg.break_glass_until_ms > 0
+    if opens_window and msg.outcome == records_pb2.ACCESS_OUTCOME_RELEASED:
+        state.put(
+            BREAK_GLASS,
+            record.patient + msg.requester,
+            records_pb2.BreakGlassWindow(
+                requester=msg.requester,
+                patient=record.patient,
+                until_ms=msg.break_glass_until_ms,
+                emergency_reason=msg.emergency_reason,
+            ),
+        )
+    return OK

@@ -1,0 +1,155 @@
+"""The records SDK: store a resource in a custodian's vault, fetch one as a grantee
+(decrypted and checked against its on-chain commitment), erase, and read the consent and
+access-audit state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from medledger.client.errors import translated_errors
+from medledger.client.sync import DEFAULT_TIMEOUT_S, channel_options
+from medledger.crypto import SigningKey
+from medledger.errors import Rejected
+from medledger.vault import envelope
+from medledger.vault.requests import sign_request
+from medledger.wire.v1 import records_pb2, records_pb2_grpc
+
+__all__ = ["FetchedRecord", "RecordsClient"]
+
+
+@dataclass(frozen=True)
+class FetchedRecord:
+    record_id: bytes
+    version: int
+    content: bytes
+    commitment: bytes
+    access: records_pb2.AccessEvent
+
+
+class RecordsClient:
+    """RecordService and VaultService of one node. Every call has a deadline; refusals
+    raise `Rejected` (PERMISSION_DENIED for a consent refusal)."""
+
+    def __init__(self, target: str, chain_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.chain_id = chain_id
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(target, options=channel_options())
+        self._records = records_pb2_grpc.RecordServiceStub(self._channel)
+        self._vault = records_pb2_grpc.VaultServiceStub(self._channel)
+
+    def __enter__(self) -> RecordsClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._channel.close()
+
+    # ----------------------------------------------------------------- the vault
+
+    def put(
+        self,
+        custodian: SigningKey,
+        *,
+        patient: bytes,
+        resource_type: str,
+        content: bytes,
+        category: str = "",
+        security_labels: tuple[str, ...] = (),
+        record_id: bytes = b"",
+    ) -> records_pb2.PutRecordResponse:
+        request = records_pb2.PutRecordRequest(
+            patient=patient,
+            resource_type=resource_type,
+            category=category,
+            security_labels=security_labels,
+            content=content,
+            record_id=record_id,
+            custodian=custodian.public_key,
+        )
+        with translated_errors():
+            return self._vault.Put(
+                sign_request(request, custodian, self.chain_id), timeout=self.timeout_s
+            )
+
+    def fetch(
+        self,
+        requester: SigningKey,
+        record_id: bytes,
+        *,
+        purpose: records_pb2.Purpose.ValueType,
+        version: int = 0,
+        emergency_reason: str = "",
+    ) -> FetchedRecord:
+        """Fetches, unwraps the data key with a fresh X25519 key, decrypts, and checks the
+        content against the commitment anchored on the ledger."""
+        recipient = X25519PrivateKey.generate()
+        request = records_pb2.FetchRequest(
+            record_id=record_id,
+            version=version,
+            requester=requester.public_key,
+            purpose=purpose,
+            recipient_key=recipient.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            emergency_reason=emergency_reason,
+        )
+        with translated_errors():
+            response = self._vault.Fetch(
+                sign_request(request, requester, self.chain_id), timeout=self.timeout_s
+            )
+        data_key, salt = envelope.unwrap_key(
+            response.wrapped_key, recipient, response.record_id, response.version
+        )
+        content = envelope.open_body(
+            data_key, response.record_id, response.version, response.commitment, response.ciphertext
+        )
+        if envelope.commitment(salt, content) != response.commitment:
+            raise Rejected("DATA_LOSS", "commitment", "the content does not match its anchor")
+        anchored = self.record(record_id).versions
+        if not any(
+            v.version == response.version and v.commitment == response.commitment for v in anchored
+        ):
+            raise Rejected("DATA_LOSS", "commitment", "differs from the one on the ledger")
+        return FetchedRecord(
+            response.record_id, response.version, content, response.commitment, response.access
+        )
+
+    def erase(
+        self, custodian: SigningKey, record_id: bytes, reason: str
+    ) -> records_pb2.EraseResponse:
+        request = records_pb2.EraseRequest(
+            record_id=record_id, reason=reason, custodian=custodian.public_key
+        )
+        with translated_errors():
+            return self._vault.Erase(
+                sign_request(request, custodian, self.chain_id), timeout=self.timeout_s
+            )
+
+    # ------------------------------------------------------------------- queries
+
+    def record(self, record_id: bytes) -> records_pb2.GetRecordResponse:
+        with translated_errors():
+            return self._records.GetRecord(
+                records_pb2.GetRecordRequest(record_id=record_id), timeout=self.timeout_s
+            )
+
+    def consents(self, patient: bytes) -> list[records_pb2.ConsentState]:
+        with translated_errors():
+            response = self._records.ListConsents(
+                records_pb2.ListConsentsRequest(patient=patient), timeout=self.timeout_s
+            )
+        return list(response.consents)
+
+    def access_events(self, patient: bytes) -> list[records_pb2.AccessEvent]:
+        with translated_errors():
+            response = self._records.ListAccessEvents(
+                records_pb2.ListAccessEventsRequest(patient=patient), timeout=self.timeout_s
+            )
+        return list(response.events)

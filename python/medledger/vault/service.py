@@ -1,0 +1,206 @@
+"""The vault's behaviour, apart from gRPC: store and anchor, consent-checked release,
+crypto-shredding. Every answer to a fetch of a known record — release or refusal — is
+first committed on the ledger as an access event; no key leaves without its audit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from medledger.app import queries
+from medledger.app.consent import decide
+from medledger.client.builder import TxBuilder
+from medledger.crypto import SigningKey
+from medledger.errors import Rejected
+from medledger.node.ledger_node import LedgerNode
+from medledger.vault import envelope
+from medledger.vault.requests import check_request
+from medledger.vault.store import VaultStore
+from medledger.wire.v1 import records_pb2, tx_pb2
+
+__all__ = ["CONTENT_BYTES_MAX", "Vault"]
+
+log = logging.getLogger(__name__)
+
+CONTENT_BYTES_MAX = 1024 * 1024
+"""Largest record body the vault stores."""
+COMMIT_WAIT_S = 30.0
+EXPIRY_BLOCKS = 100
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Stored:
+    record_id: bytes
+    version: int
+    commitment: bytes
+    tx_id: bytes
+    height: int
+
+
+class Vault:
+    def __init__(self, node: LedgerNode, custodian: SigningKey, store: VaultStore) -> None:
+        self.node = node
+        self.custodian = custodian
+        self.store = store
+        self.builder = TxBuilder(custodian, node.chain_id)
+
+    async def _commit(self, body: tx_pb2.TransactionBody) -> tx_pb2.Receipt:
+        """Signs `body` as the custodian, submits it to this node and waits for it to be
+        committed; raises UNAVAILABLE when it is not."""
+        tx = self.builder.sign(body, expiry_height=self.node.head.height + EXPIRY_BLOCKS)
+        (admitted,) = self.node.submit([tx])
+        try:
+            receipt = await admitted.result(COMMIT_WAIT_S)
+        except TimeoutError:
+            raise Rejected("UNAVAILABLE", "ledger", "not committed in time") from None
+        if receipt.status != tx_pb2.TX_STATUS_COMMITTED:
+            raise Rejected("UNAVAILABLE", "ledger", f"refused: {receipt.message}")
+        return receipt
+
+    # ---------------------------------------------------------------------- put
+
+    async def put(self, request: records_pb2.PutRecordRequest) -> Stored:
+        if request.custodian != self.custodian.public_key:
+            raise Rejected("PERMISSION_DENIED", "custodian", "not this vault's custodian")
+        check_request(request, request.custodian, self.node.chain_id, _now_ms())
+        if len(request.content) > CONTENT_BYTES_MAX:
+            raise Rejected("RESOURCE_EXHAUSTED", "content", f"exceeds {CONTENT_BYTES_MAX} bytes")
+        try:
+            resource = json.loads(request.content)
+        except ValueError:
+            raise Rejected("INVALID_ARGUMENT", "content", "not JSON") from None
+        if not isinstance(resource, dict) or resource.get("resourceType") != request.resource_type:
+            raise Rejected(
+                "INVALID_ARGUMENT", "resource_type", "differs from the content's resourceType"
+            )
+        if len(request.patient) != 32:
+            raise Rejected("INVALID_ARGUMENT", "patient", "must be a 32-byte public key")
+        with self.node.store.snapshot() as snapshot:
+            existing = queries.record(snapshot, request.record_id) if request.record_id else None
+        if request.record_id and existing is None:
+            raise Rejected("NOT_FOUND", "record_id", "unknown record")
+        if existing is not None:
+            if existing.custodian != self.custodian.public_key:
+                raise Rejected("PERMISSION_DENIED", "record_id", "held by another custodian")
+            key = self.store.data_key(existing.record_id)
+            if key is None or existing.erased_height:
+                raise Rejected("FAILED_PRECONDITION", "record_id", "the record was erased")
+            record_id, version, data_key = existing.record_id, existing.latest_version + 1, key
+        else:
+            record_id, version, data_key = os.urandom(16), 1, envelope.new_data_key()
+        salt = envelope.new_salt()
+        commitment = envelope.commitment(salt, request.content)
+        sealed = envelope.seal_body(data_key, record_id, version, commitment, request.content)
+        self.store.put(record_id, version, data_key, salt, sealed)
+        anchor = records_pb2.AnchorRecord(
+            record_id=record_id,
+            version=version,
+            patient=request.patient,
+            commitment=commitment,
+            resource_type=request.resource_type,
+            category=request.category,
+            security_labels=request.security_labels,
+        )
+        receipt = await self._commit(tx_pb2.TransactionBody(anchor_record=anchor))
+        if receipt.code != tx_pb2.RESULT_CODE_OK:
+            raise Rejected("FAILED_PRECONDITION", "record_id", receipt.message)
+        return Stored(record_id, version, commitment, receipt.tx_id, receipt.height)
+
+    # -------------------------------------------------------------------- fetch
+
+    async def fetch(self, request: records_pb2.FetchRequest) -> records_pb2.FetchResponse:
+        check_request(request, request.requester, self.node.chain_id, _now_ms())
+        if len(request.recipient_key) != 32:
+            raise Rejected("INVALID_ARGUMENT", "recipient_key", "must be a 32-byte X25519 key")
+        if request.purpose == records_pb2.PURPOSE_UNSPECIFIED:
+            raise Rejected("INVALID_ARGUMENT", "purpose", "must be set")
+        now_ms = _now_ms()
+        with self.node.store.snapshot() as snapshot:
+            record = queries.record(snapshot, request.record_id)
+            if record is None:
+                raise Rejected("NOT_FOUND", "record_id", "unknown record")
+            if record.custodian != self.custodian.public_key:
+                raise Rejected("NOT_FOUND", "record_id", "not held by this vault")
+            version = request.version or record.latest_version
+            anchored = queries.record_version(snapshot, record.record_id, version)
+            if anchored is None:
+                raise Rejected("NOT_FOUND", "version", f"record has no version {version}")
+            requester = queries.participant(snapshot, request.requester)
+            decision = decide(
+                record=record,
+                requester=request.requester,
+                requester_role=requester.role if requester is not None else 0,
+                purpose=request.purpose,
+                consents=queries.consents(snapshot, record.patient),
+                now_ms=now_ms,
+                emergency_reason=request.emergency_reason,
+                window=queries.break_glass_window(snapshot, record.patient, request.requester),
+            )
+        access = records_pb2.RecordAccess(
+            record_id=record.record_id,
+            version=version,
+            requester=request.requester,
+            purpose=request.purpose,
+            outcome=records_pb2.ACCESS_OUTCOME_RELEASED
+            if decision.permitted
+            else records_pb2.ACCESS_OUTCOME_REFUSED,
+            reason=decision.reason,
+            consent_id=decision.consent.grant.consent_id if decision.consent else b"",
+            consent_version=decision.consent.version if decision.consent else 0,
+            break_glass=decision.break_glass,
+            emergency_reason=decision.emergency_reason,
+            time_ms=now_ms,
+            break_glass_until_ms=decision.window_until_ms,
+        )
+        receipt = await self._commit(tx_pb2.TransactionBody(record_access=access))
+        if receipt.code != tx_pb2.RESULT_CODE_OK:
+            raise Rejected("UNAVAILABLE", "ledger", f"audit refused: {receipt.message}")
+        if not decision.permitted:
+            raise Rejected("PERMISSION_DENIED", "record_id", decision.reason)
+        data_key = self.store.data_key(record.record_id)
+        salt = self.store.salt(record.record_id, version)
+        sealed = self.store.body(record.record_id, version)
+        if data_key is None or salt is None or sealed is None:
+            raise Rejected("NOT_FOUND", "record_id", "the record's key material is gone")
+        event = records_pb2.AccessEvent(
+            access=access,
+            custodian=record.custodian,
+            patient=record.patient,
+            height=receipt.height,
+            tx_id=receipt.tx_id,
+        )
+        return records_pb2.FetchResponse(
+            record_id=record.record_id,
+            version=version,
+            commitment=anchored.commitment,
+            ciphertext=sealed,
+            wrapped_key=envelope.wrap_key(
+                data_key, salt, request.recipient_key, record.record_id, version
+            ),
+            access=event,
+        )
+
+    # -------------------------------------------------------------------- erase
+
+    async def erase(self, request: records_pb2.EraseRequest) -> tx_pb2.Receipt:
+        if request.custodian != self.custodian.public_key:
+            raise Rejected("PERMISSION_DENIED", "custodian", "not this vault's custodian")
+        check_request(request, request.custodian, self.node.chain_id, _now_ms())
+        with self.node.store.snapshot() as snapshot:
+            record = queries.record(snapshot, request.record_id)
+        if record is None or record.custodian != self.custodian.public_key:
+            raise Rejected("NOT_FOUND", "record_id", "unknown record")
+        if record.erased_height:
+            raise Rejected("FAILED_PRECONDITION", "record_id", "already erased")
+        # Destroy first: once the key is gone no release can happen, whatever follows.
+        self.store.erase(record.record_id)
+        log.info("erased the key material of record %s", record.record_id.hex())
+        erase = records_pb2.EraseRecord(record_id=record.record_id, reason=request.reason)
+        return await self._commit(tx_pb2.TransactionBody(erase_record=erase))
