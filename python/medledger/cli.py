@@ -25,11 +25,14 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from medledger import __version__
+from medledger.cli_records import RefusedError
+from medledger.cli_records import add_commands as add_record_commands
 from medledger.config import DEFAULT_LISTEN, Home, NodeConfig
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.genesis import Allocation, Genesis, GenesisValidator
 from medledger.keys import KeyFileError, load_key, save_key
+from medledger.wire.v1 import tx_pb2
 
 __all__ = ["main"]
 
@@ -158,6 +161,17 @@ def cmd_tx_transfer(args: argparse.Namespace) -> None:
 def cmd_tx_create_account(args: argparse.Namespace) -> None:
     submit_kind(
         args, lambda builder, expiry_height: builder.create_account(expiry_height=expiry_height)
+    )
+
+
+def cmd_tx_register(args: argparse.Namespace) -> None:
+    kind = tx_pb2.ParticipantKind.Value(f"PARTICIPANT_KIND_{args.kind.upper()}")
+    role = tx_pb2.Role.Value(f"ROLE_{args.role.upper().replace('-', '_')}")
+    submit_kind(
+        args,
+        lambda builder, expiry_height: builder.register_participant(
+            kind=kind, role=role, display_name=args.name, expiry_height=expiry_height
+        ),
     )
 
 
@@ -305,7 +319,16 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     transfer.add_argument("--amount", type=int, required=True, help="amount in micro-units")
     transfer.add_argument("--reference", default="", help="invoice or claim number")
     create = tx.add_parser("create-account", help="open an account owned by the signing key")
-    for sub, run in ((transfer, cmd_tx_transfer), (create, cmd_tx_create_account)):
+    register = tx.add_parser("register", help="register the signing key as a participant")
+    register.add_argument("--kind", choices=["organisation", "person"], required=True)
+    roles = [r.removeprefix("ROLE_").lower().replace("_", "-") for r in tx_pb2.Role.keys()[1:]]
+    register.add_argument("--role", choices=roles, required=True)
+    register.add_argument("--name", required=True, help="organisation name or pseudonym (no PHI)")
+    for sub, run in (
+        (transfer, cmd_tx_transfer),
+        (create, cmd_tx_create_account),
+        (register, cmd_tx_register),
+    ):
         connection(sub)
         sub.add_argument("--key", type=Path, help="signing key file")
         sub.add_argument(
@@ -343,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     demo.add_argument("--validators", type=int, default=4, help="validator processes (default 4)")
     demo.set_defaults(run=cmd_demo)
 
+    add_record_commands(commands, hex_bytes)
+
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="action", required=True
     )
@@ -374,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CliError, KeyFileError) as error:
+    except (CliError, KeyFileError, RefusedError) as error:
         print(f"medledger: {error}", file=sys.stderr)
         return 1
     except Rejected as rejected:

@@ -1,0 +1,359 @@
+"""`medledger record|consent|access|verify-proof`: medical records, patient consent and
+the access audit, as custodians, patients, grantees and auditors use them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from medledger.config import Home
+from medledger.errors import Rejected
+from medledger.genesis import Genesis
+from medledger.keys import load_key
+from medledger.wire.v1 import records_pb2
+
+__all__ = ["RefusedError", "add_commands"]
+
+DAY_MS = 24 * 3600 * 1000
+EXPIRY_BLOCKS = 100
+PURPOSES = {
+    name.removeprefix("PURPOSE_").lower().replace("_", "-"): value
+    for name, value in records_pb2.Purpose.items()
+    if value != records_pb2.PURPOSE_UNSPECIFIED
+}
+OUTCOMES = {
+    records_pb2.ACCESS_OUTCOME_RELEASED: "released",
+    records_pb2.ACCESS_OUTCOME_REFUSED: "refused",
+}
+
+
+class RefusedError(Exception):
+    """The node or vault refused; printed as 'refused: …', exit status 1."""
+
+
+def _address(args: argparse.Namespace) -> str:
+    if args.node:
+        return str(args.node)
+    if args.home:
+        return Home(args.home).load_config().listen
+    raise RefusedError("give --node HOST:PORT (or --home DIR of the node)")
+
+
+def _chain_id(address: str) -> str:
+    from medledger.client import LedgerClient  # noqa: PLC0415
+
+    with LedgerClient(address) as client:
+        return client.status().chain_id
+
+
+def _key(args: argparse.Namespace) -> Any:
+    if getattr(args, "key", None):
+        return load_key(args.key)
+    if args.home:
+        return load_key(Home(args.home).keys_dir / "client.json")
+    raise RefusedError("give --key FILE (or --home DIR to use its client key)")
+
+
+def _refusals(call: Callable[[], None]) -> None:
+    try:
+        call()
+    except Rejected as rejected:
+        raise RefusedError(f"refused ({rejected.status}): {rejected}") from None
+
+
+# ---------------------------------------------------------------------- records
+
+
+def cmd_record_put(args: argparse.Namespace) -> None:
+    from medledger.client.records import RecordsClient  # noqa: PLC0415
+    from medledger.fhir.ingest import BundleError, resources_of_bundle  # noqa: PLC0415
+
+    try:
+        resources = resources_of_bundle(args.bundle.read_bytes())
+    except BundleError as error:
+        raise RefusedError(str(error)) from None
+    address = _address(args)
+    custodian = _key(args)
+
+    def put() -> None:
+        with RecordsClient(address, _chain_id(address)) as client:
+            for resource in resources:
+                stored = client.put(
+                    custodian,
+                    patient=args.patient,
+                    resource_type=resource.resource_type,
+                    category=resource.category,
+                    security_labels=resource.security_labels,
+                    content=resource.content,
+                )
+                line = {
+                    "record_id": stored.record_id.hex(),
+                    "version": stored.version,
+                    "resource_type": resource.resource_type,
+                    "height": stored.height,
+                    "anchor_tx_id": stored.tx_id.hex(),
+                }
+                print(json.dumps(line))
+
+    _refusals(put)
+
+
+def cmd_record_get(args: argparse.Namespace) -> None:
+    from medledger.client.records import RecordsClient  # noqa: PLC0415
+
+    address = _address(args)
+    key = _key(args)
+
+    def get() -> None:
+        with RecordsClient(address, _chain_id(address)) as client:
+            fetched = client.fetch(
+                key,
+                args.record_id,
+                purpose=PURPOSES[args.purpose],
+                version=args.version,
+                emergency_reason=args.emergency or "",
+            )
+        print(fetched.content.decode())
+
+    _refusals(get)
+
+
+def cmd_record_erase(args: argparse.Namespace) -> None:
+    from medledger.client.records import RecordsClient  # noqa: PLC0415
+
+    address = _address(args)
+    key = _key(args)
+
+    def erase() -> None:
+        with RecordsClient(address, _chain_id(address)) as client:
+            receipt = client.erase(key, args.record_id, args.reason)
+        print(json.dumps({"erasure_tx_id": receipt.tx_id.hex(), "height": receipt.height}))
+
+    _refusals(erase)
+
+
+def cmd_record_proof(args: argparse.Namespace) -> None:
+    from medledger.client import LedgerClient  # noqa: PLC0415
+    from medledger.client.anchor_proof import anchor_proof_document  # noqa: PLC0415
+    from medledger.client.records import RecordsClient  # noqa: PLC0415
+
+    address = _address(args)
+
+    def proof() -> None:
+        with RecordsClient(address, _chain_id(address)) as records:
+            versions = records.record(args.record_id).versions
+        chosen = [v for v in versions if v.version == args.version] if args.version else versions
+        if not chosen:
+            raise RefusedError(f"version: record has no version {args.version}")
+        with LedgerClient(address) as ledger:
+            response = ledger.get_transaction(tx_id=chosen[-1].tx_id)
+        args.out.write_text(json.dumps(anchor_proof_document(response), indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+    _refusals(proof)
+
+
+def cmd_verify_proof(args: argparse.Namespace) -> None:
+    from medledger.client.anchor_proof import load, verify_anchor_proof  # noqa: PLC0415
+    from medledger.client.proofs import ProofError  # noqa: PLC0415
+
+    try:
+        proof = verify_anchor_proof(load(str(args.file)), Genesis.load(args.genesis))
+    except (ProofError, OSError, ValueError) as error:
+        raise RefusedError(f"proof INVALID: {error}") from None
+    print(
+        f"proof OK: record {proof.record_id.hex()} version {proof.version} "
+        f"commitment {proof.commitment.hex()} anchored by {proof.custodian.hex()} "
+        f"in block {proof.height} ({proof.block_hash.hex()}), certified by more than 2/3 "
+        f"of the genesis validators"
+    )
+
+
+# ---------------------------------------------------------------------- consent
+
+
+def cmd_consent_grant(args: argparse.Namespace) -> None:
+    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+
+    address = _address(args)
+    now = int(time.time() * 1000)
+
+    def grant() -> None:
+        with LedgerClient(address) as client:
+            status = client.status()
+            tx = TxBuilder(_key(args), status.chain_id).grant_consent(
+                grantee=args.grantee,
+                purposes=[PURPOSES[p] for p in args.purpose],
+                resource_types=args.resource_type or (),
+                categories=args.category or (),
+                record_ids=args.record or (),
+                deny=args.deny,
+                valid_from_ms=now,
+                valid_until_ms=now + args.days * DAY_MS,
+                expiry_height=status.height + EXPIRY_BLOCKS,
+            )
+            receipt = client.submit(tx, wait=True)
+        body_id = json.loads(json.dumps({"consent_id": _consent_id(tx)}))
+        print(json.dumps({**body_id, "height": receipt.height, "code": receipt.code}))
+
+    _refusals(grant)
+
+
+def _consent_id(tx: Any) -> str:
+    from medledger.wire.v1 import tx_pb2  # noqa: PLC0415
+
+    return str(tx_pb2.TransactionBody.FromString(tx.body).grant_consent.consent_id.hex())
+
+
+def cmd_consent_revoke(args: argparse.Namespace) -> None:
+    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+
+    address = _address(args)
+
+    def revoke() -> None:
+        with LedgerClient(address) as client:
+            status = client.status()
+            tx = TxBuilder(_key(args), status.chain_id).revoke_consent(
+                consent_id=args.consent_id,
+                reason=args.reason,
+                expiry_height=status.height + EXPIRY_BLOCKS,
+            )
+            receipt = client.submit(tx, wait=True)
+        print(
+            json.dumps({"height": receipt.height, "code": receipt.code, "message": receipt.message})
+        )
+
+    _refusals(revoke)
+
+
+def cmd_consent_list(args: argparse.Namespace) -> None:
+    from medledger.client.records import RecordsClient  # noqa: PLC0415
+    from medledger.fhir.export import consent_to_fhir  # noqa: PLC0415
+
+    address = _address(args)
+
+    def show() -> None:
+        with RecordsClient(address, _chain_id(address)) as client:
+            consents = client.consents(args.patient)
+        print(json.dumps([consent_to_fhir(c) for c in consents], indent=2))
+
+    _refusals(show)
+
+
+# ---------------------------------------------------------------------- access
+
+
+def cmd_access_log(args: argparse.Namespace) -> None:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from medledger.client.records import RecordsClient  # noqa: PLC0415
+    from medledger.fhir.export import access_event_to_fhir  # noqa: PLC0415
+
+    address = _address(args)
+    events: list[records_pb2.AccessEvent] = []
+
+    def load_events() -> None:
+        with RecordsClient(address, _chain_id(address)) as client:
+            events.extend(client.access_events(args.patient))
+
+    _refusals(load_events)
+    if args.fhir:
+        print(json.dumps([access_event_to_fhir(e) for e in events], indent=2))
+        return
+    table = Table(title=f"Who accessed the records of {args.patient.hex()[:16]}…")
+    for column in ("when (UTC)", "who", "record", "purpose", "outcome", "why", "consent", "flag"):
+        table.add_column(column)
+    for event in events:
+        access = event.access
+        table.add_row(
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(access.time_ms / 1000)),
+            access.requester.hex()[:16],
+            f"{access.record_id.hex()[:12]} v{access.version}",
+            records_pb2.Purpose.Name(access.purpose).removeprefix("PURPOSE_").lower(),
+            OUTCOMES.get(access.outcome, "?"),
+            access.reason,
+            f"{access.consent_id.hex()[:12]} v{access.consent_version}"
+            if access.consent_id
+            else "",
+            f"BREAK-GLASS: {access.emergency_reason}" if access.break_glass else "",
+        )
+    Console(width=200).print(table)
+
+
+# ---------------------------------------------------------------------- the parser
+
+
+def add_commands(commands: Any, hex_bytes: Callable[[str], bytes]) -> None:  # noqa: PLR0915 - one table
+    def connection(sub: argparse.ArgumentParser, *, key: bool = True) -> None:
+        sub.add_argument("--node", help="node address HOST:PORT (default: the home's)")
+        sub.add_argument("--home", type=Path, help="a node home: its address and client key")
+        if key:
+            sub.add_argument("--key", type=Path, help="signing key file")
+
+    record = commands.add_parser("record", help="medical records in a custodian's vault")
+    actions = record.add_subparsers(dest="action", required=True)
+    put = actions.add_parser("put", help="validate a FHIR Bundle, store it encrypted, anchor it")
+    put.add_argument("bundle", type=Path)
+    put.add_argument("--patient", type=hex_bytes, required=True, help="patient public key (hex)")
+    connection(put)
+    put.set_defaults(run=cmd_record_put)
+    get = actions.add_parser("get", help="fetch and decrypt a record as a grantee")
+    get.add_argument("record_id", type=hex_bytes)
+    get.add_argument("--purpose", choices=sorted(PURPOSES), required=True)
+    get.add_argument("--version", type=int, default=0, help="default: the latest")
+    get.add_argument("--emergency", help="declare break-glass access, with the reason")
+    connection(get)
+    get.set_defaults(run=cmd_record_get)
+    erase = actions.add_parser("erase", help="destroy a record's key and salt (custodian)")
+    erase.add_argument("record_id", type=hex_bytes)
+    erase.add_argument("--reason", required=True)
+    connection(erase)
+    erase.set_defaults(run=cmd_record_erase)
+    proof = actions.add_parser("proof", help="write an anchor's offline proof to a file")
+    proof.add_argument("record_id", type=hex_bytes)
+    proof.add_argument("--version", type=int, default=0, help="default: the latest")
+    proof.add_argument("--out", type=Path, required=True)
+    connection(proof, key=False)
+    proof.set_defaults(run=cmd_record_proof)
+
+    verify = commands.add_parser(
+        "verify-proof", help="check an anchor proof offline against a genesis file"
+    )
+    verify.add_argument("file", type=Path)
+    verify.add_argument("--genesis", type=Path, required=True)
+    verify.set_defaults(run=cmd_verify_proof)
+
+    consent = commands.add_parser("consent", help="a patient's consents")
+    consent_actions = consent.add_subparsers(dest="action", required=True)
+    grant = consent_actions.add_parser("grant", help="permit (or --deny) a grantee to read")
+    grant.add_argument("--grantee", type=hex_bytes, required=True)
+    grant.add_argument("--purpose", choices=sorted(PURPOSES), action="append", required=True)
+    grant.add_argument("--resource-type", action="append", help="e.g. Observation (repeatable)")
+    grant.add_argument("--category", action="append")
+    grant.add_argument("--record", type=hex_bytes, action="append", help="a record id")
+    grant.add_argument("--days", type=int, default=30, help="valid from now for this many days")
+    grant.add_argument("--deny", action="store_true")
+    connection(grant)
+    grant.set_defaults(run=cmd_consent_grant)
+    revoke = consent_actions.add_parser("revoke", help="revoke a consent (a new version)")
+    revoke.add_argument("consent_id", type=hex_bytes)
+    revoke.add_argument("--reason", default="")
+    connection(revoke)
+    revoke.set_defaults(run=cmd_consent_revoke)
+    listing = consent_actions.add_parser("list", help="a patient's consents as FHIR Consent")
+    listing.add_argument("--patient", type=hex_bytes, required=True)
+    connection(listing, key=False)
+    listing.set_defaults(run=cmd_consent_list)
+
+    access = commands.add_parser("access", help="the access audit")
+    access_actions = access.add_subparsers(dest="action", required=True)
+    log = access_actions.add_parser("log", help="who accessed a patient's records, when and why")
+    log.add_argument("--patient", type=hex_bytes, required=True)
+    log.add_argument("--fhir", action="store_true", help="print FHIR AuditEvent JSON")
+    connection(log, key=False)
+    log.set_defaults(run=cmd_access_log)

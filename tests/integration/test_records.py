@@ -1,0 +1,341 @@
+"""Records, consent and access audit against a real node process (vault included):
+what a hospital, a researcher, a clinician and a patient do, and every refusal."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+import lmdb
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+import pytest
+
+from medledger.cli import init_home
+from medledger.client import LedgerClient, TxBuilder
+from medledger.client.records import RecordsClient
+from medledger.config import Home
+from medledger.crypto import SigningKey
+from medledger.errors import Rejected
+from medledger.keys import load_key
+from medledger.node.launcher import NodeProcess, start_node
+from medledger.vault.envelope import EnvelopeError, unwrap_key
+from medledger.vault.requests import sign_request
+from medledger.wire.v1 import records_pb2, records_pb2_grpc, tx_pb2
+
+CHAIN_ID = "records-1"
+DAY_MS = 24 * 3600 * 1000
+OBSERVATION = {
+    "resourceType": "Observation",
+    "status": "final",
+    "category": [{"coding": [{"code": "vital-signs"}]}],
+    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}], "text": "Heart rate"},
+    "valueQuantity": {"value": 72, "unit": "beats/min"},
+}
+CONDITION = {
+    "resourceType": "Condition",
+    "category": [{"coding": [{"code": "problem-list-item"}]}],
+    "code": {"text": "Hypertension"},
+    "subject": {"display": "Jane Doe"},
+}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Network:
+    def __init__(self, home: Home, node: NodeProcess) -> None:
+        self.home = home
+        self.node = node
+        self.hospital = load_key(home.keys_dir / "client.json")
+        self.patient = SigningKey.generate()
+        self.researcher = SigningKey.generate()
+        self.clinician = SigningKey.generate()
+        self.ledger = LedgerClient(node.address)
+        self.records = RecordsClient(node.address, CHAIN_ID)
+
+    def commit(self, key: SigningKey, build: str, **fields: object) -> tx_pb2.Receipt:
+        builder = TxBuilder(key, CHAIN_ID)
+        expiry = self.ledger.status().height + 100
+        tx = getattr(builder, build)(expiry_height=expiry, **fields)
+        return self.ledger.submit(tx, wait=True)
+
+    def put(self, resource: Mapping[str, Any], **extra: Any) -> bytes:
+        stored = self.records.put(
+            self.hospital,
+            patient=self.patient.public_key,
+            resource_type=str(resource["resourceType"]),
+            content=json.dumps(resource).encode(),
+            **extra,
+        )
+        return stored.record_id
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    home = Home(tmp_path_factory.mktemp("records") / "home")
+    init_home(home, CHAIN_ID, listen="127.0.0.1:0")
+    node = start_node(home.root)
+    network = Network(home, node)
+    receipt = network.commit(
+        network.clinician,
+        "register_participant",
+        kind=tx_pb2.PARTICIPANT_KIND_PERSON,
+        role=tx_pb2.ROLE_CLINICIAN,
+        display_name="clinician-7",
+    )
+    assert receipt.code == tx_pb2.RESULT_CODE_OK
+    yield network
+    network.ledger.close()
+    node.stop()
+
+
+def refused(call, status: str = "PERMISSION_DENIED") -> Rejected:  # type: ignore[no-untyped-def]
+    with pytest.raises(Rejected) as raised:
+        call()
+    assert raised.value.status == status, raised.value
+    return raised.value
+
+
+def test_consent_grants_scoped_reads_revocation_refuses_and_all_is_audited(
+    net: Network,
+) -> None:
+    observation = net.put(OBSERVATION, category="vital-signs")
+    condition = net.put(CONDITION, category="problem-list-item")
+    research = records_pb2.PURPOSE_RESEARCH
+
+    # No consent yet: refused, and the refusal is on the ledger.
+    why = refused(lambda: net.records.fetch(net.researcher, observation, purpose=research))
+    assert "no consent" in why.reason
+
+    consent = net.commit(
+        net.patient,
+        "grant_consent",
+        grantee=net.researcher.public_key,
+        purposes=[research],
+        resource_types=["Observation"],
+        valid_from_ms=now_ms() - 1000,
+        valid_until_ms=now_ms() + 30 * DAY_MS,
+    )
+    assert consent.code == tx_pb2.RESULT_CODE_OK
+    (granted,) = net.records.consents(net.patient.public_key)
+    consent_id = granted.grant.consent_id
+
+    fetched = net.records.fetch(net.researcher, observation, purpose=research)
+    assert json.loads(fetched.content) == OBSERVATION
+    assert fetched.access.access.consent_id == consent_id
+    # Only Observations, and only for research.
+    refused(lambda: net.records.fetch(net.researcher, condition, purpose=research))
+    refused(
+        lambda: net.records.fetch(
+            net.researcher, observation, purpose=records_pb2.PURPOSE_TREATMENT
+        )
+    )
+
+    net.commit(net.patient, "revoke_consent", consent_id=consent_id, reason="study ended")
+    why = refused(lambda: net.records.fetch(net.researcher, observation, purpose=research))
+    assert "revoked" in why.reason
+
+    # Break-glass: a registered clinician declares an emergency; a researcher may not.
+    emergency = records_pb2.PURPOSE_EMERGENCY
+    glass = net.records.fetch(
+        net.clinician, condition, purpose=emergency, emergency_reason="unconscious in ED"
+    )
+    assert json.loads(glass.content) == CONDITION
+    assert glass.access.access.break_glass
+    # Within the window the clinician reads the patient's other record without a new
+    # declaration; the access is still flagged.
+    again = net.records.fetch(net.clinician, observation, purpose=emergency)
+    assert again.access.access.break_glass
+    refused(
+        lambda: net.records.fetch(
+            net.researcher, condition, purpose=emergency, emergency_reason="curious"
+        )
+    )
+
+    # The patient's view: every access, with outcome, reason and consent.
+    events = net.records.access_events(net.patient.public_key)
+    summary = [
+        (e.access.requester, e.access.record_id, e.access.outcome, e.access.break_glass)
+        for e in events
+    ]
+    released, refused_ = records_pb2.ACCESS_OUTCOME_RELEASED, records_pb2.ACCESS_OUTCOME_REFUSED
+    r, c = net.researcher.public_key, net.clinician.public_key
+    assert summary == [
+        (r, observation, refused_, False),
+        (r, observation, released, False),
+        (r, condition, refused_, False),
+        (r, observation, refused_, False),
+        (r, observation, refused_, False),
+        (c, condition, released, True),
+        (c, observation, released, True),
+        (r, condition, refused_, False),
+    ]
+    assert all(e.access.reason for e in events)
+    assert events[1].access.consent_id == consent_id
+    assert events[5].access.emergency_reason == "unconscious in ED"
+
+
+def test_a_patient_always_reads_their_own_records_and_a_deny_overrides_a_permit(
+    net: Network,
+) -> None:
+    record = net.put(OBSERVATION)
+    own = net.records.fetch(net.patient, record, purpose=records_pb2.PURPOSE_TREATMENT)
+    assert json.loads(own.content) == OBSERVATION
+    reader = SigningKey.generate()
+    window = {"valid_from_ms": now_ms() - 1000, "valid_until_ms": now_ms() + DAY_MS}
+    purposes = [records_pb2.PURPOSE_TREATMENT]
+    net.commit(net.patient, "grant_consent", grantee=reader.public_key, purposes=purposes, **window)
+    assert net.records.fetch(reader, record, purpose=records_pb2.PURPOSE_TREATMENT).content
+    net.commit(
+        net.patient,
+        "grant_consent",
+        grantee=reader.public_key,
+        purposes=purposes,
+        deny=True,
+        record_ids=[record],
+        **window,
+    )
+    why = refused(lambda: net.records.fetch(reader, record, purpose=records_pb2.PURPOSE_TREATMENT))
+    assert "denied by" in why.reason
+
+
+def test_expired_consent_is_refused(net: Network) -> None:
+    record = net.put(OBSERVATION)
+    reader = SigningKey.generate()
+    net.commit(
+        net.patient,
+        "grant_consent",
+        grantee=reader.public_key,
+        purposes=[records_pb2.PURPOSE_RESEARCH],
+        valid_from_ms=now_ms() - 2 * DAY_MS,
+        valid_until_ms=now_ms() - DAY_MS,
+    )
+    why = refused(lambda: net.records.fetch(reader, record, purpose=records_pb2.PURPOSE_RESEARCH))
+    assert "expired" in why.reason
+
+
+def test_forged_or_foreign_consents_are_refused_and_change_nothing(net: Network) -> None:
+    before = net.records.consents(net.patient.public_key)
+    stranger = SigningKey.generate()
+    # A grant for the patient signed by someone else: refused at admission.
+    builder = TxBuilder(stranger, CHAIN_ID)
+    body = tx_pb2.TransactionBody(
+        grant_consent=records_pb2.GrantConsent(
+            consent_id=b"\x01" * 16,
+            patient=net.patient.public_key,
+            grantee=stranger.public_key,
+            decision=records_pb2.CONSENT_DECISION_PERMIT,
+            actions=[records_pb2.CONSENT_ACTION_READ],
+            purposes=[records_pb2.PURPOSE_RESEARCH],
+            valid_from_ms=0,
+            valid_until_ms=now_ms() + DAY_MS,
+        )
+    )
+    tx = builder.sign(body, expiry_height=net.ledger.status().height + 10)
+    why = refused(lambda: net.ledger.submit(tx, wait=True))
+    assert why.field == "body.grant_consent.patient"
+    # The patient's key in the envelope with a forged signature: refused at admission.
+    forged = builder.sign(body, expiry_height=net.ledger.status().height + 10)
+    forged.public_key = net.patient.public_key
+    why = refused(lambda: net.ledger.submit(forged, wait=True), "INVALID_ARGUMENT")
+    assert why.field == "tx.signature"
+    assert net.records.consents(net.patient.public_key) == before
+
+
+def test_tampered_ciphertext_unknown_record_and_bad_requests_get_clear_errors(
+    net: Network, tmp_path: Path
+) -> None:
+    record = net.put(OBSERVATION)
+    refused(
+        lambda: net.records.fetch(net.patient, b"\x09" * 16, purpose=records_pb2.PURPOSE_TREATMENT),
+        "NOT_FOUND",
+    )
+    events_before = net.records.access_events(net.patient.public_key)
+    stub = records_pb2_grpc.VaultServiceStub(grpc.insecure_channel(net.node.address))
+    request = records_pb2.FetchRequest(
+        record_id=record,
+        requester=net.patient.public_key,
+        purpose=records_pb2.PURPOSE_TREATMENT,
+        recipient_key=b"\x05" * 32,
+    )
+    signed = sign_request(request, net.researcher, CHAIN_ID)  # signed by the wrong key
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Fetch(signed, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "signature" in (raised.value.details() or "")
+    raw_fetch: grpc.UnaryUnaryMultiCallable[bytes, bytes] = grpc.insecure_channel(
+        net.node.address
+    ).unary_unary("/medledger.wire.v1.VaultService/Fetch")
+    with pytest.raises(grpc.RpcError) as raised:
+        raw_fetch(b"\xff\xff\xff", timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "FetchRequest" in (raised.value.details() or "")
+    assert net.records.access_events(net.patient.public_key) == events_before
+
+    # Flip one byte of the stored ciphertext in the vault's LMDB: the fetch fails
+    # authentication instead of returning altered content.
+    env = lmdb.open(str(net.home.root / "vault" / "bodies"), map_size=4 << 30)
+    key = record + (1).to_bytes(4, "big")
+    with env.begin(write=True) as txn:
+        stored = txn.get(key)
+        assert stored is not None
+        sealed = bytearray(stored)
+        sealed[20] ^= 0x01
+        txn.put(key, bytes(sealed))
+    env.close()
+    with pytest.raises(EnvelopeError, match="ciphertext"):
+        net.records.fetch(net.patient, record, purpose=records_pb2.PURPOSE_TREATMENT)
+
+
+def test_amendments_chain_versions_and_erasure_shreds_the_key_material(net: Network) -> None:
+    record = net.put(OBSERVATION)
+    amended = dict(OBSERVATION, status="amended")
+    second = net.records.put(
+        net.hospital,
+        patient=net.patient.public_key,
+        resource_type="Observation",
+        content=json.dumps(amended).encode(),
+        record_id=record,
+    )
+    assert second.version == 2
+    assert [v.version for v in net.records.record(record).versions] == [1, 2]
+    first = net.records.fetch(net.patient, record, purpose=records_pb2.PURPOSE_TREATMENT, version=1)
+    assert json.loads(first.content) == OBSERVATION
+    latest = net.records.fetch(net.patient, record, purpose=records_pb2.PURPOSE_TREATMENT)
+    assert (latest.version, json.loads(latest.content)) == (2, amended)
+
+    # The data key and salt as released to the patient (unwrapped here by hand).
+    recipient = X25519PrivateKey.generate()
+    request = records_pb2.FetchRequest(
+        record_id=record,
+        requester=net.patient.public_key,
+        purpose=records_pb2.PURPOSE_TREATMENT,
+        recipient_key=recipient.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+    )
+    stub = records_pb2_grpc.VaultServiceStub(grpc.insecure_channel(net.node.address))
+    response = stub.Fetch(sign_request(request, net.patient, CHAIN_ID), timeout=10)
+    data_key, salt = unwrap_key(response.wrapped_key, recipient, record, 2)
+
+    key_file = net.home.root / "vault" / "keys" / "data.mdb"
+    assert data_key in key_file.read_bytes()  # what the scan below must no longer find
+    stranger = SigningKey.generate()
+    refused(lambda: net.records.erase(stranger, record, "not mine"))
+    net.records.erase(net.hospital, record, "patient request")
+    state = net.records.record(record).record
+    assert state.erased_height > 0 and state.erasure_reason == "patient request"
+    why = refused(
+        lambda: net.records.fetch(net.patient, record, purpose=records_pb2.PURPOSE_TREATMENT)
+    )
+    assert "erased" in why.reason
+    refused(lambda: net.records.erase(net.hospital, record, "again"), "FAILED_PRECONDITION")
+    # Neither the key nor the salt survives in any byte of the vault's files.
+    for path in (net.home.root / "vault").rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert data_key not in content and salt not in content, path
