@@ -11,9 +11,9 @@ from typing import Any
 
 import grpc
 import lmdb
+import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-import pytest
 
 from medledger.cli import init_home
 from medledger.client import LedgerClient, TxBuilder
@@ -328,7 +328,8 @@ def test_amendments_chain_versions_and_erasure_shreds_the_key_material(net: Netw
     refused(lambda: net.records.erase(stranger, record, "not mine"))
     net.records.erase(net.hospital, record, "patient request")
     state = net.records.record(record).record
-    assert state.erased_height > 0 and state.erasure_reason == "patient request"
+    assert state.erased_height > 0
+    assert state.erasure_reason == "patient request"
     why = refused(
         lambda: net.records.fetch(net.patient, record, purpose=records_pb2.PURPOSE_TREATMENT)
     )
@@ -338,4 +339,5 @@ def test_amendments_chain_versions_and_erasure_shreds_the_key_material(net: Netw
     for path in (net.home.root / "vault").rglob("*"):
         if path.is_file():
             content = path.read_bytes()
-            assert data_key not in content and salt not in content, path
+            assert data_key not in content, path
+            assert salt not in content, path
