@@ -156,7 +156,7 @@ def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:
     # Offline, with every node stopped: every block and app hash replays from genesis.
     for node in range(4):
         replay = medledger("verify-chain", "--home", str(root / f"node{node}")).stdout
-        assert replay.startswith("chain OK")
+        assert "chain OK" in replay
     # Offline, with every node stopped.
     genesis = str(root / "node0" / "genesis.json")
     checked = medledger("verify-proof", str(proof), "--genesis", genesis)
