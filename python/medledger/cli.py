@@ -256,6 +256,14 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_bench_records(args: argparse.Namespace) -> None:
+    from medledger.records_bench import run_records_bench  # noqa: PLC0415
+
+    run_records_bench(
+        anchors=args.anchors, fetches=args.fetches, transfers=args.transfers, json_path=args.json
+    )
+
+
 # ----------------------------------------------------------------------- parser
 
 
@@ -392,6 +400,14 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     cluster.add_argument("--home", type=Path)
     cluster.add_argument("--payers", type=int, default=100, help="distinct signing accounts")
     cluster.set_defaults(run=cmd_bench_node)
+    records = bench.add_parser(
+        "records", help="anchors/s and consent-checked fetches/s beside transfers/s, one node"
+    )
+    records.add_argument("--anchors", type=int, default=20_000)
+    records.add_argument("--fetches", type=int, default=2_000)
+    records.add_argument("--transfers", type=int, default=20_000)
+    records.add_argument("--json", type=Path)
+    records.set_defaults(run=cmd_bench_records)
     return parser
 
 

@@ -3,6 +3,7 @@ what a hospital, a researcher, a clinician and a patient do, and every refusal."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -341,3 +342,31 @@ def test_amendments_chain_versions_and_erasure_shreds_the_key_material(net: Netw
             content = path.read_bytes()
             assert data_key not in content, path
             assert salt not in content, path
+
+
+def test_hundreds_of_concurrent_fetches_are_all_answered(net: Network) -> None:
+    """More fetches in flight than LMDB has reader slots (126): each one awaits its audit
+    commit, and none may hold a read transaction meanwhile."""
+    record = net.put(OBSERVATION)
+
+    async def fetch_all() -> list[grpc.StatusCode]:
+        async with grpc.aio.insecure_channel(net.node.address) as channel:
+            stub = records_pb2_grpc.VaultServiceStub(channel)
+
+            async def one() -> grpc.StatusCode:
+                recipient = X25519PrivateKey.generate().public_key()
+                request = records_pb2.FetchRequest(
+                    record_id=record,
+                    requester=net.patient.public_key,
+                    purpose=records_pb2.PURPOSE_TREATMENT,
+                    recipient_key=recipient.public_bytes(Encoding.Raw, PublicFormat.Raw),
+                )
+                try:
+                    await stub.Fetch(sign_request(request, net.patient, CHAIN_ID), timeout=60)
+                except grpc.aio.AioRpcError as error:
+                    return error.code()
+                return grpc.StatusCode.OK
+
+            return await asyncio.gather(*(one() for _ in range(300)))
+
+    assert set(asyncio.run(fetch_all())) == {grpc.StatusCode.OK}

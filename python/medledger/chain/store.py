@@ -92,6 +92,9 @@ class Snapshot:
         self._txn = txn
         self._dbs = dbs
 
+    def release(self) -> None:
+        self._txn = None
+
     def get(self, table: str, key: bytes) -> bytes | None:
         value = self._txn.get(key, db=self._dbs[table])
         return None if value is None else bytes(value)
@@ -164,7 +167,15 @@ class ChainStore:
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:
         with self._env.begin() as txn:
-            yield Snapshot(txn, self._dbs)
+            view = Snapshot(txn, self._dbs)
+            try:
+                yield view
+            finally:
+                # py-lmdb frees a read transaction's reader slot only when the transaction
+                # object dies; a snapshot variable outliving its block (in a coroutine
+                # that then awaits) must not hold it, or concurrent requests exhaust
+                # max_readers.
+                view.release()
 
     def get(self, table: str, key: bytes) -> bytes | None:
         with self.snapshot() as snapshot:

@@ -1,0 +1,201 @@
+"""`medledger bench records`: on one node (a real process, LMDB, its vault), committed
+record anchors per second and consent-checked fetches per second — each fetch signed,
+consent evaluated against committed state, its access event committed on the ledger
+before the key is released, then unwrapped (HPKE) and decrypted by the client — beside
+the committed transfers per second of the same node in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["RecordsBenchResult", "run_records_bench"]
+
+CHAIN_ID = "medledger-bench-records"
+BATCH = 500
+FETCHES_IN_FLIGHT = 256
+RECORDS = 64
+
+
+@dataclass
+class RecordsBenchResult:
+    anchors: int
+    anchors_per_s: float
+    fetches: int
+    fetches_per_s: float
+    fetch_latency_p50_ms: float
+    fetch_latency_p99_ms: float
+    transfers: int
+    transfers_per_s: float
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def _stream_committed(address: str, txs: list[object]) -> float:
+    """Seconds to get every transaction committed through two SubmitStreams."""
+    import grpc  # noqa: PLC0415
+
+    from medledger.client.sync import channel_options  # noqa: PLC0415
+    from medledger.wire.v1 import ledger_pb2, ledger_pb2_grpc, tx_pb2  # noqa: PLC0415
+
+    batches = [txs[i : i + BATCH] for i in range(0, len(txs), BATCH)]
+
+    async def lane(mine: list[list[object]]) -> None:
+        async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+            stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+
+            async def requests() -> AsyncIterator[ledger_pb2.SubmitBatch]:
+                for i, batch in enumerate(mine):
+                    yield ledger_pb2.SubmitBatch(batch_id=i, txs=batch)  # type: ignore[arg-type]
+
+            async for result in stub.SubmitStream(requests(), timeout=600):
+                for receipt in result.receipts:
+                    if receipt.code != tx_pb2.RESULT_CODE_OK:
+                        raise RuntimeError(f"not committed: {receipt}")
+
+    started = time.perf_counter()
+    await asyncio.gather(lane(batches[0::2]), lane(batches[1::2]))
+    return time.perf_counter() - started
+
+
+def run_records_bench(
+    *, anchors: int, fetches: int, transfers: int, json_path: Path | None = None
+) -> RecordsBenchResult:
+    from medledger.cli import init_home  # noqa: PLC0415
+    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+    from medledger.client.records import RecordsClient  # noqa: PLC0415
+    from medledger.config import Home  # noqa: PLC0415
+    from medledger.crypto import SigningKey  # noqa: PLC0415
+    from medledger.keys import load_key  # noqa: PLC0415
+    from medledger.node.launcher import start_node  # noqa: PLC0415
+    from medledger.wire.v1 import records_pb2, tx_pb2  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="medledger-bench-records-") as tmp:
+        home = Home(Path(tmp) / "node")
+        init_home(home, CHAIN_ID, listen="127.0.0.1:0")
+        custodian = load_key(home.keys_dir / "client.json")
+        patient, reader = SigningKey.generate(), SigningKey.generate()
+        builder = TxBuilder(custodian, CHAIN_ID)
+        anchor_txs = [
+            builder.sign(
+                tx_pb2.TransactionBody(
+                    anchor_record=records_pb2.AnchorRecord(
+                        record_id=i.to_bytes(16, "big"),
+                        version=1,
+                        patient=patient.public_key,
+                        commitment=bytes(32),
+                        resource_type="Observation",
+                        category="laboratory",
+                    )
+                ),
+                expiry_height=10_000,
+            )
+            for i in range(anchors)
+        ]
+        transfer_txs = [
+            builder.transfer(to=custodian.public_key, amount_micros=1, expiry_height=10_000)
+            for _ in range(transfers)
+        ]
+        node = start_node(home.root)
+        try:
+            anchor_s = asyncio.run(_stream_committed(node.address, list(anchor_txs)))
+            transfer_s = asyncio.run(_stream_committed(node.address, list(transfer_txs)))
+            # Records in the vault and a consent covering them, then the fetches.
+            with RecordsClient(node.address, CHAIN_ID) as records:
+                record_ids = [
+                    records.put(
+                        custodian,
+                        patient=patient.public_key,
+                        resource_type="Observation",
+                        category="laboratory",
+                        content=json.dumps(
+                            {"resourceType": "Observation", "status": "final", "n": i}
+                        ).encode(),
+                    ).record_id
+                    for i in range(RECORDS)
+                ]
+            with LedgerClient(node.address) as ledger:
+                now = int(time.time() * 1000)
+                grant = TxBuilder(patient, CHAIN_ID).grant_consent(
+                    grantee=reader.public_key,
+                    purposes=[records_pb2.PURPOSE_RESEARCH],
+                    resource_types=["Observation"],
+                    valid_from_ms=now - 1000,
+                    valid_until_ms=now + 3_600_000,
+                    expiry_height=ledger.status().height + 100,
+                )
+                ledger.submit(grant, wait=True)
+            fetch_s, latencies = asyncio.run(
+                _fetch_all(node.address, reader, [record_ids[i % RECORDS] for i in range(fetches)])
+            )
+        finally:
+            node.stop()
+    result = RecordsBenchResult(
+        anchors=anchors,
+        anchors_per_s=anchors / anchor_s,
+        fetches=fetches,
+        fetches_per_s=fetches / fetch_s,
+        fetch_latency_p50_ms=statistics.median(latencies) * 1e3,
+        fetch_latency_p99_ms=_percentile(latencies, 0.99) * 1e3,
+        transfers=transfers,
+        transfers_per_s=transfers / transfer_s,
+    )
+    print(json.dumps(asdict(result), indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+async def _fetch_all(
+    address: str, reader: object, record_ids: list[bytes]
+) -> tuple[float, list[float]]:
+    import grpc  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: PLC0415
+
+    from medledger.client.sync import channel_options  # noqa: PLC0415
+    from medledger.crypto import SigningKey  # noqa: PLC0415
+    from medledger.vault import envelope  # noqa: PLC0415
+    from medledger.vault.requests import sign_request  # noqa: PLC0415
+    from medledger.wire.v1 import records_pb2, records_pb2_grpc  # noqa: PLC0415
+
+    assert isinstance(reader, SigningKey)
+    latencies: list[float] = []
+    in_flight = asyncio.Semaphore(FETCHES_IN_FLIGHT)
+    async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+        stub = records_pb2_grpc.VaultServiceStub(channel)
+
+        async def one(record_id: bytes) -> None:
+            async with in_flight:
+                began = time.perf_counter()
+                recipient = X25519PrivateKey.generate()
+                request = records_pb2.FetchRequest(
+                    record_id=record_id,
+                    requester=reader.public_key,
+                    purpose=records_pb2.PURPOSE_RESEARCH,
+                    recipient_key=recipient.public_key().public_bytes(
+                        Encoding.Raw, PublicFormat.Raw
+                    ),
+                )
+                response = await stub.Fetch(sign_request(request, reader, CHAIN_ID), timeout=60)
+                key, _ = envelope.unwrap_key(
+                    response.wrapped_key, recipient, response.record_id, response.version
+                )
+                envelope.open_body(
+                    key, response.record_id, response.version, response.commitment,
+                    response.ciphertext,
+                )  # fmt: skip
+                latencies.append(time.perf_counter() - began)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(r) for r in record_ids))
+        return time.perf_counter() - started, latencies
