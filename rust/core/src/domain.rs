@@ -41,7 +41,9 @@ impl Domain {
             "vault-request" => Ok(Self::VaultRequest),
             other => Err(Error::invalid_argument(
                 "domain",
-                format!("unknown domain {other:?}; expected tx, vote, proposal, channel-state or vault-request"),
+                format!(
+                    "unknown domain {other:?}; expected tx, vote, proposal, channel-state or vault-request"
+                ),
             )),
         }
     }
