@@ -25,8 +25,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from medledger import __version__
-from medledger.cli_records import RefusedError
 from medledger.cli_records import add_commands as add_record_commands
+from medledger.cli_support import CliError, client_key, hex_bytes, node_address
 from medledger.config import DEFAULT_LISTEN, Home, NodeConfig
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
@@ -38,17 +38,6 @@ __all__ = ["main"]
 
 DEFAULT_FUND_MICROS = 10**15
 EXPIRY_BLOCKS = 100
-
-
-class CliError(Exception):
-    """A user error: printed without a traceback, exit status 1."""
-
-
-def hex_bytes(text: str) -> bytes:
-    try:
-        return bytes.fromhex(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"not hex: {text!r}") from error
 
 
 def print_message(message: Message) -> None:
@@ -117,22 +106,6 @@ def cmd_keys_new(args: argparse.Namespace) -> None:
 
 def cmd_keys_show(args: argparse.Namespace) -> None:
     print(load_key(args.file).public_key.hex())
-
-
-def node_address(args: argparse.Namespace) -> str:
-    if args.node:
-        return str(args.node)
-    if args.home:
-        return Home(args.home).load_config().listen
-    return DEFAULT_LISTEN
-
-
-def client_key(args: argparse.Namespace) -> SigningKey:
-    if args.key:
-        return load_key(args.key)
-    if args.home:
-        return load_key(Home(args.home).keys_dir / "client.json")
-    raise CliError("give --key FILE (or --home DIR to use its client key)")
 
 
 def submit_kind(args: argparse.Namespace, build: Callable[..., Message]) -> None:
@@ -374,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     demo.add_argument("--validators", type=int, default=4, help="validator processes (default 4)")
     demo.set_defaults(run=cmd_demo)
 
-    add_record_commands(commands, hex_bytes)
+    add_record_commands(commands)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="action", required=True
@@ -415,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CliError, KeyFileError, RefusedError) as error:
+    except (CliError, KeyFileError) as error:
         print(f"medledger: {error}", file=sys.stderr)
         return 1
     except Rejected as rejected:

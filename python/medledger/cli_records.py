@@ -6,17 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from medledger.cli_support import CliError, client_key, hex_bytes
 from medledger.config import Home
-from medledger.errors import Rejected
 from medledger.genesis import Genesis
-from medledger.keys import load_key
 from medledger.wire.v1 import records_pb2
 
-__all__ = ["RefusedError", "add_commands"]
+if TYPE_CHECKING:
+    from medledger.client.records import RecordsClient
+
+__all__ = ["add_commands"]
 
 DAY_MS = 24 * 3600 * 1000
 EXPIRY_BLOCKS = 100
@@ -31,130 +32,91 @@ OUTCOMES = {
 }
 
 
-class RefusedError(Exception):
-    """The node or vault refused; printed as 'refused: …', exit status 1."""
-
-
 def _address(args: argparse.Namespace) -> str:
     if args.node:
         return str(args.node)
     if args.home:
         return Home(args.home).load_config().listen
-    raise RefusedError("give --node HOST:PORT (or --home DIR of the node)")
+    raise CliError("give --node HOST:PORT (or --home DIR of the node)")
 
 
-def _chain_id(address: str) -> str:
+def _records(args: argparse.Namespace) -> RecordsClient:
     from medledger.client import LedgerClient  # noqa: PLC0415
+    from medledger.client.records import RecordsClient  # noqa: PLC0415
 
+    address = _address(args)
     with LedgerClient(address) as client:
-        return client.status().chain_id
+        chain_id = client.status().chain_id
+    return RecordsClient(address, chain_id)
 
 
-def _key(args: argparse.Namespace) -> Any:
-    if getattr(args, "key", None):
-        return load_key(args.key)
-    if args.home:
-        return load_key(Home(args.home).keys_dir / "client.json")
-    raise RefusedError("give --key FILE (or --home DIR to use its client key)")
-
-
-def _refusals(call: Callable[[], None]) -> None:
-    try:
-        call()
-    except Rejected as rejected:
-        raise RefusedError(f"refused ({rejected.status}): {rejected}") from None
-
+# Refusals from the node or vault raise `Rejected`, which `medledger.cli.main` prints as
+# "refused (STATUS): field: reason" with exit status 1.
 
 # ---------------------------------------------------------------------- records
 
 
 def cmd_record_put(args: argparse.Namespace) -> None:
-    from medledger.client.records import RecordsClient  # noqa: PLC0415
     from medledger.fhir.ingest import BundleError, resources_of_bundle  # noqa: PLC0415
 
     try:
         resources = resources_of_bundle(args.bundle.read_bytes())
     except BundleError as error:
-        raise RefusedError(str(error)) from None
-    address = _address(args)
-    custodian = _key(args)
-
-    def put() -> None:
-        with RecordsClient(address, _chain_id(address)) as client:
-            for resource in resources:
-                stored = client.put(
-                    custodian,
-                    patient=args.patient,
-                    resource_type=resource.resource_type,
-                    category=resource.category,
-                    security_labels=resource.security_labels,
-                    content=resource.content,
-                )
-                line = {
-                    "record_id": stored.record_id.hex(),
-                    "version": stored.version,
-                    "resource_type": resource.resource_type,
-                    "height": stored.height,
-                    "anchor_tx_id": stored.tx_id.hex(),
-                }
-                print(json.dumps(line))
-
-    _refusals(put)
+        raise CliError(str(error)) from None
+    custodian = client_key(args)
+    with _records(args) as client:
+        for resource in resources:
+            stored = client.put(
+                custodian,
+                patient=args.patient,
+                resource_type=resource.resource_type,
+                category=resource.category,
+                security_labels=resource.security_labels,
+                content=resource.content,
+            )
+            line = {
+                "record_id": stored.record_id.hex(),
+                "version": stored.version,
+                "resource_type": resource.resource_type,
+                "height": stored.height,
+                "anchor_tx_id": stored.tx_id.hex(),
+            }
+            print(json.dumps(line))
 
 
 def cmd_record_get(args: argparse.Namespace) -> None:
-    from medledger.client.records import RecordsClient  # noqa: PLC0415
-
-    address = _address(args)
-    key = _key(args)
-
-    def get() -> None:
-        with RecordsClient(address, _chain_id(address)) as client:
-            fetched = client.fetch(
-                key,
-                args.record_id,
-                purpose=PURPOSES[args.purpose],
-                version=args.version,
-                emergency_reason=args.emergency or "",
-            )
-        print(fetched.content.decode())
-
-    _refusals(get)
+    key = client_key(args)
+    with _records(args) as client:
+        fetched = client.fetch(
+            key,
+            args.record_id,
+            purpose=PURPOSES[args.purpose],
+            version=args.version,
+            emergency_reason=args.emergency or "",
+        )
+    print(fetched.content.decode())
 
 
 def cmd_record_erase(args: argparse.Namespace) -> None:
-    from medledger.client.records import RecordsClient  # noqa: PLC0415
-
-    address = _address(args)
-    key = _key(args)
-
-    def erase() -> None:
-        with RecordsClient(address, _chain_id(address)) as client:
-            receipt = client.erase(key, args.record_id, args.reason)
-        print(json.dumps({"erasure_tx_id": receipt.tx_id.hex(), "height": receipt.height}))
-
-    _refusals(erase)
+    key = client_key(args)
+    with _records(args) as client:
+        receipt = client.erase(key, args.record_id, args.reason)
+    print(json.dumps({"erasure_tx_id": receipt.tx_id.hex(), "height": receipt.height}))
 
 
 def cmd_record_proof(args: argparse.Namespace) -> None:
     from medledger.client import LedgerClient  # noqa: PLC0415
     from medledger.client.anchor_proof import anchor_proof_document  # noqa: PLC0415
-    from medledger.client.records import RecordsClient  # noqa: PLC0415
 
-    address = _address(args)
-
-    def proof() -> None:
-        with RecordsClient(address, _chain_id(address)) as records:
-            versions = records.record(args.record_id).versions
-        chosen = [v for v in versions if v.version == args.version] if args.version else versions
-        if not chosen:
-            raise RefusedError(f"version: record has no version {args.version}")
-        with LedgerClient(address) as ledger:
-            response = ledger.get_transaction(tx_id=chosen[-1].tx_id)
-        args.out.write_text(json.dumps(anchor_proof_document(response), indent=2) + "\n")
-        print(f"wrote {args.out}")
-
-    _refusals(proof)
+    with _records(args) as records:
+        versions = records.record(args.record_id).versions
+    chosen = [v for v in versions if v.version == args.version] if args.version else versions
+    if not chosen:
+        raise CliError(f"version: record has no version {args.version}")
+    with LedgerClient(_address(args)) as ledger:
+        response = ledger.get_transaction(tx_id=chosen[-1].tx_id)
+    args.out.write_text(json.dumps(anchor_proof_document(response), indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 def cmd_verify_proof(args: argparse.Namespace) -> None:
@@ -164,7 +126,7 @@ def cmd_verify_proof(args: argparse.Namespace) -> None:
     try:
         proof = verify_anchor_proof(load(str(args.file)), Genesis.load(args.genesis))
     except (ProofError, OSError, ValueError) as error:
-        raise RefusedError(f"proof INVALID: {error}") from None
+        raise CliError(f"proof INVALID: {error}") from None
     print(
         f"proof OK: record {proof.record_id.hex()} version {proof.version} "
         f"commitment {proof.commitment.hex()} anchored by {proof.custodian.hex()} "
@@ -177,71 +139,50 @@ def cmd_verify_proof(args: argparse.Namespace) -> None:
 
 
 def cmd_consent_grant(args: argparse.Namespace) -> None:
-    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+    from medledger.client import LedgerClient, TxBuilder, new_tx_id  # noqa: PLC0415
 
-    address = _address(args)
     now = int(time.time() * 1000)
-
-    def grant() -> None:
-        with LedgerClient(address) as client:
-            status = client.status()
-            tx = TxBuilder(_key(args), status.chain_id).grant_consent(
-                grantee=args.grantee,
-                purposes=[PURPOSES[p] for p in args.purpose],
-                resource_types=args.resource_type or (),
-                categories=args.category or (),
-                record_ids=args.record or (),
-                deny=args.deny,
-                valid_from_ms=now,
-                valid_until_ms=now + args.days * DAY_MS,
-                expiry_height=status.height + EXPIRY_BLOCKS,
-            )
-            receipt = client.submit(tx, wait=True)
-        body_id = json.loads(json.dumps({"consent_id": _consent_id(tx)}))
-        print(json.dumps({**body_id, "height": receipt.height, "code": receipt.code}))
-
-    _refusals(grant)
-
-
-def _consent_id(tx: Any) -> str:
-    from medledger.wire.v1 import tx_pb2  # noqa: PLC0415
-
-    return str(tx_pb2.TransactionBody.FromString(tx.body).grant_consent.consent_id.hex())
+    consent_id = new_tx_id()
+    with LedgerClient(_address(args)) as client:
+        status = client.status()
+        tx = TxBuilder(client_key(args), status.chain_id).grant_consent(
+            consent_id=consent_id,
+            grantee=args.grantee,
+            purposes=[PURPOSES[p] for p in args.purpose],
+            resource_types=args.resource_type or (),
+            categories=args.category or (),
+            record_ids=args.record or (),
+            deny=args.deny,
+            valid_from_ms=now,
+            valid_until_ms=now + args.days * DAY_MS,
+            expiry_height=status.height + EXPIRY_BLOCKS,
+        )
+        receipt = client.submit(tx, wait=True)
+    print(
+        json.dumps({"consent_id": consent_id.hex(), "height": receipt.height, "code": receipt.code})
+    )
 
 
 def cmd_consent_revoke(args: argparse.Namespace) -> None:
     from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
 
-    address = _address(args)
-
-    def revoke() -> None:
-        with LedgerClient(address) as client:
-            status = client.status()
-            tx = TxBuilder(_key(args), status.chain_id).revoke_consent(
-                consent_id=args.consent_id,
-                reason=args.reason,
-                expiry_height=status.height + EXPIRY_BLOCKS,
-            )
-            receipt = client.submit(tx, wait=True)
-        print(
-            json.dumps({"height": receipt.height, "code": receipt.code, "message": receipt.message})
+    with LedgerClient(_address(args)) as client:
+        status = client.status()
+        tx = TxBuilder(client_key(args), status.chain_id).revoke_consent(
+            consent_id=args.consent_id,
+            reason=args.reason,
+            expiry_height=status.height + EXPIRY_BLOCKS,
         )
-
-    _refusals(revoke)
+        receipt = client.submit(tx, wait=True)
+    print(json.dumps({"height": receipt.height, "code": receipt.code, "message": receipt.message}))
 
 
 def cmd_consent_list(args: argparse.Namespace) -> None:
-    from medledger.client.records import RecordsClient  # noqa: PLC0415
     from medledger.fhir.export import consent_to_fhir  # noqa: PLC0415
 
-    address = _address(args)
-
-    def show() -> None:
-        with RecordsClient(address, _chain_id(address)) as client:
-            consents = client.consents(args.patient)
-        print(json.dumps([consent_to_fhir(c) for c in consents], indent=2))
-
-    _refusals(show)
+    with _records(args) as client:
+        consents = client.consents(args.patient)
+    print(json.dumps([consent_to_fhir(c) for c in consents], indent=2))
 
 
 # ---------------------------------------------------------------------- access
@@ -251,17 +192,10 @@ def cmd_access_log(args: argparse.Namespace) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    from medledger.client.records import RecordsClient  # noqa: PLC0415
     from medledger.fhir.export import access_event_to_fhir  # noqa: PLC0415
 
-    address = _address(args)
-    events: list[records_pb2.AccessEvent] = []
-
-    def load_events() -> None:
-        with RecordsClient(address, _chain_id(address)) as client:
-            events.extend(client.access_events(args.patient))
-
-    _refusals(load_events)
+    with _records(args) as client:
+        events = client.access_events(args.patient)
     if args.fhir:
         print(json.dumps([access_event_to_fhir(e) for e in events], indent=2))
         return
@@ -288,7 +222,7 @@ def cmd_access_log(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------- the parser
 
 
-def add_commands(commands: Any, hex_bytes: Callable[[str], bytes]) -> None:  # noqa: PLR0915 - one table
+def add_commands(commands: Any) -> None:  # noqa: PLR0915 - one table
     def connection(sub: argparse.ArgumentParser, *, key: bool = True) -> None:
         sub.add_argument("--node", help="node address HOST:PORT (default: the home's)")
         sub.add_argument("--home", type=Path, help="a node home: its address and client key")

@@ -18,7 +18,7 @@ from rich.progress import Progress
 if TYPE_CHECKING:
     from medledger.wire.v1.envelope_pb2 import SignedTransaction
 
-__all__ = ["NodeBenchResult", "run_node_bench"]
+__all__ = ["NodeBenchResult", "percentile", "run_node_bench", "stream_batches"]
 
 CHAIN_ID = "medledger-bench"
 PAYERS = 100
@@ -50,7 +50,7 @@ class NodeBenchResult:
     verify_ceiling_tx_per_s: float = 0.0
 
 
-def _percentile(values: list[float], fraction: float) -> float:
+def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
@@ -136,8 +136,8 @@ def _run(
         addresses = [n.address for n in nodes]
         for phase in setup:
             chunks = [phase[i : i + batch] for i in range(0, len(phase), batch)]
-            asyncio.run(_stream(addresses[:1], chunks, 1, len(phase), window))
-        seconds, latencies = asyncio.run(_stream(addresses, batches, streams, txs, window))
+            asyncio.run(stream_batches(addresses[:1], chunks, 1, len(phase), window))
+        seconds, latencies = asyncio.run(stream_batches(addresses, batches, streams, txs, window))
     finally:
         for node in nodes:
             node.stop()
@@ -153,7 +153,7 @@ def _run(
         seconds=seconds,
         committed_tx_per_s=txs / seconds,
         latency_p50_ms=statistics.median(latencies) * 1e3,
-        latency_p99_ms=_percentile(latencies, 0.99) * 1e3,
+        latency_p99_ms=percentile(latencies, 0.99) * 1e3,
         cost_us_per_tx={k: round(v, 2) for k, v in costs.items()},
         validators=validators,
         payers=payers,
@@ -166,13 +166,16 @@ def _run(
     return result
 
 
-async def _stream(
+async def stream_batches(
     addresses: list[str],
     batches: list[list[SignedTransaction]],
     streams: int,
     total: int,
     window_batches: int,
 ) -> tuple[float, list[float]]:
+    """Streams `batches` over `streams` SubmitStreams spread over `addresses`, each with
+    `window_batches` in flight; raises unless every transaction commits OK. Returns the
+    seconds taken and each transaction's submit-to-commit latency."""
     import grpc  # noqa: PLC0415
 
     from medledger.client.sync import channel_options  # noqa: PLC0415
@@ -184,7 +187,7 @@ async def _stream(
     with Progress(transient=True) as progress:
         task = progress.add_task("committing", total=total)
 
-        async def one_stream(lane: int) -> None:
+        async def onestream_batches(lane: int) -> None:
             nonlocal committed
             # Streams spread over the validators, as clients of a network would.
             address = addresses[lane % len(addresses)]
@@ -210,7 +213,7 @@ async def _stream(
                     progress.update(task, completed=committed)
 
         started = time.perf_counter()
-        await asyncio.gather(*(one_stream(lane) for lane in range(streams)))
+        await asyncio.gather(*(onestream_batches(lane) for lane in range(streams)))
         seconds = time.perf_counter() - started
     return seconds, latencies
 

@@ -11,9 +11,15 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medledger.loadgen import WINDOW_BATCHES, percentile, stream_batches
+
+if TYPE_CHECKING:
+    from medledger.crypto import SigningKey
+    from medledger.wire.v1.envelope_pb2 import SignedTransaction
 
 __all__ = ["RecordsBenchResult", "run_records_bench"]
 
@@ -33,38 +39,6 @@ class RecordsBenchResult:
     fetch_latency_p99_ms: float
     transfers: int
     transfers_per_s: float
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def _stream_committed(address: str, txs: list[object]) -> float:
-    """Seconds to get every transaction committed through two SubmitStreams."""
-    import grpc  # noqa: PLC0415
-
-    from medledger.client.sync import channel_options  # noqa: PLC0415
-    from medledger.wire.v1 import ledger_pb2, ledger_pb2_grpc, tx_pb2  # noqa: PLC0415
-
-    batches = [txs[i : i + BATCH] for i in range(0, len(txs), BATCH)]
-
-    async def lane(mine: list[list[object]]) -> None:
-        async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
-            stub = ledger_pb2_grpc.LedgerServiceStub(channel)
-
-            async def requests() -> AsyncIterator[ledger_pb2.SubmitBatch]:
-                for i, batch in enumerate(mine):
-                    yield ledger_pb2.SubmitBatch(batch_id=i, txs=batch)  # type: ignore[arg-type]
-
-            async for result in stub.SubmitStream(requests(), timeout=600):
-                for receipt in result.receipts:
-                    if receipt.code != tx_pb2.RESULT_CODE_OK:
-                        raise RuntimeError(f"not committed: {receipt}")
-
-    started = time.perf_counter()
-    await asyncio.gather(lane(batches[0::2]), lane(batches[1::2]))
-    return time.perf_counter() - started
 
 
 def run_records_bench(
@@ -107,8 +81,8 @@ def run_records_bench(
         ]
         node = start_node(home.root)
         try:
-            anchor_s = asyncio.run(_stream_committed(node.address, list(anchor_txs)))
-            transfer_s = asyncio.run(_stream_committed(node.address, list(transfer_txs)))
+            anchor_s = _commit_all(node.address, anchor_txs)
+            transfer_s = _commit_all(node.address, transfer_txs)
             # Records in the vault and a consent covering them, then the fetches.
             with RecordsClient(node.address, CHAIN_ID) as records:
                 record_ids = [
@@ -145,7 +119,7 @@ def run_records_bench(
         fetches=fetches,
         fetches_per_s=fetches / fetch_s,
         fetch_latency_p50_ms=statistics.median(latencies) * 1e3,
-        fetch_latency_p99_ms=_percentile(latencies, 0.99) * 1e3,
+        fetch_latency_p99_ms=percentile(latencies, 0.99) * 1e3,
         transfers=transfers,
         transfers_per_s=transfers / transfer_s,
     )
@@ -155,20 +129,23 @@ def run_records_bench(
     return result
 
 
+def _commit_all(address: str, txs: list[SignedTransaction]) -> float:
+    """Seconds to get every transaction committed through two SubmitStreams."""
+    batches = [txs[i : i + BATCH] for i in range(0, len(txs), BATCH)]
+    seconds, _ = asyncio.run(stream_batches([address], batches, 2, len(txs), WINDOW_BATCHES))
+    return seconds
+
+
 async def _fetch_all(
-    address: str, reader: object, record_ids: list[bytes]
+    address: str, reader: SigningKey, record_ids: list[bytes]
 ) -> tuple[float, list[float]]:
     import grpc  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: PLC0415
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: PLC0415
 
+    from medledger.client.records import fetch_request, open_fetched  # noqa: PLC0415
     from medledger.client.sync import channel_options  # noqa: PLC0415
-    from medledger.crypto import SigningKey  # noqa: PLC0415
-    from medledger.vault import envelope  # noqa: PLC0415
     from medledger.vault.requests import sign_request  # noqa: PLC0415
     from medledger.wire.v1 import records_pb2, records_pb2_grpc  # noqa: PLC0415
 
-    assert isinstance(reader, SigningKey)
     latencies: list[float] = []
     in_flight = asyncio.Semaphore(FETCHES_IN_FLIGHT)
     async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
@@ -177,23 +154,11 @@ async def _fetch_all(
         async def one(record_id: bytes) -> None:
             async with in_flight:
                 began = time.perf_counter()
-                recipient = X25519PrivateKey.generate()
-                request = records_pb2.FetchRequest(
-                    record_id=record_id,
-                    requester=reader.public_key,
-                    purpose=records_pb2.PURPOSE_RESEARCH,
-                    recipient_key=recipient.public_key().public_bytes(
-                        Encoding.Raw, PublicFormat.Raw
-                    ),
+                request, recipient = fetch_request(
+                    reader.public_key, record_id, purpose=records_pb2.PURPOSE_RESEARCH
                 )
                 response = await stub.Fetch(sign_request(request, reader, CHAIN_ID), timeout=60)
-                key, _ = envelope.unwrap_key(
-                    response.wrapped_key, recipient, response.record_id, response.version
-                )
-                envelope.open_body(
-                    key, response.record_id, response.version, response.commitment,
-                    response.ciphertext,
-                )  # fmt: skip
+                open_fetched(response, recipient)
                 latencies.append(time.perf_counter() - began)
 
         started = time.perf_counter()

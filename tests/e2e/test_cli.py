@@ -6,8 +6,6 @@ import base64
 import json
 import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,19 +13,7 @@ import lmdb
 
 from medledger.network import free_base_port
 from medledger.node.launcher import start_node
-
-
-def medledger(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "medledger", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
+from tests.e2e.cli_runner import medledger
 
 
 def test_help_lists_every_command() -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from medledger.network import free_base_port
+from tests.e2e.cli_runner import medledger
 
 CHAIN_ID = "e2e-records-1"
 BUNDLE = {
@@ -43,19 +43,6 @@ BUNDLE = {
     ],
 }
 CLEAR_TEXT = [b"Jane Doe", b"8867-4", b"Essential hypertension", b"1961-04-03", b"71.25"]
-
-
-def medledger(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "medledger", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -24,8 +24,10 @@ STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
 """Batches one SubmitStream may have admitted but not yet answered (back-pressure)."""
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], rejected: Rejected) -> None:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], rejected: Rejected) -> NoReturn:
+    """Ends the call with `rejected`'s status and "field: reason" message."""
     await context.abort(grpc.StatusCode[rejected.status], str(rejected))
+    raise AssertionError("context.abort raises")  # pragma: no cover
 
 
 def wait_budget_s(context: grpc.aio.ServicerContext[Any, Any]) -> float:

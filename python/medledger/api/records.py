@@ -3,10 +3,11 @@ custodian's vault). Adapters: the application and the vault do the work."""
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
+from medledger.api.ledger import abort
 from medledger.app import queries
 from medledger.errors import Rejected
 from medledger.node.ledger_node import LedgerNode
@@ -18,14 +19,9 @@ __all__ = ["RecordServicer", "VaultServicer"]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-async def _abort(context: Context, rejected: Rejected) -> NoReturn:
-    await context.abort(grpc.StatusCode[rejected.status], str(rejected))
-    raise AssertionError("abort raises")  # pragma: no cover
-
-
 async def _require_key(context: Context, field: str, value: bytes, length: int) -> None:
     if len(value) != length:
-        await _abort(
+        await abort(
             context,
             Rejected("INVALID_ARGUMENT", field, f"must be {length} bytes, got {len(value)}"),
         )
@@ -42,7 +38,7 @@ class RecordServicer:
         with self.node.store.snapshot() as snapshot:
             record = queries.record(snapshot, request.record_id)
             if record is None:
-                await _abort(context, Rejected("NOT_FOUND", "record_id", "unknown record"))
+                await abort(context, Rejected("NOT_FOUND", "record_id", "unknown record"))
             versions = queries.record_versions(snapshot, request.record_id)
         return records_pb2.GetRecordResponse(record=record, versions=versions)
 
@@ -75,7 +71,7 @@ class VaultServicer:
         try:
             stored = await self.vault.put(request)
         except Rejected as rejected:
-            await _abort(context, rejected)
+            await abort(context, rejected)
         return records_pb2.PutRecordResponse(
             record_id=stored.record_id,
             version=stored.version,
@@ -90,7 +86,7 @@ class VaultServicer:
         try:
             return await self.vault.fetch(request)
         except Rejected as rejected:
-            await _abort(context, rejected)
+            await abort(context, rejected)
 
     async def Erase(  # noqa: N802
         self, request: records_pb2.EraseRequest, context: Context
@@ -98,5 +94,5 @@ class VaultServicer:
         try:
             receipt = await self.vault.erase(request)
         except Rejected as rejected:
-            await _abort(context, rejected)
+            await abort(context, rejected)
         return records_pb2.EraseResponse(tx_id=receipt.tx_id, height=receipt.height)

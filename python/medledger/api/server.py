@@ -73,18 +73,23 @@ def bidi_stream(
     return behaviour
 
 
-def unary_handlers(
-    service: str, methods: dict[str, tuple[Any, type[Message], type[Message]]]
-) -> grpc.GenericRpcHandler:
-    """A service of unary methods (name -> (behaviour, request type, response type)),
-    with requests decoded by `decode`."""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+UnaryMethods = dict[str, tuple[Any, type[Message], type[Message]]]
+"""name -> (behaviour, request type, response type)"""
+
+
+def unary_method_handlers(methods: UnaryMethods) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """Unary method handlers with requests decoded by `decode`."""
+    return {
         name: grpc.unary_unary_rpc_method_handler(
             unary(method, request_type), response_serializer=response_type.SerializeToString
         )
         for name, (method, request_type, response_type) in methods.items()
     }
-    return grpc.method_handlers_generic_handler(service, handlers)
+
+
+def unary_handlers(service: str, methods: UnaryMethods) -> grpc.GenericRpcHandler:
+    """A service of unary methods only."""
+    return grpc.method_handlers_generic_handler(service, unary_method_handlers(methods))
 
 
 def records_handler(servicer: RecordServicer) -> grpc.GenericRpcHandler:
@@ -122,36 +127,27 @@ def vault_handler(servicer: VaultServicer) -> grpc.GenericRpcHandler:
 def ledger_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler:
     """LedgerService's methods, with requests decoded by `decode`."""
     pb = ledger_pb2
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        "Submit": grpc.unary_unary_rpc_method_handler(
-            unary(servicer.Submit, pb.SubmitRequest),
-            response_serializer=pb.SubmitResponse.SerializeToString,
-        ),
-        "SubmitStream": grpc.stream_stream_rpc_method_handler(
-            bidi_stream(servicer.SubmitStream, pb.SubmitBatch),
-            response_serializer=pb.SubmitBatchResult.SerializeToString,
-        ),
-        "GetTransaction": grpc.unary_unary_rpc_method_handler(
-            unary(servicer.GetTransaction, pb.GetTransactionRequest),
-            response_serializer=pb.GetTransactionResponse.SerializeToString,
-        ),
-        "GetBlock": grpc.unary_unary_rpc_method_handler(
-            unary(servicer.GetBlock, pb.GetBlockRequest),
-            response_serializer=pb.GetBlockResponse.SerializeToString,
-        ),
-        "GetAccount": grpc.unary_unary_rpc_method_handler(
-            unary(servicer.GetAccount, pb.GetAccountRequest),
-            response_serializer=pb.GetAccountResponse.SerializeToString,
-        ),
-        "StreamBlocks": grpc.unary_stream_rpc_method_handler(
-            server_stream(servicer.StreamBlocks, pb.StreamBlocksRequest),
-            response_serializer=pb.GetBlockResponse.SerializeToString,
-        ),
-        "GetStatus": grpc.unary_unary_rpc_method_handler(
-            unary(servicer.GetStatus, pb.GetStatusRequest),
-            response_serializer=pb.GetStatusResponse.SerializeToString,
-        ),
-    }
+    handlers = unary_method_handlers(
+        {
+            "Submit": (servicer.Submit, pb.SubmitRequest, pb.SubmitResponse),
+            "GetTransaction": (
+                servicer.GetTransaction,
+                pb.GetTransactionRequest,
+                pb.GetTransactionResponse,
+            ),
+            "GetBlock": (servicer.GetBlock, pb.GetBlockRequest, pb.GetBlockResponse),
+            "GetAccount": (servicer.GetAccount, pb.GetAccountRequest, pb.GetAccountResponse),
+            "GetStatus": (servicer.GetStatus, pb.GetStatusRequest, pb.GetStatusResponse),
+        }
+    )
+    handlers["SubmitStream"] = grpc.stream_stream_rpc_method_handler(
+        bidi_stream(servicer.SubmitStream, pb.SubmitBatch),
+        response_serializer=pb.SubmitBatchResult.SerializeToString,
+    )
+    handlers["StreamBlocks"] = grpc.unary_stream_rpc_method_handler(
+        server_stream(servicer.StreamBlocks, pb.StreamBlocksRequest),
+        response_serializer=pb.GetBlockResponse.SerializeToString,
+    )
     return grpc.method_handlers_generic_handler(LEDGER_SERVICE, handlers)
 
 

@@ -19,7 +19,7 @@ from medledger.vault import envelope
 from medledger.vault.requests import sign_request
 from medledger.wire.v1 import records_pb2, records_pb2_grpc
 
-__all__ = ["FetchedRecord", "RecordsClient"]
+__all__ = ["FetchedRecord", "RecordsClient", "fetch_request", "open_fetched"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,41 @@ class FetchedRecord:
     content: bytes
     commitment: bytes
     access: records_pb2.AccessEvent
+
+
+def fetch_request(
+    requester: bytes,
+    record_id: bytes,
+    *,
+    purpose: records_pb2.Purpose.ValueType,
+    version: int = 0,
+    emergency_reason: str = "",
+) -> tuple[records_pb2.FetchRequest, X25519PrivateKey]:
+    """An unsigned fetch request and the fresh X25519 key its data key is wrapped for."""
+    recipient = X25519PrivateKey.generate()
+    request = records_pb2.FetchRequest(
+        record_id=record_id,
+        version=version,
+        requester=requester,
+        purpose=purpose,
+        recipient_key=recipient.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+        emergency_reason=emergency_reason,
+    )
+    return request, recipient
+
+
+def open_fetched(response: records_pb2.FetchResponse, recipient: X25519PrivateKey) -> bytes:
+    """The content of a fetch response: data key unwrapped, body decrypted and checked
+    against the commitment the response names."""
+    data_key, salt = envelope.unwrap_key(
+        response.wrapped_key, recipient, response.record_id, response.version
+    )
+    content = envelope.open_body(
+        data_key, response.record_id, response.version, response.commitment, response.ciphertext
+    )
+    if envelope.commitment(salt, content) != response.commitment:
+        raise Rejected("DATA_LOSS", "commitment", "the content does not match its anchor")
+    return content
 
 
 class RecordsClient:
@@ -91,27 +126,18 @@ class RecordsClient:
     ) -> FetchedRecord:
         """Fetches, unwraps the data key with a fresh X25519 key, decrypts, and checks the
         content against the commitment anchored on the ledger."""
-        recipient = X25519PrivateKey.generate()
-        request = records_pb2.FetchRequest(
-            record_id=record_id,
-            version=version,
-            requester=requester.public_key,
+        request, recipient = fetch_request(
+            requester.public_key,
+            record_id,
             purpose=purpose,
-            recipient_key=recipient.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            version=version,
             emergency_reason=emergency_reason,
         )
         with translated_errors():
             response = self._vault.Fetch(
                 sign_request(request, requester, self.chain_id), timeout=self.timeout_s
             )
-        data_key, salt = envelope.unwrap_key(
-            response.wrapped_key, recipient, response.record_id, response.version
-        )
-        content = envelope.open_body(
-            data_key, response.record_id, response.version, response.commitment, response.ciphertext
-        )
-        if envelope.commitment(salt, content) != response.commitment:
-            raise Rejected("DATA_LOSS", "commitment", "the content does not match its anchor")
+        content = open_fetched(response, recipient)
         anchored = self.record(record_id).versions
         if not any(
             v.version == response.version and v.commitment == response.commitment for v in anchored

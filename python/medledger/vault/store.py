@@ -27,6 +27,14 @@ def _version_key(record_id: bytes, version: int) -> bytes:
     return record_id + struct.pack(">I", version)
 
 
+def _delete_prefix(txn: lmdb.Transaction, prefix: bytes) -> None:
+    with txn.cursor() as cursor:
+        if not cursor.set_range(prefix):
+            return
+        while bytes(cursor.key()).startswith(prefix) and cursor.delete():
+            pass
+
+
 class VaultStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -75,17 +83,9 @@ class VaultStore:
         the key file rewritten without them; the ciphertexts are deleted too."""
         with self._keys.begin(write=True) as txn:
             txn.delete(b"k" + record_id)
-            with txn.cursor() as cursor:
-                prefix = b"s" + record_id
-                if cursor.set_range(prefix):
-                    while cursor.key().startswith(prefix):
-                        if not cursor.delete():
-                            break
-        with self._bodies.begin(write=True) as txn, txn.cursor() as cursor:
-            if cursor.set_range(record_id):
-                while cursor.key().startswith(record_id):
-                    if not cursor.delete():
-                        break
+            _delete_prefix(txn, b"s" + record_id)
+        with self._bodies.begin(write=True) as txn:
+            _delete_prefix(txn, record_id)
         self._compact_keys()
 
     def _compact_keys(self) -> None:
