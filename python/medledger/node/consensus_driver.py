@@ -81,17 +81,23 @@ class CatchUp:
 Input = Inbound | Fired | NextHeight | CatchUp
 
 
-def to_wire(message: Proposal | Vote) -> peer_pb2.PeerMessage:
+def to_wire(
+    message: Proposal | Vote, compact: tuple[bytes, list[bytes]] | None = None
+) -> peer_pb2.PeerMessage:
+    """`compact` (header, transaction hashes) sends a proposal without its block."""
     if isinstance(message, Proposal):
+        header, tx_hashes = compact or (b"", [])
         return peer_pb2.PeerMessage(
             proposal=peer_pb2.ConsensusProposal(
                 height=message.height,
                 round=message.round,
                 valid_round=message.valid_round,
                 proposer=message.proposer,
-                block=message.value,
+                block=b"" if compact else message.value,
                 block_hash=message.value_id,
                 signature=message.signature,
+                header=header,
+                tx_hashes=tx_hashes,
             )
         )
     return peer_pb2.PeerMessage(
@@ -336,22 +342,9 @@ class ConsensusDriver:
                 log.warning("equivocation: %s then %s", output.first, output.second)
 
     def _to_wire(self, message: Proposal | Vote) -> peer_pb2.PeerMessage:
-        compact = self._compact.get(message.value_id or b"")
-        if not isinstance(message, Proposal) or compact is None:
-            return to_wire(message)
-        header, tx_hashes = compact
-        return peer_pb2.PeerMessage(
-            proposal=peer_pb2.ConsensusProposal(
-                height=message.height,
-                round=message.round,
-                valid_round=message.valid_round,
-                proposer=message.proposer,
-                block_hash=message.value_id,
-                signature=message.signature,
-                header=header,
-                tx_hashes=tx_hashes,
-            )
-        )
+        if isinstance(message, Proposal):
+            return to_wire(message, self._compact.get(message.value_id))
+        return to_wire(message)
 
     def _forget_proposals(self) -> None:
         self._entries.clear()
