@@ -17,6 +17,7 @@ __all__ = [
     "ValidatorSet",
     "block_hash",
     "block_tx_hashes",
+    "check_channel_state",
     "merkle_consistency_proof",
     "merkle_inclusion_proof",
     "merkle_leaf_hash",
@@ -29,6 +30,7 @@ __all__ = [
     "validate_block",
     "verify",
     "verify_batch",
+    "verify_channel_states",
     "vote_signing_message",
 ]
 
@@ -68,6 +70,15 @@ def signing_message(domain: str, chain_id: str, payload: bytes) -> bytes: ...
 def vote_signing_message(
     chain_id: str, vote_type: int, height: int, round: int, block_hash: bytes
 ) -> bytes: ...
+def check_channel_state(state: bytes) -> None: ...
+def verify_channel_states(
+    chain_id: str,
+    states: Sequence[bytes],
+    public_keys: Sequence[bytes],
+    signatures: Sequence[bytes],
+    *,
+    threads: int | None = None,
+) -> list[bool]: ...
 def merkle_leaf_hash(leaf: bytes) -> bytes: ...
 def merkle_root(leaves: Sequence[bytes], *, threads: int | None = None) -> bytes: ...
 def merkle_inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]: ...

@@ -38,7 +38,7 @@ PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 SEED_BYTES = 32
 
-Domain = Literal["tx", "vote", "proposal", "channel-state", "vault-request"]
+Domain = Literal["tx", "vote", "proposal", "channel-state", "channel-refund", "vault-request"]
 
 
 def tx_signing_message(chain_id: str, body: bytes) -> bytes:

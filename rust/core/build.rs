@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-const PROTO_FILES: &[&str] = &["medledger/wire/v1/envelope.proto"];
+const PROTO_FILES: &[&str] = &[
+    "medledger/wire/v1/envelope.proto",
+    "medledger/wire/v1/channels.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");

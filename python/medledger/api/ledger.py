@@ -11,6 +11,8 @@ from typing import Any, NoReturn
 import grpc
 
 from medledger import merkle
+from medledger.app import queries
+from medledger.channels.signing import CHANNEL_ID_BYTES
 from medledger.errors import Rejected
 from medledger.node.ledger_node import Admitted, LedgerNode, committed_receipt
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
@@ -173,6 +175,23 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         if account is None:
             await abort(context, Rejected("NOT_FOUND", "owner", "no account for this key"))
         return ledger_pb2.GetAccountResponse(account=account)
+
+    async def GetChannel(  # noqa: N802
+        self,
+        request: ledger_pb2.GetChannelRequest,
+        context: grpc.aio.ServicerContext[
+            ledger_pb2.GetChannelRequest, ledger_pb2.GetChannelResponse
+        ],
+    ) -> ledger_pb2.GetChannelResponse:
+        if len(request.channel_id) != CHANNEL_ID_BYTES:
+            reason = f"must be {CHANNEL_ID_BYTES} bytes, got {len(request.channel_id)}"
+            await abort(context, Rejected("INVALID_ARGUMENT", "channel_id", reason))
+        with self.node.store.snapshot() as snapshot:
+            channel = queries.channel(snapshot, request.channel_id)
+            height = self.node.head.height
+        if channel is None:
+            await abort(context, Rejected("NOT_FOUND", "channel_id", "no such channel"))
+        return ledger_pb2.GetChannelResponse(channel=channel, height=height)
 
     async def StreamBlocks(  # noqa: N802
         self,

@@ -11,13 +11,15 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from medledger.api.channels import ChannelServicer
 from medledger.api.ledger import LedgerServicer
 from medledger.api.peer import PeerServicer
 from medledger.api.records import RecordServicer, VaultServicer
+from medledger.channels.payee import Payee
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
 from medledger.vault.service import Vault
-from medledger.wire.v1 import ledger_pb2, peer_pb2, peer_pb2_grpc, records_pb2
+from medledger.wire.v1 import channels_pb2, ledger_pb2, peer_pb2, peer_pb2_grpc, records_pb2
 
 __all__ = ["LEDGER_SERVICE", "serve"]
 
@@ -25,6 +27,7 @@ LEDGER_SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_na
 PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name
 RECORD_SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_name
 VAULT_SERVICE = records_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name
+CHANNEL_SERVICE = channels_pb2.DESCRIPTOR.services_by_name["ChannelService"].full_name
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -124,6 +127,25 @@ def vault_handler(servicer: VaultServicer) -> grpc.GenericRpcHandler:
     )
 
 
+def channel_handler(servicer: ChannelServicer) -> grpc.GenericRpcHandler:
+    pb = channels_pb2
+    handlers = unary_method_handlers(
+        {
+            "GetChannelState": (
+                servicer.GetChannelState,
+                pb.GetChannelStateRequest,
+                pb.GetChannelStateResponse,
+            ),
+            "OfferRefund": (servicer.OfferRefund, pb.RefundOffer, pb.OfferRefundResponse),
+        }
+    )
+    handlers["Stream"] = grpc.stream_stream_rpc_method_handler(
+        bidi_stream(servicer.Stream, pb.ChannelUpdate),
+        response_serializer=pb.ChannelEvent.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(CHANNEL_SERVICE, handlers)
+
+
 def ledger_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler:
     """LedgerService's methods, with requests decoded by `decode`."""
     pb = ledger_pb2
@@ -138,6 +160,7 @@ def ledger_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler:
             "GetBlock": (servicer.GetBlock, pb.GetBlockRequest, pb.GetBlockResponse),
             "GetAccount": (servicer.GetAccount, pb.GetAccountRequest, pb.GetAccountResponse),
             "GetStatus": (servicer.GetStatus, pb.GetStatusRequest, pb.GetStatusResponse),
+            "GetChannel": (servicer.GetChannel, pb.GetChannelRequest, pb.GetChannelResponse),
         }
     )
     handlers["SubmitStream"] = grpc.stream_stream_rpc_method_handler(
@@ -156,6 +179,7 @@ async def serve(
     listen: str,
     driver: ConsensusDriver | None = None,
     vault: Vault | None = None,
+    payee: Payee | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Starts serving `node` on `listen` (host:port; port 0 picks one). Returns the
     server and the bound port."""
@@ -176,6 +200,9 @@ async def serve(
     if vault is not None:
         server.add_generic_rpc_handlers((vault_handler(VaultServicer(vault)),))
         services.append(VAULT_SERVICE)
+    if payee is not None:
+        server.add_generic_rpc_handlers((channel_handler(ChannelServicer(payee)),))
+        services.append(CHANNEL_SERVICE)
     if driver is not None:
         peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(driver), server)
         services.append(PEER_SERVICE)

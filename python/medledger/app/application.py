@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medledger.app import accounts, consent, identity, records
+from medledger.app import accounts, channels, consent, identity, records
 from medledger.app.outcome import TxOutcome
 from medledger.app.state import BlockState, StateReader, next_app_hash
 from medledger.errors import Rejected
@@ -29,6 +29,12 @@ HANDLERS: dict[str, Handler] = {
     "grant_consent": consent.grant_consent,
     "revoke_consent": consent.revoke_consent,
     "record_access": records.record_access,
+    "open_channel": channels.open_channel,
+    "top_up_channel": channels.top_up_channel,
+    "close_channel": channels.close_channel,
+    "force_close_channel": channels.force_close_channel,
+    "challenge_channel": channels.challenge_channel,
+    "settle_channel": channels.settle_channel,
 }
 
 # Stateless rules of the kinds that have them beyond check_body's; they may depend on the
@@ -39,6 +45,12 @@ CHECKS: dict[str, Callable[[Any, bytes], None]] = {
     "grant_consent": consent.check_grant,
     "revoke_consent": consent.check_revoke,
     "record_access": records.check_record_access,
+    "open_channel": channels.check_open,
+    "top_up_channel": channels.check_top_up,
+    "close_channel": channels.check_close,
+    "force_close_channel": channels.check_force_close,
+    "challenge_channel": channels.check_challenge,
+    "settle_channel": channels.check_settle,
 }
 
 
@@ -117,7 +129,7 @@ class Application:
     ) -> BlockResult:
         """Applies `txs` (signer, body) in order. Deterministic: the same committed state
         and the same transactions give the same outcomes, writes and app hash."""
-        state = BlockState(reader)
+        state = BlockState(reader, self.chain_id)
         outcomes = []
         for signer, body in txs:
             outcomes.append(self._apply(state, height, signer, body))

@@ -1,4 +1,4 @@
-"""Reads of the records, consent and audit state from one consistent snapshot."""
+"""Reads of the records, consent, audit and channel state from one consistent snapshot."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ from medledger.app.records import version_key
 from medledger.app.state import (
     ACCESS_EVENTS,
     BREAK_GLASS,
+    CHANNELS,
     CONSENTS,
     PARTICIPANTS,
     RECORD_VERSIONS,
     RECORDS,
 )
-from medledger.wire.v1 import records_pb2, state_pb2
+from medledger.wire.v1 import channels_pb2, records_pb2, state_pb2
 
 __all__ = [
     "LIST_MAX",
     "access_events",
     "break_glass_window",
+    "channel",
     "consents",
     "participant",
     "record",
@@ -77,3 +79,8 @@ def break_glass_window(
 def participant(reader: Reader, public_key: bytes) -> state_pb2.Participant | None:
     raw = reader.get(PARTICIPANTS, public_key)
     return None if raw is None else state_pb2.Participant.FromString(raw)
+
+
+def channel(reader: Reader, channel_id: bytes) -> channels_pb2.Channel | None:
+    raw = reader.get(CHANNELS, channel_id)
+    return None if raw is None else channels_pb2.Channel.FromString(raw)

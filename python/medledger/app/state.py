@@ -19,6 +19,7 @@ __all__ = [
     "ACCESS_EVENTS",
     "ACCOUNTS",
     "BREAK_GLASS",
+    "CHANNELS",
     "CONSENTS",
     "PARTICIPANTS",
     "RECORDS",
@@ -39,7 +40,17 @@ RECORD_VERSIONS = "record_versions"  # record id || version (u32 BE)
 CONSENTS = "consents"  # patient || consent id
 ACCESS_EVENTS = "access_events"  # patient || height (u64 BE) || tx id
 BREAK_GLASS = "break_glass"  # patient || requester
-TABLES = (ACCOUNTS, PARTICIPANTS, RECORDS, RECORD_VERSIONS, CONSENTS, ACCESS_EVENTS, BREAK_GLASS)
+CHANNELS = "channels"  # channel id
+TABLES = (
+    ACCOUNTS,
+    PARTICIPANTS,
+    RECORDS,
+    RECORD_VERSIONS,
+    CONSENTS,
+    ACCESS_EVENTS,
+    BREAK_GLASS,
+    CHANNELS,
+)
 
 M = TypeVar("M", bound=Message)
 
@@ -51,11 +62,13 @@ class StateReader(Protocol):
 class BlockState:
     """Decoded records cached per block; every modified record is a pending write."""
 
-    def __init__(self, reader: StateReader) -> None:
+    def __init__(self, reader: StateReader, chain_id: str = "") -> None:
         self._reader = reader
         self._records: dict[tuple[str, bytes], Message | None] = {}
         self._dirty: set[tuple[str, bytes]] = set()
         self.tx_id = b""  # the transaction being applied (keys of records it creates)
+        # Signatures made off the ledger (channel states) are bound to the chain.
+        self.chain_id = chain_id
 
     def get(self, table: str, key: bytes, kind: type[M]) -> M | None:
         """The record at `key` as this block sees it, decoded as `kind`."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
+from medledger.channels.signing import CHANNEL_ID_BYTES
 from medledger.crypto import SigningKey
 from medledger.tx import sign_transaction
-from medledger.wire.v1 import envelope_pb2, records_pb2, tx_pb2
+from medledger.wire.v1 import channels_pb2, envelope_pb2, records_pb2, tx_pb2
 
 __all__ = ["TxBuilder", "new_tx_id"]
 
@@ -118,3 +119,91 @@ class TxBuilder:
         return self.sign(
             tx_pb2.TransactionBody(revoke_consent=revoke), expiry_height=expiry_height, tx_id=tx_id
         )
+
+    # ------------------------------------------------------------ micropayment channels
+
+    def open_channel(
+        self,
+        *,
+        payee: bytes,
+        deposit_micros: int,
+        challenge_blocks: int,
+        expiry_height: int,
+        channel_id: bytes | None = None,
+        tx_id: bytes | None = None,
+    ) -> envelope_pb2.SignedTransaction:
+        """A channel from this key's holder (the payer) to `payee`. Without `channel_id` a
+        random one is chosen; it is in the body (`open_channel.channel_id`)."""
+        open_channel = channels_pb2.OpenChannel(
+            channel_id=channel_id
+            if channel_id is not None
+            else secrets.token_bytes(CHANNEL_ID_BYTES),
+            payee=payee,
+            deposit_micros=deposit_micros,
+            challenge_blocks=challenge_blocks,
+        )
+        body = tx_pb2.TransactionBody(open_channel=open_channel)
+        return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)
+
+    def top_up_channel(
+        self,
+        *,
+        channel_id: bytes,
+        amount_micros: int,
+        expiry_height: int,
+        tx_id: bytes | None = None,
+    ) -> envelope_pb2.SignedTransaction:
+        top_up = channels_pb2.TopUpChannel(channel_id=channel_id, amount_micros=amount_micros)
+        body = tx_pb2.TransactionBody(top_up_channel=top_up)
+        return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)
+
+    def close_channel(
+        self,
+        *,
+        state: channels_pb2.SignedChannelState,
+        expiry_height: int,
+        tx_id: bytes | None = None,
+    ) -> envelope_pb2.SignedTransaction:
+        """A cooperative close with a final `state` both parties signed."""
+        body = tx_pb2.TransactionBody(close_channel=channels_pb2.CloseChannel(state=state))
+        return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)
+
+    def force_close_channel(
+        self,
+        *,
+        channel_id: bytes,
+        expiry_height: int,
+        state: channels_pb2.SignedChannelState | None = None,
+        preimages: Sequence[bytes] = (),
+        tx_id: bytes | None = None,
+    ) -> envelope_pb2.SignedTransaction:
+        """A unilateral close with the latest `state` both signed (None: state 0)."""
+        force_close = channels_pb2.ForceCloseChannel(
+            channel_id=channel_id, state=state, preimages=preimages
+        )
+        body = tx_pb2.TransactionBody(force_close_channel=force_close)
+        return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)
+
+    def challenge_channel(
+        self,
+        *,
+        state: channels_pb2.SignedChannelState,
+        expiry_height: int,
+        preimages: Sequence[bytes] = (),
+        tx_id: bytes | None = None,
+    ) -> envelope_pb2.SignedTransaction:
+        challenge = channels_pb2.ChallengeChannel(state=state, preimages=preimages)
+        body = tx_pb2.TransactionBody(challenge_channel=challenge)
+        return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)
+
+    def settle_channel(
+        self,
+        *,
+        channel_id: bytes,
+        expiry_height: int,
+        preimages: Sequence[bytes] = (),
+        tx_id: bytes | None = None,
+    ) -> envelope_pb2.SignedTransaction:
+        settle = channels_pb2.SettleChannel(channel_id=channel_id, preimages=preimages)
+        body = tx_pb2.TransactionBody(settle_channel=settle)
+        return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)

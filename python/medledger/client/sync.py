@@ -112,6 +112,12 @@ class LedgerClient:
             )
         return response.account
 
+    def get_channel(self, channel_id: bytes) -> ledger_pb2.GetChannelResponse:
+        with translated_errors():
+            return self._stub.GetChannel(
+                ledger_pb2.GetChannelRequest(channel_id=channel_id), timeout=self.timeout_s
+            )
+
     def stream_blocks(
         self, from_height: int = 1, *, timeout_s: float | None = None
     ) -> Iterator[ledger_pb2.GetBlockResponse]:

@@ -7,10 +7,13 @@ import logging
 import signal
 
 from medledger.api.server import serve
+from medledger.channels.payee import Payee
+from medledger.channels.store import ChannelStore
 from medledger.config import Home
 from medledger.consensus.guard import FileGuardStore, SigningGuard
 from medledger.genesis import Genesis
 from medledger.keys import load_key
+from medledger.node.channels import NodeChannelLedger
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
 from medledger.vault.service import Vault
@@ -29,13 +32,20 @@ async def run_node(home: Home, listen: str | None = None) -> None:
     driver = None
     if not node.solo:
         driver = ConsensusDriver(node, config, SigningGuard(FileGuardStore(home.signer_state)))
-    vault = None
-    custodian_key = home.keys_dir / "client.json"
-    if custodian_key.exists():
-        # The organisation's key signs as the custodian of the records this vault holds.
-        vault = Vault(node, load_key(custodian_key), VaultStore(home.root / "vault"))
-    server, port = await serve(node, listen or config.listen, driver, vault)
+    vault = payee = None
+    organisation_key = home.keys_dir / "client.json"
+    if organisation_key.exists():
+        # The organisation's key signs as the custodian of the records this vault holds,
+        # and as the payee of the channels paying it.
+        key = load_key(organisation_key)
+        vault = Vault(node, key, VaultStore(home.root / "vault"))
+        payee = Payee(
+            key, node.chain_id, ChannelStore(home.root / "channels"), NodeChannelLedger(node)
+        )
+    server, port = await serve(node, listen or config.listen, driver, vault, payee)
     node.start()
+    if payee is not None:
+        payee.start()
     if driver is not None:
         driver.start()
     host = (listen or config.listen).rsplit(":", 1)[0]
@@ -57,3 +67,6 @@ async def run_node(home: Home, listen: str | None = None) -> None:
     await node.stop()
     if vault is not None:
         vault.store.close()
+    if payee is not None:
+        await payee.stop()
+        payee.store.close()

@@ -16,6 +16,8 @@ pub enum Domain {
     Vote,
     Proposal,
     ChannelState,
+    /// A refund a channel's payee offers its payer.
+    ChannelRefund,
     /// A request to a custodian's vault (put, fetch, erase), signed by its sender.
     VaultRequest,
 }
@@ -27,6 +29,7 @@ impl Domain {
             Self::Vote => b"medledger/v1/vote",
             Self::Proposal => b"medledger/v1/proposal",
             Self::ChannelState => b"medledger/v1/channel-state",
+            Self::ChannelRefund => b"medledger/v1/channel-refund",
             Self::VaultRequest => b"medledger/v1/vault-request",
         }
     }
@@ -38,11 +41,12 @@ impl Domain {
             "vote" => Ok(Self::Vote),
             "proposal" => Ok(Self::Proposal),
             "channel-state" => Ok(Self::ChannelState),
+            "channel-refund" => Ok(Self::ChannelRefund),
             "vault-request" => Ok(Self::VaultRequest),
             other => Err(Error::invalid_argument(
                 "domain",
                 format!(
-                    "unknown domain {other:?}; expected tx, vote, proposal, channel-state or vault-request"
+                    "unknown domain {other:?}; expected tx, vote, proposal, channel-state, channel-refund or vault-request"
                 ),
             )),
         }

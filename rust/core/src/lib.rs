@@ -5,6 +5,7 @@
 //! exceptions; everything else lives here and is tested with plain `cargo test`.
 
 pub mod block;
+pub mod channel;
 pub mod domain;
 pub mod ed25519;
 pub mod error;

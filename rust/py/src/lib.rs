@@ -11,7 +11,7 @@ use medledger_core::block::{self, Expectations, ValidatorSet};
 use medledger_core::domain::{self, Domain};
 use medledger_core::ed25519;
 use medledger_core::hash::{self, Hash, HASH_LEN};
-use medledger_core::{limits, merkle, parallel, wire, Error};
+use medledger_core::{channel, limits, merkle, parallel, wire, Error};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -160,6 +160,27 @@ fn vote_signing_message<'py>(
     let payload = domain::vote_payload(vote_type, height, round, block_hash).map_err(raise)?;
     let message = domain::signing_message(Domain::Vote, chain_id, &payload).map_err(raise)?;
     Ok(bytes(py, &message))
+}
+
+#[pyfunction]
+fn check_channel_state(py: Python<'_>, state: &[u8]) -> PyResult<()> {
+    py.allow_threads(|| channel::check_state(state).map(drop))
+        .map_err(raise)
+}
+
+#[pyfunction]
+#[pyo3(signature = (chain_id, states, public_keys, signatures, *, threads=None))]
+fn verify_channel_states(
+    py: Python<'_>,
+    chain_id: &str,
+    states: Vec<Bound<'_, PyBytes>>,
+    public_keys: Vec<Bound<'_, PyBytes>>,
+    signatures: Vec<Bound<'_, PyBytes>>,
+    threads: Option<usize>,
+) -> PyResult<Vec<bool>> {
+    let (states, keys, signatures) = (slices(&states), slices(&public_keys), slices(&signatures));
+    py.allow_threads(|| channel::verify_states(chain_id, &states, &keys, &signatures, threads))
+        .map_err(raise)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -376,6 +397,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(verify_batch, module)?)?;
     module.add_function(wrap_pyfunction!(signing_message, module)?)?;
     module.add_function(wrap_pyfunction!(vote_signing_message, module)?)?;
+    module.add_function(wrap_pyfunction!(check_channel_state, module)?)?;
+    module.add_function(wrap_pyfunction!(verify_channel_states, module)?)?;
     module.add_function(wrap_pyfunction!(merkle_leaf_hash, module)?)?;
     module.add_function(wrap_pyfunction!(merkle_root, module)?)?;
     module.add_function(wrap_pyfunction!(merkle_inclusion_proof, module)?)?;

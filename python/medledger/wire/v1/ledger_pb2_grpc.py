@@ -69,6 +69,11 @@ class LedgerServiceStub:
                 request_serializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.GetChannel = channel.unary_unary(
+                '/medledger.wire.v1.LedgerService/GetChannel',
+                request_serializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelRequest.SerializeToString,
+                response_deserializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -121,6 +126,13 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetChannel(self, request, context):
+        """A payment channel as the ledger sees it: deposit, status, a pending close.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +170,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetStatusRequest.FromString,
                     response_serializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'GetChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChannel,
+                    request_deserializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelRequest.FromString,
+                    response_serializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -349,6 +366,33 @@ class LedgerService:
             '/medledger.wire.v1.LedgerService/GetStatus',
             medledger_dot_wire_dot_v1_dot_ledger__pb2.GetStatusRequest.SerializeToString,
             medledger_dot_wire_dot_v1_dot_ledger__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medledger.wire.v1.LedgerService/GetChannel',
+            medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelRequest.SerializeToString,
+            medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ class LedgerServiceStub:
     after a disconnect from the last height received plus one.
     """
     GetStatus: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetStatusRequest, _ledger_pb2.GetStatusResponse]
+    GetChannel: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetChannelRequest, _ledger_pb2.GetChannelResponse]
+    """A payment channel as the ledger sees it: deposit, status, a pending close."""
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -63,6 +65,8 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     after a disconnect from the last height received plus one.
     """
     GetStatus: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetStatusRequest, _ledger_pb2.GetStatusResponse]  # type: ignore[assignment]
+    GetChannel: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetChannelRequest, _ledger_pb2.GetChannelResponse]  # type: ignore[assignment]
+    """A payment channel as the ledger sees it: deposit, status, a pending close."""
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -120,5 +124,13 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ledger_pb2.GetStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_pb2.GetStatusResponse, _abc.Awaitable[_ledger_pb2.GetStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetChannel(
+        self,
+        request: _ledger_pb2.GetChannelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.GetChannelResponse, _abc.Awaitable[_ledger_pb2.GetChannelResponse]]:
+        """A payment channel as the ledger sees it: deposit, status, a pending close."""
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,32 +22,33 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from medledger.wire.v1 import channels_pb2 as medledger_dot_wire_dot_v1_dot_channels__pb2
 from medledger.wire.v1 import records_pb2 as medledger_dot_wire_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amedledger/wire/v1/tx.proto\x12\x11medledger.wire.v1\x1a\x1fmedledger/wire/v1/records.proto\"\x84\x01\n\x13RegisterParticipant\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".medledger.wire.v1.ParticipantKind\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.medledger.wire.v1.Role\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"\x0f\n\rCreateAccount\"@\n\x08Transfer\x12\n\n\x02to\x18\x01 \x01(\x0c\x12\x15\n\ramount_micros\x18\x02 \x01(\x04\x12\x11\n\treference\x18\x03 \x01(\t\"\xa8\x04\n\x0fTransactionBody\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\x0c\x12\x15\n\rexpiry_height\x18\x03 \x01(\x04\x12\x46\n\x14register_participant\x18\n \x01(\x0b\x32&.medledger.wire.v1.RegisterParticipantH\x00\x12:\n\x0e\x63reate_account\x18\x0b \x01(\x0b\x32 .medledger.wire.v1.CreateAccountH\x00\x12/\n\x08transfer\x18\x0c \x01(\x0b\x32\x1b.medledger.wire.v1.TransferH\x00\x12\x38\n\ranchor_record\x18\r \x01(\x0b\x32\x1f.medledger.wire.v1.AnchorRecordH\x00\x12\x36\n\x0c\x65rase_record\x18\x0e \x01(\x0b\x32\x1e.medledger.wire.v1.EraseRecordH\x00\x12\x38\n\rgrant_consent\x18\x0f \x01(\x0b\x32\x1f.medledger.wire.v1.GrantConsentH\x00\x12:\n\x0erevoke_consent\x18\x10 \x01(\x0b\x32 .medledger.wire.v1.RevokeConsentH\x00\x12\x38\n\rrecord_access\x18\x11 \x01(\x0b\x32\x1f.medledger.wire.v1.RecordAccessH\x00\x42\x06\n\x04kind\"\xc7\x01\n\x07Receipt\x12\r\n\x05tx_id\x18\x01 \x01(\x0c\x12\x0f\n\x07tx_hash\x18\x02 \x01(\x0c\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.medledger.wire.v1.TxStatus\x12+\n\x04\x63ode\x18\x04 \x01(\x0e\x32\x1d.medledger.wire.v1.ResultCode\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0e\n\x06height\x18\x06 \x01(\x04\x12\r\n\x05index\x18\x07 \x01(\r\x12\x12\n\nerror_code\x18\x08 \x01(\r*\xc1\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_HOSPITAL\x10\x01\x12\x10\n\x0cROLE_INSURER\x10\x02\x12\x1a\n\x16ROLE_PAYMENT_PROCESSOR\x10\x03\x12\x15\n\x11ROLE_MANUFACTURER\x10\x04\x12\x13\n\x0fROLE_RESEARCHER\x10\x05\x12\x10\n\x0cROLE_PATIENT\x10\x06\x12\x10\n\x0cROLE_AUDITOR\x10\x07\x12\x12\n\x0eROLE_CLINICIAN\x10\x08*s\n\x0fParticipantKind\x12 \n\x1cPARTICIPANT_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dPARTICIPANT_KIND_ORGANISATION\x10\x01\x12\x1b\n\x17PARTICIPANT_KIND_PERSON\x10\x02*\x9a\x04\n\nResultCode\x12\x1b\n\x17RESULT_CODE_UNSPECIFIED\x10\x00\x12\x12\n\x0eRESULT_CODE_OK\x10\x01\x12\"\n\x1eRESULT_CODE_INSUFFICIENT_FUNDS\x10\x02\x12\x1f\n\x1bRESULT_CODE_UNKNOWN_ACCOUNT\x10\x03\x12\x1e\n\x1aRESULT_CODE_ACCOUNT_EXISTS\x10\x04\x12\"\n\x1eRESULT_CODE_ALREADY_REGISTERED\x10\x05\x12 \n\x1cRESULT_CODE_INVALID_TRANSFER\x10\x06\x12\x17\n\x13RESULT_CODE_EXPIRED\x10\x07\x12\x19\n\x15RESULT_CODE_MALFORMED\x10\x08\x12\x1e\n\x1aRESULT_CODE_UNKNOWN_RECORD\x10\t\x12\x1d\n\x19RESULT_CODE_NOT_CUSTODIAN\x10\n\x12\x1d\n\x19RESULT_CODE_WRONG_VERSION\x10\x0b\x12\x1d\n\x19RESULT_CODE_RECORD_ERASED\x10\x0c\x12\x1e\n\x1aRESULT_CODE_CONSENT_EXISTS\x10\r\x12\x1f\n\x1bRESULT_CODE_UNKNOWN_CONSENT\x10\x0e\x12\x1f\n\x1bRESULT_CODE_CONSENT_REVOKED\x10\x0f\x12\x1d\n\x19RESULT_CODE_NOT_PERMITTED\x10\x10*\x84\x01\n\x08TxStatus\x12\x19\n\x15TX_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11TX_STATUS_PENDING\x10\x01\x12\x17\n\x13TX_STATUS_COMMITTED\x10\x02\x12\x16\n\x12TX_STATUS_REJECTED\x10\x03\x12\x15\n\x11TX_STATUS_UNKNOWN\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amedledger/wire/v1/tx.proto\x12\x11medledger.wire.v1\x1a medledger/wire/v1/channels.proto\x1a\x1fmedledger/wire/v1/records.proto\"\x84\x01\n\x13RegisterParticipant\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".medledger.wire.v1.ParticipantKind\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.medledger.wire.v1.Role\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"\x0f\n\rCreateAccount\"@\n\x08Transfer\x12\n\n\x02to\x18\x01 \x01(\x0c\x12\x15\n\ramount_micros\x18\x02 \x01(\x04\x12\x11\n\treference\x18\x03 \x01(\t\"\x98\x07\n\x0fTransactionBody\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\r\n\x05tx_id\x18\x02 \x01(\x0c\x12\x15\n\rexpiry_height\x18\x03 \x01(\x04\x12\x46\n\x14register_participant\x18\n \x01(\x0b\x32&.medledger.wire.v1.RegisterParticipantH\x00\x12:\n\x0e\x63reate_account\x18\x0b \x01(\x0b\x32 .medledger.wire.v1.CreateAccountH\x00\x12/\n\x08transfer\x18\x0c \x01(\x0b\x32\x1b.medledger.wire.v1.TransferH\x00\x12\x38\n\ranchor_record\x18\r \x01(\x0b\x32\x1f.medledger.wire.v1.AnchorRecordH\x00\x12\x36\n\x0c\x65rase_record\x18\x0e \x01(\x0b\x32\x1e.medledger.wire.v1.EraseRecordH\x00\x12\x38\n\rgrant_consent\x18\x0f \x01(\x0b\x32\x1f.medledger.wire.v1.GrantConsentH\x00\x12:\n\x0erevoke_consent\x18\x10 \x01(\x0b\x32 .medledger.wire.v1.RevokeConsentH\x00\x12\x38\n\rrecord_access\x18\x11 \x01(\x0b\x32\x1f.medledger.wire.v1.RecordAccessH\x00\x12\x36\n\x0copen_channel\x18\x12 \x01(\x0b\x32\x1e.medledger.wire.v1.OpenChannelH\x00\x12\x39\n\x0etop_up_channel\x18\x13 \x01(\x0b\x32\x1f.medledger.wire.v1.TopUpChannelH\x00\x12\x38\n\rclose_channel\x18\x14 \x01(\x0b\x32\x1f.medledger.wire.v1.CloseChannelH\x00\x12\x43\n\x13\x66orce_close_channel\x18\x15 \x01(\x0b\x32$.medledger.wire.v1.ForceCloseChannelH\x00\x12@\n\x11\x63hallenge_channel\x18\x16 \x01(\x0b\x32#.medledger.wire.v1.ChallengeChannelH\x00\x12:\n\x0esettle_channel\x18\x17 \x01(\x0b\x32 .medledger.wire.v1.SettleChannelH\x00\x42\x06\n\x04kind\"\xc7\x01\n\x07Receipt\x12\r\n\x05tx_id\x18\x01 \x01(\x0c\x12\x0f\n\x07tx_hash\x18\x02 \x01(\x0c\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.medledger.wire.v1.TxStatus\x12+\n\x04\x63ode\x18\x04 \x01(\x0e\x32\x1d.medledger.wire.v1.ResultCode\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0e\n\x06height\x18\x06 \x01(\x04\x12\r\n\x05index\x18\x07 \x01(\r\x12\x12\n\nerror_code\x18\x08 \x01(\r*\xc1\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_HOSPITAL\x10\x01\x12\x10\n\x0cROLE_INSURER\x10\x02\x12\x1a\n\x16ROLE_PAYMENT_PROCESSOR\x10\x03\x12\x15\n\x11ROLE_MANUFACTURER\x10\x04\x12\x13\n\x0fROLE_RESEARCHER\x10\x05\x12\x10\n\x0cROLE_PATIENT\x10\x06\x12\x10\n\x0cROLE_AUDITOR\x10\x07\x12\x12\n\x0eROLE_CLINICIAN\x10\x08*s\n\x0fParticipantKind\x12 \n\x1cPARTICIPANT_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dPARTICIPANT_KIND_ORGANISATION\x10\x01\x12\x1b\n\x17PARTICIPANT_KIND_PERSON\x10\x02*\x92\x06\n\nResultCode\x12\x1b\n\x17RESULT_CODE_UNSPECIFIED\x10\x00\x12\x12\n\x0eRESULT_CODE_OK\x10\x01\x12\"\n\x1eRESULT_CODE_INSUFFICIENT_FUNDS\x10\x02\x12\x1f\n\x1bRESULT_CODE_UNKNOWN_ACCOUNT\x10\x03\x12\x1e\n\x1aRESULT_CODE_ACCOUNT_EXISTS\x10\x04\x12\"\n\x1eRESULT_CODE_ALREADY_REGISTERED\x10\x05\x12 \n\x1cRESULT_CODE_INVALID_TRANSFER\x10\x06\x12\x17\n\x13RESULT_CODE_EXPIRED\x10\x07\x12\x19\n\x15RESULT_CODE_MALFORMED\x10\x08\x12\x1e\n\x1aRESULT_CODE_UNKNOWN_RECORD\x10\t\x12\x1d\n\x19RESULT_CODE_NOT_CUSTODIAN\x10\n\x12\x1d\n\x19RESULT_CODE_WRONG_VERSION\x10\x0b\x12\x1d\n\x19RESULT_CODE_RECORD_ERASED\x10\x0c\x12\x1e\n\x1aRESULT_CODE_CONSENT_EXISTS\x10\r\x12\x1f\n\x1bRESULT_CODE_UNKNOWN_CONSENT\x10\x0e\x12\x1f\n\x1bRESULT_CODE_CONSENT_REVOKED\x10\x0f\x12\x1d\n\x19RESULT_CODE_NOT_PERMITTED\x10\x10\x12\x1f\n\x1bRESULT_CODE_UNKNOWN_CHANNEL\x10\x11\x12\x1e\n\x1aRESULT_CODE_CHANNEL_EXISTS\x10\x12\x12$\n RESULT_CODE_WRONG_CHANNEL_STATUS\x10\x13\x12!\n\x1dRESULT_CODE_NOT_CHANNEL_PARTY\x10\x14\x12%\n!RESULT_CODE_INVALID_CHANNEL_STATE\x10\x15\x12#\n\x1fRESULT_CODE_STALE_CHANNEL_STATE\x10\x16\x12 \n\x1cRESULT_CODE_CHALLENGE_WINDOW\x10\x17*\x84\x01\n\x08TxStatus\x12\x19\n\x15TX_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11TX_STATUS_PENDING\x10\x01\x12\x17\n\x13TX_STATUS_COMMITTED\x10\x02\x12\x16\n\x12TX_STATUS_REJECTED\x10\x03\x12\x15\n\x11TX_STATUS_UNKNOWN\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'medledger.wire.v1.tx_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1058
-  _globals['_ROLE']._serialized_end=1251
-  _globals['_PARTICIPANTKIND']._serialized_start=1253
-  _globals['_PARTICIPANTKIND']._serialized_end=1368
-  _globals['_RESULTCODE']._serialized_start=1371
-  _globals['_RESULTCODE']._serialized_end=1909
-  _globals['_TXSTATUS']._serialized_start=1912
-  _globals['_TXSTATUS']._serialized_end=2044
-  _globals['_REGISTERPARTICIPANT']._serialized_start=83
-  _globals['_REGISTERPARTICIPANT']._serialized_end=215
-  _globals['_CREATEACCOUNT']._serialized_start=217
-  _globals['_CREATEACCOUNT']._serialized_end=232
-  _globals['_TRANSFER']._serialized_start=234
-  _globals['_TRANSFER']._serialized_end=298
-  _globals['_TRANSACTIONBODY']._serialized_start=301
-  _globals['_TRANSACTIONBODY']._serialized_end=853
-  _globals['_RECEIPT']._serialized_start=856
-  _globals['_RECEIPT']._serialized_end=1055
+  _globals['_ROLE']._serialized_start=1460
+  _globals['_ROLE']._serialized_end=1653
+  _globals['_PARTICIPANTKIND']._serialized_start=1655
+  _globals['_PARTICIPANTKIND']._serialized_end=1770
+  _globals['_RESULTCODE']._serialized_start=1773
+  _globals['_RESULTCODE']._serialized_end=2559
+  _globals['_TXSTATUS']._serialized_start=2562
+  _globals['_TXSTATUS']._serialized_end=2694
+  _globals['_REGISTERPARTICIPANT']._serialized_start=117
+  _globals['_REGISTERPARTICIPANT']._serialized_end=249
+  _globals['_CREATEACCOUNT']._serialized_start=251
+  _globals['_CREATEACCOUNT']._serialized_end=266
+  _globals['_TRANSFER']._serialized_start=268
+  _globals['_TRANSFER']._serialized_end=332
+  _globals['_TRANSACTIONBODY']._serialized_start=335
+  _globals['_TRANSACTIONBODY']._serialized_end=1255
+  _globals['_RECEIPT']._serialized_start=1258
+  _globals['_RECEIPT']._serialized_end=1457
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ A body is carried encoded inside SignedTransaction.body (envelope.proto).
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from medledger.wire.v1 import channels_pb2 as _channels_pb2
 from medledger.wire.v1 import records_pb2 as _records_pb2
 import builtins as _builtins
 import sys
@@ -96,6 +97,20 @@ class _ResultCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultCode
     RESULT_CODE_CONSENT_REVOKED: _ResultCode.ValueType  # 15
     RESULT_CODE_NOT_PERMITTED: _ResultCode.ValueType  # 16
     """The signer is not a registered participant with a role allowed to do this."""
+    RESULT_CODE_UNKNOWN_CHANNEL: _ResultCode.ValueType  # 17
+    RESULT_CODE_CHANNEL_EXISTS: _ResultCode.ValueType  # 18
+    RESULT_CODE_WRONG_CHANNEL_STATUS: _ResultCode.ValueType  # 19
+    """The channel is not in the status this needs (open, closing)."""
+    RESULT_CODE_NOT_CHANNEL_PARTY: _ResultCode.ValueType  # 20
+    """The signer is not the channel's payer (or, where either may, not a party)."""
+    RESULT_CODE_INVALID_CHANNEL_STATE: _ResultCode.ValueType  # 21
+    """A channel state without both valid signatures, for another channel, not adding up,
+    claiming more than the deposit, or not final where a final state is needed.
+    """
+    RESULT_CODE_STALE_CHANNEL_STATE: _ResultCode.ValueType  # 22
+    """A challenge whose sequence is not higher than the pending state's."""
+    RESULT_CODE_CHALLENGE_WINDOW: _ResultCode.ValueType  # 23
+    """A challenge after the window closed, or a settlement before."""
 
 class ResultCode(_ResultCode, metaclass=_ResultCodeEnumTypeWrapper):
     """The deterministic result of applying a committed transaction."""
@@ -122,6 +137,20 @@ RESULT_CODE_UNKNOWN_CONSENT: ResultCode.ValueType  # 14
 RESULT_CODE_CONSENT_REVOKED: ResultCode.ValueType  # 15
 RESULT_CODE_NOT_PERMITTED: ResultCode.ValueType  # 16
 """The signer is not a registered participant with a role allowed to do this."""
+RESULT_CODE_UNKNOWN_CHANNEL: ResultCode.ValueType  # 17
+RESULT_CODE_CHANNEL_EXISTS: ResultCode.ValueType  # 18
+RESULT_CODE_WRONG_CHANNEL_STATUS: ResultCode.ValueType  # 19
+"""The channel is not in the status this needs (open, closing)."""
+RESULT_CODE_NOT_CHANNEL_PARTY: ResultCode.ValueType  # 20
+"""The signer is not the channel's payer (or, where either may, not a party)."""
+RESULT_CODE_INVALID_CHANNEL_STATE: ResultCode.ValueType  # 21
+"""A channel state without both valid signatures, for another channel, not adding up,
+claiming more than the deposit, or not final where a final state is needed.
+"""
+RESULT_CODE_STALE_CHANNEL_STATE: ResultCode.ValueType  # 22
+"""A challenge whose sequence is not higher than the pending state's."""
+RESULT_CODE_CHALLENGE_WINDOW: ResultCode.ValueType  # 23
+"""A challenge after the window closed, or a settlement before."""
 Global___ResultCode: _TypeAlias = ResultCode  # noqa: Y015
 
 class _TxStatus:
@@ -244,6 +273,12 @@ class TransactionBody(_message.Message):
     GRANT_CONSENT_FIELD_NUMBER: _builtins.int
     REVOKE_CONSENT_FIELD_NUMBER: _builtins.int
     RECORD_ACCESS_FIELD_NUMBER: _builtins.int
+    OPEN_CHANNEL_FIELD_NUMBER: _builtins.int
+    TOP_UP_CHANNEL_FIELD_NUMBER: _builtins.int
+    CLOSE_CHANNEL_FIELD_NUMBER: _builtins.int
+    FORCE_CLOSE_CHANNEL_FIELD_NUMBER: _builtins.int
+    CHALLENGE_CHANNEL_FIELD_NUMBER: _builtins.int
+    SETTLE_CHANNEL_FIELD_NUMBER: _builtins.int
     chain_id: _builtins.str
     tx_id: _builtins.bytes
     """Chosen by the client, 16 bytes. Resubmitting the same id and body returns the first
@@ -267,6 +302,18 @@ class TransactionBody(_message.Message):
     def revoke_consent(self) -> _records_pb2.RevokeConsent: ...
     @_builtins.property
     def record_access(self) -> _records_pb2.RecordAccess: ...
+    @_builtins.property
+    def open_channel(self) -> _channels_pb2.OpenChannel: ...
+    @_builtins.property
+    def top_up_channel(self) -> _channels_pb2.TopUpChannel: ...
+    @_builtins.property
+    def close_channel(self) -> _channels_pb2.CloseChannel: ...
+    @_builtins.property
+    def force_close_channel(self) -> _channels_pb2.ForceCloseChannel: ...
+    @_builtins.property
+    def challenge_channel(self) -> _channels_pb2.ChallengeChannel: ...
+    @_builtins.property
+    def settle_channel(self) -> _channels_pb2.SettleChannel: ...
     def __init__(
         self,
         *,
@@ -281,12 +328,18 @@ class TransactionBody(_message.Message):
         grant_consent: _records_pb2.GrantConsent | None = ...,
         revoke_consent: _records_pb2.RevokeConsent | None = ...,
         record_access: _records_pb2.RecordAccess | None = ...,
+        open_channel: _channels_pb2.OpenChannel | None = ...,
+        top_up_channel: _channels_pb2.TopUpChannel | None = ...,
+        close_channel: _channels_pb2.CloseChannel | None = ...,
+        force_close_channel: _channels_pb2.ForceCloseChannel | None = ...,
+        challenge_channel: _channels_pb2.ChallengeChannel | None = ...,
+        settle_channel: _channels_pb2.SettleChannel | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "create_account", b"create_account", "erase_record", b"erase_record", "grant_consent", b"grant_consent", "kind", b"kind", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "challenge_channel", b"challenge_channel", "close_channel", b"close_channel", "create_account", b"create_account", "erase_record", b"erase_record", "force_close_channel", b"force_close_channel", "grant_consent", b"grant_consent", "kind", b"kind", "open_channel", b"open_channel", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "settle_channel", b"settle_channel", "top_up_channel", b"top_up_channel", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "chain_id", b"chain_id", "create_account", b"create_account", "erase_record", b"erase_record", "expiry_height", b"expiry_height", "grant_consent", b"grant_consent", "kind", b"kind", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "transfer", b"transfer", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "chain_id", b"chain_id", "challenge_channel", b"challenge_channel", "close_channel", b"close_channel", "create_account", b"create_account", "erase_record", b"erase_record", "expiry_height", b"expiry_height", "force_close_channel", b"force_close_channel", "grant_consent", b"grant_consent", "kind", b"kind", "open_channel", b"open_channel", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "settle_channel", b"settle_channel", "top_up_channel", b"top_up_channel", "transfer", b"transfer", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register_participant", "create_account", "transfer", "anchor_record", "erase_record", "grant_consent", "revoke_consent", "record_access"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register_participant", "create_account", "transfer", "anchor_record", "erase_record", "grant_consent", "revoke_consent", "record_access", "open_channel", "top_up_channel", "close_channel", "force_close_channel", "challenge_channel", "settle_channel"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

@@ -1,0 +1,74 @@
+"""ChannelService: the payee's end of payment channels over gRPC. The rules live in
+`medledger.channels.payee`; this module only moves messages between gRPC and them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from medledger.api.ledger import abort
+from medledger.channels.payee import Payee, Verdict
+from medledger.channels.rules import ChannelRuleError
+from medledger.errors import Rejected
+from medledger.wire.v1 import channels_pb2
+
+__all__ = ["ChannelServicer"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+STREAM_PENDING_MAX = 1_024
+"""Updates one stream may have accepted but not yet acknowledged (back-pressure)."""
+
+
+class ChannelServicer:
+    def __init__(self, payee: Payee) -> None:
+        self.payee = payee
+
+    async def Stream(  # noqa: N802
+        self, updates: AsyncIterator[channels_pb2.ChannelUpdate], context: Context
+    ) -> AsyncIterator[channels_pb2.ChannelEvent]:
+        outbound: asyncio.Queue[Verdict | None] = asyncio.Queue(STREAM_PENDING_MAX)
+        unsubscribes = {}
+
+        def deliver(event: channels_pb2.ChannelEvent) -> None:
+            outbound.put_nowait(Verdict(event))
+
+        async def read() -> None:
+            async for update in updates:
+                if update.channel_id not in unsubscribes:
+                    unsubscribes[update.channel_id] = self.payee.listen(update.channel_id, deliver)
+                await outbound.put(await self.payee.accept(update))
+            await outbound.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (verdict := await outbound.get()) is not None:
+                if verdict.durable is not None:
+                    await verdict.durable  # acknowledge only what is on disk
+                yield verdict.event
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            for unsubscribe in unsubscribes.values():
+                unsubscribe()
+
+    async def GetChannelState(  # noqa: N802
+        self, request: channels_pb2.GetChannelStateRequest, context: Context
+    ) -> channels_pb2.GetChannelStateResponse:
+        local = self.payee.latest(request.channel_id)
+        if local is None:
+            await abort(context, Rejected("NOT_FOUND", "channel_id", "no channel to this payee"))
+        return channels_pb2.GetChannelStateResponse(
+            state=local.latest, pending_refunds=self.payee.pending_offers(request.channel_id)
+        )
+
+    async def OfferRefund(  # noqa: N802
+        self, request: channels_pb2.RefundOffer, context: Context
+    ) -> channels_pb2.OfferRefundResponse:
+        try:
+            await self.payee.offer_refund(request)
+        except ChannelRuleError as error:
+            await abort(context, Rejected(error.status, error.field, error.reason))
+        return channels_pb2.OfferRefundResponse()

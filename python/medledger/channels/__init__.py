@@ -1,0 +1,1 @@
+"""Micropayment channels: signed states, the payer, payee and hub runtimes, billing."""

@@ -1,0 +1,296 @@
+"""The paying side of a channel: build, sign and stream updates; keep what is acknowledged.
+
+`PayerSession` keeps many updates in flight on one ChannelService stream (pipelining);
+each covers a batch of payments under one signature. An update counts as paid when its
+acknowledgement arrives: the payee's countersignature, which the payee sends only once the
+update is durable on its side. The payer then stores the state both signed in its own
+LMDB (group commit) before reporting the payments acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from medledger.channels.rules import ChannelRuleError, UpdateParts, next_state
+from medledger.channels.signing import (
+    decode_state,
+    initial_state,
+    sign_state,
+    verify_channel_states,
+    verify_refund,
+    verify_signed_state,
+)
+from medledger.channels.store import ChannelStore, GroupCommit
+from medledger.client.sync import channel_options
+from medledger.crypto import SigningKey
+from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
+
+__all__ = ["ChannelRefused", "PayerSession", "new_payment_id"]
+
+UPDATES_IN_FLIGHT_MAX = 64
+CONNECT_TIMEOUT_S = 10.0
+ACK_TIMEOUT_S = 30.0
+
+
+def new_payment_id() -> bytes:
+    return secrets.token_bytes(16)
+
+
+class ChannelRefused(ChannelRuleError):
+    """The payee refused an update (or it could not be delivered)."""
+
+
+@dataclass
+class _InFlight:
+    update: channels_pb2.ChannelUpdate
+    state: channels_pb2.ChannelState
+    acked: asyncio.Future[channels_pb2.SignedChannelState]
+
+
+class PayerSession:
+    """One payer's stream to one payee for one channel. Use as an async context manager."""
+
+    def __init__(
+        self,
+        key: SigningKey,
+        chain_id: str,
+        store: ChannelStore,
+        channel: channels_pb2.LocalChannel,
+        address: str,
+        *,
+        in_flight_max: int = UPDATES_IN_FLIGHT_MAX,
+    ) -> None:
+        self.key = key
+        self.chain_id = chain_id
+        self.store = store
+        self.local = channel
+        self.address = address
+        self.commit = GroupCommit(store)
+        self._window = asyncio.Semaphore(in_flight_max)
+        self._in_flight: dict[int, _InFlight] = {}
+        # Sequences failed here because an earlier update was refused: the payee refuses
+        # them too, and those refusals (which arrive before any answer to a rebuilt
+        # update, the stream being ordered) must not fail the rebuilt ones.
+        self._discarded: set[int] = set()
+        self._head = self._acked_state()
+        self.refund_offers: dict[bytes, channels_pb2.RefundOffer] = {}
+        self._outbound: asyncio.Queue[channels_pb2.ChannelUpdate | None] = asyncio.Queue()
+        self._grpc: grpc.aio.Channel | None = None
+        self._receiver: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+
+    def _acked_state(self) -> channels_pb2.ChannelState:
+        if self.local.latest.state:
+            return channels_pb2.ChannelState.FromString(self.local.latest.state)
+        return initial_state(self.local.channel_id, 0)
+
+    @property
+    def acked_state(self) -> channels_pb2.ChannelState:
+        return self._acked_state()
+
+    # ------------------------------------------------------------------ connection
+
+    async def __aenter__(self) -> PayerSession:
+        self.commit.start()
+        self._grpc = connection = grpc.aio.insecure_channel(self.address, options=channel_options())
+        stub = channels_pb2_grpc.ChannelServiceStub(connection)
+        await asyncio.wait_for(connection.channel_ready(), CONNECT_TIMEOUT_S)
+        await self._resync(stub)
+        call = stub.Stream(self._requests())
+        self._receiver = asyncio.create_task(self._receive(call))
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._outbound.put(None)
+        if self._receiver is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._receiver), ACK_TIMEOUT_S)
+            except TimeoutError:
+                self._receiver.cancel()
+        if self._grpc is not None:
+            await self._grpc.close()
+        await self.commit.stop()
+
+    async def _resync(self, stub: channels_pb2_grpc.ChannelServiceAsyncStub) -> None:
+        """Adopts the payee's latest state if it is ahead of ours: the acknowledgement of
+        it was lost (we crashed or the connection broke) but both signatures prove it."""
+        try:
+            response: channels_pb2.GetChannelStateResponse = await stub.GetChannelState(
+                channels_pb2.GetChannelStateRequest(channel_id=self.local.channel_id),
+                timeout=CONNECT_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return  # the payee has seen no update of this channel yet
+            raise
+        for offer in response.pending_refunds:
+            self._take_offer(offer)
+        if not response.state.state:
+            return
+        theirs = verify_signed_state(
+            self.chain_id, response.state, self.local.payer, self.local.payee
+        )
+        if theirs.channel_id == self.local.channel_id and theirs.sequence > self._head.sequence:
+            self.local.latest.CopyFrom(response.state)
+            await self.commit.commit([self.store.channel_write(self.local)])
+            self._head = theirs
+
+    async def _requests(self) -> AsyncIterator[channels_pb2.ChannelUpdate]:
+        while (update := await self._outbound.get()) is not None:
+            yield update
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(
+        self,
+        payments: Sequence[channels_pb2.Payment],
+        *,
+        deposit_micros: int | None = None,
+        final: bool = False,
+        include_refunds: bool = True,
+    ) -> asyncio.Future[channels_pb2.SignedChannelState]:
+        """Signs and sends the next update; the returned future completes with the state
+        both signed once the payee acknowledged it and it is stored here."""
+        if self._failure is not None:
+            raise self._failure
+        await self._window.acquire()
+        batch = channels_pb2.PaymentBatch(payments=payments)
+        if include_refunds and self.refund_offers:
+            batch.payments.extend(offer.payment for offer in self.refund_offers.values())
+            self.refund_offers.clear()
+        parts = UpdateParts(
+            batch=batch,
+            batch_bytes=batch.SerializeToString(deterministic=True),
+            deposit_micros=deposit_micros
+            or max(self._head.deposit_micros, self.local.deposit_micros),
+            final=final,
+        )
+        try:
+            state = next_state(self._head, parts)
+        except ChannelRuleError:
+            self._window.release()
+            raise
+        encoded = state.SerializeToString(deterministic=True)
+        update = channels_pb2.ChannelUpdate(
+            channel_id=self.local.channel_id,
+            batch=batch,
+            state=encoded,
+            payer_signature=sign_state(self.key, self.chain_id, encoded),
+        )
+        acked: asyncio.Future[channels_pb2.SignedChannelState] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._in_flight[state.sequence] = _InFlight(update, state, acked)
+        self._head = state
+        self._outbound.put_nowait(update)
+        return acked
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _receive(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+        try:
+            async for event in call:
+                kind = event.WhichOneof("event")
+                if kind == "ack":
+                    await self._on_ack(event.ack)
+                elif kind == "refusal":
+                    self._on_refusal(event.refusal)
+                elif kind == "refund":
+                    self._take_offer(event.refund)
+        except grpc.aio.AioRpcError as error:
+            self._fail_all(ChannelRefused("UNAVAILABLE", "stream", error.details() or str(error)))
+        if self._in_flight:
+            self._fail_all(ChannelRefused("UNAVAILABLE", "stream", "closed before acknowledging"))
+
+    async def _on_ack(self, ack: channels_pb2.ChannelAck) -> None:
+        flight = self._in_flight.get(ack.sequence)
+        if flight is None:
+            return  # an acknowledgement of an update already settled (a resend)
+        (valid,) = verify_channel_states(
+            self.chain_id, [flight.update.state], [self.local.payee], [ack.payee_signature]
+        )
+        if not valid:
+            self._fail_from(
+                ack.sequence,
+                ChannelRefused("UNAUTHENTICATED", "payee_signature", "not the payee's signature"),
+            )
+            return
+        del self._in_flight[ack.sequence]
+        signed = channels_pb2.SignedChannelState(
+            state=flight.update.state,
+            payer_signature=flight.update.payer_signature,
+            payee_signature=ack.payee_signature,
+        )
+        if flight.state.sequence > self._acked_state().sequence:
+            self.local.latest.CopyFrom(signed)
+        stored = channels_pb2.StoredUpdate(
+            update=flight.update,
+            payee_signature=ack.payee_signature,
+            acked_unix_ms=int(time.time() * 1000),
+        )
+        durable = self.commit.commit(
+            [
+                self.store.channel_write(self.local),
+                self.store.update_write(self.local.channel_id, flight.state.sequence, stored),
+            ]
+        )
+        self._window.release()
+        durable.add_done_callback(lambda done: _settle(flight.acked, done, signed))
+
+    def _on_refusal(self, refusal: channels_pb2.ChannelRefusal) -> None:
+        if refusal.sequence in self._discarded:
+            self._discarded.discard(refusal.sequence)
+            return
+        code = grpc.StatusCode.UNKNOWN
+        for status in grpc.StatusCode:
+            if status.value[0] == refusal.code:
+                code = status
+        self._fail_from(refusal.sequence, ChannelRefused(code.name, refusal.field, refusal.message))
+
+    def _fail_from(self, sequence: int, error: ChannelRefused) -> None:
+        """Fails the refused update and every later one (each built on it), and rewinds
+        the head to the last acknowledged state."""
+        for seq in sorted(s for s in self._in_flight if s >= sequence):
+            flight = self._in_flight.pop(seq)
+            if seq != sequence:
+                self._discarded.add(seq)
+            if not flight.acked.done():
+                flight.acked.set_exception(error)
+            self._window.release()
+        self._head = max(
+            [self._acked_state(), *(f.state for f in self._in_flight.values())],
+            key=lambda s: s.sequence,
+        )
+
+    def _fail_all(self, error: ChannelRefused) -> None:
+        self._failure = error
+        self._fail_from(0, error)
+
+    def _take_offer(self, offer: channels_pb2.RefundOffer) -> None:
+        if offer.channel_id == self.local.channel_id and verify_refund(
+            self.chain_id, offer, self.local.payee
+        ):
+            self.refund_offers[offer.payment.payment_id] = offer
+
+
+def _settle(
+    acked: asyncio.Future[channels_pb2.SignedChannelState],
+    durable: asyncio.Future[None],
+    signed: channels_pb2.SignedChannelState,
+) -> None:
+    if acked.done():
+        return
+    if durable.exception() is not None:
+        acked.set_exception(durable.exception())  # type: ignore[arg-type]
+    else:
+        acked.set_result(signed)
+
+
+def decode_local_state(channel: channels_pb2.LocalChannel) -> channels_pb2.ChannelState:
+    return decode_state(channel.latest.state)

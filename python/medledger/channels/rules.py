@@ -1,0 +1,174 @@
+"""The channel state machine, pure: how one update turns a state into the next.
+
+Payer and payee run the same function. The payer builds the next state with it and signs
+it; the payee rebuilds it from the same parts and countersigns only if the result is
+byte-for-byte the state the payer signed. Nothing here does I/O or knows a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from medledger.channels.signing import CHANNEL_ID_BYTES, HASH_BYTES, ZERO_DIGEST
+from medledger.crypto import sha256
+from medledger.errors import MedledgerError
+from medledger.wire.v1 import channels_pb2
+
+__all__ = [
+    "BATCH_PAYMENTS_MAX",
+    "ChannelRuleError",
+    "UpdateParts",
+    "check_channel_id",
+    "check_payment",
+    "next_state",
+]
+
+PAYMENT_ID_BYTES = 16
+BATCH_PAYMENTS_MAX = 4_096
+CLAIM_ID_CHARS_MAX = 64
+PROCEDURE_CODE_CHARS_MAX = 16
+PATIENT_REF_BYTES_MAX = 32
+
+
+class ChannelRuleError(MedledgerError):
+    """An update that breaks a channel rule. `status` is the gRPC status name that reports
+    it: INVALID_ARGUMENT for a malformed update, FAILED_PRECONDITION for one that does not
+    follow from the current state (overspend, sequence, unknown lock)."""
+
+    def __init__(self, status: str, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", field)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class UpdateParts:
+    """Everything an update changes besides its signature."""
+
+    batch: channels_pb2.PaymentBatch
+    batch_bytes: bytes  # the deterministic encoding of `batch`, hashed into lines_digest
+    deposit_micros: int  # the deposits the new state accounts for
+    lock: channels_pb2.HashLock | None = None  # routed: the batch is conditional on it
+    preimages: Sequence[bytes] = field(default_factory=tuple)
+    released: Sequence[bytes] = field(default_factory=tuple)
+    final: bool = False
+
+
+def _invalid(field: str, reason: str) -> ChannelRuleError:
+    return ChannelRuleError("INVALID_ARGUMENT", field, reason)
+
+
+def _refused(field: str, reason: str) -> ChannelRuleError:
+    return ChannelRuleError("FAILED_PRECONDITION", field, reason)
+
+
+def check_payment(payment: channels_pb2.Payment, where: str) -> None:
+    """Shape rules of one payment line."""
+    if len(payment.payment_id) != PAYMENT_ID_BYTES:
+        raise _invalid(f"{where}.payment_id", f"must be {PAYMENT_ID_BYTES} bytes")
+    if payment.amount_micros == 0:
+        raise _invalid(f"{where}.amount_micros", "must be positive")
+    line = payment.line
+    if len(line.claim_id) > CLAIM_ID_CHARS_MAX:
+        raise _invalid(f"{where}.line.claim_id", f"longer than {CLAIM_ID_CHARS_MAX}")
+    if len(line.procedure_code) > PROCEDURE_CODE_CHARS_MAX:
+        raise _invalid(f"{where}.line.procedure_code", f"longer than {PROCEDURE_CODE_CHARS_MAX}")
+    if len(line.patient_ref) > PATIENT_REF_BYTES_MAX:
+        raise _invalid(f"{where}.line.patient_ref", f"longer than {PATIENT_REF_BYTES_MAX} bytes")
+
+
+def _sum_payments(batch: channels_pb2.PaymentBatch) -> tuple[int, int]:
+    """(paid, refunded) by the batch; checks each line and that ids are distinct."""
+    if len(batch.payments) > BATCH_PAYMENTS_MAX:
+        raise _invalid("batch.payments", f"more than {BATCH_PAYMENTS_MAX} payments")
+    paid = refunded = 0
+    seen: set[bytes] = set()
+    for i, payment in enumerate(batch.payments):
+        where = f"batch.payments[{i}]"
+        check_payment(payment, where)
+        if payment.payment_id in seen:
+            raise _invalid(f"{where}.payment_id", "appears twice in the batch")
+        seen.add(payment.payment_id)
+        if payment.refund:
+            refunded += payment.amount_micros
+        else:
+            paid += payment.amount_micros
+    return paid, refunded
+
+
+def _settle_locks(
+    locks: Sequence[channels_pb2.HashLock], preimages: Sequence[bytes], released: Sequence[bytes]
+) -> tuple[list[channels_pb2.HashLock], int, int]:
+    """The locks left after resolving `preimages` (to the payee) and `released` hashes
+    (back to the payer), with the amounts each side gets."""
+    by_hash = {lock.hash: lock for lock in locks}
+    resolved_micros = released_micros = 0
+    for i, preimage in enumerate(preimages):
+        lock = by_hash.pop(sha256(preimage), None)
+        if lock is None:
+            raise _refused(f"preimages[{i}]", "wrong preimage: matches no pending lock")
+        resolved_micros += lock.amount_micros
+    for i, lock_hash in enumerate(released):
+        lock = by_hash.pop(lock_hash, None)
+        if lock is None:
+            raise _refused(f"released_locks[{i}]", "no pending lock has this hash")
+        released_micros += lock.amount_micros
+    remaining = [lock for lock in locks if lock.hash in by_hash]
+    return remaining, resolved_micros, released_micros
+
+
+def next_state(
+    previous: channels_pb2.ChannelState, parts: UpdateParts
+) -> channels_pb2.ChannelState:
+    """The state that follows `previous` after `parts`; raises ChannelRuleError naming the
+    field when the update is not allowed."""
+    if previous.final:
+        raise _refused("state.sequence", "the channel's final state is already signed")
+    if parts.deposit_micros < previous.deposit_micros:
+        raise _refused("state.deposit_micros", "a deposit never shrinks")
+    paid, refunded = _sum_payments(parts.batch)
+    locks, resolved, released = _settle_locks(previous.locks, parts.preimages, parts.released)
+    to_payee = paid
+    if parts.lock is not None:
+        lock = parts.lock
+        if len(lock.hash) != HASH_BYTES:
+            raise _invalid("lock_hash", f"must be {HASH_BYTES} bytes")
+        if any(existing.hash == lock.hash for existing in locks):
+            raise _refused("lock_hash", "a lock with this hash is already pending")
+        if lock.amount_micros != paid or paid == 0:
+            raise _invalid("lock_hash", "a routed batch locks exactly what it pays, and pays")
+        locks.append(lock)
+        to_payee = 0  # the payee gets it when the preimage resolves the lock
+    payer = (
+        previous.payer_micros
+        + (parts.deposit_micros - previous.deposit_micros)
+        - paid
+        + refunded
+        + released
+    )
+    payee = previous.payee_micros + to_payee - refunded + resolved
+    if payer < 0:
+        raise _refused(
+            "batch",
+            f"overspend: pays {paid} but the payer has {payer + paid} left in the channel",
+        )
+    if payee < 0:
+        raise _refused("batch", f"refunds {refunded} exceed the payee's {payee + refunded}")
+    if parts.final and locks:
+        raise _refused("state.final", "a final state must not hold locks")
+    return channels_pb2.ChannelState(
+        channel_id=previous.channel_id,
+        sequence=previous.sequence + 1,
+        deposit_micros=parts.deposit_micros,
+        payer_micros=payer,
+        payee_micros=payee,
+        locks=locks,
+        lines_digest=sha256((previous.lines_digest or ZERO_DIGEST) + parts.batch_bytes),
+        final=parts.final,
+    )
+
+
+def check_channel_id(channel_id: bytes, field: str = "channel_id") -> None:
+    if len(channel_id) != CHANNEL_ID_BYTES:
+        raise _invalid(field, f"must be {CHANNEL_ID_BYTES} bytes, got {len(channel_id)}")

@@ -1,0 +1,214 @@
+//! Micropayment channel states: the shape rules every signed state must follow, and the
+//! batch verification of the signatures over them.
+//!
+//! A state is only ever signed over its exact encoded bytes under the
+//! [`Domain::ChannelState`] domain, so the checks here decode the same bytes the
+//! signatures cover.
+
+use crate::domain::{signing_message, Domain};
+use crate::ed25519;
+use crate::error::{Error, Result};
+use crate::hash::HASH_LEN;
+use crate::wire::{decode, v1::ChannelState};
+
+/// Length of a channel id, chosen by the payer when it opens the channel.
+pub const CHANNEL_ID_LEN: usize = 16;
+/// Most hash locks one state may hold.
+pub const LOCKS_MAX: usize = 1_024;
+/// Largest encoded state accepted.
+pub const STATE_BYTES_MAX: usize = 64 * 1024;
+
+/// Decodes `state` and checks its shape: a 16-byte channel id, 32-byte lock hashes,
+/// positive lock amounts, a 32-byte (or absent) lines digest, no locks in a final state,
+/// and `payer + payee + locks == deposit` without overflow.
+pub fn check_state(state: &[u8]) -> Result<ChannelState> {
+    if state.len() > STATE_BYTES_MAX {
+        return Err(Error::limit(
+            "state",
+            "STATE_BYTES_MAX",
+            STATE_BYTES_MAX,
+            state.len(),
+        ));
+    }
+    let decoded: ChannelState = decode("state", state)?;
+    if decoded.channel_id.len() != CHANNEL_ID_LEN {
+        return Err(Error::invalid_argument(
+            "channel_id",
+            format!("must be {CHANNEL_ID_LEN} bytes, got {}", decoded.channel_id.len()),
+        ));
+    }
+    if !(decoded.lines_digest.is_empty() || decoded.lines_digest.len() == HASH_LEN) {
+        return Err(Error::invalid_argument(
+            "lines_digest",
+            format!("must be {HASH_LEN} bytes, got {}", decoded.lines_digest.len()),
+        ));
+    }
+    if decoded.locks.len() > LOCKS_MAX {
+        return Err(Error::limit("locks", "LOCKS_MAX", LOCKS_MAX, decoded.locks.len()));
+    }
+    if decoded.r#final && !decoded.locks.is_empty() {
+        return Err(Error::invalid_argument(
+            "locks",
+            "a final state must not hold locks",
+        ));
+    }
+    let overflow = || Error::invalid_argument("deposit_micros", "the amounts overflow 64 bits");
+    let mut total = decoded
+        .payer_micros
+        .checked_add(decoded.payee_micros)
+        .ok_or_else(overflow)?;
+    for (i, lock) in decoded.locks.iter().enumerate() {
+        if lock.hash.len() != HASH_LEN {
+            return Err(Error::invalid_argument(
+                format!("locks[{i}].hash"),
+                format!("must be {HASH_LEN} bytes, got {}", lock.hash.len()),
+            ));
+        }
+        if lock.amount_micros == 0 {
+            return Err(Error::invalid_argument(
+                format!("locks[{i}].amount_micros"),
+                "must be positive",
+            ));
+        }
+        total = total.checked_add(lock.amount_micros).ok_or_else(overflow)?;
+    }
+    if total != decoded.deposit_micros {
+        return Err(Error::invalid_argument(
+            "deposit_micros",
+            format!(
+                "payer, payee and locked amounts add up to {total}, not the deposit {}",
+                decoded.deposit_micros
+            ),
+        ));
+    }
+    Ok(decoded)
+}
+
+/// One verdict per (state, public key, signature): whether the key signed that encoded
+/// state on `chain_id`. Verified with the batch equation; the verdicts are exactly those
+/// of one-by-one verification.
+pub fn verify_states<S, K, G>(
+    chain_id: &str,
+    states: &[S],
+    public_keys: &[K],
+    signatures: &[G],
+    threads: Option<usize>,
+) -> Result<Vec<bool>>
+where
+    S: AsRef<[u8]>,
+    K: AsRef<[u8]> + Sync,
+    G: AsRef<[u8]> + Sync,
+{
+    let messages = states
+        .iter()
+        .map(|state| signing_message(Domain::ChannelState, chain_id, state.as_ref()))
+        .collect::<Result<Vec<_>>>()?;
+    ed25519::verify_batch(public_keys, &messages, signatures, threads)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::ed25519::SigningKey;
+    use crate::wire::v1::HashLock;
+
+    fn state(sender_keeps: u64, receiver_has: u64, locks: &[u64], deposit: u64) -> ChannelState {
+        ChannelState {
+            channel_id: vec![7; CHANNEL_ID_LEN],
+            sequence: 1,
+            deposit_micros: deposit,
+            payer_micros: sender_keeps,
+            payee_micros: receiver_has,
+            locks: locks
+                .iter()
+                .map(|&amount_micros| HashLock {
+                    hash: vec![1; HASH_LEN],
+                    amount_micros,
+                    expiry_height: 10,
+                })
+                .collect(),
+            lines_digest: vec![0; HASH_LEN],
+            r#final: false,
+        }
+    }
+
+    fn field_of(error: Error) -> String {
+        match error {
+            Error::InvalidArgument { field, .. } | Error::Decode { field, .. } => field,
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn balances_and_locks_must_add_up_to_the_deposit() {
+        assert!(check_state(&state(60, 30, &[10], 100).encode_to_vec()).is_ok());
+        let short = check_state(&state(60, 30, &[9], 100).encode_to_vec()).unwrap_err();
+        assert_eq!(field_of(short), "deposit_micros");
+        let overflow = check_state(&state(u64::MAX, 1, &[], 0).encode_to_vec()).unwrap_err();
+        assert_eq!(field_of(overflow), "deposit_micros");
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        let mut bad_id = state(1, 0, &[], 1);
+        bad_id.channel_id.pop();
+        assert_eq!(
+            field_of(check_state(&bad_id.encode_to_vec()).unwrap_err()),
+            "channel_id"
+        );
+        let mut bad_lock = state(1, 0, &[2], 3);
+        bad_lock.locks[0].hash.push(0);
+        assert_eq!(
+            field_of(check_state(&bad_lock.encode_to_vec()).unwrap_err()),
+            "locks[0].hash"
+        );
+        let zero_lock = state(1, 0, &[0], 1);
+        assert_eq!(
+            field_of(check_state(&zero_lock.encode_to_vec()).unwrap_err()),
+            "locks[0].amount_micros"
+        );
+        let mut final_with_lock = state(1, 0, &[1], 2);
+        final_with_lock.r#final = true;
+        assert_eq!(
+            field_of(check_state(&final_with_lock.encode_to_vec()).unwrap_err()),
+            "locks"
+        );
+        assert_eq!(field_of(check_state(&[0xff, 0xff]).unwrap_err()), "state");
+    }
+
+    #[test]
+    fn signatures_bind_the_state_the_key_and_the_chain() {
+        let sender = SigningKey::from_seed(&[1; 32]).unwrap();
+        let receiver = SigningKey::from_seed(&[2; 32]).unwrap();
+        let bytes = state(60, 40, &[], 100).encode_to_vec();
+        let message = signing_message(Domain::ChannelState, "chain", &bytes).unwrap();
+        let (sender_sig, receiver_sig) = (sender.sign(&message), receiver.sign(&message));
+        let keys = [sender.public_key(), receiver.public_key()];
+        let verdicts = verify_states(
+            "chain",
+            &[&bytes, &bytes],
+            &keys,
+            &[sender_sig, receiver_sig],
+            None,
+        )
+        .unwrap();
+        assert_eq!(verdicts, [true, true]);
+        // Swapped signatures, another chain, another state: all refused.
+        let swapped = verify_states(
+            "chain",
+            &[&bytes, &bytes],
+            &keys,
+            &[receiver_sig, sender_sig],
+            None,
+        )
+        .unwrap();
+        assert_eq!(swapped, [false, false]);
+        let other_chain = verify_states("other", &[&bytes], &keys[..1], &[sender_sig], None).unwrap();
+        assert_eq!(other_chain, [false]);
+        let other_state = state(59, 41, &[], 100).encode_to_vec();
+        let tampered = verify_states("chain", &[&other_state], &keys[..1], &[sender_sig], None).unwrap();
+        assert_eq!(tampered, [false]);
+    }
+}
