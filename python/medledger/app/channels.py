@@ -262,7 +262,8 @@ def _revealed(
 ) -> list[bytes]:
     """`already` plus the pending state's lock hashes that `preimages` open while the lock
     is live at `height`; sorted, so every node stores the same list. A preimage opening
-    nothing is ignored: it may answer a lock another node's state no longer holds."""
+    nothing is ignored rather than refused: a challenge committed just before may have
+    replaced the state whose lock it answered, and the rest of the transaction stands."""
     live = {lock.hash for lock in pending.locks if lock.expiry_height >= height}
     opened = {digest for digest in map(sha256, preimages) if digest in live}
     return sorted(opened.union(already))
@@ -403,6 +404,8 @@ def challenge_channel(
     # The window is not extended: each challenge can only raise the sequence, so a
     # closing channel settles at a known height however many challenges arrive.
     channel.pending_state.CopyFrom(newer)
+    # Hashes revealed earlier stay revealed: their preimage became public on the ledger
+    # while a lock with that hash was live, so the payer could already use it upstream.
     channel.revealed_hashes[:] = _revealed(newer, msg.preimages, channel.revealed_hashes, height)
     _put_channel(state, channel)
 

@@ -97,6 +97,9 @@ class Payee:
         self._heads: dict[bytes, channels_pb2.ChannelState] = {}
         self._offers: dict[bytes, dict[bytes, channels_pb2.RefundOffer]] = {}
         self._listeners: dict[bytes, set[Deliver]] = {}
+        self._closing: set[bytes] = set()  # closed on the ledger: no more updates
+        # Each channel's last commit: a resend answered before it is on disk waits for it.
+        self._last_commit: dict[bytes, asyncio.Future[None]] = {}
         for local in store.channels():
             if local.payee == key.public_key:
                 self._remember(local)
@@ -156,6 +159,13 @@ class Payee:
                 f"{deposit} exceeds the deposit on the ledger, {local.deposit_micros}",
             )
 
+    def channels(self) -> list[channels_pb2.LocalChannel]:
+        return list(self._channels.values())
+
+    def mark_closing(self, channel_id: bytes) -> None:
+        """The channel is closing on the ledger: accept no further update of it."""
+        self._closing.add(channel_id)
+
     def latest(self, channel_id: bytes) -> channels_pb2.LocalChannel | None:
         return self._channels.get(channel_id)
 
@@ -180,6 +190,8 @@ class Payee:
         self, local: channels_pb2.LocalChannel, update: channels_pb2.ChannelUpdate
     ) -> Verdict:
         channel_id = local.channel_id
+        if channel_id in self._closing:
+            raise ChannelRuleError("FAILED_PRECONDITION", "channel_id", "closing on the ledger")
         if local.latest.state and update.state == local.latest.state:
             # A resend after a lost acknowledgement: the same answer again.
             ack = channels_pb2.ChannelAck(
@@ -187,7 +199,7 @@ class Payee:
                 sequence=self._heads[channel_id].sequence,
                 payee_signature=local.latest.payee_signature,
             )
-            return Verdict(channels_pb2.ChannelEvent(ack=ack), None)
+            return Verdict(channels_pb2.ChannelEvent(ack=ack), self._last_commit.get(channel_id))
         state = decode_state(update.state)
         head = self._heads[channel_id]
         if state.channel_id != channel_id:
@@ -285,7 +297,8 @@ class Payee:
         ack = channels_pb2.ChannelAck(
             channel_id=channel_id, sequence=state.sequence, payee_signature=signature
         )
-        return Verdict(channels_pb2.ChannelEvent(ack=ack), self.commit.commit(writes))
+        durable = self._last_commit[channel_id] = self.commit.commit(writes)
+        return Verdict(channels_pb2.ChannelEvent(ack=ack), durable)
 
     # ------------------------------------------------------------------ refunds
 

@@ -115,6 +115,12 @@ class ChannelWallet:
         self.store.write([self.store.channel_write(local)])
         return local
 
+    def set_address(self, channel_id: bytes, address: str) -> None:
+        """Where the payee's ChannelService listens now (it moved or restarted elsewhere)."""
+        local = self.local(channel_id)
+        local.address = address
+        self.store.write([self.store.channel_write(local)])
+
     def top_up(self, channel_id: bytes, amount_micros: int) -> None:
         local = self.local(channel_id)
         tx = self.builder.top_up_channel(

@@ -1,13 +1,29 @@
 """The node's side of payment channels: the payee runtime reads the committed ledger
-directly (no RPC), and the watcher challenges unilateral closes of its channels."""
+directly (no RPC), and the watcher answers unilateral closes of the node's channels.
+
+A payer that closes with an old state (fewer payments than it made) is challenged with
+the latest state both signed, inside the challenge window, without anyone watching;
+after the window the watcher settles, so the payee's funds arrive on their own.
+"""
 
 from __future__ import annotations
 
-from medledger.app import queries
-from medledger.node.ledger_node import LedgerNode
-from medledger.wire.v1 import channels_pb2
+import asyncio
+import logging
 
-__all__ = ["NodeChannelLedger"]
+from medledger.app import queries
+from medledger.channels.payee import Payee
+from medledger.client.builder import TxBuilder
+from medledger.node.ledger_node import LedgerNode
+from medledger.wire.v1 import channels_pb2, tx_pb2
+
+__all__ = ["ChannelWatcher", "NodeChannelLedger"]
+
+log = logging.getLogger(__name__)
+
+EXPIRY_BLOCKS = 20
+RESUBMIT_AFTER_BLOCKS = 5
+"""A challenge or settlement not committed after this many blocks is submitted again."""
 
 
 class NodeChannelLedger:
@@ -22,3 +38,90 @@ class NodeChannelLedger:
 
     def height(self) -> int:
         return self.node.head.height
+
+
+class ChannelWatcher:
+    """After every block: challenges a closing channel whose pending state is older than
+    the payee's latest, and settles channels whose window has passed."""
+
+    def __init__(self, node: LedgerNode, payee: Payee) -> None:
+        self.node = node
+        self.payee = payee
+        self.builder = TxBuilder(payee.key, node.chain_id)
+        self._submitted: dict[tuple[bytes, str], int] = {}  # (channel, action) -> height
+        self._task: asyncio.Task[None] | None = None
+        self.challenges = 0  # submitted so far (for logs and tests)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            async with self.node.new_block:
+                await self.node.new_block.wait()
+            try:
+                self.check()
+            except Exception:
+                log.exception("channel watcher: check failed; retrying at the next block")
+
+    def check(self) -> None:
+        height = self.node.head.height
+        with self.node.store.snapshot() as snapshot:
+            on_chain = [
+                (local, queries.channel(snapshot, local.channel_id))
+                for local in self.payee.channels()
+            ]
+        for local, channel in on_chain:
+            if channel is None or channel.status != channels_pb2.CHANNEL_STATUS_CLOSING:
+                continue
+            self.payee.mark_closing(local.channel_id)
+            if height <= channel.challenge_end_height:
+                self._challenge_if_stale(local, channel, height)
+            else:
+                self._once(local.channel_id, "settle", height, self._settle_body(channel))
+
+    def _challenge_if_stale(
+        self, local: channels_pb2.LocalChannel, channel: channels_pb2.Channel, height: int
+    ) -> None:
+        if not local.latest.state:
+            return
+        ours = channels_pb2.ChannelState.FromString(local.latest.state)
+        if ours.sequence <= channel.pending_state.sequence:
+            return
+        log.warning(
+            "channel %s closed with state %d; challenging with %d",
+            local.channel_id.hex(),
+            channel.pending_state.sequence,
+            ours.sequence,
+        )
+        body = tx_pb2.TransactionBody(
+            challenge_channel=channels_pb2.ChallengeChannel(state=local.latest)
+        )
+        if self._once(local.channel_id, f"challenge-{ours.sequence}", height, body):
+            self.challenges += 1
+
+    @staticmethod
+    def _settle_body(channel: channels_pb2.Channel) -> tx_pb2.TransactionBody:
+        return tx_pb2.TransactionBody(
+            settle_channel=channels_pb2.SettleChannel(channel_id=channel.channel_id)
+        )
+
+    def _once(
+        self, channel_id: bytes, action: str, height: int, body: tx_pb2.TransactionBody
+    ) -> bool:
+        """Submits `body` unless the same action was submitted in the last few blocks."""
+        last = self._submitted.get((channel_id, action))
+        if last is not None and height < last + RESUBMIT_AFTER_BLOCKS:
+            return False
+        self._submitted[(channel_id, action)] = height
+        tx = self.builder.sign(body, expiry_height=height + EXPIRY_BLOCKS)
+        (admitted,) = self.node.submit([tx])
+        receipt = admitted.pending_receipt()
+        if receipt.status == tx_pb2.TX_STATUS_REJECTED:
+            log.warning("channel %s: %s refused: %s", channel_id.hex(), action, receipt.message)
+        return True

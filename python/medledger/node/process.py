@@ -13,7 +13,7 @@ from medledger.config import Home
 from medledger.consensus.guard import FileGuardStore, SigningGuard
 from medledger.genesis import Genesis
 from medledger.keys import load_key
-from medledger.node.channels import NodeChannelLedger
+from medledger.node.channels import ChannelWatcher, NodeChannelLedger
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
 from medledger.vault.service import Vault
@@ -32,7 +32,7 @@ async def run_node(home: Home, listen: str | None = None) -> None:
     driver = None
     if not node.solo:
         driver = ConsensusDriver(node, config, SigningGuard(FileGuardStore(home.signer_state)))
-    vault = payee = None
+    vault = payee = watcher = None
     organisation_key = home.keys_dir / "client.json"
     if organisation_key.exists():
         # The organisation's key signs as the custodian of the records this vault holds,
@@ -42,10 +42,12 @@ async def run_node(home: Home, listen: str | None = None) -> None:
         payee = Payee(
             key, node.chain_id, ChannelStore(home.root / "channels"), NodeChannelLedger(node)
         )
+        watcher = ChannelWatcher(node, payee)
     server, port = await serve(node, listen or config.listen, driver, vault, payee)
     node.start()
-    if payee is not None:
+    if payee is not None and watcher is not None:
         payee.start()
+        watcher.start()
     if driver is not None:
         driver.start()
     host = (listen or config.listen).rsplit(":", 1)[0]
@@ -67,6 +69,7 @@ async def run_node(home: Home, listen: str | None = None) -> None:
     await node.stop()
     if vault is not None:
         vault.store.close()
-    if payee is not None:
+    if payee is not None and watcher is not None:
+        await watcher.stop()
         await payee.stop()
         payee.store.close()

@@ -1,0 +1,403 @@
+"""Payment channels against a real node process: the node is the payee (its
+organisation key), a funded payer streams payments over ChannelService, and the ledger
+opens, settles and disputes. Bad updates, an old-state close and a SIGKILL mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from medledger.channels.payer import ChannelRefused
+from medledger.channels.rules import ChannelRuleError, UpdateParts, next_state
+from medledger.channels.signing import initial_state, sign_refund, sign_state
+from medledger.client.channels import ChannelWallet, payment
+from medledger.crypto import SigningKey, sha256
+from medledger.wire.v1 import channels_pb2, channels_pb2_grpc, tx_pb2
+from tests.integration.conftest import CHAIN_ID, RunningNode, launch
+
+FUNDS = 10**10
+DEPOSIT = 10**8
+
+
+def fund(node: RunningNode, key: SigningKey) -> None:
+    client = node.client()
+    height = client.status().height
+    create = node.builder(key).sign(
+        tx_pb2.TransactionBody(create_account=tx_pb2.CreateAccount()), expiry_height=height + 50
+    )
+    assert client.submit(create).code == tx_pb2.RESULT_CODE_OK
+    transfer = node.builder().transfer(
+        to=key.public_key, amount_micros=FUNDS, expiry_height=height + 50
+    )
+    assert client.submit(transfer).code == tx_pb2.RESULT_CODE_OK
+
+
+def new_wallet(node: RunningNode, root: Path) -> ChannelWallet:
+    key = SigningKey.generate()
+    fund(node, key)
+    return ChannelWallet(key, node.client(), root)
+
+
+def open_channel(node: RunningNode, wallet: ChannelWallet, **options: int) -> bytes:
+    local = wallet.open(
+        payee=node.payer.public_key, deposit_micros=DEPOSIT, address=node.address, **options
+    )
+    return local.channel_id
+
+
+async def pay(wallet: ChannelWallet, channel_id: bytes, updates: int, per_update: int) -> None:
+    async with wallet.session(channel_id) as session:
+        pending = [
+            await session.send(
+                [payment(7, claim_id=f"CLM{u}", procedure_code="99213") for _ in range(per_update)]
+            )
+            for u in range(updates)
+        ]
+        await asyncio.gather(*pending)
+
+
+def payee_state(node: RunningNode, channel_id: bytes) -> channels_pb2.GetChannelStateResponse:
+    with grpc.insecure_channel(node.address) as channel:
+        stub = channels_pb2_grpc.ChannelServiceStub(channel)
+        return stub.GetChannelState(
+            channels_pb2.GetChannelStateRequest(channel_id=channel_id), timeout=10
+        )
+
+
+@pytest.fixture
+def wallet(node: RunningNode, tmp_path: Path) -> Iterator[ChannelWallet]:
+    opened = new_wallet(node, tmp_path / "payer")
+    yield opened
+    opened.close_store()
+
+
+def test_streamed_payments_are_acknowledged_durably_and_settle_cooperatively(
+    node: RunningNode, wallet: ChannelWallet
+) -> None:
+    channel_id = open_channel(node, wallet)
+    payee_before = node.client().get_account(node.payer.public_key).balance_micros
+    asyncio.run(pay(wallet, channel_id, updates=40, per_update=50))
+    local = wallet.local(channel_id)
+    state = channels_pb2.ChannelState.FromString(local.latest.state)
+    assert (state.sequence, state.payee_micros) == (40, 40 * 50 * 7)
+    # The payee holds exactly the state the payer holds, both signatures included.
+    assert payee_state(node, channel_id).state == local.latest
+
+    receipt = wallet.close(channel_id)
+    assert receipt.code == tx_pb2.RESULT_CODE_OK
+    settled = wallet.on_chain(channel_id).channel
+    assert settled.status == channels_pb2.CHANNEL_STATUS_SETTLED
+    assert (settled.payee_paid_micros, settled.payer_paid_micros) == (14_000, DEPOSIT - 14_000)
+    payee_after = node.client().get_account(node.payer.public_key).balance_micros
+    assert payee_after - payee_before == 14_000
+    # After the final state the payee accepts nothing more.
+    with pytest.raises(ChannelRuleError, match="final state"):
+        asyncio.run(pay(wallet, channel_id, updates=1, per_update=1))
+
+
+class RawStream:
+    """One ChannelService stream driven by hand: send an update, read its answer."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._outbound: asyncio.Queue[channels_pb2.ChannelUpdate | None] = asyncio.Queue()
+
+    async def __aenter__(self) -> RawStream:
+        self._channel = grpc.aio.insecure_channel(self.address)
+        stub = channels_pb2_grpc.ChannelServiceStub(self._channel)
+        self._call = stub.Stream(self._requests())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._outbound.put(None)
+        await self._channel.close()
+
+    async def _requests(self) -> AsyncIterator[channels_pb2.ChannelUpdate]:
+        while (update := await self._outbound.get()) is not None:
+            yield update
+
+    async def answer(self, update: channels_pb2.ChannelUpdate) -> channels_pb2.ChannelEvent:
+        await self._outbound.put(update)
+        event = await asyncio.wait_for(self._read(), 10)
+        return event
+
+    async def _read(self) -> channels_pb2.ChannelEvent:
+        event = await self._call.read()
+        assert isinstance(event, channels_pb2.ChannelEvent), "the stream ended"
+        return event
+
+
+def signed_update(
+    key: SigningKey,
+    previous: channels_pb2.ChannelState,
+    payments: list[channels_pb2.Payment],
+    **parts: object,
+) -> tuple[channels_pb2.ChannelUpdate, channels_pb2.ChannelState]:
+    batch = channels_pb2.PaymentBatch(payments=payments)
+    lock = parts.pop("lock", None)
+    preimages = parts.pop("preimages", ())
+    deposit = parts.pop("deposit_micros", DEPOSIT)
+    assert not parts, parts
+    assert isinstance(deposit, int)
+    assert lock is None or isinstance(lock, channels_pb2.HashLock)
+    assert isinstance(preimages, list | tuple)
+    state = next_state(
+        previous,
+        UpdateParts(
+            batch=batch,
+            batch_bytes=batch.SerializeToString(deterministic=True),
+            deposit_micros=deposit,
+            lock=lock,
+            preimages=preimages,
+        ),
+    )
+    encoded = state.SerializeToString(deterministic=True)
+    update = channels_pb2.ChannelUpdate(
+        channel_id=state.channel_id,
+        batch=batch,
+        state=encoded,
+        payer_signature=sign_state(key, CHAIN_ID, encoded),
+        lock_hash=lock.hash if lock is not None else b"",
+        preimages=preimages,
+    )
+    return update, state
+
+
+def test_bad_updates_are_refused_naming_the_field_and_change_nothing(
+    node: RunningNode, wallet: ChannelWallet
+) -> None:
+    channel_id = open_channel(node, wallet)
+    payer = wallet.key
+    start = initial_state(channel_id, 0)
+
+    async def scenario() -> None:
+        async with RawStream(node.address) as stream:
+            good, state1 = signed_update(payer, start, [payment(100)])
+            assert (await stream.answer(good)).ack.sequence == 1
+            # The same update again is answered the same way (idempotent resend).
+            assert (await stream.answer(good)).ack.sequence == 1
+
+            def refusal(event: channels_pb2.ChannelEvent) -> tuple[str, str]:
+                assert event.WhichOneof("event") == "refusal", event
+                return grpc.StatusCode(
+                    next(s.value for s in grpc.StatusCode if s.value[0] == event.refusal.code)
+                ).name, event.refusal.field
+
+            forged, _ = signed_update(SigningKey.generate(), state1, [payment(5)])
+            assert refusal(await stream.answer(forged)) == ("UNAUTHENTICATED", "payer_signature")
+
+            reused, _ = signed_update(payer, start, [payment(5)])
+            assert refusal(await stream.answer(reused)) == ("FAILED_PRECONDITION", "state.sequence")
+
+            greedy = channels_pb2.ChannelState()
+            greedy.CopyFrom(state1)
+            greedy.sequence = 2
+            greedy.payer_micros -= 50  # takes 50 with no payment line for it
+            greedy.payee_micros += 50
+            encoded = greedy.SerializeToString(deterministic=True)
+            unexplained = channels_pb2.ChannelUpdate(
+                channel_id=channel_id,
+                state=encoded,
+                payer_signature=sign_state(payer, CHAIN_ID, encoded),
+            )
+            assert refusal(await stream.answer(unexplained)) == (
+                "INVALID_ARGUMENT",
+                "state.payer_micros",
+            )
+
+            beyond, _ = signed_update(payer, state1, [payment(5)], deposit_micros=DEPOSIT * 2)
+            assert refusal(await stream.answer(beyond)) == (
+                "FAILED_PRECONDITION",
+                "state.deposit_micros",
+            )
+
+            stranger = channels_pb2.ChannelUpdate()
+            stranger.CopyFrom(good)
+            stranger.channel_id = bytes(16)
+            assert refusal(await stream.answer(stranger)) == ("NOT_FOUND", "channel_id")
+
+            height = node.client().status().height
+            soon = channels_pb2.HashLock(
+                hash=sha256(b"x" * 32), amount_micros=5, expiry_height=height + 1
+            )
+            expiring, _ = signed_update(payer, state1, [payment(5)], lock=soon)
+            assert refusal(await stream.answer(expiring)) == (
+                "FAILED_PRECONDITION",
+                "state.locks.expiry_height",
+            )
+
+            lock = channels_pb2.HashLock(
+                hash=sha256(b"r" * 32), amount_micros=5, expiry_height=height + 1_000
+            )
+            locked, state2 = signed_update(payer, state1, [payment(5)], lock=lock)
+            assert (await stream.answer(locked)).ack.sequence == 2
+            # A state that claims the lock with a preimage that does not open it.
+            claimed = channels_pb2.ChannelState()
+            claimed.CopyFrom(state2)
+            claimed.sequence = 3
+            del claimed.locks[:]
+            claimed.payee_micros += 5
+            claimed.lines_digest = sha256(state2.lines_digest)
+            encoded = claimed.SerializeToString(deterministic=True)
+            wrong = channels_pb2.ChannelUpdate(
+                channel_id=channel_id,
+                state=encoded,
+                payer_signature=sign_state(payer, CHAIN_ID, encoded),
+                preimages=[b"w" * 32],
+            )
+            assert refusal(await stream.answer(wrong)) == ("FAILED_PRECONDITION", "preimages[0]")
+            # The right preimage opens it.
+            right, state3 = signed_update(payer, state2, [], preimages=[b"r" * 32])
+            assert state3.payee_micros == 105
+            assert (await stream.answer(right)).ack.sequence == 3
+
+    asyncio.run(scenario())
+    # After every refusal the payee moved only with the good updates.
+    held = channels_pb2.ChannelState.FromString(payee_state(node, channel_id).state.state)
+    assert (held.sequence, held.payee_micros, list(held.locks)) == (3, 105, [])
+    # The payer's own rules refuse an overspend before anything is sent.
+    with pytest.raises(ChannelRuleError, match="overspend"):
+        signed_update(payer, held, [payment(DEPOSIT)])
+
+
+def test_refunds_offered_by_the_payee_reach_the_payer_and_settle(
+    node: RunningNode, wallet: ChannelWallet
+) -> None:
+    channel_id = open_channel(node, wallet)
+    asyncio.run(pay(wallet, channel_id, updates=1, per_update=10))  # 70 paid
+    offer = channels_pb2.RefundOffer(
+        channel_id=channel_id, payment=payment(30, claim_id="CLM0", procedure_code="99213")
+    )
+    sign_refund(node.payer, CHAIN_ID, offer)
+    forged = channels_pb2.RefundOffer()
+    forged.CopyFrom(offer)
+    forged.payment.amount_micros = 60  # the signature covered 30
+    with grpc.insecure_channel(node.address) as channel:
+        stub = channels_pb2_grpc.ChannelServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.OfferRefund(forged, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        stub.OfferRefund(offer, timeout=10)
+
+    async def take_refund() -> channels_pb2.SignedChannelState:
+        async with wallet.session(channel_id) as session:
+            assert list(session.refund_offers) == [offer.payment.payment_id]
+            return await (await session.send([payment(1)]))
+
+    state = channels_pb2.ChannelState.FromString(asyncio.run(take_refund()).state)
+    assert (state.payee_micros, state.payer_micros) == (70 + 1 - 30, DEPOSIT - 71 + 30)
+    assert payee_state(node, channel_id).pending_refunds == []
+
+
+def advance(node: RunningNode, blocks: int) -> None:
+    """Commits `blocks` blocks (a single node only makes blocks when there is work)."""
+    client = node.client()
+    for _ in range(blocks):
+        height = client.status().height
+        tx = node.builder().transfer(
+            to=node.payer.public_key, amount_micros=1, expiry_height=height + 20
+        )
+        client.submit(tx)
+
+
+def wait_for(predicate: object, timeout_s: float = 30.0) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_payer_closing_with_an_old_state_is_challenged_and_the_newer_state_settles(
+    node: RunningNode, wallet: ChannelWallet
+) -> None:
+    channel_id = open_channel(node, wallet, challenge_blocks=6)
+    asyncio.run(pay(wallet, channel_id, updates=1, per_update=1))
+    old = channels_pb2.SignedChannelState()
+    old.CopyFrom(wallet.local(channel_id).latest)  # sequence 1: 7 paid
+    asyncio.run(pay(wallet, channel_id, updates=5, per_update=10))  # sequence 6: 357 paid
+    payee_before = node.client().get_account(node.payer.public_key).balance_micros
+
+    cheat = wallet.builder.force_close_channel(
+        channel_id=channel_id, state=old, expiry_height=node.client().status().height + 50
+    )
+    assert node.client().submit(cheat).code == tx_pb2.RESULT_CODE_OK
+
+    def pending_sequence() -> int:
+        return wallet.on_chain(channel_id).channel.pending_state.sequence
+
+    wait_for(lambda: pending_sequence() == 6)  # the node's watcher challenged, unprompted
+    advance(node, 8)  # past the window: the watcher settles too
+    wait_for(
+        lambda: wallet.on_chain(channel_id).channel.status == channels_pb2.CHANNEL_STATUS_SETTLED
+    )
+    settled = wallet.on_chain(channel_id).channel
+    assert settled.payee_paid_micros == 357
+    assert settled.payer_paid_micros == DEPOSIT - 357
+    payee_after = node.client().get_account(node.payer.public_key).balance_micros
+    assert payee_after - payee_before >= 357  # plus the 1-micro transfers that moved blocks
+
+
+def test_sigkill_of_the_payee_mid_stream_loses_no_acknowledged_payment(tmp_path: Path) -> None:
+    node = launch(tmp_path / "home")
+    wallet = new_wallet(node, tmp_path / "payer")
+    try:
+        channel_id = open_channel(node, wallet)
+        acked: list[int] = []
+        broken: list[ChannelRefused] = []
+
+        def record_ack(done: asyncio.Future[channels_pb2.SignedChannelState]) -> None:
+            if done.exception() is None:
+                acked.append(channels_pb2.ChannelState.FromString(done.result().state).sequence)
+
+        async def stream_until_killed() -> None:
+            async with wallet.session(channel_id) as session:
+                for _ in range(10_000):
+                    try:
+                        pending = await session.send([payment(3) for _ in range(20)])
+                    except ChannelRefused as error:
+                        broken.append(error)  # the stream broke under us
+                        break
+                    pending.add_done_callback(record_ack)
+                    if len(acked) >= 50 and node.process.process.poll() is None:
+                        node.process.kill()
+                    await asyncio.sleep(0)
+
+        asyncio.run(stream_until_killed())
+        assert broken, "the stream should break when the payee is killed"
+        assert broken[0].status == "UNAVAILABLE"
+        assert len(acked) >= 50
+        last_acked = max(acked)
+
+        node.restart()
+        # The payer reopens its wallet; the node listens on a fresh port after the restart.
+        wallet.close_store()
+        wallet = ChannelWallet(wallet.key, node.client(), tmp_path / "payer")
+        wallet.set_address(channel_id, node.address)
+        held = channels_pb2.ChannelState.FromString(payee_state(node, channel_id).state.state)
+        assert held.sequence >= last_acked  # every acknowledged update survived the kill
+
+        async def resume() -> channels_pb2.ChannelState:
+            async with wallet.session(channel_id) as session:
+                # The session adopted the payee's durable state and builds on it.
+                assert session.acked_state.sequence == held.sequence
+                signed = await (await session.send([payment(3)]))
+                return channels_pb2.ChannelState.FromString(signed.state)
+
+        resumed = asyncio.run(resume())
+        assert resumed.sequence == held.sequence + 1
+        assert resumed.payee_micros == held.payee_micros + 3
+        assert payee_state(node, channel_id).state == wallet.local(channel_id).latest
+
+        wallet.close(channel_id)
+        settled = wallet.on_chain(channel_id).channel
+        assert settled.payee_paid_micros == resumed.payee_micros
+        assert settled.payer_paid_micros == DEPOSIT - resumed.payee_micros
+    finally:
+        wallet.close_store()
+        node.process.stop()
