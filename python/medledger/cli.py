@@ -237,6 +237,14 @@ def cmd_bench_records(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_bench_channels(args: argparse.Namespace) -> None:
+    from medledger.channels_bench import run_channels_bench  # noqa: PLC0415
+
+    run_channels_bench(
+        payments=args.payments, channels=args.channels, batch=args.batch, json_path=args.json
+    )
+
+
 # ----------------------------------------------------------------------- parser
 
 
@@ -381,6 +389,14 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     records.add_argument("--transfers", type=int, default=20_000)
     records.add_argument("--json", type=Path)
     records.set_defaults(run=cmd_bench_records)
+    channels = bench.add_parser(
+        "channels", help="acknowledged payments/s on one channel and on many, one payee"
+    )
+    channels.add_argument("--payments", type=int, default=200_000)
+    channels.add_argument("--channels", type=int, default=100)
+    channels.add_argument("--batch", type=int, default=100, help="payments per signed state")
+    channels.add_argument("--json", type=Path)
+    channels.set_defaults(run=cmd_bench_channels)
     return parser
 
 

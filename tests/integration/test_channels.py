@@ -43,9 +43,12 @@ def new_wallet(node: RunningNode, root: Path) -> ChannelWallet:
     return ChannelWallet(key, node.client(), root)
 
 
-def open_channel(node: RunningNode, wallet: ChannelWallet, **options: int) -> bytes:
+def open_channel(node: RunningNode, wallet: ChannelWallet, challenge_blocks: int = 100) -> bytes:
     local = wallet.open(
-        payee=node.payer.public_key, deposit_micros=DEPOSIT, address=node.address, **options
+        payee=node.payer.public_key,
+        deposit_micros=DEPOSIT,
+        address=node.address,
+        challenge_blocks=challenge_blocks,
     )
     return local.channel_id
 

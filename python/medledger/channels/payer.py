@@ -31,7 +31,7 @@ from medledger.client.sync import channel_options
 from medledger.crypto import SigningKey
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 
-__all__ = ["ChannelRefused", "PayerSession", "new_payment_id"]
+__all__ = ["UPDATES_IN_FLIGHT_MAX", "ChannelRefused", "PayerSession", "new_payment_id"]
 
 UPDATES_IN_FLIGHT_MAX = 64
 CONNECT_TIMEOUT_S = 10.0
@@ -65,13 +65,17 @@ class PayerSession:
         address: str,
         *,
         in_flight_max: int = UPDATES_IN_FLIGHT_MAX,
+        commit: GroupCommit | None = None,
     ) -> None:
+        """`commit`: a group commit shared by many sessions over one store (one payer
+        with many channels); by default the session runs its own."""
         self.key = key
         self.chain_id = chain_id
         self.store = store
         self.local = channel
         self.address = address
-        self.commit = GroupCommit(store)
+        self._owns_commit = commit is None
+        self.commit = commit if commit is not None else GroupCommit(store)
         self._window = asyncio.Semaphore(in_flight_max)
         self._in_flight: dict[int, _InFlight] = {}
         # Sequences failed here because an earlier update was refused: the payee refuses
@@ -97,7 +101,8 @@ class PayerSession:
     # ------------------------------------------------------------------ connection
 
     async def __aenter__(self) -> PayerSession:
-        self.commit.start()
+        if self._owns_commit:
+            self.commit.start()
         self._grpc = connection = grpc.aio.insecure_channel(self.address, options=channel_options())
         stub = channels_pb2_grpc.ChannelServiceStub(connection)
         await asyncio.wait_for(connection.channel_ready(), CONNECT_TIMEOUT_S)
@@ -115,7 +120,8 @@ class PayerSession:
                 self._receiver.cancel()
         if self._grpc is not None:
             await self._grpc.close()
-        await self.commit.stop()
+        if self._owns_commit:
+            await self.commit.stop()
 
     async def _resync(self, stub: channels_pb2_grpc.ChannelServiceAsyncStub) -> None:
         """Adopts the payee's latest state if it is ahead of ours: the acknowledgement of

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from medledger.channels.payer import PayerSession, new_payment_id
+from medledger.channels.payer import UPDATES_IN_FLIGHT_MAX, PayerSession, new_payment_id
 from medledger.channels.store import ChannelStore
 from medledger.client.builder import TxBuilder
 from medledger.client.sync import LedgerClient
@@ -130,9 +130,13 @@ class ChannelWallet:
         local.deposit_micros += amount_micros
         self.store.write([self.store.channel_write(local)])
 
-    def session(self, channel_id: bytes, **options: int) -> PayerSession:
+    def session(
+        self, channel_id: bytes, *, in_flight_max: int = UPDATES_IN_FLIGHT_MAX
+    ) -> PayerSession:
         local = self.local(channel_id)
-        return PayerSession(self.key, self.chain_id, self.store, local, local.address, **options)
+        return PayerSession(
+            self.key, self.chain_id, self.store, local, local.address, in_flight_max=in_flight_max
+        )
 
     async def final_state(self, channel_id: bytes) -> channels_pb2.SignedChannelState:
         """Asks the payee to countersign a final state (no further payments)."""

@@ -1,0 +1,212 @@
+"""`medledger bench channels`: acknowledged (durable on the payee's side) payments per
+second on one payer → payee channel, and across many channels to the same payee, with
+p50/p99 acknowledgement latency, beside the ceiling that the Ed25519 work alone sets on
+this machine, measured in the same run.
+
+The payee is a real node process (its ChannelService and LMDB); the payers run in this
+process. Every update is signed by the payer, verified and countersigned by the payee
+after its LMDB commit (fsync), and the countersignature verified by the payer, which
+stores the state both signed before it counts the payments acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medledger.loadgen import WINDOW_BATCHES, percentile, stream_batches
+
+if TYPE_CHECKING:
+    from medledger.channels.store import ChannelStore
+    from medledger.crypto import SigningKey
+    from medledger.wire.v1 import channels_pb2
+
+__all__ = ["ChannelsBenchResult", "run_channels_bench"]
+
+CHAIN_ID = "medledger-bench-channels"
+DEPOSIT = 10**12
+SIGNATURE_SAMPLES = 2_000
+# Updates each channel keeps in flight: enough to keep one channel's pipeline full; with
+# many channels a few each, so the payee's queue (and the latency) stays short.
+IN_FLIGHT_ONE = 32
+IN_FLIGHT_MANY = 1
+
+
+@dataclass
+class Run:
+    channels: int
+    payments: int
+    payments_per_s: float
+    ack_latency_p50_ms: float
+    ack_latency_p99_ms: float
+
+
+@dataclass
+class ChannelsBenchResult:
+    batch: int
+    one_channel: Run
+    many_channels: Run
+    # Payments per second if an update's four Ed25519 operations (payer signs, payee
+    # verifies and countersigns, payer verifies) were the only work, on this machine.
+    sign_verify_ceiling_per_s: float
+    payer_fsyncs: int
+
+
+def run_channels_bench(
+    *, payments: int, channels: int, batch: int, json_path: Path | None = None
+) -> ChannelsBenchResult:
+    from medledger.channels.store import ChannelStore  # noqa: PLC0415
+    from medledger.cli import init_home  # noqa: PLC0415
+    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+    from medledger.config import Home  # noqa: PLC0415
+    from medledger.crypto import SigningKey  # noqa: PLC0415
+    from medledger.keys import load_key  # noqa: PLC0415
+    from medledger.node.launcher import start_node  # noqa: PLC0415
+    from medledger.wire.v1 import channels_pb2, tx_pb2  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="medledger-bench-channels-") as tmp:
+        home = Home(Path(tmp) / "node")
+        init_home(home, CHAIN_ID, listen="127.0.0.1:0")
+        payee = load_key(home.keys_dir / "client.json")
+        payers = [SigningKey.generate() for _ in range(channels + 1)]
+        node = start_node(home.root)
+        try:
+            with LedgerClient(node.address) as ledger:
+                expiry = ledger.status().height + 1_000
+            bank = TxBuilder(payee, CHAIN_ID)
+            setup = [
+                [
+                    TxBuilder(p, CHAIN_ID).sign(
+                        tx_pb2.TransactionBody(create_account=tx_pb2.CreateAccount()),
+                        expiry_height=expiry,
+                    )
+                    for p in payers
+                ],
+                [
+                    bank.transfer(to=p.public_key, amount_micros=DEPOSIT, expiry_height=expiry)
+                    for p in payers
+                ],
+            ]
+            opens = [
+                TxBuilder(p, CHAIN_ID).open_channel(
+                    payee=payee.public_key,
+                    deposit_micros=DEPOSIT,
+                    challenge_blocks=100,
+                    expiry_height=expiry,
+                )
+                for p in payers
+            ]
+            for txs in [*setup, opens]:
+                asyncio.run(stream_batches([node.address], [txs], 1, len(txs), WINDOW_BATCHES))
+            locals_ = [
+                channels_pb2.LocalChannel(
+                    channel_id=tx_pb2.TransactionBody.FromString(tx.body).open_channel.channel_id,
+                    payer=p.public_key,
+                    payee=payee.public_key,
+                    deposit_micros=DEPOSIT,
+                    address=node.address,
+                )
+                for p, tx in zip(payers, opens, strict=True)
+            ]
+            store = ChannelStore(Path(tmp) / "payers")
+            one, fsyncs_one = asyncio.run(
+                _pay(store, payers[:1], locals_[:1], payments, batch=batch, in_flight=IN_FLIGHT_ONE)
+            )
+            many, fsyncs_many = asyncio.run(
+                _pay(
+                    store, payers[1:], locals_[1:], payments, batch=batch, in_flight=IN_FLIGHT_MANY
+                )
+            )
+            store.close()
+        finally:
+            node.stop()
+    result = ChannelsBenchResult(
+        batch=batch,
+        one_channel=one,
+        many_channels=many,
+        sign_verify_ceiling_per_s=_sign_verify_ceiling(payee, batch),
+        payer_fsyncs=fsyncs_one + fsyncs_many,
+    )
+    print(json.dumps(asdict(result), indent=2))
+    if json_path is not None:
+        json_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+async def _pay(
+    store: ChannelStore,
+    payers: list[SigningKey],
+    locals_: list[channels_pb2.LocalChannel],
+    payments: int,
+    *,
+    batch: int,
+    in_flight: int,
+) -> tuple[Run, int]:
+    from medledger.channels.payer import PayerSession  # noqa: PLC0415
+    from medledger.channels.store import GroupCommit  # noqa: PLC0415
+    from medledger.client.channels import payment  # noqa: PLC0415
+
+    commit = GroupCommit(store)
+    commit.start()
+    latencies: list[float] = []
+    per_channel = payments // len(payers)
+    lines = [
+        payment(25, claim_id=f"CLM{i // 4}", procedure_code="99213", units=1) for i in range(batch)
+    ]
+
+    def record(began: float, _: object) -> None:
+        latencies.append(time.perf_counter() - began)
+
+    connected = asyncio.Barrier(len(payers) + 1)
+
+    async def one_channel(key: SigningKey, local: channels_pb2.LocalChannel) -> None:
+        session = PayerSession(
+            key, CHAIN_ID, store, local, local.address, commit=commit, in_flight_max=in_flight
+        )
+        async with session:
+            await connected.wait()  # measure payments, not connection set-up
+            pending = []
+            for i in range(0, per_channel, batch):
+                began = time.perf_counter()
+                for line in lines:  # a fresh id per payment, the billing line reused
+                    line.payment_id = i.to_bytes(8, "big") + line.payment_id[8:]
+                acked = await session.send(lines[: min(batch, per_channel - i)])
+                acked.add_done_callback(partial(record, began))
+                pending.append(acked)
+            await asyncio.gather(*pending)
+
+    tasks = [asyncio.create_task(one_channel(k, c)) for k, c in zip(payers, locals_, strict=True)]
+    await connected.wait()
+    started = time.perf_counter()
+    await asyncio.gather(*tasks)
+    seconds = time.perf_counter() - started
+    await commit.stop()
+    run = Run(
+        channels=len(payers),
+        payments=per_channel * len(payers),
+        payments_per_s=per_channel * len(payers) / seconds,
+        ack_latency_p50_ms=statistics.median(latencies) * 1e3,
+        ack_latency_p99_ms=percentile(latencies, 0.99) * 1e3,
+    )
+    return run, commit.transactions
+
+
+def _sign_verify_ceiling(key: SigningKey, batch: int) -> float:
+    from medledger.channels.signing import sign_state, state_message  # noqa: PLC0415
+    from medledger.crypto import verify  # noqa: PLC0415
+
+    state = bytes(range(100))  # about the size of a state
+    message = state_message(CHAIN_ID, state)
+    began = time.perf_counter()
+    for _ in range(SIGNATURE_SAMPLES):
+        signature = sign_state(key, CHAIN_ID, state)
+        verify(key.public_key, message, signature)
+    per_pair_s = (time.perf_counter() - began) / SIGNATURE_SAMPLES
+    return batch / (2 * per_pair_s)
