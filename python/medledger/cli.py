@@ -25,6 +25,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from medledger import __version__
+from medledger.cli_channels import add_commands as add_channel_commands
 from medledger.cli_records import add_commands as add_record_commands
 from medledger.cli_support import CliError, client_key, hex_bytes, node_address
 from medledger.config import DEFAULT_LISTEN, Home, NodeConfig
@@ -356,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     demo.set_defaults(run=cmd_demo)
 
     add_record_commands(commands)
+    add_channel_commands(commands)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="action", required=True

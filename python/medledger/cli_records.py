@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medledger.cli_support import CliError, client_key, hex_bytes
+from medledger.cli_support import CliError, add_connection, client_key, hex_bytes
 from medledger.config import Home
 from medledger.genesis import Genesis
 from medledger.wire.v1 import records_pb2
@@ -223,36 +223,30 @@ def cmd_access_log(args: argparse.Namespace) -> None:
 
 
 def add_commands(commands: Any) -> None:  # noqa: PLR0915 - one table
-    def connection(sub: argparse.ArgumentParser, *, key: bool = True) -> None:
-        sub.add_argument("--node", help="node address HOST:PORT (default: the home's)")
-        sub.add_argument("--home", type=Path, help="a node home: its address and client key")
-        if key:
-            sub.add_argument("--key", type=Path, help="signing key file")
-
     record = commands.add_parser("record", help="medical records in a custodian's vault")
     actions = record.add_subparsers(dest="action", required=True)
     put = actions.add_parser("put", help="validate a FHIR Bundle, store it encrypted, anchor it")
     put.add_argument("bundle", type=Path)
     put.add_argument("--patient", type=hex_bytes, required=True, help="patient public key (hex)")
-    connection(put)
+    add_connection(put)
     put.set_defaults(run=cmd_record_put)
     get = actions.add_parser("get", help="fetch and decrypt a record as a grantee")
     get.add_argument("record_id", type=hex_bytes)
     get.add_argument("--purpose", choices=sorted(PURPOSES), required=True)
     get.add_argument("--version", type=int, default=0, help="default: the latest")
     get.add_argument("--emergency", help="declare break-glass access, with the reason")
-    connection(get)
+    add_connection(get)
     get.set_defaults(run=cmd_record_get)
     erase = actions.add_parser("erase", help="destroy a record's key and salt (custodian)")
     erase.add_argument("record_id", type=hex_bytes)
     erase.add_argument("--reason", required=True)
-    connection(erase)
+    add_connection(erase)
     erase.set_defaults(run=cmd_record_erase)
     proof = actions.add_parser("proof", help="write an anchor's offline proof to a file")
     proof.add_argument("record_id", type=hex_bytes)
     proof.add_argument("--version", type=int, default=0, help="default: the latest")
     proof.add_argument("--out", type=Path, required=True)
-    connection(proof, key=False)
+    add_connection(proof, key=False)
     proof.set_defaults(run=cmd_record_proof)
 
     verify = commands.add_parser(
@@ -272,16 +266,16 @@ def add_commands(commands: Any) -> None:  # noqa: PLR0915 - one table
     grant.add_argument("--record", type=hex_bytes, action="append", help="a record id")
     grant.add_argument("--days", type=int, default=30, help="valid from now for this many days")
     grant.add_argument("--deny", action="store_true")
-    connection(grant)
+    add_connection(grant)
     grant.set_defaults(run=cmd_consent_grant)
     revoke = consent_actions.add_parser("revoke", help="revoke a consent (a new version)")
     revoke.add_argument("consent_id", type=hex_bytes)
     revoke.add_argument("--reason", default="")
-    connection(revoke)
+    add_connection(revoke)
     revoke.set_defaults(run=cmd_consent_revoke)
     listing = consent_actions.add_parser("list", help="a patient's consents as FHIR Consent")
     listing.add_argument("--patient", type=hex_bytes, required=True)
-    connection(listing, key=False)
+    add_connection(listing, key=False)
     listing.set_defaults(run=cmd_consent_list)
 
     access = commands.add_parser("access", help="the access audit")
@@ -289,5 +283,5 @@ def add_commands(commands: Any) -> None:  # noqa: PLR0915 - one table
     log = access_actions.add_parser("log", help="who accessed a patient's records, when and why")
     log.add_argument("--patient", type=hex_bytes, required=True)
     log.add_argument("--fhir", action="store_true", help="print FHIR AuditEvent JSON")
-    connection(log, key=False)
+    add_connection(log, key=False)
     log.set_defaults(run=cmd_access_log)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from medledger.channels.signing import CHANNEL_ID_BYTES, HASH_BYTES, ZERO_DIGEST
 from medledger.crypto import sha256
-from medledger.errors import MedledgerError
+from medledger.errors import Rejected
 from medledger.wire.v1 import channels_pb2
 
 __all__ = [
@@ -31,15 +31,10 @@ PROCEDURE_CODE_CHARS_MAX = 16
 PATIENT_REF_BYTES_MAX = 32
 
 
-class ChannelRuleError(MedledgerError):
+class ChannelRuleError(Rejected):
     """An update that breaks a channel rule. `status` is the gRPC status name that reports
     it: INVALID_ARGUMENT for a malformed update, FAILED_PRECONDITION for one that does not
     follow from the current state (overspend, sequence, unknown lock)."""
-
-    def __init__(self, status: str, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}", field)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True)
