@@ -59,6 +59,7 @@ bench: build ## Benchmarks beside their peers; writes bench/results/latest.json
 	$(VENV)/bin/medledger bench node --txs 100000 --json bench/results/node.json
 	$(VENV)/bin/medledger bench cluster --validators 4 --txs 60000 --json bench/results/cluster.json
 	$(VENV)/bin/medledger bench records --json bench/results/records.json
+	$(VENV)/bin/medledger bench channels --json bench/results/channels.json
 
 proto: venv ## Regenerate python/medledger/wire from proto/
 	rm -rf python/medledger/wire

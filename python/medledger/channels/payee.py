@@ -10,7 +10,6 @@ without being slow.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,8 +32,6 @@ from medledger.crypto import SigningKey
 from medledger.wire.v1 import channels_pb2
 
 __all__ = ["LOCK_MARGIN_BLOCKS", "ChannelLedger", "Payee", "Verdict"]
-
-log = logging.getLogger(__name__)
 
 Deliver = Callable[[channels_pb2.ChannelEvent], None]
 

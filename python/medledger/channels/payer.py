@@ -19,7 +19,6 @@ import grpc
 
 from medledger.channels.rules import ChannelRuleError, UpdateParts, next_state
 from medledger.channels.signing import (
-    decode_state,
     initial_state,
     sign_state,
     verify_channel_states,
@@ -296,7 +295,3 @@ def _settle(
         acked.set_exception(durable.exception())  # type: ignore[arg-type]
     else:
         acked.set_result(signed)
-
-
-def decode_local_state(channel: channels_pb2.LocalChannel) -> channels_pb2.ChannelState:
-    return decode_state(channel.latest.state)
