@@ -16,6 +16,7 @@ from medledger.channels.payer import ChannelRefused
 from medledger.channels.rules import ChannelRuleError, UpdateParts, next_state
 from medledger.channels.signing import initial_state, sign_refund, sign_state
 from medledger.client.channels import ChannelWallet, payment
+from medledger.client.errors import STATUS_BY_CODE
 from medledger.crypto import SigningKey, sha256
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc, tx_pb2
 from tests.integration.conftest import CHAIN_ID, RunningNode, launch
@@ -187,9 +188,7 @@ def test_bad_updates_are_refused_naming_the_field_and_change_nothing(
 
             def refusal(event: channels_pb2.ChannelEvent) -> tuple[str, str]:
                 assert event.WhichOneof("event") == "refusal", event
-                return grpc.StatusCode(
-                    next(s.value for s in grpc.StatusCode if s.value[0] == event.refusal.code)
-                ).name, event.refusal.field
+                return STATUS_BY_CODE[event.refusal.code].name, event.refusal.field
 
             forged, _ = signed_update(SigningKey.generate(), state1, [payment(5)])
             assert refusal(await stream.answer(forged)) == ("UNAUTHENTICATED", "payer_signature")

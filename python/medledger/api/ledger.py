@@ -12,7 +12,8 @@ import grpc
 
 from medledger import merkle
 from medledger.app import queries
-from medledger.channels.signing import CHANNEL_ID_BYTES
+from medledger.channels.rules import ChannelRuleError, check_channel_id
+from medledger.client.errors import STATUS_BY_CODE
 from medledger.errors import Rejected
 from medledger.node.ledger_node import Admitted, LedgerNode, committed_receipt
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
@@ -22,7 +23,6 @@ __all__ = ["LedgerServicer"]
 WAIT_FOR_COMMIT_S = 30.0
 """Longest a submit waits for a commit when the client set no deadline."""
 STREAM_BATCHES_IN_FLIGHT_MAX = 64
-STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
 """Batches one SubmitStream may have admitted but not yet answered (back-pressure)."""
 
 
@@ -183,9 +183,10 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             ledger_pb2.GetChannelRequest, ledger_pb2.GetChannelResponse
         ],
     ) -> ledger_pb2.GetChannelResponse:
-        if len(request.channel_id) != CHANNEL_ID_BYTES:
-            reason = f"must be {CHANNEL_ID_BYTES} bytes, got {len(request.channel_id)}"
-            await abort(context, Rejected("INVALID_ARGUMENT", "channel_id", reason))
+        try:
+            check_channel_id(request.channel_id)
+        except ChannelRuleError as error:
+            await abort(context, error)
         with self.node.store.snapshot() as snapshot:
             channel = queries.channel(snapshot, request.channel_id)
             height = self.node.head.height

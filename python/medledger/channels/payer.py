@@ -26,6 +26,7 @@ from medledger.channels.signing import (
     verify_signed_state,
 )
 from medledger.channels.store import ChannelStore, GroupCommit
+from medledger.client.errors import STATUS_BY_CODE
 from medledger.client.sync import channel_options
 from medledger.crypto import SigningKey
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
@@ -252,10 +253,7 @@ class PayerSession:
         if refusal.sequence in self._discarded:
             self._discarded.discard(refusal.sequence)
             return
-        code = grpc.StatusCode.UNKNOWN
-        for status in grpc.StatusCode:
-            if status.value[0] == refusal.code:
-                code = status
+        code = STATUS_BY_CODE.get(refusal.code, grpc.StatusCode.UNKNOWN)
         self._fail_from(refusal.sequence, ChannelRefused(code.name, refusal.field, refusal.message))
 
     def _fail_from(self, sequence: int, error: ChannelRefused) -> None:

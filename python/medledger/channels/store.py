@@ -3,7 +3,6 @@
     channels   channel id -> LocalChannel (the latest state both signed, the deposit)
     updates    channel id || sequence (u64 BE) -> StoredUpdate (payments and signatures)
     offers     channel id || payment id -> RefundOffer not yet included in a state
-    routes     lock hash -> HubRoute (a hub's forwarded payments, until resolved)
 
 Writes go through `GroupCommit`: everything queued while one LMDB transaction is being
 fsynced is written by the next one, so many updates share one fsync and an
@@ -27,7 +26,6 @@ MAP_SIZE_BYTES = 8 * 1024 * 1024 * 1024
 CHANNELS = b"channels"
 UPDATES = b"updates"
 OFFERS = b"offers"
-ROUTES = b"routes"
 
 Write = tuple[bytes, bytes, bytes | None]
 """(database, key, value); a value of None deletes the key."""
@@ -42,9 +40,9 @@ class ChannelStore:
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o700)
         self._env = lmdb.open(
-            str(root), map_size=MAP_SIZE_BYTES, max_dbs=4, sync=True, metasync=True
+            str(root), map_size=MAP_SIZE_BYTES, max_dbs=3, sync=True, metasync=True
         )
-        self._dbs = {name: self._env.open_db(name) for name in (CHANNELS, UPDATES, OFFERS, ROUTES)}
+        self._dbs = {name: self._env.open_db(name) for name in (CHANNELS, UPDATES, OFFERS)}
 
     def close(self) -> None:
         self._env.close()
@@ -105,15 +103,6 @@ class ChannelStore:
 
     def offers(self, channel_id: bytes) -> list[channels_pb2.RefundOffer]:
         return [channels_pb2.RefundOffer.FromString(v) for _, v in self._scan(OFFERS, channel_id)]
-
-    # ------------------------------------------------------------------ hub routes
-
-    @staticmethod
-    def route_write(lock_hash: bytes, route: bytes | None) -> Write:
-        return ROUTES, lock_hash, route
-
-    def routes(self) -> list[tuple[bytes, bytes]]:
-        return list(self._scan(ROUTES, b""))
 
 
 class GroupCommit:
