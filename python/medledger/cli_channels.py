@@ -1,6 +1,7 @@
-"""`medledger channel open|pay|refund|close|status|export`: micropayment channels as
-payers and providers use them. A payer's channels live in its own LMDB (`--store`); a
-provider's node keeps its side in HOME/channels and serves ChannelService."""
+"""`medledger channel open|pay|refund|close|status|export` and `medledger hub start`:
+micropayment channels as payers, providers and hubs use them. A payer's channels live in
+its own LMDB (`--store`); a provider's node keeps its side in HOME/channels and serves
+ChannelService; a hub keeps both sides in its `--store` and serves ChannelService."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +66,7 @@ def cmd_channel_open(args: argparse.Namespace) -> None:
 
 
 def cmd_channel_pay(args: argparse.Namespace) -> None:
-    from medledger.client.channels import payment  # noqa: PLC0415
+    from medledger.client.channels import payment, routed_lock  # noqa: PLC0415
 
     if args.count < 1 or args.batch < 1:
         raise CliError("--count and --batch must be at least 1")
@@ -80,12 +82,21 @@ def cmd_channel_pay(args: argparse.Namespace) -> None:
             service_date=args.date,
         )
 
+    height = int(wallet.ledger.status().height)
+
     async def run() -> channels_pb2.LocalChannel:
         async with wallet.session(args.channel) as session:
-            pending = []
-            for start in range(0, args.count, args.batch):
-                size = min(args.batch, args.count - start)
-                pending.append(await session.send([line() for _ in range(size)]))
+            sizes = [min(args.batch, args.count - s) for s in range(0, args.count, args.batch)]
+            hashes = await session.invoices(len(sizes), args.to) if args.to else []
+            pending: list[Awaitable[object]] = []
+            for i, size in enumerate(sizes):
+                lines = [line() for _ in range(size)]
+                if not args.to:
+                    pending.append(await session.send(lines))
+                    continue
+                lock = routed_lock(hashes[i], lines, height)
+                pending.append(await session.send(lines, lock=lock, destination=args.to))
+                pending.append(session.resolution(lock.hash))  # delivered to --to
             await asyncio.gather(*pending)
             return session.local
 
@@ -168,6 +179,12 @@ def cmd_channel_status(args: argparse.Namespace) -> None:
     _print(out)
 
 
+def cmd_hub_start(args: argparse.Namespace) -> None:
+    from medledger.hub_process import run_hub  # noqa: PLC0415
+
+    asyncio.run(run_hub(client_key(args), args.store, node_address(args), args.listen))
+
+
 def _store(args: argparse.Namespace, *, required: bool = True) -> ChannelStore | None:
     """The channel store to read: a node home's (the provider's side) or `--store`."""
     from medledger.channels.store import ChannelStore  # noqa: PLC0415
@@ -235,6 +252,12 @@ def add_commands(commands: Any) -> None:
     pay.add_argument("--units", type=int, default=0)
     pay.add_argument("--patient-ref", type=hex_bytes, default=b"", help="pseudonym reference")
     pay.add_argument("--date", default="", help="service date YYYY-MM-DD")
+    pay.add_argument(
+        "--to",
+        type=hex_bytes,
+        default=b"",
+        help="through a hub (the channel's payee): the provider's public key (hex)",
+    )
     with_store(pay)
     pay.set_defaults(run=cmd_channel_pay)
 
@@ -264,3 +287,15 @@ def add_commands(commands: Any) -> None:
     export.add_argument("--out", type=Path)
     with_store(export)
     export.set_defaults(run=cmd_channel_export)
+    _add_hub_commands(commands, with_store)
+
+
+def _add_hub_commands(commands: Any, with_store: Callable[[argparse.ArgumentParser], None]) -> None:
+    hub = commands.add_parser("hub", help="a channel hub routing payer -> hub -> provider")
+    hub_actions = hub.add_subparsers(dest="action", required=True)
+    start = hub_actions.add_parser(
+        "start", help="serve ChannelService to payers and route to the hub's providers"
+    )
+    start.add_argument("--listen", default="127.0.0.1:7100", help="HOST:PORT to serve on")
+    with_store(start)
+    start.set_defaults(run=cmd_hub_start)

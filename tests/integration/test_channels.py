@@ -130,6 +130,16 @@ class RawStream:
         event = await asyncio.wait_for(self._read(), 10)
         return event
 
+    async def next_event(self) -> channels_pb2.ChannelEvent:
+        """An event that follows an answer (a lock's outcome)."""
+        return await asyncio.wait_for(self._read(), 10)
+
+    async def invoices(self, channel_id: bytes, count: int) -> list[bytes]:
+        stub = channels_pb2_grpc.ChannelServiceStub(self._channel)
+        request = channels_pb2.InvoiceRequest(channel_id=channel_id, count=count)
+        response = await stub.Invoices(request, timeout=10)
+        return list(response.hashes)
+
     async def _read(self) -> channels_pb2.ChannelEvent:
         event = await self._call.read()
         assert isinstance(event, channels_pb2.ChannelEvent), "the stream ended"
@@ -145,11 +155,13 @@ def signed_update(
     batch = channels_pb2.PaymentBatch(payments=payments)
     lock = parts.pop("lock", None)
     preimages = parts.pop("preimages", ())
+    released = parts.pop("released", ())
     deposit = parts.pop("deposit_micros", DEPOSIT)
     assert not parts, parts
     assert isinstance(deposit, int)
     assert lock is None or isinstance(lock, channels_pb2.HashLock)
     assert isinstance(preimages, list | tuple)
+    assert isinstance(released, list | tuple)
     state = next_state(
         previous,
         UpdateParts(
@@ -158,6 +170,7 @@ def signed_update(
             deposit_micros=deposit,
             lock=lock,
             preimages=preimages,
+            released=released,
         ),
     )
     encoded = state.SerializeToString(deterministic=True)
@@ -168,6 +181,7 @@ def signed_update(
         payer_signature=sign_state(key, CHAIN_ID, encoded),
         lock_hash=lock.hash if lock is not None else b"",
         preimages=preimages,
+        released_locks=released,
     )
     return update, state
 
@@ -233,11 +247,27 @@ def test_bad_updates_are_refused_naming_the_field_and_change_nothing(
                 "state.locks.expiry_height",
             )
 
-            lock = channels_pb2.HashLock(
+            # A lock must be on one of the payee's invoices: it alone knows the preimage.
+            stray = channels_pb2.HashLock(
                 hash=sha256(b"r" * 32), amount_micros=5, expiry_height=height + 1_000
+            )
+            uninvoiced, _ = signed_update(payer, state1, [payment(5)], lock=stray)
+            assert refusal(await stream.answer(uninvoiced)) == ("FAILED_PRECONDITION", "lock_hash")
+            (invoiced,) = await stream.invoices(channel_id, 1)
+            lock = channels_pb2.HashLock(
+                hash=invoiced, amount_micros=5, expiry_height=height + 1_000
             )
             locked, state2 = signed_update(payer, state1, [payment(5)], lock=lock)
             assert (await stream.answer(locked)).ack.sequence == 2
+            # Once the lock is durable the payee reveals the preimage: proof of payment.
+            resolved = (await stream.next_event()).resolved
+            assert (resolved.hash, sha256(resolved.preimage)) == (invoiced, invoiced)
+            # The payer cannot take back a lock the payee has not given up.
+            taken_back, _ = signed_update(payer, state2, [], released=[invoiced])
+            assert refusal(await stream.answer(taken_back)) == (
+                "FAILED_PRECONDITION",
+                "released_locks[0]",
+            )
             # A state that claims the lock with a preimage that does not open it.
             claimed = channels_pb2.ChannelState()
             claimed.CopyFrom(state2)
@@ -254,9 +284,15 @@ def test_bad_updates_are_refused_naming_the_field_and_change_nothing(
             )
             assert refusal(await stream.answer(wrong)) == ("FAILED_PRECONDITION", "preimages[0]")
             # The right preimage opens it.
-            right, state3 = signed_update(payer, state2, [], preimages=[b"r" * 32])
+            right, state3 = signed_update(payer, state2, [], preimages=[resolved.preimage])
             assert state3.payee_micros == 105
             assert (await stream.answer(right)).ack.sequence == 3
+            # A paid invoice is not paid twice.
+            again = channels_pb2.HashLock(
+                hash=invoiced, amount_micros=1, expiry_height=height + 999
+            )
+            twice, _ = signed_update(payer, state3, [payment(1)], lock=again)
+            assert refusal(await stream.answer(twice)) == ("FAILED_PRECONDITION", "lock_hash")
 
     asyncio.run(scenario())
     # After every refusal the payee moved only with the good updates.

@@ -72,3 +72,12 @@ class ChannelServicer:
         except ChannelRuleError as error:
             await abort(context, Rejected(error.status, error.field, error.reason))
         return channels_pb2.OfferRefundResponse()
+
+    async def Invoices(  # noqa: N802
+        self, request: channels_pb2.InvoiceRequest, context: Context
+    ) -> channels_pb2.InvoiceResponse:
+        try:
+            hashes = await self.payee.invoices(request)
+        except ChannelRuleError as error:
+            await abort(context, Rejected(error.status, error.field, error.reason))
+        return channels_pb2.InvoiceResponse(hashes=hashes)

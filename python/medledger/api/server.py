@@ -137,6 +137,7 @@ def channel_handler(servicer: ChannelServicer) -> grpc.GenericRpcHandler:
                 pb.GetChannelStateResponse,
             ),
             "OfferRefund": (servicer.OfferRefund, pb.RefundOffer, pb.OfferRefundResponse),
+            "Invoices": (servicer.Invoices, pb.InvoiceRequest, pb.InvoiceResponse),
         }
     )
     handlers["Stream"] = grpc.stream_stream_rpc_method_handler(
@@ -183,16 +184,7 @@ async def serve(
 ) -> tuple[grpc.aio.Server, int]:
     """Starts serving `node` on `listen` (host:port; port 0 picks one). Returns the
     server and the bound port."""
-    limit = node.config.message_bytes_max
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            # Accept the peers' keepalive pings (see medledger.node.peers).
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
-        ]
-    )
+    server = _server(node.config.message_bytes_max)
     server.add_generic_rpc_handlers(
         (ledger_handler(LedgerServicer(node)), records_handler(RecordServicer(node)))
     )
@@ -209,10 +201,42 @@ async def serve(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(services, server)
+    port = await _start(server, listen)
+    for service in ("", LEDGER_SERVICE):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return server, port
+
+
+async def serve_channels(
+    payee: Payee, listen: str, message_bytes_max: int
+) -> tuple[grpc.aio.Server, int]:
+    """ChannelService alone, for a hub (a payee that is not a node)."""
+    server = _server(message_bytes_max)
+    server.add_generic_rpc_handlers((channel_handler(ChannelServicer(payee)),))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([CHANNEL_SERVICE, health.SERVICE_NAME], server)
+    port = await _start(server, listen)
+    for service in ("", CHANNEL_SERVICE):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return server, port
+
+
+def _server(message_bytes_max: int) -> grpc.aio.Server:
+    return grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", message_bytes_max),
+            ("grpc.max_send_message_length", message_bytes_max),
+            # Accept the peers' keepalive pings (see medledger.node.peers).
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
+        ]
+    )
+
+
+async def _start(server: grpc.aio.Server, listen: str) -> int:
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
-    for service in ("", LEDGER_SERVICE):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return server, port
+    return port

@@ -10,9 +10,11 @@ without being slow.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import grpc
@@ -28,15 +30,19 @@ from medledger.channels.signing import (
     verify_refund,
 )
 from medledger.channels.store import ChannelStore, GroupCommit, Write
-from medledger.crypto import SigningKey
+from medledger.crypto import SigningKey, sha256
 from medledger.wire.v1 import channels_pb2
 
-__all__ = ["LOCK_MARGIN_BLOCKS", "ChannelLedger", "Payee", "Verdict"]
+__all__ = ["LOCK_MARGIN_BLOCKS", "ChannelLedger", "Payee", "Router", "Verdict"]
 
 Deliver = Callable[[channels_pb2.ChannelEvent], None]
 
 LOCK_MARGIN_BLOCKS = 10
 """A new lock must leave at least this many blocks to reveal its preimage on the ledger."""
+INVOICES_PER_REQUEST_MAX = 4_096
+OPEN_INVOICES_PER_CHANNEL_MAX = 100_000
+"""Unpaid invoices one channel may hold: asking for invoices costs the asker nothing."""
+PREIMAGE_BYTES = 32
 
 
 class ChannelLedger(Protocol):
@@ -45,6 +51,22 @@ class ChannelLedger(Protocol):
     async def channel(self, channel_id: bytes) -> channels_pb2.Channel | None: ...
 
     def height(self) -> int: ...
+
+
+class Router(Protocol):
+    """A hub's forwarding side, as the payee of its incoming channels sees it."""
+
+    def check_route(self, destination: bytes, lock: channels_pb2.HashLock) -> None:
+        """Raises ChannelRuleError (naming the field) if the lock cannot be forwarded."""
+
+    def route_accepted(self, route: channels_pb2.HubRoute) -> None:
+        """The incoming lock of `route` is durable here: forward it."""
+
+    def route_settled(self, lock_hash: bytes) -> list[Write]:
+        """The incoming lock resolved or was released: the writes that forget the route."""
+
+    async def invoices(self, channel_id: bytes, count: int, destination: bytes) -> list[bytes]:
+        """Lock hashes from `destination`, for payments routed from `channel_id`."""
 
 
 @dataclass
@@ -67,6 +89,11 @@ def _refusal(update: channels_pb2.ChannelUpdate, status: str, field: str, reason
     return Verdict(channels_pb2.ChannelEvent(refusal=refusal))
 
 
+def _when_durable(then: Callable[[], None], durable: asyncio.Future[None]) -> None:
+    if not durable.cancelled() and durable.exception() is None:
+        then()
+
+
 def _first_difference(expected: channels_pb2.ChannelState, got: channels_pb2.ChannelState) -> str:
     for descriptor in channels_pb2.ChannelState.DESCRIPTOR.fields:
         if getattr(expected, descriptor.name) != getattr(got, descriptor.name):
@@ -83,7 +110,9 @@ class Payee:
         ledger: ChannelLedger,
         *,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        router: Router | None = None,
     ) -> None:
+        """`router`: set when this payee is a hub that forwards routed payments."""
         self.key = key
         self.chain_id = chain_id
         self.store = store
@@ -97,6 +126,20 @@ class Payee:
         self._closing: set[bytes] = set()  # closed on the ledger: no more updates
         # Each channel's last commit: a resend answered before it is on disk waits for it.
         self._last_commit: dict[bytes, asyncio.Future[None]] = {}
+        self.router = router
+        # Hash locks: invoices handed out, preimages this payee may reveal (its paid
+        # invoices, or learnt from the next hop), and locks it gave up per channel.
+        self._invoices = store.invoices()
+        self._secrets = {h: i.preimage for h, i in self._invoices.items() if i.paid}
+        self._open_invoices: dict[bytes, int] = {}
+        for invoice in self._invoices.values():
+            if not invoice.paid:
+                self._open_invoices[invoice.channel_id] = (
+                    self._open_invoices.get(invoice.channel_id, 0) + 1
+                )
+        self._failed: dict[bytes, dict[bytes, channels_pb2.LockFailed]] = {}
+        for failed in store.failed():
+            self._failed.setdefault(failed.channel_id, {})[failed.hash] = failed
         for local in store.channels():
             if local.payee == key.public_key:
                 self._remember(local)
@@ -227,7 +270,7 @@ class Payee:
             raise ChannelRuleError(
                 "UNAUTHENTICATED", "payer_signature", "not the payer's signature"
             )
-        return self._advance(local, update, state)
+        return self._advance(local, update, state, parts.lock)
 
     def _parts(
         self,
@@ -255,6 +298,8 @@ class Payee:
                     f"expired lock: {lock.expiry_height} leaves fewer than "
                     f"{LOCK_MARGIN_BLOCKS} blocks from height {self.ledger.height()}",
                 )
+            self._check_lock_target(local.channel_id, update, lock)
+        self._check_releases(local.channel_id, update)
         return UpdateParts(
             batch=update.batch,
             batch_bytes=update.batch.SerializeToString(deterministic=True),
@@ -265,11 +310,87 @@ class Payee:
             final=state.final,
         )
 
+    def _check_lock_target(
+        self, channel_id: bytes, update: channels_pb2.ChannelUpdate, lock: channels_pb2.HashLock
+    ) -> None:
+        """A lock is either for this payee (one of its open invoices) or, at a hub, for a
+        destination the hub can forward to."""
+        if update.destination and update.destination != self.key.public_key:
+            if self.router is None:
+                raise ChannelRuleError(
+                    "FAILED_PRECONDITION", "destination", "this payee does not route payments"
+                )
+            self.router.check_route(update.destination, lock)
+            return
+        invoice = self._invoices.get(lock.hash)
+        if invoice is None or invoice.channel_id != channel_id:
+            raise ChannelRuleError(
+                "FAILED_PRECONDITION", "lock_hash", "no invoice of this channel has this hash"
+            )
+        if invoice.paid:
+            raise ChannelRuleError("FAILED_PRECONDITION", "lock_hash", "the invoice is paid")
+
+    def _check_releases(self, channel_id: bytes, update: channels_pb2.ChannelUpdate) -> None:
+        """A payer may take a lock back only once the payee gave it up or it expired."""
+        given_up = self._failed.get(channel_id, {})
+        expired = {
+            lock.hash
+            for lock in self._heads[channel_id].locks
+            if lock.expiry_height < self.ledger.height()
+        }
+        for i, lock_hash in enumerate(update.released_locks):
+            if lock_hash not in given_up and lock_hash not in expired:
+                raise ChannelRuleError(
+                    "FAILED_PRECONDITION",
+                    f"released_locks[{i}]",
+                    "the payee has not given this lock up and it has not expired",
+                )
+
+    def _lock_writes(
+        self,
+        channel_id: bytes,
+        update: channels_pb2.ChannelUpdate,
+        lock: channels_pb2.HashLock | None,
+    ) -> tuple[list[Write], Callable[[], None] | None]:
+        """What accepting the update's new lock and its resolutions write, and what to do
+        once that is durable (reveal an invoice's preimage, or forward the route)."""
+        writes: list[Write] = []
+        for lock_hash in [sha256(p) for p in update.preimages] + list(update.released_locks):
+            self._secrets.pop(lock_hash, None)
+            if self._invoices.pop(lock_hash, None) is not None:
+                writes.append(self.store.invoice_write(lock_hash, None))
+            failed = self._failed.get(channel_id, {}).pop(lock_hash, None)
+            if failed is not None:
+                writes.append(self.store.failed_write(failed, delete=True))
+            if self.router is not None:
+                writes.extend(self.router.route_settled(lock_hash))
+        if lock is None:
+            return writes, None
+        if update.destination and update.destination != self.key.public_key:
+            assert self.router is not None  # checked by _check_lock_target
+            route = channels_pb2.HubRoute(
+                hash=lock.hash,
+                in_channel_id=channel_id,
+                destination=update.destination,
+                amount_micros=lock.amount_micros,
+                in_expiry_height=lock.expiry_height,
+                batch=update.batch,
+            )
+            writes.append(self.store.route_write(route))
+            router = self.router
+            return writes, lambda: router.route_accepted(route)
+        invoice = self._invoices[lock.hash]
+        invoice.paid = True  # at once: a second lock on the same hash is refused
+        self._open_invoices[channel_id] -= 1
+        writes.append(self.store.invoice_write(lock.hash, invoice))
+        return writes, lambda: self.reveal(channel_id, lock.hash, invoice.preimage)
+
     def _advance(
         self,
         local: channels_pb2.LocalChannel,
         update: channels_pb2.ChannelUpdate,
         state: channels_pb2.ChannelState,
+        lock: channels_pb2.HashLock | None,
     ) -> Verdict:
         channel_id = local.channel_id
         signature = sign_state(self.key, self.chain_id, update.state)
@@ -291,10 +412,14 @@ class Payee:
         for payment in update.batch.payments:
             if payment.refund:
                 writes.append(self.store.offer_write(offers.pop(payment.payment_id), delete=True))
+        lock_writes, then = self._lock_writes(channel_id, update, lock)
+        writes.extend(lock_writes)
         ack = channels_pb2.ChannelAck(
             channel_id=channel_id, sequence=state.sequence, payee_signature=signature
         )
         durable = self._last_commit[channel_id] = self.commit.commit(writes)
+        if then is not None:
+            durable.add_done_callback(partial(_when_durable, then))
         return Verdict(channels_pb2.ChannelEvent(ack=ack), durable)
 
     # ------------------------------------------------------------------ refunds
@@ -312,14 +437,83 @@ class Payee:
             return  # the same offer again
         await self.commit.commit([self.store.offer_write(offer)])
         offers[offer.payment.payment_id] = offer
-        for deliver in self._listeners.get(offer.channel_id, set()):
-            deliver(channels_pb2.ChannelEvent(refund=offer))
+        self._announce(offer.channel_id, channels_pb2.ChannelEvent(refund=offer))
 
     def listen(self, channel_id: bytes, deliver: Deliver) -> Callable[[], None]:
-        """Calls `deliver` with each refund offer of `channel_id`, the pending ones first;
-        returns the function that stops it."""
+        """Calls `deliver` with each refund offer and lock outcome of `channel_id`, the
+        pending ones first; returns the function that stops it."""
         listeners = self._listeners.setdefault(channel_id, set())
         listeners.add(deliver)
         for offer in self.pending_offers(channel_id):
             deliver(channels_pb2.ChannelEvent(refund=offer))
+        head = self._heads.get(channel_id)
+        for lock in head.locks if head is not None else ():
+            preimage = self._secrets.get(lock.hash)
+            if preimage is not None:
+                resolved = channels_pb2.LockResolved(
+                    channel_id=channel_id, hash=lock.hash, preimage=preimage
+                )
+                deliver(channels_pb2.ChannelEvent(resolved=resolved))
+        for failed in self._failed.get(channel_id, {}).values():
+            deliver(channels_pb2.ChannelEvent(failed=failed))
         return lambda: listeners.discard(deliver)
+
+    def _announce(self, channel_id: bytes, event: channels_pb2.ChannelEvent) -> None:
+        for deliver in list(self._listeners.get(channel_id, ())):
+            deliver(event)
+
+    # ------------------------------------------------------------------ hash locks
+
+    def reveal(self, channel_id: bytes, lock_hash: bytes, preimage: bytes) -> None:
+        """Tells the payer the preimage of its lock (kept durably by the caller), so it
+        resolves the lock in the payee's favour in its next update."""
+        self._secrets[lock_hash] = preimage
+        resolved = channels_pb2.LockResolved(
+            channel_id=channel_id, hash=lock_hash, preimage=preimage
+        )
+        self._announce(channel_id, channels_pb2.ChannelEvent(resolved=resolved))
+
+    async def fail_lock(
+        self, channel_id: bytes, lock_hash: bytes, reason: str, *, also: Sequence[Write] = ()
+    ) -> None:
+        """Gives a lock up (a routed payment that could not be delivered): the payer may
+        release it in its next update. `also` is written in the same transaction."""
+        failed = channels_pb2.LockFailed(channel_id=channel_id, hash=lock_hash, reason=reason)
+        await self.commit.commit([self.store.failed_write(failed), *also])
+        self._failed.setdefault(channel_id, {})[lock_hash] = failed
+        self._announce(channel_id, channels_pb2.ChannelEvent(failed=failed))
+
+    async def invoices(self, request: channels_pb2.InvoiceRequest) -> list[bytes]:
+        """Lock hashes whose preimages this payee (or, through a hub, the destination)
+        reveals once a lock with the hash is durable in its channel."""
+        check_channel_id(request.channel_id)
+        if not 1 <= request.count <= INVOICES_PER_REQUEST_MAX:
+            raise ChannelRuleError(
+                "INVALID_ARGUMENT", "count", f"must be 1 to {INVOICES_PER_REQUEST_MAX}"
+            )
+        local = await self._local(request.channel_id)
+        if request.destination and request.destination != self.key.public_key:
+            if self.router is None:
+                raise ChannelRuleError(
+                    "FAILED_PRECONDITION", "destination", "this payee does not route payments"
+                )
+            return await self.router.invoices(local.channel_id, request.count, request.destination)
+        open_now = self._open_invoices.get(local.channel_id, 0)
+        if open_now + request.count > OPEN_INVOICES_PER_CHANNEL_MAX:
+            raise ChannelRuleError(
+                "RESOURCE_EXHAUSTED",
+                "count",
+                f"the channel already holds {open_now} unpaid invoices",
+            )
+        invoices = {}
+        for _ in range(request.count):
+            preimage = secrets.token_bytes(PREIMAGE_BYTES)
+            invoices[sha256(preimage)] = channels_pb2.Invoice(
+                preimage=preimage, channel_id=local.channel_id
+            )
+        await self.commit.commit(
+            [self.store.invoice_write(h, invoice) for h, invoice in invoices.items()]
+        )
+        self._invoices.update(invoices)
+        self._open_invoices[local.channel_id] = open_now + request.count
+        return list(invoices)

@@ -10,10 +10,12 @@ LMDB (group commit) before reporting the payments acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import grpc
 
@@ -28,7 +30,7 @@ from medledger.channels.signing import (
 from medledger.channels.store import ChannelStore, GroupCommit
 from medledger.client.errors import STATUS_BY_CODE
 from medledger.client.sync import channel_options
-from medledger.crypto import SigningKey
+from medledger.crypto import SigningKey, sha256
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 
 __all__ = ["UPDATES_IN_FLIGHT_MAX", "ChannelRefused", "PayerSession", "new_payment_id"]
@@ -36,6 +38,9 @@ __all__ = ["UPDATES_IN_FLIGHT_MAX", "ChannelRefused", "PayerSession", "new_payme
 UPDATES_IN_FLIGHT_MAX = 64
 CONNECT_TIMEOUT_S = 10.0
 ACK_TIMEOUT_S = 30.0
+RESOLVE_FLUSH_S = 0.005
+"""How long a lock outcome waits to ride on the next payment before it gets an update of
+its own: the payee is owed the amount of a revealed lock until a state includes it."""
 
 
 def new_payment_id() -> bytes:
@@ -66,9 +71,14 @@ class PayerSession:
         *,
         in_flight_max: int = UPDATES_IN_FLIGHT_MAX,
         commit: GroupCommit | None = None,
+        on_resolved: Callable[[bytes, bytes], asyncio.Future[None] | None] | None = None,
+        on_failed: Callable[[bytes, str], None] | None = None,
     ) -> None:
         """`commit`: a group commit shared by many sessions over one store (one payer
-        with many channels); by default the session runs its own."""
+        with many channels); by default the session runs its own. `on_resolved(hash,
+        preimage)` and `on_failed(hash, reason)` hear the outcome of each lock (a hub
+        passes them back along the route); when `on_resolved` returns a future, the
+        preimage is paid out only once it completes (the hub has it on disk)."""
         self.key = key
         self.chain_id = chain_id
         self.store = store
@@ -84,6 +94,15 @@ class PayerSession:
         self._discarded: set[int] = set()
         self._head = self._acked_state()
         self.refund_offers: dict[bytes, channels_pb2.RefundOffer] = {}
+        # Hash locks: the outcome each sender waits for, and the preimages and releases
+        # the next update carries.
+        self._resolutions: dict[bytes, asyncio.Future[bytes]] = {}
+        self._preimages_due: dict[bytes, bytes] = {}
+        self._releases_due: set[bytes] = set()
+        self._flush: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._on_resolved = on_resolved
+        self._on_failed = on_failed
         self._outbound: asyncio.Queue[channels_pb2.ChannelUpdate | None] = asyncio.Queue()
         self._grpc: grpc.aio.Channel | None = None
         self._receiver: asyncio.Task[None] | None = None
@@ -109,9 +128,53 @@ class PayerSession:
         await self._resync(stub)
         call = stub.Stream(self._requests())
         self._receiver = asyncio.create_task(self._receive(call))
+        if self._head.locks:
+            # The payee repeats the outcomes of pending locks to a stream once it carries
+            # an update of the channel: an empty one, so they are heard without delay.
+            self._outstanding(await self.send([]))
         return self
 
+    async def wait_closed(self) -> None:
+        """Returns when the stream has ended (the payee went away or the session closed)."""
+        if self._receiver is not None:
+            await asyncio.shield(self._receiver)
+
+    @property
+    def spendable_micros(self) -> int:
+        """What the payer has left in the channel after every update sent so far."""
+        return self._head.payer_micros
+
+    async def invoices(self, count: int, destination: bytes = b"") -> list[bytes]:
+        """Lock hashes from the payee (or, through a hub, from `destination`)."""
+        if self._grpc is None:
+            raise ChannelRefused("FAILED_PRECONDITION", "session", "not connected")
+        stub = channels_pb2_grpc.ChannelServiceStub(self._grpc)
+        request = channels_pb2.InvoiceRequest(
+            channel_id=self.local.channel_id, count=count, destination=destination
+        )
+        try:
+            response: channels_pb2.InvoiceResponse = await stub.Invoices(
+                request, timeout=CONNECT_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as error:
+            raise ChannelRefused(error.code().name, "invoices", error.details() or "") from error
+        return list(response.hashes)
+
+    @staticmethod
+    def _outstanding(acked: asyncio.Future[channels_pb2.SignedChannelState]) -> None:
+        """An update nobody awaits: its failure is the session's, not a caller's."""
+        acked.add_done_callback(lambda done: done.cancelled() or done.exception())
+
     async def __aexit__(self, *_: object) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+        if (self._preimages_due or self._releases_due) and self._failure is None:
+            # Pay what revealed locks owe (and take back what failed ones hold) before
+            # leaving, rather than leave the payee to claim it on the ledger.
+            # If it fails they stay pending in the latest state; a later session pays.
+            with contextlib.suppress(ChannelRuleError, TimeoutError):
+                await asyncio.wait_for(await self.send([]), ACK_TIMEOUT_S)
+        self._closing = True
         await self._outbound.put(None)
         if self._receiver is not None:
             try:
@@ -160,9 +223,16 @@ class PayerSession:
         deposit_micros: int | None = None,
         final: bool = False,
         include_refunds: bool = True,
+        lock: channels_pb2.HashLock | None = None,
+        destination: bytes = b"",
     ) -> asyncio.Future[channels_pb2.SignedChannelState]:
         """Signs and sends the next update; the returned future completes with the state
-        both signed once the payee acknowledged it and it is stored here."""
+        both signed once the payee acknowledged it and it is stored here.
+
+        With `lock` the payments are conditional on it (its amount is their sum) and
+        `resolution(lock.hash)` completes with the preimage once the payee, or through a
+        hub the `destination`, has them. Preimages and releases due from earlier locks
+        ride along."""
         if self._failure is not None:
             raise self._failure
         await self._window.acquire()
@@ -170,17 +240,26 @@ class PayerSession:
         if include_refunds and self.refund_offers:
             batch.payments.extend(offer.payment for offer in self.refund_offers.values())
             self.refund_offers.clear()
+        pending = {held.hash for held in self._head.locks}
+        preimages = [p for h, p in self._preimages_due.items() if h in pending]
+        released = [h for h in self._releases_due if h in pending]
+        self._preimages_due.clear()
+        self._releases_due.clear()
         parts = UpdateParts(
             batch=batch,
             batch_bytes=batch.SerializeToString(deterministic=True),
             deposit_micros=deposit_micros
             or max(self._head.deposit_micros, self.local.deposit_micros),
+            lock=lock,
+            preimages=preimages,
+            released=released,
             final=final,
         )
         try:
             state = next_state(self._head, parts)
         except ChannelRuleError:
             self._window.release()
+            self._requeue(preimages, released)
             raise
         encoded = state.SerializeToString(deterministic=True)
         update = channels_pb2.ChannelUpdate(
@@ -188,14 +267,45 @@ class PayerSession:
             batch=batch,
             state=encoded,
             payer_signature=sign_state(self.key, self.chain_id, encoded),
+            lock_hash=lock.hash if lock is not None else b"",
+            destination=destination,
+            preimages=preimages,
+            released_locks=released,
         )
-        acked: asyncio.Future[channels_pb2.SignedChannelState] = (
-            asyncio.get_running_loop().create_future()
-        )
+        loop = asyncio.get_running_loop()
+        if lock is not None:
+            self._resolutions[lock.hash] = loop.create_future()
+        acked: asyncio.Future[channels_pb2.SignedChannelState] = loop.create_future()
         self._in_flight[state.sequence] = _InFlight(update, state, acked)
         self._head = state
         self._outbound.put_nowait(update)
         return acked
+
+    def resolution(self, lock_hash: bytes) -> asyncio.Future[bytes]:
+        """Completes with the preimage of a lock this session sent (the payment arrived),
+        or fails with ChannelRefused when the payee gave the lock up."""
+        return self._resolutions[lock_hash]
+
+    def _requeue(self, preimages: Sequence[bytes], released: Sequence[bytes]) -> None:
+        """Outcomes an update carried that was not sent or was refused: the next one
+        carries them."""
+        for preimage in preimages:
+            self._preimages_due[sha256(preimage)] = preimage
+        self._releases_due.update(released)
+        if preimages or released:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush is None and not self._closing:
+            self._flush = asyncio.get_running_loop().call_later(RESOLVE_FLUSH_S, self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush = None
+        if self._closing or self._failure is not None:
+            return
+        if self._preimages_due or self._releases_due:
+            task = asyncio.get_running_loop().create_task(self.send([]))
+            task.add_done_callback(_ignore_refusal)
 
     # ------------------------------------------------------------------ receiving
 
@@ -209,6 +319,10 @@ class PayerSession:
                     self._on_refusal(event.refusal)
                 elif kind == "refund":
                     self._take_offer(event.refund)
+                elif kind == "resolved":
+                    self._on_resolved_lock(event.resolved)
+                elif kind == "failed":
+                    self._on_failed_lock(event.failed)
         except grpc.aio.AioRpcError as error:
             self._fail_all(ChannelRefused("UNAVAILABLE", "stream", error.details() or str(error)))
         if self._in_flight:
@@ -265,6 +379,11 @@ class PayerSession:
                 self._discarded.add(seq)
             if not flight.acked.done():
                 flight.acked.set_exception(error)
+            if flight.update.lock_hash:
+                waiter = self._resolutions.pop(flight.update.lock_hash, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(error)
+            self._requeue(flight.update.preimages, flight.update.released_locks)
             self._window.release()
         self._head = max(
             [self._acked_state(), *(f.state for f in self._in_flight.values())],
@@ -275,11 +394,52 @@ class PayerSession:
         self._failure = error
         self._fail_from(0, error)
 
+    def _pending_lock(self, channel_id: bytes, lock_hash: bytes) -> bool:
+        return channel_id == self.local.channel_id and any(
+            lock.hash == lock_hash for lock in self._head.locks
+        )
+
+    def _on_resolved_lock(self, resolved: channels_pb2.LockResolved) -> None:
+        if not self._pending_lock(resolved.channel_id, resolved.hash):
+            return  # resolved already (an announcement repeated on reconnect)
+        if sha256(resolved.preimage) != resolved.hash:
+            return  # not the preimage: the lock stays pending until it expires
+        waiter = self._resolutions.pop(resolved.hash, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(resolved.preimage)
+        kept = self._on_resolved(resolved.hash, resolved.preimage) if self._on_resolved else None
+        if kept is None:
+            self._requeue([resolved.preimage], ())
+        else:
+            kept.add_done_callback(partial(self._pay_when_kept, resolved.preimage))
+
+    def _pay_when_kept(self, preimage: bytes, kept: asyncio.Future[None]) -> None:
+        if not kept.cancelled() and kept.exception() is None:
+            self._requeue([preimage], ())
+
+    def _on_failed_lock(self, failed: channels_pb2.LockFailed) -> None:
+        if not self._pending_lock(failed.channel_id, failed.hash):
+            return
+        self._releases_due.add(failed.hash)
+        waiter = self._resolutions.pop(failed.hash, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ChannelRefused("ABORTED", "lock_hash", failed.reason))
+        if self._on_failed is not None:
+            self._on_failed(failed.hash, failed.reason)
+        self._schedule_flush()
+
     def _take_offer(self, offer: channels_pb2.RefundOffer) -> None:
         if offer.channel_id == self.local.channel_id and verify_refund(
             self.chain_id, offer, self.local.payee
         ):
             self.refund_offers[offer.payment.payment_id] = offer
+
+
+def _ignore_refusal(task: asyncio.Task[asyncio.Future[channels_pb2.SignedChannelState]]) -> None:
+    """A flush's update: its refusal requeues what it carried (or the stream is gone)."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    PayerSession._outstanding(task.result())
 
 
 def _settle(

@@ -3,6 +3,9 @@
     channels   channel id -> LocalChannel (the latest state both signed, the deposit)
     updates    channel id || sequence (u64 BE) -> StoredUpdate (payments and signatures)
     offers     channel id || payment id -> RefundOffer not yet included in a state
+    invoices   lock hash -> Invoice (a payee's preimages, revealed once paid)
+    failed     channel id || lock hash -> LockFailed (locks the payee gave up)
+    routes     lock hash -> HubRoute (a hub's routed payments and their outcome)
 
 Writes go through `GroupCommit`: everything queued while one LMDB transaction is being
 fsynced is written by the next one, so many updates share one fsync and an
@@ -26,6 +29,10 @@ MAP_SIZE_BYTES = 8 * 1024 * 1024 * 1024
 CHANNELS = b"channels"
 UPDATES = b"updates"
 OFFERS = b"offers"
+INVOICES = b"invoices"
+FAILED = b"failed"
+ROUTES = b"routes"
+DATABASES = (CHANNELS, UPDATES, OFFERS, INVOICES, FAILED, ROUTES)
 
 Write = tuple[bytes, bytes, bytes | None]
 """(database, key, value); a value of None deletes the key."""
@@ -40,9 +47,9 @@ class ChannelStore:
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o700)
         self._env = lmdb.open(
-            str(root), map_size=MAP_SIZE_BYTES, max_dbs=3, sync=True, metasync=True
+            str(root), map_size=MAP_SIZE_BYTES, max_dbs=len(DATABASES), sync=True, metasync=True
         )
-        self._dbs = {name: self._env.open_db(name) for name in (CHANNELS, UPDATES, OFFERS)}
+        self._dbs = {name: self._env.open_db(name) for name in DATABASES}
 
     def close(self) -> None:
         self._env.close()
@@ -103,6 +110,31 @@ class ChannelStore:
 
     def offers(self, channel_id: bytes) -> list[channels_pb2.RefundOffer]:
         return [channels_pb2.RefundOffer.FromString(v) for _, v in self._scan(OFFERS, channel_id)]
+
+    # ------------------------------------------------------------------ hash locks
+
+    @staticmethod
+    def invoice_write(lock_hash: bytes, invoice: channels_pb2.Invoice | None) -> Write:
+        """None deletes the invoice (its lock resolved: the preimage is in the update)."""
+        return INVOICES, lock_hash, None if invoice is None else invoice.SerializeToString()
+
+    def invoices(self) -> dict[bytes, channels_pb2.Invoice]:
+        return {k: channels_pb2.Invoice.FromString(v) for k, v in self._scan(INVOICES, b"")}
+
+    @staticmethod
+    def failed_write(failed: channels_pb2.LockFailed, *, delete: bool = False) -> Write:
+        key = failed.channel_id + failed.hash
+        return FAILED, key, None if delete else failed.SerializeToString()
+
+    def failed(self) -> list[channels_pb2.LockFailed]:
+        return [channels_pb2.LockFailed.FromString(v) for _, v in self._scan(FAILED, b"")]
+
+    @staticmethod
+    def route_write(route: channels_pb2.HubRoute, *, delete: bool = False) -> Write:
+        return ROUTES, route.hash, None if delete else route.SerializeToString()
+
+    def routes(self) -> list[channels_pb2.HubRoute]:
+        return [channels_pb2.HubRoute.FromString(v) for _, v in self._scan(ROUTES, b"")]
 
 
 class GroupCommit:

@@ -12,9 +12,11 @@ payments to the payee, close cooperatively or unilaterally.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from medledger.channels.payer import UPDATES_IN_FLIGHT_MAX, PayerSession, new_payment_id
+from medledger.channels.rules import ChannelRuleError
 from medledger.channels.store import ChannelStore
 from medledger.client.builder import TxBuilder
 from medledger.client.sync import LedgerClient
@@ -22,10 +24,20 @@ from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.wire.v1 import channels_pb2, ledger_pb2, tx_pb2
 
-__all__ = ["DEFAULT_CHALLENGE_BLOCKS", "ChannelWallet", "payment"]
+__all__ = [
+    "DEFAULT_CHALLENGE_BLOCKS",
+    "ROUTED_LOCK_BLOCKS",
+    "ChannelWallet",
+    "RemoteChannelLedger",
+    "payment",
+    "routed_lock",
+]
 
 DEFAULT_CHALLENGE_BLOCKS = 100
 EXPIRY_BLOCKS = 100
+HEIGHT_POLL_S = 1.0
+ROUTED_LOCK_BLOCKS = 100
+"""How long a routed payment's lock lasts: the hub needs its own margin behind it."""
 
 
 def payment(
@@ -49,6 +61,17 @@ def payment(
             patient_ref=patient_ref,
             service_date=service_date,
         ),
+    )
+
+
+def routed_lock(
+    lock_hash: bytes, payments: Sequence[channels_pb2.Payment], height: int
+) -> channels_pb2.HashLock:
+    """The lock a routed batch of `payments` is conditional on (an invoice's hash)."""
+    return channels_pb2.HashLock(
+        hash=lock_hash,
+        amount_micros=sum(p.amount_micros for p in payments),
+        expiry_height=height + ROUTED_LOCK_BLOCKS,
     )
 
 
@@ -162,3 +185,35 @@ class ChannelWallet:
     def settle(self, channel_id: bytes) -> tx_pb2.Receipt:
         tx = self.builder.settle_channel(channel_id=channel_id, expiry_height=self._expiry())
         return _committed(self.ledger.submit(tx), "settle_channel")
+
+
+class RemoteChannelLedger:
+    """`ChannelLedger` over a node's LedgerService, for a channel runtime that runs beside
+    a node rather than inside one (a hub). The height is polled by `follow()`."""
+
+    def __init__(self, client: LedgerClient) -> None:
+        self.client = client
+        self._height = int(client.status().height)
+
+    async def channel(self, channel_id: bytes) -> channels_pb2.Channel | None:
+        try:
+            response = await asyncio.to_thread(self.client.get_channel, channel_id)
+        except Rejected as error:
+            if error.status == "NOT_FOUND":
+                return None
+            raise ChannelRuleError("UNAVAILABLE", "channel_id", f"the ledger: {error}") from error
+        self._height = max(self._height, int(response.height))
+        return response.channel
+
+    def height(self) -> int:
+        return self._height
+
+    async def follow(self) -> None:
+        """Keeps `height()` current; a ledger that is briefly unreachable is retried."""
+        while True:
+            await asyncio.sleep(HEIGHT_POLL_S)
+            try:
+                status = await asyncio.to_thread(self.client.status)
+            except Rejected:
+                continue
+            self._height = max(self._height, int(status.height))

@@ -884,6 +884,87 @@ class LocalChannel(_message.Message):
 Global___LocalChannel: _TypeAlias = LocalChannel  # noqa: Y015
 
 @_typing.final
+class Invoice(_message.Message):
+    """A lock hash this payee handed out (InvoiceResponse); it reveals the preimage once a
+    lock with this hash is durable in one of its channels, and only for the first such lock.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREIMAGE_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    PAID_FIELD_NUMBER: _builtins.int
+    preimage: _builtins.bytes
+    channel_id: _builtins.bytes
+    """the channel whose payer asked for it"""
+    paid: _builtins.bool
+    def __init__(
+        self,
+        *,
+        preimage: _builtins.bytes = ...,
+        channel_id: _builtins.bytes = ...,
+        paid: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "paid", b"paid", "preimage", b"preimage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Invoice: _TypeAlias = Invoice  # noqa: Y015
+
+@_typing.final
+class HubRoute(_message.Message):
+    """A hub's record of one routed payment: the incoming lock it accepted and where it
+    forwards it. Written in the same transaction as the incoming update, so a restarted
+    hub knows every route it owes an outcome.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HASH_FIELD_NUMBER: _builtins.int
+    IN_CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    AMOUNT_MICROS_FIELD_NUMBER: _builtins.int
+    IN_EXPIRY_HEIGHT_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
+    PREIMAGE_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
+    hash: _builtins.bytes
+    in_channel_id: _builtins.bytes
+    destination: _builtins.bytes
+    """the payee of the outgoing channel"""
+    amount_micros: _builtins.int
+    in_expiry_height: _builtins.int
+    preimage: _builtins.bytes
+    """set once the destination revealed it: the hub claims the incoming lock"""
+    failure: _builtins.str
+    """set once the route failed: the incoming lock is released"""
+    @_builtins.property
+    def batch(self) -> Global___PaymentBatch:
+        """forwarded as is, so the provider sees every billing line"""
+
+    def __init__(
+        self,
+        *,
+        hash: _builtins.bytes = ...,
+        in_channel_id: _builtins.bytes = ...,
+        destination: _builtins.bytes = ...,
+        amount_micros: _builtins.int = ...,
+        in_expiry_height: _builtins.int = ...,
+        batch: Global___PaymentBatch | None = ...,
+        preimage: _builtins.bytes = ...,
+        failure: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_micros", b"amount_micros", "batch", b"batch", "destination", b"destination", "failure", b"failure", "hash", b"hash", "in_channel_id", b"in_channel_id", "in_expiry_height", b"in_expiry_height", "preimage", b"preimage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HubRoute: _TypeAlias = HubRoute  # noqa: Y015
+
+@_typing.final
 class StoredUpdate(_message.Message):
     """One acknowledged update with the payee's signature, kept for statements and disputes."""
 

@@ -1,0 +1,267 @@
+"""A processor hub: the payee of many payers' channels and the payer of channels to many
+providers, routing payer → hub → provider on one hash lock.
+
+A routed payment, step by step:
+
+1. The payer asks the hub for invoices for a provider (`Invoices` with `destination`).
+   The hub asks the provider on its own channel and passes the lock hashes back; only
+   the provider knows their preimages.
+2. The payer's update makes its payments conditional on a lock (hash, amount, expiry
+   e1) and names the provider as `destination`. The hub accepts it like any payee and
+   records the route in the same LMDB transaction.
+3. Once that is durable, the hub forwards the same payment lines on its channel to the
+   provider, locked on the same hash with the earlier expiry e2 = e1 - HUB_EXPIRY_DELTA.
+4. The provider acknowledges the lock once it is durable and reveals the preimage. The
+   hub stores the preimage in the route (fsync) before anything else; then its next
+   update to the provider pays the provider, and it reveals the preimage to the payer,
+   whose next update pays the hub. If the provider refuses the lock, the hub gives the
+   incoming lock up (LockFailed) and the payer takes its amount back.
+
+Both hops complete or neither. The provider reveals only a preimage whose lock it holds
+durably; the hub pays out only a preimage it holds durably, and gives an incoming lock
+up only once the provider refused the outgoing one, or the outgoing one expired. After a
+crash the hub reloads its routes: a route whose lock the provider holds waits for the
+provider's announcement (repeated on every reconnect); one whose lock never reached the
+provider fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+
+import grpc
+
+from medledger.channels.payee import LOCK_MARGIN_BLOCKS, ChannelLedger, Payee
+from medledger.channels.payer import PayerSession
+from medledger.channels.rules import ChannelRuleError
+from medledger.channels.store import ChannelStore, Write
+from medledger.crypto import SigningKey
+from medledger.wire.v1 import channels_pb2
+
+__all__ = ["HUB_EXPIRY_DELTA_BLOCKS", "Hub"]
+
+log = logging.getLogger(__name__)
+
+HUB_EXPIRY_DELTA_BLOCKS = 20
+"""e1 - e2: the blocks the hub keeps, after the provider's lock expires, to claim the
+payer's lock with the preimage."""
+RECONNECT_MIN_S = 0.2
+RECONNECT_MAX_S = 5.0
+HOUSEKEEPING_S = 1.0
+
+
+@dataclass
+class _Link:
+    """The hub's channel to one provider, kept connected."""
+
+    local: channels_pb2.LocalChannel
+    session: PayerSession | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Hub:
+    def __init__(
+        self, key: SigningKey, chain_id: str, store: ChannelStore, ledger: ChannelLedger
+    ) -> None:
+        self.key = key
+        self.chain_id = chain_id
+        self.store = store
+        self.ledger = ledger
+        self.payee = Payee(key, chain_id, store, ledger, router=self)
+        self.commit = self.payee.commit  # one group commit for both sides of the hub
+        self._links = {
+            local.payee: _Link(local) for local in store.channels() if local.payer == key.public_key
+        }
+        self._routes = {route.hash: route for route in store.routes()}
+        for route in self._routes.values():
+            if route.preimage:  # learnt before a restart: the payer still owes the hub
+                self.payee.reveal(route.in_channel_id, route.hash, route.preimage)
+        self._expiry_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.forwarded = 0  # routes whose outgoing lock the provider acknowledged
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.payee.start()
+        for link in self._links.values():
+            link.task = asyncio.get_running_loop().create_task(self._keep_connected(link))
+        self._expiry_task = asyncio.get_running_loop().create_task(self._housekeeping())
+
+    def destinations(self) -> list[bytes]:
+        """The providers this hub has a channel to."""
+        return list(self._links)
+
+    def _adopt_new_links(self) -> None:
+        """Channels to providers opened (with the hub's key, in its store) while it runs."""
+        for local in self.store.channels():
+            if local.payer == self.key.public_key and local.payee not in self._links:
+                link = self._links[local.payee] = _Link(local)
+                link.task = asyncio.get_running_loop().create_task(self._keep_connected(link))
+
+    async def stop(self) -> None:
+        tasks = [link.task for link in self._links.values() if link.task is not None]
+        if self._expiry_task is not None:
+            tasks.append(self._expiry_task)
+        tasks.extend(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.payee.stop()
+
+    def connected(self, destination: bytes) -> bool:
+        link = self._links.get(destination)
+        return link is not None and link.session is not None
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _keep_connected(self, link: _Link) -> None:
+        """One stream to the provider at a time, reconnecting with back-off."""
+        delay = RECONNECT_MIN_S
+        while True:
+            session = PayerSession(
+                self.key,
+                self.chain_id,
+                self.store,
+                link.local,
+                link.local.address,
+                commit=self.commit,
+                on_resolved=self._on_resolved,
+                on_failed=self._on_failed,
+            )
+            try:
+                async with session:
+                    await self._recover(link, session)
+                    link.session = session
+                    delay = RECONNECT_MIN_S
+                    log.info("hub: connected to %s", link.local.address)
+                    await session.wait_closed()
+            except (grpc.aio.AioRpcError, TimeoutError, OSError, ChannelRuleError) as error:
+                log.warning("hub: link to %s: %s", link.local.address, error)
+            finally:
+                link.session = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _recover(self, link: _Link, session: PayerSession) -> None:
+        """Decides the routes left open by a broken stream or a restart: the provider's
+        state (which the session just adopted) shows whether the lock reached it."""
+        held = {lock.hash for lock in session.acked_state.locks}
+        for route in list(self._routes.values()):
+            if route.destination != link.local.payee or route.preimage or route.failure:
+                continue
+            if route.hash not in held:
+                await self._fail(route, "the payment did not reach the destination")
+
+    # ------------------------------------------------------------------ Router
+
+    def check_route(self, destination: bytes, lock: channels_pb2.HashLock) -> None:
+        link = self._links.get(destination)
+        if link is None:
+            raise ChannelRuleError(
+                "FAILED_PRECONDITION", "destination", "the hub has no channel to it"
+            )
+        if link.session is None:
+            raise ChannelRuleError("UNAVAILABLE", "destination", "the hub cannot reach it now")
+        earliest = self.ledger.height() + LOCK_MARGIN_BLOCKS + HUB_EXPIRY_DELTA_BLOCKS
+        if lock.expiry_height < earliest:
+            raise ChannelRuleError(
+                "FAILED_PRECONDITION",
+                "state.locks.expiry_height",
+                f"a routed lock must expire at {earliest} or later",
+            )
+        if link.session.spendable_micros < lock.amount_micros:
+            raise ChannelRuleError(
+                "RESOURCE_EXHAUSTED", "destination", "the hub's channel to it lacks capacity"
+            )
+
+    def route_accepted(self, route: channels_pb2.HubRoute) -> None:
+        self._routes[route.hash] = route
+        self._spawn(self._forward(route))
+
+    def route_settled(self, lock_hash: bytes) -> list[Write]:
+        route = self._routes.pop(lock_hash, None)
+        return [] if route is None else [self.store.route_write(route, delete=True)]
+
+    async def invoices(self, channel_id: bytes, count: int, destination: bytes) -> list[bytes]:
+        link = self._links.get(destination)
+        if link is None:
+            raise ChannelRuleError(
+                "FAILED_PRECONDITION", "destination", "the hub has no channel to it"
+            )
+        if link.session is None:
+            raise ChannelRuleError("UNAVAILABLE", "destination", "the hub cannot reach it now")
+        return await link.session.invoices(count)
+
+    # ------------------------------------------------------------------ routing
+
+    async def _forward(self, route: channels_pb2.HubRoute) -> None:
+        link = self._links.get(route.destination)
+        session = link.session if link is not None else None
+        if session is None:
+            await self._fail(route, "the hub cannot reach the destination")
+            return
+        lock = channels_pb2.HashLock(
+            hash=route.hash,
+            amount_micros=route.amount_micros,
+            expiry_height=route.in_expiry_height - HUB_EXPIRY_DELTA_BLOCKS,
+        )
+        try:
+            acked = await session.send(route.batch.payments, lock=lock)
+            await acked
+        except ChannelRuleError as error:
+            if error.status == "UNAVAILABLE":
+                return  # the provider may hold the lock: decided when the link is back
+            await self._fail(route, f"the destination refused: {error.field}: {error.reason}")
+            return
+        self.forwarded += 1
+
+    def _on_resolved(self, lock_hash: bytes, preimage: bytes) -> asyncio.Future[None] | None:
+        """The provider revealed the preimage. It is stored before the hub's session may
+        pay the provider with it, and before the payer hears of it."""
+        route = self._routes.get(lock_hash)
+        if route is None or route.preimage:
+            return None
+        route.preimage = preimage
+        durable = self.commit.commit([self.store.route_write(route)])
+
+        def reveal(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self.payee.reveal(route.in_channel_id, lock_hash, preimage)
+
+        durable.add_done_callback(reveal)
+        return durable
+
+    def _on_failed(self, lock_hash: bytes, reason: str) -> None:
+        route = self._routes.get(lock_hash)
+        if route is not None and not route.preimage:
+            self._spawn(self._fail(route, f"the destination gave the lock up: {reason}"))
+
+    async def _fail(self, route: channels_pb2.HubRoute, reason: str) -> None:
+        if route.failure or route.preimage:
+            return
+        route.failure = reason
+        await self.payee.fail_lock(
+            route.in_channel_id, route.hash, reason, also=[self.store.route_write(route)]
+        )
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            self._adopt_new_links()
+            await self._expire_routes()
+
+    async def _expire_routes(self) -> None:
+        """A route the provider never resolved fails once its outgoing lock expired: the
+        provider can no longer claim it, so the payer may take the incoming lock back."""
+        height = self.ledger.height()
+        for route in list(self._routes.values()):
+            expired = route.in_expiry_height - HUB_EXPIRY_DELTA_BLOCKS < height
+            if expired and not route.preimage and not route.failure:
+                await self._fail(route, "the lock expired before the destination claimed it")

@@ -1,0 +1,56 @@
+"""Running a channel hub as a process: `medledger hub start`.
+
+The hub keeps its channels in its own LMDB (`--store`): the channels payers opened to
+it, and the channels it opened to providers (`medledger channel open --store` with the
+hub's key). It serves ChannelService to payers, keeps a stream open to each provider,
+and reads the ledger through a node's LedgerService.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from medledger.api.server import serve_channels
+from medledger.channels.hub import Hub
+from medledger.channels.store import ChannelStore
+from medledger.client import LedgerClient
+from medledger.client.channels import RemoteChannelLedger
+from medledger.config import NodeConfig
+from medledger.crypto import SigningKey
+
+__all__ = ["run_hub"]
+
+log = logging.getLogger(__name__)
+SHUTDOWN_GRACE_S = 2.0
+
+
+async def run_hub(key: SigningKey, store_root: Path, node: str, listen: str) -> None:
+    client = LedgerClient(node)
+    ledger = RemoteChannelLedger(client)
+    chain_id = client.status().chain_id
+    store = ChannelStore(store_root)
+    hub = Hub(key, chain_id, store, ledger)
+    server, port = await serve_channels(hub.payee, listen, NodeConfig().message_bytes_max)
+    hub.start()
+    follower = asyncio.get_running_loop().create_task(ledger.follow())
+    host = listen.rsplit(":", 1)[0]
+    # Tests and scripts wait for this line; keep its shape.
+    print(
+        f"medledger hub listening on {host}:{port} chain {chain_id} "
+        f"key {key.public_key.hex()} providers {len(hub.destinations())}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await server.stop(SHUTDOWN_GRACE_S)
+    follower.cancel()
+    await hub.stop()
+    store.close()
+    client.close()
