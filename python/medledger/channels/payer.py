@@ -139,10 +139,16 @@ class PayerSession:
         if self._receiver is not None:
             await asyncio.shield(self._receiver)
 
+    def pending_locks(self) -> list[bytes]:
+        """Hashes of the locks still pending after every update sent so far."""
+        return [lock.hash for lock in self._head.locks]
+
     @property
     def spendable_micros(self) -> int:
-        """What the payer has left in the channel after every update sent so far."""
-        return self._head.payer_micros
+        """What the payer has left in the channel after every update sent so far,
+        counting deposits on the ledger that no state includes yet."""
+        unclaimed = max(0, self.local.deposit_micros - self._head.deposit_micros)
+        return self._head.payer_micros + unclaimed
 
     async def invoices(self, count: int, destination: bytes = b"") -> list[bytes]:
         """Lock hashes from the payee (or, through a hub, from `destination`)."""

@@ -13,11 +13,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["NodeProcess", "start_node"]
+__all__ = ["NodeProcess", "start_hub", "start_node"]
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 READY_LINE = re.compile(r"medledger node listening on (\S+:\d+)")
+HUB_READY_LINE = re.compile(r"medledger hub listening on (\S+:\d+)")
 
 
 @dataclass
@@ -49,11 +50,23 @@ def start_node(
 ) -> NodeProcess:
     """Starts `medledger node start --home HOME` and waits until it serves. A detached
     node runs in its own session with its output in the log, so it outlives the caller."""
-    log_path = log_path or home / "node.log"
+    command = ["node", "start", "--home", str(home), "--listen", listen]
+    return _start(command, home, log_path or home / "node.log", READY_LINE, detach=detach)
+
+
+def start_hub(store: Path, key: Path, node: str, listen: str = "127.0.0.1:0") -> NodeProcess:
+    """Starts `medledger hub start` on the hub's channel store and waits until it serves."""
+    command = ["hub", "start", "--store", str(store), "--key", str(key), "--node", node]
+    command += ["--listen", listen]
+    return _start(command, store, store.parent / "hub.log", HUB_READY_LINE, detach=False)
+
+
+def _start(
+    arguments: list[str], home: Path, log_path: Path, ready_line: re.Pattern[str], *, detach: bool
+) -> NodeProcess:
     log = log_path.open("a")
-    command = [sys.executable, "-m", "medledger", "node", "start", "--home", str(home)]
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
-        [*command, "--listen", listen],
+        [sys.executable, "-m", "medledger", *arguments],
         stdout=log if detach else subprocess.PIPE,
         stderr=log,
         text=True,
@@ -62,7 +75,7 @@ def start_node(
     )
     log.close()
     if detach:
-        return _wait_for_log(home, process, log_path)
+        return _wait_for_log(home, process, log_path, ready_line)
     assert process.stdout is not None
     deadline = time.monotonic() + READY_TIMEOUT_S
     lines: list[str] = []
@@ -73,20 +86,22 @@ def start_node(
             if not line and process.poll() is not None:
                 break
             lines.append(line)
-            match = READY_LINE.search(line)
+            match = ready_line.search(line)
             if match:
                 return NodeProcess(home, process, match.group(1), lines)
         elif process.poll() is not None:
             break
     process.kill()
     process.wait()
-    raise RuntimeError(f"node at {home} did not start: {''.join(lines)} (see {log_path})")
+    raise RuntimeError(f"{home} did not start: {''.join(lines)} (see {log_path})")
 
 
-def _wait_for_log(home: Path, process: subprocess.Popen[str], log_path: Path) -> NodeProcess:
+def _wait_for_log(
+    home: Path, process: subprocess.Popen[str], log_path: Path, ready_line: re.Pattern[str]
+) -> NodeProcess:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline and process.poll() is None:
-        matches = READY_LINE.findall(log_path.read_text())
+        matches = ready_line.findall(log_path.read_text())
         if matches:
             return NodeProcess(home, process, matches[-1])
         time.sleep(0.1)

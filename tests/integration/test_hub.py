@@ -1,0 +1,266 @@
+"""A processor hub routing payer -> hub -> provider on one hash lock, with real processes:
+the provider is a node (its organisation key), the hub a `medledger hub start` process
+with its own key and LMDB, the payer this test. Routes complete on both hops or on
+neither: when the provider refuses, and when the hub is SIGKILLed mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from medledger.channels.payer import ChannelRefused, PayerSession
+from medledger.client.channels import ChannelWallet, payment, routed_lock
+from medledger.crypto import SigningKey, sha256
+from medledger.keys import save_key
+from medledger.node.launcher import NodeProcess, start_hub
+from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
+from tests.integration.conftest import RunningNode, launch
+from tests.integration.test_channels import DEPOSIT, fund, new_wallet
+
+PRICE = 7
+
+
+@dataclass
+class Network:
+    node: RunningNode  # the provider
+    hub_key: SigningKey
+    hub_store: Path
+    hub_key_file: Path
+    hub: NodeProcess
+    to_provider: bytes  # the hub's channel to the provider
+    payer: ChannelWallet
+    to_hub: bytes  # the payer's channel to the hub
+
+    @property
+    def provider(self) -> bytes:
+        return self.node.payer.public_key
+
+    def restart_hub(self) -> None:
+        self.hub = start_hub(self.hub_store, self.hub_key_file, self.node.address)
+        self.payer.set_address(self.to_hub, self.hub.address)
+
+
+def build(root: Path) -> Network:
+    node = launch(root / "provider")
+    hub_key = SigningKey.generate()
+    fund(node, hub_key)
+    hub_key_file = root / "hub.key"
+    save_key(hub_key, hub_key_file)
+    hub_store = root / "hub"
+    hub_wallet = ChannelWallet(hub_key, node.client(), hub_store)
+    to_provider = hub_wallet.open(
+        payee=node.payer.public_key, deposit_micros=DEPOSIT, address=node.address
+    ).channel_id
+    hub_wallet.close_store()
+    hub = start_hub(hub_store, hub_key_file, node.address)
+    payer = new_wallet(node, root / "payer")
+    to_hub = payer.open(
+        payee=hub_key.public_key, deposit_micros=DEPOSIT, address=hub.address
+    ).channel_id
+    return Network(node, hub_key, hub_store, hub_key_file, hub, to_provider, payer, to_hub)
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Network]:
+    network = build(tmp_path)
+    yield network
+    network.payer.close_store()
+    network.hub.stop()
+    network.node.process.stop()
+
+
+def held_state(address: str, channel_id: bytes) -> channels_pb2.ChannelState:
+    """The latest state both signed, as the payee at `address` holds it."""
+    with grpc.insecure_channel(address) as channel:
+        response = channels_pb2_grpc.ChannelServiceStub(channel).GetChannelState(
+            channels_pb2.GetChannelStateRequest(channel_id=channel_id), timeout=10
+        )
+    if not response.state.state:
+        return channels_pb2.ChannelState(channel_id=channel_id)
+    return channels_pb2.ChannelState.FromString(response.state.state)
+
+
+async def wait_for(condition: object, timeout_s: float = 15.0) -> None:
+    assert callable(condition)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def lines(count: int, claim: str) -> list[channels_pb2.Payment]:
+    return [
+        payment(PRICE, claim_id=claim, procedure_code="99213", units=1, service_date="2026-11-25")
+        for _ in range(count)
+    ]
+
+
+async def send_routed(
+    session: PayerSession, net: Network, lock_hash: bytes, batch: list[channels_pb2.Payment]
+) -> asyncio.Future[bytes]:
+    height = net.node.client().status().height
+    lock = routed_lock(lock_hash, batch, height)
+    acked = await session.send(batch, lock=lock, destination=net.provider)
+    await acked  # durable at the hub
+    return session.resolution(lock_hash)
+
+
+def test_routed_payments_complete_on_both_hops_and_settle(net: Network) -> None:
+    batches, per_batch = 20, 25
+
+    async def route() -> None:
+        async with net.payer.session(net.to_hub) as session:
+            hashes = await session.invoices(batches, net.provider)
+            assert len(set(hashes)) == batches
+            outcomes = [
+                await send_routed(session, net, h, lines(per_batch, f"CLM{i}"))
+                for i, h in enumerate(hashes)
+            ]
+            preimages = await asyncio.wait_for(asyncio.gather(*outcomes), 30)
+            # Each preimage opens its lock: the provider's proof that it was paid.
+            assert [sha256(p) for p in preimages] == hashes
+        # Leaving the session paid the hub what the revealed locks owed.
+
+    asyncio.run(route())
+    total = batches * per_batch * PRICE
+
+    async def settled_on_both_hops() -> None:
+        def done() -> bool:
+            incoming = held_state(net.hub.address, net.to_hub)
+            outgoing = held_state(net.node.address, net.to_provider)
+            return (incoming.payee_micros, outgoing.payee_micros) == (total, total) and not (
+                incoming.locks or outgoing.locks
+            )
+
+        await wait_for(done)
+
+    asyncio.run(settled_on_both_hops())
+    # The payer's own record agrees with the hub's.
+    mine = channels_pb2.ChannelState.FromString(net.payer.local(net.to_hub).latest.state)
+    assert (mine.payee_micros, mine.payer_micros, list(mine.locks)) == (total, DEPOSIT - total, [])
+
+    # Both channels settle on the ledger at exactly those balances.
+    net.payer.close(net.to_hub)
+    paid_in = net.payer.on_chain(net.to_hub).channel
+    assert (paid_in.payee_paid_micros, paid_in.payer_paid_micros) == (total, DEPOSIT - total)
+    net.hub.stop()  # the hub's own wallet closes its channel to the provider
+    hub_wallet = ChannelWallet(net.hub_key, net.node.client(), net.hub_store)
+    try:
+        hub_wallet.close(net.to_provider)
+        paid_out = hub_wallet.on_chain(net.to_provider).channel
+    finally:
+        hub_wallet.close_store()
+    assert (paid_out.payee_paid_micros, paid_out.payer_paid_micros) == (total, DEPOSIT - total)
+
+
+def test_a_route_the_provider_refuses_completes_on_neither_hop(net: Network) -> None:
+    async def route() -> None:
+        async with net.payer.session(net.to_hub) as session:
+            # A destination the hub has no channel to is refused before anything moves.
+            height = net.node.client().status().height
+            nowhere = routed_lock(sha256(b"a"), lines(1, "CLM0"), height)
+            refused = await session.send(
+                lines(1, "CLM0"), lock=nowhere, destination=SigningKey.generate().public_key
+            )
+            with pytest.raises(ChannelRefused) as unknown:
+                await refused
+            assert (unknown.value.status, unknown.value.field) == (
+                "FAILED_PRECONDITION",
+                "destination",
+            )
+            # A hash the provider never invoiced: the hub accepts the lock and forwards
+            # it, the provider refuses it, so the hub gives the incoming lock up.
+            outcome = await send_routed(session, net, secrets.token_bytes(32), lines(4, "CLM1"))
+            with pytest.raises(ChannelRefused) as failed:
+                await asyncio.wait_for(outcome, 15)
+            assert failed.value.status == "ABORTED"
+            assert "lock_hash" in failed.value.reason
+            # The payer takes the lock back in its next update; a good route still works.
+            (good,) = await session.invoices(1, net.provider)
+            delivered = await send_routed(session, net, good, lines(2, "CLM2"))
+            assert sha256(await asyncio.wait_for(delivered, 15)) == good
+
+    asyncio.run(route())
+
+    async def both_hops_agree() -> None:
+        def done() -> bool:
+            incoming = held_state(net.hub.address, net.to_hub)
+            outgoing = held_state(net.node.address, net.to_provider)
+            return (incoming.payee_micros, outgoing.payee_micros) == (
+                2 * PRICE,
+                2 * PRICE,
+            ) and not (incoming.locks or outgoing.locks)
+
+        await wait_for(done)
+
+    asyncio.run(both_hops_agree())
+    mine = channels_pb2.ChannelState.FromString(net.payer.local(net.to_hub).latest.state)
+    assert (mine.payer_micros, list(mine.locks)) == (DEPOSIT - 2 * PRICE, [])
+
+
+def test_sigkill_of_the_hub_mid_stream_completes_each_route_on_both_hops_or_neither(
+    net: Network,
+) -> None:
+    delivered: list[bytes] = []
+    broken: list[BaseException] = []
+
+    async def stream_until_killed() -> None:
+        async with net.payer.session(net.to_hub) as session:
+            hashes = await session.invoices(400, net.provider)
+            height = net.node.client().status().height
+            for i, lock_hash in enumerate(hashes):
+                batch = lines(10, f"CLM{i}")
+                try:
+                    await session.send(
+                        batch, lock=routed_lock(lock_hash, batch, height), destination=net.provider
+                    )
+                except ChannelRefused as error:
+                    broken.append(error)  # the stream broke under us
+                    break
+                session.resolution(lock_hash).add_done_callback(
+                    lambda done, h=lock_hash: done.exception() is None and delivered.append(h)
+                )
+                if len(delivered) >= 20 and net.hub.process.poll() is None:
+                    net.hub.kill()
+                await asyncio.sleep(0)
+
+    asyncio.run(stream_until_killed())
+    assert broken
+    assert broken[0].status == "UNAVAILABLE"
+    assert len(delivered) >= 20
+
+    net.restart_hub()
+
+    async def resume() -> None:
+        # Reconnecting repeats every pending lock's outcome; leaving pays or releases it.
+        async with net.payer.session(net.to_hub) as session:
+            await wait_for(lambda: not session.pending_locks(), 20)
+
+    asyncio.run(resume())
+
+    async def both_hops_agree() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
+        def states() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
+            return held_state(net.hub.address, net.to_hub), held_state(
+                net.node.address, net.to_provider
+            )
+
+        def settled() -> bool:
+            incoming, outgoing = states()
+            return not incoming.locks and not outgoing.locks
+
+        await wait_for(settled, 20)
+        return states()
+
+    incoming, outgoing = asyncio.run(both_hops_agree())
+    # Every route the payer saw delivered is paid on both hops, and the hub paid the
+    # provider exactly what the payer paid the hub: no route completed on one hop only.
+    assert incoming.payee_micros == outgoing.payee_micros
+    assert incoming.payee_micros >= len(delivered) * 10 * PRICE
+    mine = channels_pb2.ChannelState.FromString(net.payer.local(net.to_hub).latest.state)
+    assert mine.payee_micros == incoming.payee_micros
