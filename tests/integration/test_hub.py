@@ -208,7 +208,11 @@ def test_sigkill_of_the_hub_mid_stream_completes_each_route_on_both_hops_or_neit
     net: Network,
 ) -> None:
     delivered: list[bytes] = []
-    broken: list[BaseException] = []
+    broken: list[ChannelRefused] = []
+
+    def record_delivery(outcome: asyncio.Future[bytes]) -> None:
+        if outcome.exception() is None:
+            delivered.append(sha256(outcome.result()))
 
     async def stream_until_killed() -> None:
         async with net.payer.session(net.to_hub) as session:
@@ -223,9 +227,7 @@ def test_sigkill_of_the_hub_mid_stream_completes_each_route_on_both_hops_or_neit
                 except ChannelRefused as error:
                     broken.append(error)  # the stream broke under us
                     break
-                session.resolution(lock_hash).add_done_callback(
-                    lambda done, h=lock_hash: done.exception() is None and delivered.append(h)
-                )
+                session.resolution(lock_hash).add_done_callback(record_delivery)
                 if len(delivered) >= 20 and net.hub.process.poll() is None:
                     net.hub.kill()
                 await asyncio.sleep(0)
