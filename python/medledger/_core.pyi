@@ -26,6 +26,7 @@ __all__ = [
     "merkle_verify_inclusion",
     "sha256",
     "signing_message",
+    "sum_channel_payments",
     "tx_hash",
     "validate_block",
     "verify",
@@ -71,6 +72,7 @@ def vote_signing_message(
     chain_id: str, vote_type: int, height: int, round: int, block_hash: bytes
 ) -> bytes: ...
 def check_channel_state(state: bytes) -> None: ...
+def sum_channel_payments(batch: bytes) -> tuple[int, int]: ...
 def verify_channel_states(
     chain_id: str,
     states: Sequence[bytes],

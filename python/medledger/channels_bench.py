@@ -1,12 +1,17 @@
 """`medledger bench channels`: acknowledged (durable on the payee's side) payments per
-second on one payer → payee channel, and across many channels to the same payee, with
-p50/p99 acknowledgement latency, beside the ceiling that the Ed25519 work alone sets on
-this machine, measured in the same run.
+second on one payer → payee channel, across many channels to the same payee, and across
+many channels through one hub, with p50/p99 latency, beside the ceiling that the Ed25519
+work alone sets on this machine, measured in the same run.
 
 The payee is a real node process (its ChannelService and LMDB); the payers run in this
 process. Every update is signed by the payer, verified and countersigned by the payee
 after its LMDB commit (fsync), and the countersignature verified by the payer, which
 stores the state both signed before it counts the payments acknowledged.
+
+Through the hub (a real `medledger hub start` process with its own LMDB) a payment counts
+when its lock's preimage is back at the payer: the hub held the payer's lock durably,
+forwarded the lines, the provider held the hub's lock durably and revealed the preimage.
+The preimages then settle both hops in the following updates.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medledger.loadgen import WINDOW_BATCHES, percentile, stream_batches
 
 if TYPE_CHECKING:
     from medledger.channels.store import ChannelStore
     from medledger.crypto import SigningKey
+    from medledger.node.launcher import NodeProcess
     from medledger.wire.v1 import channels_pb2
 
 __all__ = ["ChannelsBenchResult", "run_channels_bench"]
@@ -37,6 +43,9 @@ SIGNATURE_SAMPLES = 2_000
 # many channels a few each, so the payee's queue (and the latency) stays short.
 IN_FLIGHT_ONE = 32
 IN_FLIGHT_MANY = 1
+IN_FLIGHT_HUB = 1
+LOCK_BASE_HEIGHT = 1_000
+"""Routed locks expire at this height plus ROUTED_LOCK_BLOCKS: far beyond the bench."""
 
 
 @dataclass
@@ -53,6 +62,8 @@ class ChannelsBenchResult:
     batch: int
     one_channel: Run
     many_channels: Run
+    # Through one hub: latency is from sending to holding the preimage (delivered).
+    through_hub: Run
     # Payments per second if an update's four Ed25519 operations (payer signs, payee
     # verifies and countersigns, payer verifies) were the only work, on this machine.
     sign_verify_ceiling_per_s: float
@@ -76,45 +87,55 @@ def run_channels_bench(
         init_home(home, CHAIN_ID, listen="127.0.0.1:0")
         payee = load_key(home.keys_dir / "client.json")
         payers = [SigningKey.generate() for _ in range(channels + 1)]
+        hub_key = SigningKey.generate()
+        hub_payers = [SigningKey.generate() for _ in range(channels)]
         node = start_node(home.root)
+        hub = None
         try:
             with LedgerClient(node.address) as ledger:
                 expiry = ledger.status().height + 1_000
             bank = TxBuilder(payee, CHAIN_ID)
+            everyone = [*payers, hub_key, *hub_payers]
             setup = [
                 [
                     TxBuilder(p, CHAIN_ID).sign(
                         tx_pb2.TransactionBody(create_account=tx_pb2.CreateAccount()),
                         expiry_height=expiry,
                     )
-                    for p in payers
+                    for p in everyone
                 ],
                 [
                     bank.transfer(to=p.public_key, amount_micros=DEPOSIT, expiry_height=expiry)
-                    for p in payers
+                    for p in everyone
                 ],
             ]
+            pairs = [(p, payee) for p in [*payers, hub_key]] + [(p, hub_key) for p in hub_payers]
             opens = [
                 TxBuilder(p, CHAIN_ID).open_channel(
-                    payee=payee.public_key,
+                    payee=to.public_key,
                     deposit_micros=DEPOSIT,
                     challenge_blocks=100,
                     expiry_height=expiry,
                 )
-                for p in payers
+                for p, to in pairs
             ]
             for txs in [*setup, opens]:
                 asyncio.run(stream_batches([node.address], [txs], 1, len(txs), WINDOW_BATCHES))
-            locals_ = [
+            all_locals = [
                 channels_pb2.LocalChannel(
                     channel_id=tx_pb2.TransactionBody.FromString(tx.body).open_channel.channel_id,
                     payer=p.public_key,
-                    payee=payee.public_key,
+                    payee=to.public_key,
                     deposit_micros=DEPOSIT,
                     address=node.address,
                 )
-                for p, tx in zip(payers, opens, strict=True)
+                for (p, to), tx in zip(pairs, opens, strict=True)
             ]
+            locals_ = all_locals[: len(payers)]
+            hub = _start_hub(Path(tmp), hub_key, all_locals[len(payers)], node.address)
+            via_hub = all_locals[len(payers) + 1 :]
+            for local in via_hub:
+                local.address = hub.address
             store = ChannelStore(Path(tmp) / "payers")
             one, fsyncs_one = asyncio.run(
                 _pay(store, payers[:1], locals_[:1], payments, batch=batch, in_flight=IN_FLIGHT_ONE)
@@ -124,15 +145,29 @@ def run_channels_bench(
                     store, payers[1:], locals_[1:], payments, batch=batch, in_flight=IN_FLIGHT_MANY
                 )
             )
+            routed, fsyncs_routed = asyncio.run(
+                _pay(
+                    store,
+                    hub_payers,
+                    via_hub,
+                    payments,
+                    batch=batch,
+                    in_flight=IN_FLIGHT_HUB,
+                    destination=payee.public_key,
+                )
+            )
             store.close()
         finally:
+            if hub is not None:
+                hub.stop()
             node.stop()
     result = ChannelsBenchResult(
         batch=batch,
         one_channel=one,
         many_channels=many,
+        through_hub=routed,
         sign_verify_ceiling_per_s=_sign_verify_ceiling(payee, batch),
-        payer_fsyncs=fsyncs_one + fsyncs_many,
+        payer_fsyncs=fsyncs_one + fsyncs_many + fsyncs_routed,
     )
     print(json.dumps(asdict(result), indent=2))
     if json_path is not None:
@@ -148,10 +183,13 @@ async def _pay(
     *,
     batch: int,
     in_flight: int,
+    destination: bytes = b"",
 ) -> tuple[Run, int]:
+    """Pays `payments` spread over the channels; with `destination` every batch is
+    routed through the channels' payee (a hub) on an invoice of `destination`."""
     from medledger.channels.payer import PayerSession  # noqa: PLC0415
     from medledger.channels.store import GroupCommit  # noqa: PLC0415
-    from medledger.client.channels import payment  # noqa: PLC0415
+    from medledger.client.channels import payment, routed_lock  # noqa: PLC0415
 
     commit = GroupCommit(store)
     commit.start()
@@ -171,15 +209,29 @@ async def _pay(
             key, CHAIN_ID, store, local, local.address, commit=commit, in_flight_max=in_flight
         )
         async with session:
+            starts = range(0, per_channel, batch)
+            hashes = await session.invoices(len(starts), destination) if destination else []
             await connected.wait()  # measure payments, not connection set-up
-            pending = []
-            for i in range(0, per_channel, batch):
+            pending: list[asyncio.Future[Any]] = []
+            # Routed: at most `in_flight` batches not yet delivered, so the latency is
+            # the route's and not a queue's.
+            undelivered = asyncio.Semaphore(in_flight)
+            for n, i in enumerate(starts):
+                if destination:
+                    await undelivered.acquire()
                 began = time.perf_counter()
                 for line in lines:  # a fresh id per payment, the billing line reused
                     line.payment_id = i.to_bytes(8, "big") + line.payment_id[8:]
-                acked = await session.send(lines[: min(batch, per_channel - i)])
-                acked.add_done_callback(partial(record, began))
-                pending.append(acked)
+                payments_now = lines[: min(batch, per_channel - i)]
+                if destination:
+                    lock = routed_lock(hashes[n], payments_now, LOCK_BASE_HEIGHT)
+                    await session.send(payments_now, lock=lock, destination=destination)
+                    done: asyncio.Future[Any] = session.resolution(lock.hash)
+                    done.add_done_callback(lambda _: undelivered.release())
+                else:
+                    done = await session.send(payments_now)
+                done.add_done_callback(partial(record, began))
+                pending.append(done)
             await asyncio.gather(*pending)
 
     tasks = [asyncio.create_task(one_channel(k, c)) for k, c in zip(payers, locals_, strict=True)]
@@ -196,6 +248,21 @@ async def _pay(
         ack_latency_p99_ms=percentile(latencies, 0.99) * 1e3,
     )
     return run, commit.transactions
+
+
+def _start_hub(
+    root: Path, key: SigningKey, to_provider: channels_pb2.LocalChannel, node: str
+) -> NodeProcess:
+    """A hub process whose store holds its channel to the provider."""
+    from medledger.channels.store import ChannelStore  # noqa: PLC0415
+    from medledger.keys import save_key  # noqa: PLC0415
+    from medledger.node.launcher import start_hub  # noqa: PLC0415
+
+    store = ChannelStore(root / "hub")
+    store.write([store.channel_write(to_provider)])
+    store.close()
+    save_key(key, root / "hub.key")
+    return start_hub(root / "hub", root / "hub.key", node)
 
 
 def _sign_verify_ceiling(key: SigningKey, batch: int) -> float:

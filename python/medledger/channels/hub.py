@@ -8,7 +8,8 @@ A routed payment, step by step:
    the provider knows their preimages.
 2. The payer's update makes its payments conditional on a lock (hash, amount, expiry
    e1) and names the provider as `destination`. The hub accepts it like any payee and
-   records the route in the same LMDB transaction.
+   records the route in the same LMDB transaction (the payment lines are forwarded from
+   memory: a route not forwarded before a crash fails on restart).
 3. Once that is durable, the hub forwards the same payment lines on its channel to the
    provider, locked on the same hash with the earlier expiry e2 = e1 - HUB_EXPIRY_DELTA.
 4. The provider acknowledges the lock once it is durable and reveals the preimage. The
@@ -181,9 +182,11 @@ class Hub:
                 "RESOURCE_EXHAUSTED", "destination", "the hub's channel to it lacks capacity"
             )
 
-    def route_accepted(self, route: channels_pb2.HubRoute) -> None:
+    def route_accepted(
+        self, route: channels_pb2.HubRoute, batch: channels_pb2.PaymentBatch
+    ) -> None:
         self._routes[route.hash] = route
-        self._spawn(self._forward(route))
+        self._spawn(self._forward(route, batch))
 
     def route_settled(self, lock_hash: bytes) -> list[Write]:
         route = self._routes.pop(lock_hash, None)
@@ -201,7 +204,9 @@ class Hub:
 
     # ------------------------------------------------------------------ routing
 
-    async def _forward(self, route: channels_pb2.HubRoute) -> None:
+    async def _forward(
+        self, route: channels_pb2.HubRoute, batch: channels_pb2.PaymentBatch
+    ) -> None:
         link = self._links.get(route.destination)
         session = link.session if link is not None else None
         if session is None:
@@ -213,7 +218,7 @@ class Hub:
             expiry_height=route.in_expiry_height - HUB_EXPIRY_DELTA_BLOCKS,
         )
         try:
-            acked = await session.send(route.batch.payments, lock=lock)
+            acked = await session.send(batch.payments, lock=lock)
             await acked
         except ChannelRuleError as error:
             if error.status == "UNAVAILABLE":

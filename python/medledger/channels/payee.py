@@ -59,8 +59,10 @@ class Router(Protocol):
     def check_route(self, destination: bytes, lock: channels_pb2.HashLock) -> None:
         """Raises ChannelRuleError (naming the field) if the lock cannot be forwarded."""
 
-    def route_accepted(self, route: channels_pb2.HubRoute) -> None:
-        """The incoming lock of `route` is durable here: forward it."""
+    def route_accepted(
+        self, route: channels_pb2.HubRoute, batch: channels_pb2.PaymentBatch
+    ) -> None:
+        """The incoming lock of `route` is durable here: forward `batch` on it."""
 
     def route_settled(self, lock_hash: bytes) -> list[Write]:
         """The incoming lock resolved or was released: the writes that forget the route."""
@@ -374,11 +376,10 @@ class Payee:
                 destination=update.destination,
                 amount_micros=lock.amount_micros,
                 in_expiry_height=lock.expiry_height,
-                batch=update.batch,
             )
             writes.append(self.store.route_write(route))
             router = self.router
-            return writes, lambda: router.route_accepted(route)
+            return writes, lambda: router.route_accepted(route, update.batch)
         invoice = self._invoices[lock.hash]
         invoice.paid = True  # at once: a second lock on the same hash is refused
         self._open_invoices[channel_id] -= 1

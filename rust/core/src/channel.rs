@@ -9,7 +9,12 @@ use crate::domain::{signing_message, Domain};
 use crate::ed25519;
 use crate::error::{Error, Result};
 use crate::hash::HASH_LEN;
-use crate::wire::{decode, v1::ChannelState};
+use std::collections::HashSet;
+
+use crate::wire::{
+    decode,
+    v1::{ChannelState, PaymentBatch},
+};
 
 /// Length of a channel id, chosen by the payer when it opens the channel.
 pub const CHANNEL_ID_LEN: usize = 16;
@@ -17,6 +22,70 @@ pub const CHANNEL_ID_LEN: usize = 16;
 pub const LOCKS_MAX: usize = 1_024;
 /// Largest encoded state accepted.
 pub const STATE_BYTES_MAX: usize = 64 * 1024;
+/// Most payment lines one update may carry.
+pub const BATCH_PAYMENTS_MAX: usize = 4_096;
+/// Length of a payment id.
+pub const PAYMENT_ID_LEN: usize = 16;
+const CLAIM_ID_CHARS_MAX: usize = 64;
+const PROCEDURE_CODE_CHARS_MAX: usize = 16;
+const PATIENT_REF_LEN_MAX: usize = 32;
+
+/// Checks every payment line of one update's encoded `PaymentBatch` and returns what it
+/// moves: (paid to the payee, refunded to the payer). Each line needs a 16-byte id
+/// unique in the batch, a positive amount and billing fields within their limits; a
+/// failure names the line and its field, e.g. `batch.payments[3].payment_id`.
+pub fn sum_payments(batch: &[u8]) -> Result<(u64, u64)> {
+    let decoded: PaymentBatch = decode("batch", batch)?;
+    let count = decoded.payments.len();
+    if count > BATCH_PAYMENTS_MAX {
+        return Err(Error::limit(
+            "batch.payments",
+            "BATCH_PAYMENTS_MAX",
+            BATCH_PAYMENTS_MAX,
+            count,
+        ));
+    }
+    let (mut paid, mut refunded) = (0_u64, 0_u64);
+    let mut seen = HashSet::with_capacity(count);
+    let overflow = || Error::invalid_argument("batch", "the amounts overflow 64 bits");
+    for (i, payment) in decoded.payments.iter().enumerate() {
+        let invalid = |field: &str, reason: String| {
+            Error::invalid_argument(format!("batch.payments[{i}].{field}"), reason)
+        };
+        if payment.payment_id.len() != PAYMENT_ID_LEN {
+            return Err(invalid("payment_id", format!("must be {PAYMENT_ID_LEN} bytes")));
+        }
+        if payment.amount_micros == 0 {
+            return Err(invalid("amount_micros", "must be positive".into()));
+        }
+        if let Some(line) = &payment.line {
+            if line.claim_id.chars().count() > CLAIM_ID_CHARS_MAX {
+                return Err(invalid(
+                    "line.claim_id",
+                    format!("longer than {CLAIM_ID_CHARS_MAX}"),
+                ));
+            }
+            if line.procedure_code.chars().count() > PROCEDURE_CODE_CHARS_MAX {
+                return Err(invalid(
+                    "line.procedure_code",
+                    format!("longer than {PROCEDURE_CODE_CHARS_MAX}"),
+                ));
+            }
+            if line.patient_ref.len() > PATIENT_REF_LEN_MAX {
+                return Err(invalid(
+                    "line.patient_ref",
+                    format!("longer than {PATIENT_REF_LEN_MAX} bytes"),
+                ));
+            }
+        }
+        if !seen.insert(payment.payment_id.as_slice()) {
+            return Err(invalid("payment_id", "appears twice in the batch".into()));
+        }
+        let sum = if payment.refund { &mut refunded } else { &mut paid };
+        *sum = sum.checked_add(payment.amount_micros).ok_or_else(overflow)?;
+    }
+    Ok((paid, refunded))
+}
 
 /// Decodes `state` and checks its shape: a 16-byte channel id, 32-byte lock hashes,
 /// positive lock amounts, a 32-byte (or absent) lines digest, no locks in a final state,
@@ -112,7 +181,7 @@ mod tests {
 
     use super::*;
     use crate::ed25519::SigningKey;
-    use crate::wire::v1::HashLock;
+    use crate::wire::v1::{BillingLine, HashLock, Payment};
 
     fn state(sender_keeps: u64, receiver_has: u64, locks: &[u64], deposit: u64) -> ChannelState {
         ChannelState {
@@ -176,6 +245,58 @@ mod tests {
             "locks"
         );
         assert_eq!(field_of(check_state(&[0xff, 0xff]).unwrap_err()), "state");
+    }
+
+    fn line(id: u8, amount_micros: u64, refund: bool) -> Payment {
+        Payment {
+            payment_id: vec![id; PAYMENT_ID_LEN],
+            amount_micros,
+            line: Some(BillingLine {
+                claim_id: "CLM1".into(),
+                procedure_code: "99213".into(),
+                units: 1,
+                patient_ref: vec![9; 8],
+                service_date: "2026-11-25".into(),
+            }),
+            refund,
+            refund_signature: Vec::new(),
+        }
+    }
+
+    fn batch(payments: Vec<Payment>) -> Vec<u8> {
+        PaymentBatch { payments }.encode_to_vec()
+    }
+
+    #[test]
+    fn a_batch_sums_payments_and_refunds_apart() {
+        let lines = vec![line(1, 5, false), line(2, 7, false), line(3, 4, true)];
+        assert_eq!(sum_payments(&batch(lines)).unwrap(), (12, 4));
+        assert_eq!(sum_payments(&[]).unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_bad_payment_line_is_named_with_its_index() {
+        let mut short_id = line(2, 5, false);
+        short_id.payment_id.pop();
+        let cases = [
+            (vec![line(1, 5, false), short_id], "batch.payments[1].payment_id"),
+            (vec![line(1, 0, false)], "batch.payments[0].amount_micros"),
+            (
+                vec![line(1, 5, false), line(1, 6, false)],
+                "batch.payments[1].payment_id",
+            ),
+            (vec![line(1, u64::MAX, false), line(2, 1, false)], "batch"),
+        ];
+        for (lines, field) in cases {
+            assert_eq!(field_of(sum_payments(&batch(lines)).unwrap_err()), field);
+        }
+        let mut long_code = line(1, 5, false);
+        long_code.line.as_mut().unwrap().procedure_code = "9".repeat(17);
+        assert_eq!(
+            field_of(sum_payments(&batch(vec![long_code])).unwrap_err()),
+            "batch.payments[0].line.procedure_code"
+        );
+        assert_eq!(field_of(sum_payments(&[0xff]).unwrap_err()), "batch");
     }
 
     #[test]

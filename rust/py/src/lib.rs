@@ -168,6 +168,12 @@ fn check_channel_state(py: Python<'_>, state: &[u8]) -> PyResult<()> {
         .map_err(raise)
 }
 
+/// (paid, refunded) by one update's encoded PaymentBatch, each line checked.
+#[pyfunction]
+fn sum_channel_payments(py: Python<'_>, batch: &[u8]) -> PyResult<(u64, u64)> {
+    py.allow_threads(|| channel::sum_payments(batch)).map_err(raise)
+}
+
 #[pyfunction]
 #[pyo3(signature = (chain_id, states, public_keys, signatures, *, threads=None))]
 fn verify_channel_states(
@@ -399,6 +405,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(vote_signing_message, module)?)?;
     module.add_function(wrap_pyfunction!(check_channel_state, module)?)?;
     module.add_function(wrap_pyfunction!(verify_channel_states, module)?)?;
+    module.add_function(wrap_pyfunction!(sum_channel_payments, module)?)?;
     module.add_function(wrap_pyfunction!(merkle_leaf_hash, module)?)?;
     module.add_function(wrap_pyfunction!(merkle_root, module)?)?;
     module.add_function(wrap_pyfunction!(merkle_inclusion_proof, module)?)?;

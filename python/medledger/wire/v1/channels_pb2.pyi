@@ -927,7 +927,6 @@ class HubRoute(_message.Message):
     DESTINATION_FIELD_NUMBER: _builtins.int
     AMOUNT_MICROS_FIELD_NUMBER: _builtins.int
     IN_EXPIRY_HEIGHT_FIELD_NUMBER: _builtins.int
-    BATCH_FIELD_NUMBER: _builtins.int
     PREIMAGE_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
     hash: _builtins.bytes
@@ -940,10 +939,6 @@ class HubRoute(_message.Message):
     """set once the destination revealed it: the hub claims the incoming lock"""
     failure: _builtins.str
     """set once the route failed: the incoming lock is released"""
-    @_builtins.property
-    def batch(self) -> Global___PaymentBatch:
-        """forwarded as is, so the provider sees every billing line"""
-
     def __init__(
         self,
         *,
@@ -952,13 +947,12 @@ class HubRoute(_message.Message):
         destination: _builtins.bytes = ...,
         amount_micros: _builtins.int = ...,
         in_expiry_height: _builtins.int = ...,
-        batch: Global___PaymentBatch | None = ...,
         preimage: _builtins.bytes = ...,
         failure: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_micros", b"amount_micros", "batch", b"batch", "destination", b"destination", "failure", b"failure", "hash", b"hash", "in_channel_id", b"in_channel_id", "in_expiry_height", b"in_expiry_height", "preimage", b"preimage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_micros", b"amount_micros", "destination", b"destination", "failure", b"failure", "hash", b"hash", "in_channel_id", b"in_channel_id", "in_expiry_height", b"in_expiry_height", "preimage", b"preimage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
