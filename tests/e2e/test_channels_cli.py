@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from medledger.keys import load_key
-from medledger.node.launcher import start_node
+from medledger.node.launcher import start_hub, start_node
 from tests.e2e.cli_runner import medledger
 
 
@@ -112,4 +112,98 @@ def test_payer_and_provider_run_a_channel_from_the_command_line(tmp_path: Path) 
         assert "refused (FAILED_PRECONDITION)" in refused.stderr
         assert "final state" in refused.stderr
     finally:
+        node.stop()
+
+
+def test_a_payer_pays_a_provider_through_a_hub_from_the_command_line(tmp_path: Path) -> None:
+    home = tmp_path / "hospital"
+    medledger("init", "--home", str(home), "--chain-id", "cli-hub-1", "--listen", "127.0.0.1:0")
+    provider = load_key(home / "keys" / "client.json").public_key.hex()
+    hub_key, insurer_key = tmp_path / "hub.json", tmp_path / "insurer.json"
+    hub_pub = medledger("keys", "new", str(hub_key)).stdout.strip()
+    insurer = medledger("keys", "new", str(insurer_key)).stdout.strip()
+    node = start_node(home)
+    hub = None
+    try:
+        at = ["--node", node.address]
+        for key, account in ((hub_key, hub_pub), (insurer_key, insurer)):
+            medledger("tx", "create-account", "--key", str(key), *at)
+            medledger(
+                "tx", "transfer", "--home", str(home), "--to", account, "--amount", "5000000", *at
+            )
+        hub_store = tmp_path / "hub-channels"
+        as_hub = ["--key", str(hub_key), "--store", str(hub_store), *at]
+        to_provider = json.loads(
+            medledger(
+                "channel", "open", "--payee", provider, "--deposit", "1000000", *as_hub
+            ).stdout
+        )["channel_id"]
+        hub = start_hub(hub_store, hub_key, node.address)
+
+        payer = ["--key", str(insurer_key), "--store", str(tmp_path / "insurer-channels"), *at]
+        to_hub = json.loads(
+            medledger(
+                "channel",
+                "open",
+                "--payee",
+                hub_pub,
+                "--deposit",
+                "1000000",
+                "--payee-address",
+                hub.address,
+                *payer,
+            ).stdout
+        )["channel_id"]
+        paid = json.loads(
+            medledger(
+                "channel",
+                "pay",
+                to_hub,
+                "--to",
+                provider,
+                "--amount",
+                "40",
+                "--count",
+                "300",
+                "--batch",
+                "100",
+                "--claim",
+                "CLM-9",
+                "--code",
+                "J1100",
+                *payer,
+            ).stdout
+        )
+        # Every payment was delivered to the provider (its preimage came back) and the
+        # payer's last state pays the hub for all of them, with no lock left pending.
+        assert (paid["acknowledged"], paid["payee_micros"], paid["locked_micros"]) == (
+            300,
+            12_000,
+            0,
+        )
+        # The provider's statement of the hub's channel lists every forwarded line, each
+        # with its billing code, and reconciles (the export fails otherwise).
+        rows = list(
+            csv.DictReader(
+                io.StringIO(
+                    medledger(
+                        "channel",
+                        "export",
+                        to_provider,
+                        "--format",
+                        "csv",
+                        "--home",
+                        str(home),
+                        *at,
+                    ).stdout
+                )
+            )
+        )
+        lines = [row for row in rows if row["kind"] == "payment"]
+        assert len(lines) == 300
+        assert {row["procedure_code"] for row in lines} == {"J1100"}
+        assert sum(int(row["amount_micros"]) for row in lines) == 12_000
+    finally:
+        if hub is not None:
+            hub.stop()
         node.stop()
