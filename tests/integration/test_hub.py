@@ -18,7 +18,7 @@ from medledger.channels.payer import ChannelRefused, PayerSession
 from medledger.client.channels import ChannelWallet, payment, routed_lock
 from medledger.crypto import SigningKey, sha256
 from medledger.keys import save_key
-from medledger.node.launcher import NodeProcess, start_hub
+from medledger.node.launcher import NodeProcess, start_hub, start_node
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 from tests.integration.conftest import RunningNode, launch
 from tests.integration.test_channels import DEPOSIT, fund, new_wallet
@@ -145,7 +145,11 @@ def test_routed_payments_complete_on_both_hops_and_settle(net: Network) -> None:
     mine = channels_pb2.ChannelState.FromString(net.payer.local(net.to_hub).latest.state)
     assert (mine.payee_micros, mine.payer_micros, list(mine.locks)) == (total, DEPOSIT - total, [])
 
-    # Both channels settle on the ledger at exactly those balances.
+    settle_both_hops(net, total)
+
+
+def settle_both_hops(net: Network, total: int) -> None:
+    """Closes both channels cooperatively: each settles on the ledger at `total`."""
     net.payer.close(net.to_hub)
     paid_in = net.payer.on_chain(net.to_hub).channel
     assert (paid_in.payee_paid_micros, paid_in.payer_paid_micros) == (total, DEPOSIT - total)
@@ -243,6 +247,11 @@ def test_sigkill_of_the_hub_mid_stream_completes_each_route_on_both_hops_or_neit
         # Reconnecting repeats every pending lock's outcome; leaving pays or releases it.
         async with net.payer.session(net.to_hub) as session:
             await wait_for(lambda: not session.pending_locks(), 20)
+            # The stream goes on: a new route is delivered through the restarted hub.
+            (fresh,) = await session.invoices(1, net.provider)
+            outcome = await send_routed(session, net, fresh, lines(10, "CLM-after"))
+            assert sha256(await asyncio.wait_for(outcome, 15)) == fresh
+            delivered.append(fresh)
 
     asyncio.run(resume())
 
@@ -266,3 +275,63 @@ def test_sigkill_of_the_hub_mid_stream_completes_each_route_on_both_hops_or_neit
     assert incoming.payee_micros >= len(delivered) * 10 * PRICE
     mine = channels_pb2.ChannelState.FromString(net.payer.local(net.to_hub).latest.state)
     assert mine.payee_micros == incoming.payee_micros
+    # On the ledger both hops settle at those balances.
+    settle_both_hops(net, incoming.payee_micros)
+
+
+def test_sigkill_of_the_provider_mid_route_leaves_no_route_complete_on_one_hop_only(
+    net: Network,
+) -> None:
+    delivered: list[bytes] = []
+    address = net.node.address
+
+    def record_delivery(outcome: asyncio.Future[bytes]) -> None:
+        if not outcome.cancelled() and outcome.exception() is None:
+            delivered.append(sha256(outcome.result()))
+
+    async def stream_until_killed() -> None:
+        async with net.payer.session(net.to_hub) as session:
+            hashes = await session.invoices(300, net.provider)
+            height = net.node.client().status().height
+            for i, lock_hash in enumerate(hashes):
+                batch = lines(10, f"CLM{i}")
+                lock = routed_lock(lock_hash, batch, height)
+                acked = await session.send(batch, lock=lock, destination=net.provider)
+                acked.add_done_callback(lambda done: done.cancelled() or done.exception())
+                session.resolution(lock_hash).add_done_callback(record_delivery)
+                if len(delivered) >= 20 and net.node.process.process.poll() is None:
+                    net.node.process.kill()  # the provider, with routes in flight
+                await asyncio.sleep(0)
+            # Whatever the hub could not forward it gave up; those locks come back.
+            await wait_for(lambda: net.node.process.process.poll() is not None)
+
+    asyncio.run(stream_until_killed())
+    assert len(delivered) >= 20
+    # The provider comes back where the hub expects it; the hub reconnects by itself.
+    net.node.process = start_node(net.node.home.root, listen=address)
+
+    async def resume() -> None:
+        async with net.payer.session(net.to_hub) as session:
+            # Routes the provider held are resolved, the others failed: nothing pending.
+            await wait_for(lambda: not session.pending_locks(), 30)
+            (fresh,) = await session.invoices(1, net.provider)
+            outcome = await send_routed(session, net, fresh, lines(10, "CLM-after"))
+            assert sha256(await asyncio.wait_for(outcome, 15)) == fresh
+
+    asyncio.run(resume())
+
+    async def settled() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
+        def states() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
+            return held_state(net.hub.address, net.to_hub), held_state(
+                net.node.address, net.to_provider
+            )
+
+        await wait_for(lambda: not any(s.locks for s in states()), 20)
+        return states()
+
+    incoming, outgoing = asyncio.run(settled())
+    # The hub paid the provider exactly what the payer paid the hub, and every delivery
+    # the payer saw before the kill is among them.
+    assert incoming.payee_micros == outgoing.payee_micros
+    assert incoming.payee_micros >= (len(delivered) + 1) * 10 * PRICE
+    settle_both_hops(net, incoming.payee_micros)
