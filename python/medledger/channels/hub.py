@@ -270,3 +270,6 @@ class Hub:
             expired = route.in_expiry_height - HUB_EXPIRY_DELTA_BLOCKS < height
             if expired and not route.preimage and not route.failure:
                 await self._fail(route, "the lock expired before the destination claimed it")
+                link = self._links.get(route.destination)
+                if link is not None and link.session is not None:
+                    link.session.release(route.hash)  # and the hub takes its own lock back

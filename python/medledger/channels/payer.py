@@ -292,6 +292,12 @@ class PayerSession:
         or fails with ChannelRefused when the payee gave the lock up."""
         return self._resolutions[lock_hash]
 
+    def release(self, lock_hash: bytes) -> None:
+        """Takes a lock back in the next update: one that expired unclaimed (the payee
+        accepts that) or that the payee gave up."""
+        if self._pending_lock(self.local.channel_id, lock_hash):
+            self._requeue((), [lock_hash])
+
     def _requeue(self, preimages: Sequence[bytes], released: Sequence[bytes]) -> None:
         """Outcomes an update carried that was not sent or was refused: the next one
         carries them."""
