@@ -107,8 +107,9 @@ async def send_routed(
     height = net.node.client().status().height
     lock = routed_lock(lock_hash, batch, height)
     acked = await session.send(batch, lock=lock, destination=net.provider)
+    outcome = session.resolution(lock_hash)
     await acked  # durable at the hub
-    return session.resolution(lock_hash)
+    return outcome
 
 
 def test_routed_payments_complete_on_both_hops_and_settle(net: Network) -> None:

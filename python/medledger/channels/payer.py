@@ -289,7 +289,8 @@ class PayerSession:
 
     def resolution(self, lock_hash: bytes) -> asyncio.Future[bytes]:
         """Completes with the preimage of a lock this session sent (the payment arrived),
-        or fails with ChannelRefused when the payee gave the lock up."""
+        or fails with ChannelRefused when the payee gave the lock up. Available until an
+        acknowledged state settles the lock."""
         return self._resolutions[lock_hash]
 
     def release(self, lock_hash: bytes) -> None:
@@ -354,6 +355,10 @@ class PayerSession:
             )
             return
         del self._in_flight[ack.sequence]
+        for preimage in flight.update.preimages:  # these locks are settled now
+            self._resolutions.pop(sha256(preimage), None)
+        for lock_hash in flight.update.released_locks:
+            self._resolutions.pop(lock_hash, None)
         signed = channels_pb2.SignedChannelState(
             state=flight.update.state,
             payer_signature=flight.update.payer_signature,
@@ -416,7 +421,7 @@ class PayerSession:
             return  # resolved already (an announcement repeated on reconnect)
         if sha256(resolved.preimage) != resolved.hash:
             return  # not the preimage: the lock stays pending until it expires
-        waiter = self._resolutions.pop(resolved.hash, None)
+        waiter = self._resolutions.get(resolved.hash)
         if waiter is not None and not waiter.done():
             waiter.set_result(resolved.preimage)
         kept = self._on_resolved(resolved.hash, resolved.preimage) if self._on_resolved else None
@@ -433,7 +438,7 @@ class PayerSession:
         if not self._pending_lock(failed.channel_id, failed.hash):
             return
         self._releases_due.add(failed.hash)
-        waiter = self._resolutions.pop(failed.hash, None)
+        waiter = self._resolutions.get(failed.hash)
         if waiter is not None and not waiter.done():
             waiter.set_exception(ChannelRefused("ABORTED", "lock_hash", failed.reason))
         if self._on_failed is not None:
