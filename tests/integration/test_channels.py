@@ -134,9 +134,13 @@ class RawStream:
         """An event that follows an answer (a lock's outcome)."""
         return await asyncio.wait_for(self._read(), 10)
 
-    async def invoices(self, channel_id: bytes, count: int) -> list[bytes]:
+    async def invoices(
+        self, channel_id: bytes, count: int, destination: bytes = b""
+    ) -> list[bytes]:
         stub = channels_pb2_grpc.ChannelServiceStub(self._channel)
-        request = channels_pb2.InvoiceRequest(channel_id=channel_id, count=count)
+        request = channels_pb2.InvoiceRequest(
+            channel_id=channel_id, count=count, destination=destination
+        )
         response = await stub.Invoices(request, timeout=10)
         return list(response.hashes)
 

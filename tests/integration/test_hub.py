@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +16,21 @@ import grpc
 import pytest
 
 from medledger.channels.payer import ChannelRefused, PayerSession
+from medledger.channels.signing import initial_state
 from medledger.client.channels import ChannelWallet, payment, routed_lock
 from medledger.crypto import SigningKey, sha256
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_hub, start_node
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 from tests.integration.conftest import RunningNode, launch
-from tests.integration.test_channels import DEPOSIT, fund, new_wallet
+from tests.integration.test_channels import (
+    DEPOSIT,
+    RawStream,
+    advance,
+    fund,
+    new_wallet,
+    signed_update,
+)
 
 PRICE = 7
 
@@ -46,7 +55,7 @@ class Network:
         self.payer.set_address(self.to_hub, self.hub.address)
 
 
-def build(root: Path) -> Network:
+def build(root: Path, challenge_blocks: int = 100) -> Network:
     node = launch(root / "provider")
     hub_key = SigningKey.generate()
     fund(node, hub_key)
@@ -61,7 +70,10 @@ def build(root: Path) -> Network:
     hub = start_hub(hub_store, hub_key_file, node.address)
     payer = new_wallet(node, root / "payer")
     to_hub = payer.open(
-        payee=hub_key.public_key, deposit_micros=DEPOSIT, address=hub.address
+        payee=hub_key.public_key,
+        deposit_micros=DEPOSIT,
+        address=hub.address,
+        challenge_blocks=challenge_blocks,
     ).channel_id
     return Network(node, hub_key, hub_store, hub_key_file, hub, to_provider, payer, to_hub)
 
@@ -336,3 +348,50 @@ def test_sigkill_of_the_provider_mid_route_leaves_no_route_complete_on_one_hop_o
     assert incoming.payee_micros == outgoing.payee_micros
     assert incoming.payee_micros >= (len(delivered) + 1) * 10 * PRICE
     settle_both_hops(net, incoming.payee_micros)
+
+
+def test_a_payer_withholding_a_delivered_payment_is_claimed_on_the_ledger(
+    tmp_path: Path,
+) -> None:
+    net = build(tmp_path, challenge_blocks=3)
+    amount = 5 * PRICE
+    try:
+
+        async def deliver_then_go_silent() -> None:
+            async with RawStream(net.hub.address) as stream:
+                (invoice,) = await stream.invoices(net.to_hub, 1, net.provider)
+                height = net.node.client().status().height
+                lock = channels_pb2.HashLock(
+                    hash=invoice, amount_micros=amount, expiry_height=height + 35
+                )
+                start = initial_state(net.to_hub, 0)
+                update, _ = signed_update(net.payer.key, start, lines(5, "CLM-W"), lock=lock)
+                update.destination = net.provider
+                assert (await stream.answer(update)).ack.sequence == 1
+                resolved = (await stream.next_event()).resolved
+                assert sha256(resolved.preimage) == invoice
+            # The payer never sends the update that pays the hub for the delivered lock.
+
+        asyncio.run(deliver_then_go_silent())
+        client = net.node.client()
+
+        def on_chain() -> channels_pb2.Channel:
+            return client.get_channel(net.to_hub).channel
+
+        # As the lock nears its expiry the hub closes the channel on the ledger with the
+        # preimage, and settles it after the challenge window.
+        for _ in range(80):
+            if on_chain().status == channels_pb2.CHANNEL_STATUS_SETTLED:
+                break
+            advance(net.node, 1)
+            time.sleep(0.1)
+        settled = on_chain()
+        assert settled.status == channels_pb2.CHANNEL_STATUS_SETTLED
+        assert settled.closed_by == net.hub_key.public_key
+        assert (settled.payee_paid_micros, settled.payer_paid_micros) == (amount, DEPOSIT - amount)
+        # The provider was paid on its hop as well.
+        assert held_state(net.node.address, net.to_provider).payee_micros == amount
+    finally:
+        net.payer.close_store()
+        net.hub.stop()
+        net.node.process.stop()

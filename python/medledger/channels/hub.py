@@ -23,7 +23,9 @@ durably; the hub pays out only a preimage it holds durably, and gives an incomin
 up only once the provider refused the outgoing one, or the outgoing one expired. After a
 crash the hub reloads its routes: a route whose lock the provider holds waits for the
 provider's announcement (repeated on every reconnect); one whose lock never reached the
-provider fails.
+provider fails. A payer that withholds the update paying a revealed lock is closed on
+the ledger with the preimage before its lock expires (CLAIM_MARGIN_BLOCKS), and settled
+after the challenge window.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 
@@ -39,8 +42,10 @@ from medledger.channels.payee import LOCK_MARGIN_BLOCKS, ChannelLedger, Payee
 from medledger.channels.payer import PayerSession
 from medledger.channels.rules import ChannelRuleError
 from medledger.channels.store import ChannelStore, Write
+from medledger.client.builder import TxBuilder
 from medledger.crypto import SigningKey
-from medledger.wire.v1 import channels_pb2
+from medledger.errors import Rejected
+from medledger.wire.v1 import channels_pb2, envelope_pb2, tx_pb2
 
 __all__ = ["HUB_EXPIRY_DELTA_BLOCKS", "Hub"]
 
@@ -49,9 +54,19 @@ log = logging.getLogger(__name__)
 HUB_EXPIRY_DELTA_BLOCKS = 20
 """e1 - e2: the blocks the hub keeps, after the provider's lock expires, to claim the
 payer's lock with the preimage."""
+CLAIM_MARGIN_BLOCKS = 10
+"""The hub closes a channel on the ledger, revealing the preimages it is owed, once a
+revealed lock is this close to its expiry and the payer still has not paid it."""
+TX_EXPIRY_BLOCKS = 20
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
 HOUSEKEEPING_S = 1.0
+
+
+class HubLedger(ChannelLedger, Protocol):
+    """The ledger as the hub uses it: read channels and submit its claims."""
+
+    async def submit(self, tx: envelope_pb2.SignedTransaction) -> tx_pb2.Receipt: ...
 
 
 @dataclass
@@ -65,7 +80,7 @@ class _Link:
 
 class Hub:
     def __init__(
-        self, key: SigningKey, chain_id: str, store: ChannelStore, ledger: ChannelLedger
+        self, key: SigningKey, chain_id: str, store: ChannelStore, ledger: HubLedger
     ) -> None:
         self.key = key
         self.chain_id = chain_id
@@ -80,6 +95,8 @@ class Hub:
         for route in self._routes.values():
             if route.preimage:  # learnt before a restart: the payer still owes the hub
                 self.payee.reveal(route.in_channel_id, route.hash, route.preimage)
+        self.builder = TxBuilder(key, chain_id)
+        self._claimed: set[bytes] = set()  # incoming channels the hub closed on the ledger
         self._expiry_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.forwarded = 0  # routes whose outgoing lock the provider acknowledged
@@ -261,6 +278,10 @@ class Hub:
             await asyncio.sleep(HOUSEKEEPING_S)
             self._adopt_new_links()
             await self._expire_routes()
+            try:
+                await self._claim_on_ledger()
+            except Rejected as error:  # the ledger is unreachable or refused: next time
+                log.warning("hub: claiming on the ledger: %s", error)
 
     async def _expire_routes(self) -> None:
         """A route the provider never resolved fails once its outgoing lock expired: the
@@ -273,3 +294,45 @@ class Hub:
                 link = self._links.get(route.destination)
                 if link is not None and link.session is not None:
                     link.session.release(route.hash)  # and the hub takes its own lock back
+
+    async def _claim_on_ledger(self) -> None:
+        """Closes, with the latest state both signed and the preimages, each incoming
+        channel whose payer has not paid a revealed lock that is about to expire; settles
+        it once the challenge window has passed."""
+        height = self.ledger.height()
+        owed: dict[bytes, list[bytes]] = {}
+        for route in self._routes.values():
+            if route.preimage and height >= route.in_expiry_height - CLAIM_MARGIN_BLOCKS:
+                owed.setdefault(route.in_channel_id, []).append(route.preimage)
+        for channel_id, preimages in owed.items():
+            local = self.payee.latest(channel_id)
+            if channel_id in self._claimed or local is None:
+                continue
+            self._claimed.add(channel_id)
+            self.payee.mark_closing(channel_id)
+            log.warning(
+                "hub: payer of %s withholds %d payments; closing", channel_id.hex(), len(preimages)
+            )
+            await self._submit(
+                self.builder.force_close_channel(
+                    channel_id=channel_id,
+                    state=local.latest,
+                    preimages=preimages,
+                    expiry_height=height + TX_EXPIRY_BLOCKS,
+                )
+            )
+        for channel_id in list(self._claimed):
+            channel = await self.ledger.channel(channel_id)
+            if channel is None or channel.status != channels_pb2.CHANNEL_STATUS_CLOSING:
+                continue
+            if height > channel.challenge_end_height:
+                tx = self.builder.settle_channel(
+                    channel_id=channel_id, expiry_height=height + TX_EXPIRY_BLOCKS
+                )
+                await self._submit(tx)
+                self._claimed.discard(channel_id)
+
+    async def _submit(self, tx: envelope_pb2.SignedTransaction) -> None:
+        receipt = await self.ledger.submit(tx)
+        if receipt.code != tx_pb2.RESULT_CODE_OK:
+            log.warning("hub: ledger refused: %s", receipt.message)

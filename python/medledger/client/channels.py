@@ -22,7 +22,7 @@ from medledger.client.builder import TxBuilder
 from medledger.client.sync import LedgerClient
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
-from medledger.wire.v1 import channels_pb2, ledger_pb2, tx_pb2
+from medledger.wire.v1 import channels_pb2, envelope_pb2, ledger_pb2, tx_pb2
 
 __all__ = [
     "DEFAULT_CHALLENGE_BLOCKS",
@@ -207,6 +207,10 @@ class RemoteChannelLedger:
 
     def height(self) -> int:
         return self._height
+
+    async def submit(self, tx: envelope_pb2.SignedTransaction) -> tx_pb2.Receipt:
+        """Submits `tx` and waits for its commit."""
+        return await asyncio.to_thread(self.client.submit, tx)
 
     async def follow(self) -> None:
         """Keeps `height()` current; a ledger that is briefly unreachable is retried."""
