@@ -54,9 +54,10 @@ log = logging.getLogger(__name__)
 HUB_EXPIRY_DELTA_BLOCKS = 20
 """e1 - e2: the blocks the hub keeps, after the provider's lock expires, to claim the
 payer's lock with the preimage."""
-CLAIM_MARGIN_BLOCKS = 10
+CLAIM_MARGIN_BLOCKS = HUB_EXPIRY_DELTA_BLOCKS
 """The hub closes a channel on the ledger, revealing the preimages it is owed, once a
-revealed lock is this close to its expiry and the payer still has not paid it."""
+revealed lock is this close to its expiry and the payer still has not paid it: as soon
+as the provider's lock on the same hash has expired, with the whole delta to spare."""
 TX_EXPIRY_BLOCKS = 20
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
