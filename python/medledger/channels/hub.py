@@ -98,9 +98,8 @@ class Hub:
                 self.payee.reveal(route.in_channel_id, route.hash, route.preimage)
         self.builder = TxBuilder(key, chain_id)
         self._claimed: set[bytes] = set()  # incoming channels the hub closed on the ledger
-        self._expiry_task: asyncio.Task[None] | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.forwarded = 0  # routes whose outgoing lock the provider acknowledged
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -108,7 +107,7 @@ class Hub:
         self.payee.start()
         for link in self._links.values():
             link.task = asyncio.get_running_loop().create_task(self._keep_connected(link))
-        self._expiry_task = asyncio.get_running_loop().create_task(self._housekeeping())
+        self._housekeeping_task = asyncio.get_running_loop().create_task(self._housekeeping())
 
     def destinations(self) -> list[bytes]:
         """The providers this hub has a channel to."""
@@ -123,17 +122,13 @@ class Hub:
 
     async def stop(self) -> None:
         tasks = [link.task for link in self._links.values() if link.task is not None]
-        if self._expiry_task is not None:
-            tasks.append(self._expiry_task)
+        if self._housekeeping_task is not None:
+            tasks.append(self._housekeeping_task)
         tasks.extend(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.payee.stop()
-
-    def connected(self, destination: bytes) -> bool:
-        link = self._links.get(destination)
-        return link is not None and link.session is not None
 
     def _spawn(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -242,8 +237,6 @@ class Hub:
             if error.status == "UNAVAILABLE":
                 return  # the provider may hold the lock: decided when the link is back
             await self._fail(route, f"the destination refused: {error.field}: {error.reason}")
-            return
-        self.forwarded += 1
 
     def _on_resolved(self, lock_hash: bytes, preimage: bytes) -> asyncio.Future[None] | None:
         """The provider revealed the preimage. It is stored before the hub's session may
