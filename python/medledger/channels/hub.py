@@ -41,7 +41,7 @@ import grpc
 from medledger.channels.payee import LOCK_MARGIN_BLOCKS, ChannelLedger, Payee
 from medledger.channels.payer import PayerSession
 from medledger.channels.rules import ChannelRuleError
-from medledger.channels.store import ChannelStore, Write
+from medledger.channels.store import ChannelStore, Write, when_durable
 from medledger.client.builder import TxBuilder
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
@@ -246,12 +246,7 @@ class Hub:
             return None
         route.preimage = preimage
         durable = self.commit.commit([self.store.route_write(route)])
-
-        def reveal(done: asyncio.Future[None]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                self.payee.reveal(route.in_channel_id, lock_hash, preimage)
-
-        durable.add_done_callback(reveal)
+        when_durable(durable, lambda: self.payee.reveal(route.in_channel_id, lock_hash, preimage))
         return durable
 
     def _on_failed(self, lock_hash: bytes, reason: str) -> None:

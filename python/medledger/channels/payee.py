@@ -14,7 +14,6 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Protocol
 
 import grpc
@@ -29,7 +28,7 @@ from medledger.channels.signing import (
     verify_channel_states,
     verify_refund,
 )
-from medledger.channels.store import ChannelStore, GroupCommit, Write
+from medledger.channels.store import ChannelStore, GroupCommit, Write, when_durable
 from medledger.crypto import SigningKey, sha256
 from medledger.wire.v1 import channels_pb2
 
@@ -89,11 +88,6 @@ def _refusal(update: channels_pb2.ChannelUpdate, status: str, field: str, reason
         channel_id=update.channel_id, sequence=sequence, code=code, field=field, message=reason
     )
     return Verdict(channels_pb2.ChannelEvent(refusal=refusal))
-
-
-def _when_durable(then: Callable[[], None], durable: asyncio.Future[None]) -> None:
-    if not durable.cancelled() and durable.exception() is None:
-        then()
 
 
 def _first_difference(expected: channels_pb2.ChannelState, got: channels_pb2.ChannelState) -> str:
@@ -420,7 +414,7 @@ class Payee:
         )
         durable = self._last_commit[channel_id] = self.commit.commit(writes)
         if then is not None:
-            durable.add_done_callback(partial(_when_durable, then))
+            when_durable(durable, then)
         return Verdict(channels_pb2.ChannelEvent(ack=ack), durable)
 
     # ------------------------------------------------------------------ refunds

@@ -15,7 +15,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import grpc
 
@@ -27,7 +26,7 @@ from medledger.channels.signing import (
     verify_refund,
     verify_signed_state,
 )
-from medledger.channels.store import ChannelStore, GroupCommit
+from medledger.channels.store import ChannelStore, GroupCommit, when_durable
 from medledger.client.errors import STATUS_BY_CODE
 from medledger.client.sync import channel_options
 from medledger.crypto import SigningKey, sha256
@@ -428,11 +427,8 @@ class PayerSession:
         if kept is None:
             self._requeue([resolved.preimage], ())
         else:
-            kept.add_done_callback(partial(self._pay_when_kept, resolved.preimage))
-
-    def _pay_when_kept(self, preimage: bytes, kept: asyncio.Future[None]) -> None:
-        if not kept.cancelled() and kept.exception() is None:
-            self._requeue([preimage], ())
+            preimage = resolved.preimage
+            when_durable(kept, lambda: self._requeue([preimage], ()))
 
     def _on_failed_lock(self, failed: channels_pb2.LockFailed) -> None:
         if not self._pending_lock(failed.channel_id, failed.hash):

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lmdb
 
 from medledger.wire.v1 import channels_pb2
 
-__all__ = ["ChannelStore", "GroupCommit", "Write"]
+__all__ = ["ChannelStore", "GroupCommit", "Write", "when_durable"]
 
 MAP_SIZE_BYTES = 8 * 1024 * 1024 * 1024
 CHANNELS = b"channels"
@@ -135,6 +135,17 @@ class ChannelStore:
 
     def routes(self) -> list[channels_pb2.HubRoute]:
         return [channels_pb2.HubRoute.FromString(v) for _, v in self._scan(ROUTES, b"")]
+
+
+def when_durable(durable: asyncio.Future[None], then: Callable[[], None]) -> None:
+    """Calls `then` once `durable` (a GroupCommit.commit) completed: the writes are on
+    disk. A failed or cancelled commit calls nothing."""
+
+    def check(done: asyncio.Future[None]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            then()
+
+    durable.add_done_callback(check)
 
 
 class GroupCommit:
