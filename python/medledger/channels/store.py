@@ -26,6 +26,7 @@ from medledger.wire.v1 import channels_pb2
 __all__ = ["ChannelStore", "GroupCommit", "Write", "when_durable"]
 
 MAP_SIZE_BYTES = 8 * 1024 * 1024 * 1024
+STOP_DRAIN_S = 30.0
 CHANNELS = b"channels"
 UPDATES = b"updates"
 OFFERS = b"offers"
@@ -157,15 +158,24 @@ class GroupCommit:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0  # how many fsyncs so far (for benchmarks and tests)
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
+        """Writes what is queued, then stops: a commit asked for is never dropped."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_DRAIN_S)
+        except TimeoutError:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self._task = None
+        self._stopping = False
 
     def commit(self, writes: list[Write]) -> asyncio.Future[None]:
         """A future that completes once `writes` are on disk."""
@@ -180,6 +190,8 @@ class GroupCommit:
             self._wake.clear()
             group, self._queue = self._queue, []
             if not group:
+                if self._stopping:
+                    return
                 continue
             writes = [write for item, _ in group for write in item]
             try:
@@ -189,8 +201,10 @@ class GroupCommit:
                 for _, done in group:
                     if not done.done():
                         done.set_exception(error)
-                continue
-            self.transactions += 1
-            for _, done in group:
-                if not done.done():
-                    done.set_result(None)
+            else:
+                self.transactions += 1
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)
+            if self._stopping and not self._queue:
+                return
