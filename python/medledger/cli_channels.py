@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -182,6 +183,7 @@ def cmd_channel_status(args: argparse.Namespace) -> None:
 def cmd_hub_start(args: argparse.Namespace) -> None:
     from medledger.hub_process import run_hub  # noqa: PLC0415
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(run_hub(client_key(args), args.store, node_address(args), args.listen))
 
 

@@ -46,7 +46,10 @@ class ChannelServicer:
         try:
             while (verdict := await outbound.get()) is not None:
                 if verdict.durable is not None:
-                    await verdict.durable  # acknowledge only what is on disk
+                    # Acknowledge only what is on disk. Shielded: gRPC cancels this
+                    # handler when the client goes away, and the commit is shared (it
+                    # reveals a lock's preimage, answers a resend); the write goes on.
+                    await asyncio.shield(verdict.durable)
                 yield verdict.event
         finally:
             reader.cancel()

@@ -158,6 +158,8 @@ class Hub:
                     await session.wait_closed()
             except (grpc.aio.AioRpcError, TimeoutError, OSError, ChannelRuleError) as error:
                 log.warning("hub: link to %s: %s", link.local.address, error)
+            except Exception:  # a bug must not end the link for good: log it, go on
+                log.exception("hub: link to %s failed", link.local.address)
             finally:
                 link.session = None
             await asyncio.sleep(delay)

@@ -474,9 +474,14 @@ class Payee:
         """Gives a lock up (a routed payment that could not be delivered): the payer may
         release it in its next update. `also` is written in the same transaction."""
         failed = channels_pb2.LockFailed(channel_id=channel_id, hash=lock_hash, reason=reason)
-        await self.commit.commit([self.store.failed_write(failed), *also])
-        self._failed.setdefault(channel_id, {})[lock_hash] = failed
-        self._announce(channel_id, channels_pb2.ChannelEvent(failed=failed))
+        durable = self.commit.commit([self.store.failed_write(failed), *also])
+
+        def announce() -> None:  # once on disk, even if the caller is cancelled meanwhile
+            self._failed.setdefault(channel_id, {})[lock_hash] = failed
+            self._announce(channel_id, channels_pb2.ChannelEvent(failed=failed))
+
+        when_durable(durable, announce)
+        await asyncio.shield(durable)
 
     async def invoices(self, request: channels_pb2.InvoiceRequest) -> list[bytes]:
         """Lock hashes whose preimages this payee (or, through a hub, the destination)
