@@ -15,6 +15,7 @@ __all__ = [
     "SigningKey",
     "ValidatedBlock",
     "ValidatorSet",
+    "admit_batch",
     "block_hash",
     "block_tx_hashes",
     "check_channel_state",
@@ -67,6 +68,14 @@ def verify_batch(
     *,
     threads: int | None = None,
 ) -> list[bool]: ...
+def admit_batch(
+    chain_id: str,
+    bodies: Sequence[bytes],
+    public_keys: Sequence[bytes],
+    signatures: Sequence[bytes],
+    *,
+    threads: int | None = None,
+) -> list[tuple[bytes, bytes, bytes, bool]]: ...
 def signing_message(domain: str, chain_id: str, payload: bytes) -> bytes: ...
 def vote_signing_message(
     chain_id: str, vote_type: int, height: int, round: int, block_hash: bytes

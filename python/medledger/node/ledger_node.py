@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from medledger import __version__
+from medledger._core import admit_batch
 from medledger.app import Application
 from medledger.block import TX_BYTES_MAX, assemble_block, make_commit, validate_block
 from medledger.chain import ChainStore, Head, Snapshot
 from medledger.config import Home, NodeConfig
-from medledger.crypto import SigningKey, sha256, tx_signing_message, verify_batch
+from medledger.crypto import SigningKey, sha256
 from medledger.errors import Rejected
 from medledger.genesis import Genesis
 from medledger.node.mempool import Mempool, PendingTx
@@ -158,11 +159,11 @@ class LedgerNode:
         peer's gossip has no client waiting, so no receipt future is made for it."""
         added_before = self.mempool.added
         answers: list[Admitted | None] = [None] * len(txs)
-        decoded: list[tuple[int, bytes, tx_pb2.TransactionBody]] = []
+        decoded: list[tuple[int, tx_pb2.TransactionBody]] = []
         for i, tx in enumerate(txs):
-            encoded = tx.SerializeToString(deterministic=True)
-            if len(encoded) > TX_BYTES_MAX:
-                reason = f"{len(encoded)} bytes exceeds TX_BYTES_MAX {TX_BYTES_MAX}"
+            size = tx.ByteSize()
+            if size > TX_BYTES_MAX:
+                reason = f"{size} bytes exceeds TX_BYTES_MAX {TX_BYTES_MAX}"
                 answers[i] = Admitted(
                     rejected_receipt(Rejected("RESOURCE_EXHAUSTED", "tx", reason))
                 )
@@ -173,17 +174,21 @@ class LedgerNode:
                 rejected = Rejected("INVALID_ARGUMENT", "tx.body", "not a TransactionBody")
                 answers[i] = Admitted(rejected_receipt(rejected))
                 continue
-            decoded.append((i, encoded, body))
+            decoded.append((i, body))
 
-        verdicts = verify_batch(
-            [txs[i].public_key for i, _, _ in decoded],
-            [tx_signing_message(self.chain_id, txs[i].body) for i, _, _ in decoded],
-            [txs[i].signature for i, _, _ in decoded],
+        # One Rust call for the batch: canonical encoding (the Merkle leaf), both hashes,
+        # and the signature verdicts.
+        prepared = admit_batch(
+            self.chain_id,
+            [txs[i].body for i, _ in decoded],
+            [txs[i].public_key for i, _ in decoded],
+            [txs[i].signature for i, _ in decoded],
         )
         next_height = self.head.height + 1
         with self.store.snapshot() as snapshot:  # one read transaction for the batch
-            for (i, encoded, body), valid in zip(decoded, verdicts, strict=True):
-                tx_hash = sha256(encoded)
+            for (i, body), (encoded, tx_hash, body_hash, valid) in zip(
+                decoded, prepared, strict=True
+            ):
                 try:
                     if not valid:
                         raise Rejected(
@@ -192,7 +197,9 @@ class LedgerNode:
                             "does not verify for tx.public_key over this chain's tx domain",
                         )
                     self.app.check_tx(body, next_height, txs[i].public_key)
-                    answers[i] = self._admit(snapshot, txs[i], body, encoded, tx_hash, wait=gossip)
+                    answers[i] = self._admit(
+                        snapshot, txs[i], body, (encoded, tx_hash, body_hash), wait=gossip
+                    )
                 except Rejected as rejected:
                     answers[i] = Admitted(rejected_receipt(rejected, body.tx_id, tx_hash))
         assert all(answer is not None for answer in answers)
@@ -205,12 +212,11 @@ class LedgerNode:
         snapshot: Snapshot,
         tx: envelope_pb2.SignedTransaction,
         body: tx_pb2.TransactionBody,
-        encoded: bytes,
-        tx_hash: bytes,
+        hashed: tuple[bytes, bytes, bytes],
         *,
         wait: bool,
     ) -> Admitted:
-        body_hash = sha256(tx.body)
+        encoded, tx_hash, body_hash = hashed
         raw = snapshot.get("txs", body.tx_id)
         if raw is not None:
             record = state_pb2.TxRecord.FromString(raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -23,6 +24,20 @@ __all__ = ["run_node"]
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 2.0
+GC_YOUNG_THRESHOLD = 100_000
+"""Allocations between young-generation collections. A node allocates a few protobuf
+messages and tuples per transaction, almost none in reference cycles; at the default
+(700) the collector ran every few dozen transactions and cost about 6% of committed
+throughput in `medledger bench cluster`. Cycles are still collected, just less often."""
+
+
+def _tune_gc() -> None:
+    """Moves what start-up allocated (modules, genesis, keys) out of the collector's
+    view, and collects the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 async def run_node(home: Home, listen: str | None = None) -> None:
@@ -44,6 +59,7 @@ async def run_node(home: Home, listen: str | None = None) -> None:
         )
         watcher = ChannelWatcher(node, payee)
     server, port = await serve(node, listen or config.listen, driver, vault, payee)
+    _tune_gc()
     node.start()
     if payee is not None and watcher is not None:
         payee.start()

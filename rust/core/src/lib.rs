@@ -4,6 +4,7 @@
 //! (`rust/py`) converts arguments, releases the GIL and maps [`Error`] to Python
 //! exceptions; everything else lives here and is tested with plain `cargo test`.
 
+pub mod admission;
 pub mod block;
 pub mod channel;
 pub mod domain;

@@ -11,7 +11,8 @@ use medledger_core::block::{self, Expectations, ValidatorSet};
 use medledger_core::domain::{self, Domain};
 use medledger_core::ed25519;
 use medledger_core::hash::{self, Hash, HASH_LEN};
-use medledger_core::{channel, limits, merkle, parallel, wire, Error};
+use medledger_core::{admission, channel, limits, merkle, parallel, wire, Error};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -156,6 +157,54 @@ fn verify_batch(
         ed25519::verify_batch(&keys, &messages, &signatures, threads)
     })
     .map_err(raise)
+}
+
+/// (encoded, tx_hash, body_hash, valid) for each (body, public_key, signature).
+type AdmittedTx<'py> = (
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    bool,
+);
+
+#[pyfunction]
+#[pyo3(signature = (chain_id, bodies, public_keys, signatures, *, threads=None))]
+fn admit_batch<'py>(
+    py: Python<'py>,
+    chain_id: &str,
+    bodies: Vec<Bound<'py, PyBytes>>,
+    public_keys: Vec<Bound<'py, PyBytes>>,
+    signatures: Vec<Bound<'py, PyBytes>>,
+    threads: Option<usize>,
+) -> PyResult<Vec<AdmittedTx<'py>>> {
+    if public_keys.len() != bodies.len() || signatures.len() != bodies.len() {
+        return Err(PyValueError::new_err(
+            "bodies, public_keys, signatures: must have equal lengths",
+        ));
+    }
+    let txs: Vec<wire::SignedTransaction> = bodies
+        .iter()
+        .zip(&public_keys)
+        .zip(&signatures)
+        .map(|((body, key), signature)| wire::SignedTransaction {
+            body: body.as_bytes().to_vec(),
+            public_key: key.as_bytes().to_vec(),
+            signature: signature.as_bytes().to_vec(),
+        })
+        .collect();
+    let heavy = txs.len() >= RELEASE_GIL_ITEMS;
+    let admitted = run_heavy(py, heavy, || admission::admit_batch(chain_id, &txs, threads)).map_err(raise)?;
+    Ok(admitted
+        .into_iter()
+        .map(|a| {
+            (
+                bytes(py, &a.encoded),
+                bytes(py, &a.tx_hash),
+                bytes(py, &a.body_hash),
+                a.valid,
+            )
+        })
+        .collect())
 }
 
 #[pyfunction]
@@ -427,6 +476,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<SigningKey>()?;
     module.add_function(wrap_pyfunction!(verify, module)?)?;
     module.add_function(wrap_pyfunction!(verify_batch, module)?)?;
+    module.add_function(wrap_pyfunction!(admit_batch, module)?)?;
     module.add_function(wrap_pyfunction!(signing_message, module)?)?;
     module.add_function(wrap_pyfunction!(vote_signing_message, module)?)?;
     module.add_function(wrap_pyfunction!(check_channel_state, module)?)?;
