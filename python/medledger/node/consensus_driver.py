@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from medledger.block import assemble_block, block_hash, block_tx_hashes, validate_block
+from medledger.block import assemble_block, block_hash, validate_block
 from medledger.client.sync import channel_options
 from medledger.config import NodeConfig
 from medledger.consensus import (
@@ -466,23 +466,10 @@ class ConsensusDriver:
         return True
 
     def _decode_entries(self, value: bytes) -> list[TxEntry] | None:
-        """A proposed block's transactions: taken from the mempool where this node already
-        decoded and verified them (found by hash, computed in Rust), decoded otherwise."""
         try:
-            hashes = block_tx_hashes(value)
+            return self.node.block_entries(value)
         except MedledgerError:
             return None
-        block: envelope_pb2.Block | None = None
-        entries = []
-        for index, tx_hash in enumerate(hashes):
-            pending = self.node.mempool.by_hash(tx_hash)
-            if pending is not None:
-                entries.append(TxEntry.of(pending))
-                continue
-            if block is None:
-                block = envelope_pb2.Block.FromString(value)
-            entries.append(TxEntry.decode(block.txs[index]))
-        return entries
 
     def _all_new(self, tx_ids: list[bytes]) -> bool:
         """No transaction id twice, and none committed before."""

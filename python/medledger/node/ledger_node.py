@@ -19,7 +19,13 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from medledger import __version__
 from medledger._core import admit_batch
 from medledger.app import Application
-from medledger.block import TX_BYTES_MAX, assemble_block, make_commit, validate_block
+from medledger.block import (
+    TX_BYTES_MAX,
+    assemble_block,
+    block_tx_hashes,
+    make_commit,
+    validate_block,
+)
 from medledger.chain import ChainStore, Head, Snapshot
 from medledger.config import Home, NodeConfig
 from medledger.crypto import SigningKey, sha256
@@ -324,8 +330,7 @@ class LedgerNode:
         head = self.head
         height = head.height + 1
         if entries is None:
-            block = envelope_pb2.Block.FromString(block_bytes)
-            entries = [TxEntry.decode(tx) for tx in block.txs]
+            entries = self.block_entries(block_bytes)
             verified = [e.tx_hash for e in entries if self.known(e.tx_id, e.tx_hash)]
         else:
             verified = [e.tx_hash for e in entries]
@@ -376,6 +381,23 @@ class LedgerNode:
         async with self.new_block:
             self.new_block.notify_all()
         log.info("committed block %d with %d transactions", height, len(entries))
+
+    def block_entries(self, block_bytes: bytes) -> list[TxEntry]:
+        """A block's transactions: taken from the mempool where this node already decoded
+        and verified them (found by hash, computed in Rust), decoded otherwise. Raises
+        MedledgerError for a block that does not decode."""
+        hashes = block_tx_hashes(block_bytes)
+        block: envelope_pb2.Block | None = None
+        entries = []
+        for index, tx_hash in enumerate(hashes):
+            pending = self.mempool.by_hash(tx_hash)
+            if pending is not None:
+                entries.append(TxEntry.of(pending))
+                continue
+            if block is None:
+                block = envelope_pb2.Block.FromString(block_bytes)
+            entries.append(TxEntry.decode(block.txs[index]))
+        return entries
 
     def known(self, tx_id: bytes, tx_hash: bytes) -> bool:
         """Whether this node already verified the transaction's signature (admission)."""
