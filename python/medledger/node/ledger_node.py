@@ -90,15 +90,15 @@ class TxEntry:
         )
 
     @classmethod
-    def decode(cls, tx: envelope_pb2.SignedTransaction) -> TxEntry:
-        """From a block received from a peer. A body that does not decode is kept as an
-        empty body: the application records it as malformed, deterministically."""
+    def decode(cls, tx: envelope_pb2.SignedTransaction, tx_hash: bytes) -> TxEntry:
+        """From a block received from a peer; `tx_hash` is the hash of its canonical
+        encoding (the Merkle leaf), computed in Rust. A body that does not decode is kept
+        as an empty body: the application records it as malformed, deterministically."""
         try:
             body = tx_pb2.TransactionBody.FromString(tx.body)
         except ProtobufDecodeError:
             body = tx_pb2.TransactionBody()
-        encoded = tx.SerializeToString(deterministic=True)
-        return cls(tx.public_key, body, body.tx_id, sha256(encoded), sha256(tx.body))
+        return cls(tx.public_key, body, body.tx_id, tx_hash, sha256(tx.body))
 
 
 @dataclass
@@ -396,7 +396,7 @@ class LedgerNode:
                 continue
             if block is None:
                 block = envelope_pb2.Block.FromString(block_bytes)
-            entries.append(TxEntry.decode(block.txs[index]))
+            entries.append(TxEntry.decode(block.txs[index], tx_hash))
         return entries
 
     def known(self, tx_id: bytes, tx_hash: bytes) -> bool:
