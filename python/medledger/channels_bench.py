@@ -235,12 +235,13 @@ async def _pay(
                 )
                 acked = await session.send(payments_now, lock=lock, destination=destination)
                 acked.add_done_callback(partial(record, acked_after, began))
-                done: asyncio.Future[Any] = acked
+                last: asyncio.Future[Any] = acked  # what frees the room: ack, or delivery
                 if lock is not None:
-                    done = session.resolution(lock.hash)
-                    done.add_done_callback(partial(record, delivered_after, began))
-                done.add_done_callback(lambda _: room.release())
-                pending.extend([acked, done])
+                    last = session.resolution(lock.hash)
+                    last.add_done_callback(partial(record, delivered_after, began))
+                    pending.append(last)
+                last.add_done_callback(lambda _: room.release())
+                pending.append(acked)
             await asyncio.gather(*pending)
 
     tasks = [asyncio.create_task(one_channel(k, c)) for k, c in zip(payers, locals_, strict=True)]

@@ -438,8 +438,9 @@ class ConsensusDriver:
             return False
         entries = self._entries.get(value_id)
         if entries is None:
-            entries = self._decode_entries(value)
-            if entries is None:
+            try:
+                entries = self.node.block_entries(value)
+            except MedledgerError:
                 return False
         if not self._all_new([e.tx_id for e in entries]):
             return False
@@ -464,12 +465,6 @@ class ConsensusDriver:
         self._entries[value_id] = entries
         self._blocks[value_id] = value
         return True
-
-    def _decode_entries(self, value: bytes) -> list[TxEntry] | None:
-        try:
-            return self.node.block_entries(value)
-        except MedledgerError:
-            return None
 
     def _all_new(self, tx_ids: list[bytes]) -> bool:
         """No transaction id twice, and none committed before."""
