@@ -202,9 +202,6 @@ async def _pay(
     acked_after: list[float] = []
     delivered_after: list[float] = []
     per_channel = payments // len(payers)
-    lines = [
-        payment(25, claim_id=f"CLM{i // 4}", procedure_code="99213", units=1) for i in range(batch)
-    ]
 
     def record(into: list[float], began: float, _: object) -> None:
         into.append(time.perf_counter() - began)
@@ -215,6 +212,12 @@ async def _pay(
         session = PayerSession(
             key, CHAIN_ID, store, local, local.address, commit=commit, in_flight_max=in_flight
         )
+        # Each channel's own lines: random ids, so ids never repeat across channels
+        # (a hub forwards many channels' lines on one channel, where ids must be unique).
+        lines = [
+            payment(25, claim_id=f"CLM{i // 4}", procedure_code="99213", units=1)
+            for i in range(batch)
+        ]
         async with session:
             starts = range(0, per_channel, batch)
             hashes = await session.invoices(len(starts), destination) if destination else []

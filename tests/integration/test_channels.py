@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from medledger.channels.payer import ChannelRefused
-from medledger.channels.rules import ChannelRuleError, UpdateParts, next_state
+from medledger.channels.rules import ChannelRuleError, LockedPayments, UpdateParts, next_state
 from medledger.channels.signing import initial_state, sign_refund, sign_state
 from medledger.client.channels import ChannelWallet, payment
 from medledger.client.errors import STATUS_BY_CODE
@@ -172,7 +172,7 @@ def signed_update(
             batch=batch,
             batch_bytes=batch.SerializeToString(deterministic=True),
             deposit_micros=deposit,
-            lock=lock,
+            locks=[LockedPayments(lock, len(payments))] if lock is not None else [],
             preimages=preimages,
             released=released,
         ),
@@ -183,7 +183,9 @@ def signed_update(
         batch=batch,
         state=encoded,
         payer_signature=sign_state(key, CHAIN_ID, encoded),
-        lock_hash=lock.hash if lock is not None else b"",
+        new_locks=[channels_pb2.NewLock(hash=lock.hash, payments=len(payments))]
+        if lock is not None
+        else [],
         preimages=preimages,
         released_locks=released,
     )
@@ -256,7 +258,10 @@ def test_bad_updates_are_refused_naming_the_field_and_change_nothing(
                 hash=sha256(b"r" * 32), amount_micros=5, expiry_height=height + 1_000
             )
             uninvoiced, _ = signed_update(payer, state1, [payment(5)], lock=stray)
-            assert refusal(await stream.answer(uninvoiced)) == ("FAILED_PRECONDITION", "lock_hash")
+            assert refusal(await stream.answer(uninvoiced)) == (
+                "FAILED_PRECONDITION",
+                "new_locks[0].hash",
+            )
             (invoiced,) = await stream.invoices(channel_id, 1)
             lock = channels_pb2.HashLock(
                 hash=invoiced, amount_micros=5, expiry_height=height + 1_000
@@ -296,7 +301,10 @@ def test_bad_updates_are_refused_naming_the_field_and_change_nothing(
                 hash=invoiced, amount_micros=1, expiry_height=height + 999
             )
             twice, _ = signed_update(payer, state3, [payment(1)], lock=again)
-            assert refusal(await stream.answer(twice)) == ("FAILED_PRECONDITION", "lock_hash")
+            assert refusal(await stream.answer(twice)) == (
+                "FAILED_PRECONDITION",
+                "new_locks[0].hash",
+            )
 
     asyncio.run(scenario())
     # After every refusal the payee moved only with the good updates.

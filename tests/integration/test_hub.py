@@ -16,7 +16,9 @@ import grpc
 import pytest
 
 from medledger.channels.payer import ChannelRefused, PayerSession
+from medledger.channels.rules import LockedPayments
 from medledger.channels.signing import initial_state
+from medledger.channels.store import ChannelStore
 from medledger.client.channels import ChannelWallet, payment, routed_lock
 from medledger.crypto import SigningKey, sha256
 from medledger.keys import save_key
@@ -197,7 +199,7 @@ def test_a_route_the_provider_refuses_completes_on_neither_hop(net: Network) -> 
             with pytest.raises(ChannelRefused) as failed:
                 await asyncio.wait_for(outcome, 15)
             assert failed.value.status == "ABORTED"
-            assert "lock_hash" in failed.value.reason
+            assert "new_locks[0].hash" in failed.value.reason
             # The payer takes the lock back in its next update; a good route still works.
             (good,) = await session.invoices(1, net.provider)
             delivered = await send_routed(session, net, good, lines(2, "CLM2"))
@@ -219,6 +221,92 @@ def test_a_route_the_provider_refuses_completes_on_neither_hop(net: Network) -> 
     asyncio.run(both_hops_agree())
     mine = channels_pb2.ChannelState.FromString(net.payer.local(net.to_hub).latest.state)
     assert (mine.payer_micros, list(mine.locks)) == (DEPOSIT - 2 * PRICE, [])
+
+
+def forwarded_locks(net: Network) -> list[list[bytes]]:
+    """The new locks of each update the hub stored on its channel to the provider (it
+    stores only acknowledged ones), read from its LMDB once it has stopped."""
+    assert net.hub.stop() == 0
+    store = ChannelStore(net.hub_store)
+    try:
+        updates = [stored.update for stored in store.updates(net.to_provider)]
+    finally:
+        store.close()
+    net.restart_hub()
+    return [[new.hash for new in u.new_locks] for u in updates if u.new_locks]
+
+
+def test_routes_accepted_together_go_on_in_one_update_and_a_refused_one_fails_alone(
+    net: Network,
+) -> None:
+    """One payer update adds four locks: the hub accepts them in one commit and forwards
+    them to the provider in one update. The provider refuses it for the lock whose hash
+    it never invoiced; the hub then forwards each route alone, so that one fails and the
+    other three are delivered."""
+    groups = [2, 3, 1, 4]
+
+    async def route() -> None:
+        async with net.payer.session(net.to_hub) as session:
+            good = await session.invoices(3, net.provider)
+            hashes = [good[0], secrets.token_bytes(32), good[1], good[2]]
+            height = net.node.client().status().height
+            batch = [line for i, n in enumerate(groups) for line in lines(n, f"CLM{i}")]
+            locks, start = [], 0
+            for lock_hash, n in zip(hashes, groups, strict=True):
+                part = batch[start : start + n]
+                locks.append(LockedPayments(routed_lock(lock_hash, part, height), n))
+                start += n
+            await (await session.send(batch, locks=locks, destination=net.provider))
+            outcomes = [session.resolution(h) for h in hashes]
+            for lock_hash, outcome in zip(hashes, outcomes, strict=True):
+                if lock_hash in good:
+                    assert sha256(await asyncio.wait_for(outcome, 15)) == lock_hash
+            with pytest.raises(ChannelRefused) as failed:
+                await asyncio.wait_for(outcomes[1], 15)
+            assert "no invoice of this channel has this hash" in failed.value.reason
+            # Pay the three revealed locks and take the failed one back.
+            await wait_for(lambda: not session.pending_locks())
+
+    asyncio.run(route())
+    delivered = (groups[0] + groups[2] + groups[3]) * PRICE
+
+    async def both_hops_settled() -> None:
+        def done() -> bool:
+            incoming = held_state(net.hub.address, net.to_hub)
+            outgoing = held_state(net.node.address, net.to_provider)
+            return (incoming.payee_micros, outgoing.payee_micros) == (
+                delivered,
+                delivered,
+            ) and not (incoming.locks or outgoing.locks)
+
+        await wait_for(done)
+
+    asyncio.run(both_hops_settled())
+    # The provider refused the update with all four: the hub did not store it. The good
+    # routes went on without the bad one (the first alone; the others, sent after the
+    # refused one and so refused with it, together).
+    assert sorted(map(len, forwarded_locks(net))) == [1, 2]
+
+
+def test_routes_accepted_in_one_commit_share_one_forwarded_update(net: Network) -> None:
+    hashes: list[bytes] = []
+
+    async def route() -> None:
+        async with net.payer.session(net.to_hub) as session:
+            hashes.extend(await session.invoices(5, net.provider))
+            height = net.node.client().status().height
+            batch = lines(10, "CLM-G")
+            locks = [
+                LockedPayments(routed_lock(h, batch[2 * i : 2 * i + 2], height), 2)
+                for i, h in enumerate(hashes)
+            ]
+            await (await session.send(batch, locks=locks, destination=net.provider))
+            for lock_hash in hashes:
+                preimage = await asyncio.wait_for(session.resolution(lock_hash), 15)
+                assert sha256(preimage) == lock_hash
+
+    asyncio.run(route())
+    assert forwarded_locks(net) == [hashes]
 
 
 def test_sigkill_of_the_hub_mid_stream_completes_each_route_on_both_hops_or_neither(

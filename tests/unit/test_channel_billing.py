@@ -21,7 +21,7 @@ from medledger.channels.billing import (
     remittance_json,
     statement,
 )
-from medledger.channels.rules import UpdateParts, next_state
+from medledger.channels.rules import LockedPayments, UpdateParts, next_state
 from medledger.channels.signing import initial_state, sign_state
 from medledger.crypto import SigningKey, sha256
 from medledger.wire.v1 import channels_pb2
@@ -117,6 +117,7 @@ def build(specs: Sequence[Spec]) -> Channel:
     for i, spec in enumerate(specs):
         batch = channels_pb2.PaymentBatch(payments=spec.payments)
         lock = None
+        routed = sum(not p.refund for p in spec.payments)  # refunds follow a lock's lines
         if spec.preimage is not None:
             paid = sum(p.amount_micros for p in spec.payments if not p.refund)
             lock = channels_pb2.HashLock(
@@ -126,7 +127,7 @@ def build(specs: Sequence[Spec]) -> Channel:
             batch=batch,
             batch_bytes=batch.SerializeToString(deterministic=True),
             deposit_micros=DEPOSIT,
-            lock=lock,
+            locks=[LockedPayments(lock, routed)] if lock is not None else [],
             preimages=spec.preimages,
             released=spec.released,
             final=spec.final,
@@ -138,7 +139,9 @@ def build(specs: Sequence[Spec]) -> Channel:
             batch=batch,
             state=encoded,
             payer_signature=sign_state(PAYER, CHAIN, encoded),
-            lock_hash=lock.hash if lock is not None else b"",
+            new_locks=[channels_pb2.NewLock(hash=lock.hash, payments=routed)]
+            if lock is not None
+            else [],
             preimages=spec.preimages,
             released_locks=spec.released,
         )

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from medledger.api.channels import ChannelServicer, Context
 from medledger.channels.payee import Payee
-from medledger.channels.rules import UpdateParts, next_state
+from medledger.channels.rules import LockedPayments, UpdateParts, next_state
 from medledger.channels.signing import initial_state, sign_state
 from medledger.channels.store import ChannelStore, Write
 from medledger.client.channels import payment
@@ -75,7 +75,7 @@ def locked_update(payer: SigningKey, lock_hash: bytes) -> channels_pb2.ChannelUp
             batch=batch,
             batch_bytes=batch.SerializeToString(deterministic=True),
             deposit_micros=DEPOSIT,
-            lock=lock,
+            locks=[LockedPayments(lock, 1)],
         ),
     )
     encoded = state.SerializeToString(deterministic=True)
@@ -84,7 +84,7 @@ def locked_update(payer: SigningKey, lock_hash: bytes) -> channels_pb2.ChannelUp
         batch=batch,
         state=encoded,
         payer_signature=sign_state(payer, CHAIN_ID, encoded),
-        lock_hash=lock_hash,
+        new_locks=[channels_pb2.NewLock(hash=lock_hash, payments=1)],
     )
 
 

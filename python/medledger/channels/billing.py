@@ -19,11 +19,12 @@ both parties signed, so `statement` checks, and reports in `Statement.problems`:
   and paid the payer the rest of the on-chain deposit;
 * optionally (`chain_id=`), both signatures of every stored state.
 
-Locks. A routed update (`lock_hash` set) pays its batch into a hash lock rather than to the
-payee, so its payment lines are "pending". A later update whose `preimages` open the lock
-(SHA-256(preimage) == lock hash) makes them "paid"; one naming the hash in
-`released_locks` makes them "cancelled" (the amount went back to the payer). Refund lines
-are never conditional: the channel rules apply a refund at once even in a routed batch.
+Locks. A routed update (`new_locks` set) pays its first lines into hash locks, each lock
+taking the number of lines it names, rather than to the payee: those lines are "pending".
+A later update whose `preimages` open a lock (SHA-256(preimage) == lock hash) makes its
+lines "paid"; one naming the hash in `released_locks` makes them "cancelled" (the amount
+went back to the payer). Refund lines are never conditional: the channel rules refuse a
+refund among a lock's lines.
 When the ledger settled the channel, a lock still pending in the settled state is "paid"
 if the ledger recorded its preimage (`revealed_hashes`) and "cancelled" otherwise, and
 the expected payout counts the revealed ones.
@@ -293,8 +294,9 @@ class _Replay:
         self, where: str, state: channels_pb2.ChannelState, stored: channels_pb2.StoredUpdate
     ) -> None:
         update = stored.update
-        routed = bytes(update.lock_hash)
-        locked: list[_Line] = []
+        # The lock each line pays into: the first lines go to the update's new locks.
+        owners = [bytes(new.hash) for new in update.new_locks for _ in range(new.payments)]
+        locked: dict[bytes, list[_Line]] = {bytes(new.hash): [] for new in update.new_locks}
         for position, payment in enumerate(update.batch.payments):
             key = (payment.refund, bytes(payment.payment_id))
             if key in self.seen_ids:
@@ -304,6 +306,7 @@ class _Replay:
                     f"update {self.seen_ids[key]}"
                 )
             self.seen_ids[key] = state.sequence
+            routed = owners[position] if position < len(owners) else b""
             conditional = bool(routed) and not payment.refund
             line = _Line(
                 sequence=state.sequence,
@@ -315,19 +318,18 @@ class _Replay:
             )
             self.lines.append(line)
             if conditional:
-                locked.append(line)
-        if not routed:
-            return
-        amount = sum(line.payment.amount_micros for line in locked)
-        held = next((lock for lock in state.locks if lock.hash == routed), None)
-        if held is None or held.amount_micros != amount:
-            self.problems.append(
-                f"{where}: the state holds no lock {_short(routed)}... of {amount} micros "
-                "for its routed batch"
-            )
-        if routed in self.open_locks:
-            self.problems.append(f"{where}: lock {_short(routed)}... is already pending")
-        self.open_locks[routed] = locked
+                locked[routed].append(line)
+        for routed, lines in locked.items():
+            amount = sum(line.payment.amount_micros for line in lines)
+            held = next((lock for lock in state.locks if lock.hash == routed), None)
+            if held is None or held.amount_micros != amount:
+                self.problems.append(
+                    f"{where}: the state holds no lock {_short(routed)}... of {amount} micros "
+                    "for its routed lines"
+                )
+            if routed in self.open_locks:
+                self.problems.append(f"{where}: lock {_short(routed)}... is already pending")
+            self.open_locks[routed] = lines
 
     def check_signatures(self, chain_id: str) -> None:
         if not self.signed:

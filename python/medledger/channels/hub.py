@@ -12,6 +12,10 @@ A routed payment, step by step:
    memory: a route not forwarded before a crash fails on restart).
 3. Once that is durable, the hub forwards the same payment lines on its channel to the
    provider, locked on the same hash with the earlier expiry e2 = e1 - HUB_EXPIRY_DELTA.
+   Routes that became durable together (one group commit) go to the provider in one
+   update, each on its own lock: one signature, one acknowledgement and one fsync on each
+   side for all of them. If the provider refuses such an update, each of its routes is
+   tried again alone, so only the route at fault fails.
 4. The provider acknowledges the lock once it is durable and reveals the preimage. The
    hub stores the preimage in the route (fsync) before anything else; then its next
    update to the provider pays the provider, and it reveals the preimage to the payer,
@@ -32,15 +36,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
 
 from medledger.channels.payee import LOCK_MARGIN_BLOCKS, ChannelLedger, Payee
-from medledger.channels.payer import PayerSession
-from medledger.channels.rules import ChannelRuleError
+from medledger.channels.payer import PayerSession, UpdateDiscarded
+from medledger.channels.rules import ChannelRuleError, LockedPayments
 from medledger.channels.store import ChannelStore, Write, when_durable
 from medledger.client.builder import TxBuilder
 from medledger.crypto import SigningKey
@@ -59,6 +63,8 @@ CLAIM_MARGIN_BLOCKS = HUB_EXPIRY_DELTA_BLOCKS
 revealed lock is this close to its expiry and the payer still has not paid it: as soon
 as the provider's lock on the same hash has expired, with the whole delta to spare."""
 TX_EXPIRY_BLOCKS = 20
+FORWARD_PAYMENTS_MAX = 4_096
+"""Most payment lines one forwarded update carries (the channel rules' batch limit)."""
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
 HOUSEKEEPING_S = 1.0
@@ -77,6 +83,14 @@ class _Link:
     local: channels_pb2.LocalChannel
     session: PayerSession | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Routes accepted since the last forwarded update, with their payment lines.
+    queued: list[_Forward] = field(default_factory=list, repr=False)
+
+
+@dataclass(frozen=True)
+class _Forward:
+    route: channels_pb2.HubRoute
+    payments: Sequence[channels_pb2.Payment]
 
 
 class Hub:
@@ -198,10 +212,10 @@ class Hub:
             )
 
     def route_accepted(
-        self, route: channels_pb2.HubRoute, batch: channels_pb2.PaymentBatch
+        self, route: channels_pb2.HubRoute, payments: Sequence[channels_pb2.Payment]
     ) -> None:
         self._routes[route.hash] = route
-        self._spawn(self._forward(route, batch))
+        self._queue(self._links[route.destination], [_Forward(route, payments)])
 
     def route_settled(self, lock_hash: bytes) -> list[Write]:
         route = self._routes.pop(lock_hash, None)
@@ -219,26 +233,55 @@ class Hub:
 
     # ------------------------------------------------------------------ routing
 
-    async def _forward(
-        self, route: channels_pb2.HubRoute, batch: channels_pb2.PaymentBatch
-    ) -> None:
-        link = self._links.get(route.destination)
-        session = link.session if link is not None else None
+    def _queue(self, link: _Link, forwards: list[_Forward]) -> None:
+        """Routes wait for the loop's next turn: the others accepted in the same group
+        commit (whose callbacks all run in this turn) join them in one update."""
+        if not link.queued:
+            asyncio.get_running_loop().call_soon(self._flush, link)
+        link.queued.extend(forwards)
+
+    def _flush(self, link: _Link) -> None:
+        while link.queued:
+            forwards = [link.queued.pop(0)]
+            lines = len(forwards[0].payments)
+            while link.queued and lines + len(link.queued[0].payments) <= FORWARD_PAYMENTS_MAX:
+                lines += len(link.queued[0].payments)
+                forwards.append(link.queued.pop(0))
+            self._spawn(self._forward(link, forwards))
+
+    async def _forward(self, link: _Link, forwards: list[_Forward]) -> None:
+        session = link.session
         if session is None:
-            await self._fail(route, "the hub cannot reach the destination")
+            for forward in forwards:
+                await self._fail(forward.route, "the hub cannot reach the destination")
             return
-        lock = channels_pb2.HashLock(
-            hash=route.hash,
-            amount_micros=route.amount_micros,
-            expiry_height=route.in_expiry_height - HUB_EXPIRY_DELTA_BLOCKS,
-        )
+        groups = [
+            LockedPayments(
+                channels_pb2.HashLock(
+                    hash=forward.route.hash,
+                    amount_micros=forward.route.amount_micros,
+                    expiry_height=forward.route.in_expiry_height - HUB_EXPIRY_DELTA_BLOCKS,
+                ),
+                len(forward.payments),
+            )
+            for forward in forwards
+        ]
         try:
-            acked = await session.send(batch.payments, lock=lock)
+            acked = await session.send(
+                [line for forward in forwards for line in forward.payments], locks=groups
+            )
             await acked
+        except UpdateDiscarded:
+            self._queue(link, forwards)  # an earlier update was refused, not these routes
         except ChannelRuleError as error:
             if error.status == "UNAVAILABLE":
-                return  # the provider may hold the lock: decided when the link is back
-            await self._fail(route, f"the destination refused: {error.field}: {error.reason}")
+                return  # the provider may hold the locks: decided when the link is back
+            if len(forwards) > 1:  # find the route at fault: each goes again on its own
+                for forward in forwards:
+                    self._spawn(self._forward(link, [forward]))
+                return
+            reason = f"the destination refused: {error.field}: {error.reason}"
+            await self._fail(forwards[0].route, reason)
 
     def _on_resolved(self, lock_hash: bytes, preimage: bytes) -> asyncio.Future[None] | None:
         """The provider revealed the preimage. It is stored before the hub's session may

@@ -14,12 +14,19 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from medledger.channels.rules import ChannelRuleError, UpdateParts, check_channel_id, next_state
+from medledger.channels.rules import (
+    ChannelRuleError,
+    LockedPayments,
+    UpdateParts,
+    check_channel_id,
+    next_state,
+)
 from medledger.channels.signing import (
     InvalidChannelState,
     decode_state,
@@ -59,9 +66,9 @@ class Router(Protocol):
         """Raises ChannelRuleError (naming the field) if the lock cannot be forwarded."""
 
     def route_accepted(
-        self, route: channels_pb2.HubRoute, batch: channels_pb2.PaymentBatch
+        self, route: channels_pb2.HubRoute, payments: Sequence[channels_pb2.Payment]
     ) -> None:
-        """The incoming lock of `route` is durable here: forward `batch` on it."""
+        """The incoming lock of `route` is durable here: forward its `payments` on it."""
 
     def route_settled(self, lock_hash: bytes) -> list[Write]:
         """The incoming lock resolved or was released: the writes that forget the route."""
@@ -266,7 +273,7 @@ class Payee:
             raise ChannelRuleError(
                 "UNAUTHENTICATED", "payer_signature", "not the payer's signature"
             )
-        return self._advance(local, update, state, parts.lock)
+        return self._advance(local, update, state, parts.locks)
 
     def _parts(
         self,
@@ -280,34 +287,41 @@ class Payee:
                 raise ChannelRuleError(
                     "FAILED_PRECONDITION", f"batch.payments[{i}]", "no refund was offered"
                 )
-        lock = None
-        if update.lock_hash:
-            lock = next((lk for lk in state.locks if lk.hash == update.lock_hash), None)
+        in_state = {lock.hash: lock for lock in state.locks}
+        locks = []
+        height = self.ledger.height()
+        for i, new_lock in enumerate(update.new_locks):
+            lock = in_state.get(new_lock.hash)
             if lock is None:
                 raise ChannelRuleError(
-                    "INVALID_ARGUMENT", "lock_hash", "the state has no such lock"
+                    "INVALID_ARGUMENT", f"new_locks[{i}].hash", "the state has no such lock"
                 )
-            if lock.expiry_height < self.ledger.height() + LOCK_MARGIN_BLOCKS:
+            if lock.expiry_height < height + LOCK_MARGIN_BLOCKS:
                 raise ChannelRuleError(
                     "FAILED_PRECONDITION",
                     "state.locks.expiry_height",
                     f"expired lock: {lock.expiry_height} leaves fewer than "
-                    f"{LOCK_MARGIN_BLOCKS} blocks from height {self.ledger.height()}",
+                    f"{LOCK_MARGIN_BLOCKS} blocks from height {height}",
                 )
-            self._check_lock_target(local.channel_id, update, lock)
+            self._check_lock_target(local.channel_id, update, i, lock)
+            locks.append(LockedPayments(lock, new_lock.payments))
         self._check_releases(local.channel_id, update)
         return UpdateParts(
             batch=update.batch,
             batch_bytes=update.batch.SerializeToString(deterministic=True),
             deposit_micros=state.deposit_micros,
-            lock=lock,
+            locks=locks,
             preimages=tuple(update.preimages),
             released=tuple(update.released_locks),
             final=state.final,
         )
 
     def _check_lock_target(
-        self, channel_id: bytes, update: channels_pb2.ChannelUpdate, lock: channels_pb2.HashLock
+        self,
+        channel_id: bytes,
+        update: channels_pb2.ChannelUpdate,
+        index: int,
+        lock: channels_pb2.HashLock,
     ) -> None:
         """A lock is either for this payee (one of its open invoices) or, at a hub, for a
         destination the hub can forward to."""
@@ -318,13 +332,14 @@ class Payee:
                 )
             self.router.check_route(update.destination, lock)
             return
+        field = f"new_locks[{index}].hash"
         invoice = self._invoices.get(lock.hash)
         if invoice is None or invoice.channel_id != channel_id:
             raise ChannelRuleError(
-                "FAILED_PRECONDITION", "lock_hash", "no invoice of this channel has this hash"
+                "FAILED_PRECONDITION", field, "no invoice of this channel has this hash"
             )
         if invoice.paid:
-            raise ChannelRuleError("FAILED_PRECONDITION", "lock_hash", "the invoice is paid")
+            raise ChannelRuleError("FAILED_PRECONDITION", field, "the invoice is paid")
 
     def _check_releases(self, channel_id: bytes, update: channels_pb2.ChannelUpdate) -> None:
         """A payer may take a lock back only once the payee gave it up or it expired."""
@@ -346,9 +361,9 @@ class Payee:
         self,
         channel_id: bytes,
         update: channels_pb2.ChannelUpdate,
-        lock: channels_pb2.HashLock | None,
-    ) -> tuple[list[Write], Callable[[], None] | None]:
-        """What accepting the update's new lock and its resolutions write, and what to do
+        locks: Sequence[LockedPayments],
+    ) -> tuple[list[Write], list[Callable[[], None]]]:
+        """What accepting the update's new locks and its resolutions write, and what to do
         once that is durable (reveal an invoice's preimage, or forward the route)."""
         writes: list[Write] = []
         for lock_hash in [sha256(p) for p in update.preimages] + list(update.released_locks):
@@ -360,32 +375,37 @@ class Payee:
                 writes.append(self.store.failed_write(failed, delete=True))
             if self.router is not None:
                 writes.extend(self.router.route_settled(lock_hash))
-        if lock is None:
-            return writes, None
-        if update.destination and update.destination != self.key.public_key:
-            assert self.router is not None  # checked by _check_lock_target
-            route = channels_pb2.HubRoute(
-                hash=lock.hash,
-                in_channel_id=channel_id,
-                destination=update.destination,
-                amount_micros=lock.amount_micros,
-                in_expiry_height=lock.expiry_height,
-            )
-            writes.append(self.store.route_write(route))
-            router = self.router
-            return writes, lambda: router.route_accepted(route, update.batch)
-        invoice = self._invoices[lock.hash]
-        invoice.paid = True  # at once: a second lock on the same hash is refused
-        self._open_invoices[channel_id] -= 1
-        writes.append(self.store.invoice_write(lock.hash, invoice))
-        return writes, lambda: self.reveal(channel_id, lock.hash, invoice.preimage)
+        then: list[Callable[[], None]] = []
+        routed = bool(update.destination) and update.destination != self.key.public_key
+        start = 0
+        for group in locks:
+            lock, lines = group.lock, update.batch.payments[start : start + group.payments]
+            start += group.payments
+            if routed:
+                assert self.router is not None  # checked by _check_lock_target
+                route = channels_pb2.HubRoute(
+                    hash=lock.hash,
+                    in_channel_id=channel_id,
+                    destination=update.destination,
+                    amount_micros=lock.amount_micros,
+                    in_expiry_height=lock.expiry_height,
+                )
+                writes.append(self.store.route_write(route))
+                then.append(partial(self.router.route_accepted, route, lines))
+                continue
+            invoice = self._invoices[lock.hash]
+            invoice.paid = True  # at once: a second lock on the same hash is refused
+            self._open_invoices[channel_id] -= 1
+            writes.append(self.store.invoice_write(lock.hash, invoice))
+            then.append(partial(self.reveal, channel_id, lock.hash, invoice.preimage))
+        return writes, then
 
     def _advance(
         self,
         local: channels_pb2.LocalChannel,
         update: channels_pb2.ChannelUpdate,
         state: channels_pb2.ChannelState,
-        lock: channels_pb2.HashLock | None,
+        locks: Sequence[LockedPayments],
     ) -> Verdict:
         channel_id = local.channel_id
         signature = sign_state(self.key, self.chain_id, update.state)
@@ -407,14 +427,14 @@ class Payee:
         for payment in update.batch.payments:
             if payment.refund:
                 writes.append(self.store.offer_write(offers.pop(payment.payment_id), delete=True))
-        lock_writes, then = self._lock_writes(channel_id, update, lock)
+        lock_writes, then = self._lock_writes(channel_id, update, locks)
         writes.extend(lock_writes)
         ack = channels_pb2.ChannelAck(
             channel_id=channel_id, sequence=state.sequence, payee_signature=signature
         )
         durable = self._last_commit[channel_id] = self.commit.commit(writes)
-        if then is not None:
-            when_durable(durable, then)
+        for step in then:
+            when_durable(durable, step)
         return Verdict(channels_pb2.ChannelEvent(ack=ack), durable)
 
     # ------------------------------------------------------------------ refunds

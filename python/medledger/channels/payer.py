@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from medledger.channels.rules import ChannelRuleError, UpdateParts, next_state
+from medledger.channels.rules import ChannelRuleError, LockedPayments, UpdateParts, next_state
 from medledger.channels.signing import (
     initial_state,
     sign_state,
@@ -32,7 +32,13 @@ from medledger.client.sync import channel_options
 from medledger.crypto import SigningKey, sha256
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 
-__all__ = ["UPDATES_IN_FLIGHT_MAX", "ChannelRefused", "PayerSession", "new_payment_id"]
+__all__ = [
+    "UPDATES_IN_FLIGHT_MAX",
+    "ChannelRefused",
+    "PayerSession",
+    "UpdateDiscarded",
+    "new_payment_id",
+]
 
 UPDATES_IN_FLIGHT_MAX = 64
 CONNECT_TIMEOUT_S = 10.0
@@ -48,6 +54,11 @@ def new_payment_id() -> bytes:
 
 class ChannelRefused(ChannelRuleError):
     """The payee refused an update (or it could not be delivered)."""
+
+
+class UpdateDiscarded(ChannelRefused):
+    """The update was built on an earlier one the payee refused, so the payee refuses it
+    too: nothing in it was accepted, and its payments may be sent again."""
 
 
 @dataclass
@@ -229,17 +240,21 @@ class PayerSession:
         final: bool = False,
         include_refunds: bool = True,
         lock: channels_pb2.HashLock | None = None,
+        locks: Sequence[LockedPayments] = (),
         destination: bytes = b"",
     ) -> asyncio.Future[channels_pb2.SignedChannelState]:
         """Signs and sends the next update; the returned future completes with the state
         both signed once the payee acknowledged it and it is stored here.
 
-        With `lock` the payments are conditional on it (its amount is their sum) and
-        `resolution(lock.hash)` completes with the preimage once the payee, or through a
-        hub the `destination`, has them. Preimages and releases due from earlier locks
-        ride along."""
+        With `lock` the payments are conditional on it (its amount is their sum); with
+        `locks` the first payments are split among several (a hub forwarding many routed
+        payments in one update). `resolution(hash)` completes with a lock's preimage once
+        the payee, or through a hub the `destination`, has its payments. Preimages and
+        releases due from earlier locks ride along."""
         if self._failure is not None:
             raise self._failure
+        if lock is not None:
+            locks = [*locks, LockedPayments(lock, len(payments) - sum(g.payments for g in locks))]
         await self._window.acquire()
         batch = channels_pb2.PaymentBatch(payments=payments)
         if include_refunds and self.refund_offers:
@@ -255,7 +270,7 @@ class PayerSession:
             batch_bytes=batch.SerializeToString(deterministic=True),
             deposit_micros=deposit_micros
             or max(self._head.deposit_micros, self.local.deposit_micros),
-            lock=lock,
+            locks=locks,
             preimages=preimages,
             released=released,
             final=final,
@@ -272,14 +287,17 @@ class PayerSession:
             batch=batch,
             state=encoded,
             payer_signature=sign_state(self.key, self.chain_id, encoded),
-            lock_hash=lock.hash if lock is not None else b"",
+            new_locks=[
+                channels_pb2.NewLock(hash=group.lock.hash, payments=group.payments)
+                for group in locks
+            ],
             destination=destination,
             preimages=preimages,
             released_locks=released,
         )
         loop = asyncio.get_running_loop()
-        if lock is not None:
-            self._resolutions[lock.hash] = loop.create_future()
+        for group in locks:
+            self._resolutions[group.lock.hash] = loop.create_future()
         acked: asyncio.Future[channels_pb2.SignedChannelState] = loop.create_future()
         self._in_flight[state.sequence] = _InFlight(update, state, acked)
         self._head = state
@@ -387,18 +405,24 @@ class PayerSession:
         self._fail_from(refusal.sequence, ChannelRefused(code.name, refusal.field, refusal.message))
 
     def _fail_from(self, sequence: int, error: ChannelRefused) -> None:
-        """Fails the refused update and every later one (each built on it), and rewinds
-        the head to the last acknowledged state."""
+        """Fails the refused update and every later one (each built on it: those fail with
+        UpdateDiscarded unless the whole stream failed), and rewinds the head to the last
+        acknowledged state."""
         for seq in sorted(s for s in self._in_flight if s >= sequence):
             flight = self._in_flight.pop(seq)
+            failure = error
             if seq != sequence:
                 self._discarded.add(seq)
+                if self._failure is None:
+                    failure = UpdateDiscarded(
+                        "ABORTED", "state.sequence", f"built on update {sequence}, refused"
+                    )
             if not flight.acked.done():
-                flight.acked.set_exception(error)
-            if flight.update.lock_hash:
-                waiter = self._resolutions.pop(flight.update.lock_hash, None)
+                flight.acked.set_exception(failure)
+            for new_lock in flight.update.new_locks:
+                waiter = self._resolutions.pop(new_lock.hash, None)
                 if waiter is not None and not waiter.done():
-                    waiter.set_exception(error)
+                    waiter.set_exception(failure)
             self._requeue(flight.update.preimages, flight.update.released_locks)
             self._window.release()
         self._head = max(

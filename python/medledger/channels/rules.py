@@ -18,6 +18,7 @@ from medledger.wire.v1 import channels_pb2
 
 __all__ = [
     "ChannelRuleError",
+    "LockedPayments",
     "UpdateParts",
     "check_channel_id",
     "next_state",
@@ -31,13 +32,23 @@ class ChannelRuleError(Rejected):
 
 
 @dataclass(frozen=True)
+class LockedPayments:
+    """A lock an update adds, and how many of the batch's lines pay into it (the next
+    ones after those of the locks before it)."""
+
+    lock: channels_pb2.HashLock
+    payments: int
+
+
+@dataclass(frozen=True)
 class UpdateParts:
     """Everything an update changes besides its signature."""
 
     batch: channels_pb2.PaymentBatch
     batch_bytes: bytes  # the deterministic encoding of `batch`, hashed into lines_digest
     deposit_micros: int  # the deposits the new state accounts for
-    lock: channels_pb2.HashLock | None = None  # routed: the batch is conditional on it
+    # Routed: the first lines of the batch pay into these locks, not to the payee.
+    locks: Sequence[LockedPayments] = field(default_factory=tuple)
     preimages: Sequence[bytes] = field(default_factory=tuple)
     released: Sequence[bytes] = field(default_factory=tuple)
     final: bool = False
@@ -51,11 +62,12 @@ def _refused(field: str, reason: str) -> ChannelRuleError:
     return ChannelRuleError("FAILED_PRECONDITION", field, reason)
 
 
-def _sum_payments(batch_bytes: bytes) -> tuple[int, int]:
-    """(paid, refunded) by the batch; checks each line and that ids are distinct (Rust:
-    the lines are the bulk of an update, and every hop checks them)."""
+def _sum_payments(batch_bytes: bytes, groups: list[int]) -> tuple[list[int], int, int]:
+    """(paid into each new lock, paid outright, refunded) by the batch; checks each line
+    and that ids are distinct (Rust: the lines are the bulk of an update, and every hop
+    checks them)."""
     try:
-        return sum_channel_payments(batch_bytes)
+        return sum_channel_payments(batch_bytes, groups)
     except MedledgerError as error:
         reason = getattr(error, "reason", str(error))
         raise _invalid(error.field, str(reason)) from error
@@ -91,19 +103,25 @@ def next_state(
         raise _refused("state.sequence", "the channel's final state is already signed")
     if parts.deposit_micros < previous.deposit_micros:
         raise _refused("state.deposit_micros", "a deposit never shrinks")
-    paid, refunded = _sum_payments(parts.batch_bytes)
+    locked, paid, refunded = _sum_payments(
+        parts.batch_bytes, [group.payments for group in parts.locks]
+    )
     locks, resolved, released = _settle_locks(previous.locks, parts.preimages, parts.released)
-    to_payee = paid
-    if parts.lock is not None:
-        lock = parts.lock
+    pending = {lock.hash for lock in locks}
+    for i, (group, amount) in enumerate(zip(parts.locks, locked, strict=True)):
+        lock = group.lock
         if len(lock.hash) != HASH_BYTES:
-            raise _invalid("lock_hash", f"must be {HASH_BYTES} bytes")
-        if any(existing.hash == lock.hash for existing in locks):
-            raise _refused("lock_hash", "a lock with this hash is already pending")
-        if lock.amount_micros != paid or paid == 0:
-            raise _invalid("lock_hash", "a routed batch locks exactly what it pays, and pays")
+            raise _invalid(f"new_locks[{i}].hash", f"must be {HASH_BYTES} bytes")
+        if lock.hash in pending:
+            raise _refused(f"new_locks[{i}].hash", "a lock with this hash is already pending")
+        if lock.amount_micros != amount or amount == 0:
+            raise _invalid(
+                f"new_locks[{i}].payments", "a lock holds exactly what its lines pay, and they pay"
+            )
+        pending.add(lock.hash)
         locks.append(lock)
-        to_payee = 0  # the payee gets it when the preimage resolves the lock
+    to_payee = paid
+    paid += sum(locked)
     payer = (
         previous.payer_micros
         + (parts.deposit_micros - previous.deposit_micros)

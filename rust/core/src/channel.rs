@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use crate::wire::{
     decode,
-    v1::{ChannelState, PaymentBatch},
+    v1::{ChannelState, Payment, PaymentBatch},
 };
 
 /// Length of a channel id, chosen by the payer when it opens the channel.
@@ -30,11 +30,24 @@ const CLAIM_ID_CHARS_MAX: usize = 64;
 const PROCEDURE_CODE_CHARS_MAX: usize = 16;
 const PATIENT_REF_LEN_MAX: usize = 32;
 
+/// What one update's payment lines move, each line checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PaymentSums {
+    /// Paid into each lock the update adds, one entry per group of lines.
+    pub locked: Vec<u64>,
+    /// Paid to the payee outright (the lines after the locked groups).
+    pub paid: u64,
+    /// Refunded to the payer.
+    pub refunded: u64,
+}
+
 /// Checks every payment line of one update's encoded `PaymentBatch` and returns what it
-/// moves: (paid to the payee, refunded to the payer). Each line needs a 16-byte id
-/// unique in the batch, a positive amount and billing fields within their limits; a
+/// moves. The first `groups[0]` lines pay into the update's first new lock, the next
+/// `groups[1]` into its second, and so on; those lines must be payments, not refunds.
+/// The lines after the groups are paid outright or refunded. Each line needs a 16-byte
+/// id unique in the batch, a positive amount and billing fields within their limits; a
 /// failure names the line and its field, e.g. `batch.payments[3].payment_id`.
-pub fn sum_payments(batch: &[u8]) -> Result<(u64, u64)> {
+pub fn sum_payments(batch: &[u8], groups: &[u32]) -> Result<PaymentSums> {
     let decoded: PaymentBatch = decode("batch", batch)?;
     let count = decoded.payments.len();
     if count > BATCH_PAYMENTS_MAX {
@@ -45,46 +58,80 @@ pub fn sum_payments(batch: &[u8]) -> Result<(u64, u64)> {
             count,
         ));
     }
-    let (mut paid, mut refunded) = (0_u64, 0_u64);
+    let grouped = groups
+        .iter()
+        .try_fold(0_usize, |total, &n| total.checked_add(n as usize));
+    if grouped.is_none_or(|total| total > count) {
+        return Err(Error::invalid_argument(
+            "new_locks.payments",
+            format!("the locks cover more than the batch's {count} payments"),
+        ));
+    }
+    // The group of each line: Some(lock index) for the first lines, then None.
+    let mut owners = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, &n)| std::iter::repeat_n(g, n as usize))
+        .map(Some)
+        .chain(std::iter::repeat(None));
+    let mut sums = PaymentSums {
+        locked: vec![0; groups.len()],
+        ..PaymentSums::default()
+    };
     let mut seen = HashSet::with_capacity(count);
     let overflow = || Error::invalid_argument("batch", "the amounts overflow 64 bits");
     for (i, payment) in decoded.payments.iter().enumerate() {
         let invalid = |field: &str, reason: String| {
             Error::invalid_argument(format!("batch.payments[{i}].{field}"), reason)
         };
-        if payment.payment_id.len() != PAYMENT_ID_LEN {
-            return Err(invalid("payment_id", format!("must be {PAYMENT_ID_LEN} bytes")));
-        }
-        if payment.amount_micros == 0 {
-            return Err(invalid("amount_micros", "must be positive".into()));
-        }
-        if let Some(line) = &payment.line {
-            if line.claim_id.chars().count() > CLAIM_ID_CHARS_MAX {
-                return Err(invalid(
-                    "line.claim_id",
-                    format!("longer than {CLAIM_ID_CHARS_MAX}"),
-                ));
-            }
-            if line.procedure_code.chars().count() > PROCEDURE_CODE_CHARS_MAX {
-                return Err(invalid(
-                    "line.procedure_code",
-                    format!("longer than {PROCEDURE_CODE_CHARS_MAX}"),
-                ));
-            }
-            if line.patient_ref.len() > PATIENT_REF_LEN_MAX {
-                return Err(invalid(
-                    "line.patient_ref",
-                    format!("longer than {PATIENT_REF_LEN_MAX} bytes"),
-                ));
-            }
-        }
+        check_line(payment, &invalid)?;
         if !seen.insert(payment.payment_id.as_slice()) {
             return Err(invalid("payment_id", "appears twice in the batch".into()));
         }
-        let sum = if payment.refund { &mut refunded } else { &mut paid };
+        let sum = match owners.next().flatten() {
+            Some(_) if payment.refund => {
+                return Err(invalid(
+                    "refund",
+                    "a line paid into a lock cannot be a refund".into(),
+                ))
+            }
+            Some(group) => &mut sums.locked[group],
+            None if payment.refund => &mut sums.refunded,
+            None => &mut sums.paid,
+        };
         *sum = sum.checked_add(payment.amount_micros).ok_or_else(overflow)?;
     }
-    Ok((paid, refunded))
+    Ok(sums)
+}
+
+fn check_line(payment: &Payment, invalid: &impl Fn(&str, String) -> Error) -> Result<()> {
+    if payment.payment_id.len() != PAYMENT_ID_LEN {
+        return Err(invalid("payment_id", format!("must be {PAYMENT_ID_LEN} bytes")));
+    }
+    if payment.amount_micros == 0 {
+        return Err(invalid("amount_micros", "must be positive".into()));
+    }
+    if let Some(line) = &payment.line {
+        if line.claim_id.chars().count() > CLAIM_ID_CHARS_MAX {
+            return Err(invalid(
+                "line.claim_id",
+                format!("longer than {CLAIM_ID_CHARS_MAX}"),
+            ));
+        }
+        if line.procedure_code.chars().count() > PROCEDURE_CODE_CHARS_MAX {
+            return Err(invalid(
+                "line.procedure_code",
+                format!("longer than {PROCEDURE_CODE_CHARS_MAX}"),
+            ));
+        }
+        if line.patient_ref.len() > PATIENT_REF_LEN_MAX {
+            return Err(invalid(
+                "line.patient_ref",
+                format!("longer than {PATIENT_REF_LEN_MAX} bytes"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes `state` and checks its shape: a 16-byte channel id, 32-byte lock hashes,
@@ -270,8 +317,29 @@ mod tests {
     #[test]
     fn a_batch_sums_payments_and_refunds_apart() {
         let lines = vec![line(1, 5, false), line(2, 7, false), line(3, 4, true)];
-        assert_eq!(sum_payments(&batch(lines)).unwrap(), (12, 4));
-        assert_eq!(sum_payments(&[]).unwrap(), (0, 0));
+        let sums = sum_payments(&batch(lines), &[]).unwrap();
+        assert_eq!((sums.locked, sums.paid, sums.refunded), (vec![], 12, 4));
+        assert_eq!(sum_payments(&[], &[]).unwrap(), PaymentSums::default());
+    }
+
+    #[test]
+    fn grouped_lines_pay_into_their_locks_in_order() {
+        let lines = vec![
+            line(1, 5, false),
+            line(2, 7, false),
+            line(3, 1, false),
+            line(4, 2, false),
+            line(5, 4, true),
+        ];
+        let sums = sum_payments(&batch(lines.clone()), &[2, 1]).unwrap();
+        assert_eq!((sums.locked, sums.paid, sums.refunded), (vec![12, 1], 2, 4));
+        let empty_group = sum_payments(&batch(lines.clone()), &[0, 4]).unwrap();
+        assert_eq!(empty_group.locked, vec![0, 15]);
+        // A refund inside a group, and groups longer than the batch, are refused.
+        let field = |groups: &[u32]| field_of(sum_payments(&batch(lines.clone()), groups).unwrap_err());
+        assert_eq!(field(&[5]), "batch.payments[4].refund");
+        assert_eq!(field(&[3, 3]), "new_locks.payments");
+        assert_eq!(field(&[u32::MAX, u32::MAX]), "new_locks.payments");
     }
 
     #[test]
@@ -288,15 +356,15 @@ mod tests {
             (vec![line(1, u64::MAX, false), line(2, 1, false)], "batch"),
         ];
         for (lines, field) in cases {
-            assert_eq!(field_of(sum_payments(&batch(lines)).unwrap_err()), field);
+            assert_eq!(field_of(sum_payments(&batch(lines), &[]).unwrap_err()), field);
         }
         let mut long_code = line(1, 5, false);
         long_code.line.as_mut().unwrap().procedure_code = "9".repeat(17);
         assert_eq!(
-            field_of(sum_payments(&batch(vec![long_code])).unwrap_err()),
+            field_of(sum_payments(&batch(vec![long_code]), &[]).unwrap_err()),
             "batch.payments[0].line.procedure_code"
         );
-        assert_eq!(field_of(sum_payments(&[0xff]).unwrap_err()), "batch");
+        assert_eq!(field_of(sum_payments(&[0xff], &[]).unwrap_err()), "batch");
     }
 
     #[test]

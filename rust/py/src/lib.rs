@@ -239,11 +239,14 @@ fn check_channel_state(state: &[u8]) -> PyResult<()> {
     channel::check_state(state).map(drop).map_err(raise)
 }
 
-/// (paid, refunded) by one update's encoded PaymentBatch, each line checked.
+/// (paid into each new lock, paid outright, refunded) by one update's encoded
+/// PaymentBatch, each line checked; `groups[i]` lines pay into the i-th new lock.
 #[pyfunction]
-fn sum_channel_payments(py: Python<'_>, batch: &[u8]) -> PyResult<(u64, u64)> {
+#[pyo3(signature = (batch, groups=Vec::new()))]
+fn sum_channel_payments(py: Python<'_>, batch: &[u8], groups: Vec<u32>) -> PyResult<(Vec<u64>, u64, u64)> {
     let heavy = batch.len() >= RELEASE_GIL_BYTES;
-    run_heavy(py, heavy, || channel::sum_payments(batch)).map_err(raise)
+    let sums = run_heavy(py, heavy, || channel::sum_payments(batch, &groups)).map_err(raise)?;
+    Ok((sums.locked, sums.paid, sums.refunded))
 }
 
 #[pyfunction]

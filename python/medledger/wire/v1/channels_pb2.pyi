@@ -494,6 +494,30 @@ class PaymentBatch(_message.Message):
 Global___PaymentBatch: _TypeAlias = PaymentBatch  # noqa: Y015
 
 @_typing.final
+class NewLock(_message.Message):
+    """A hash lock an update adds, and how many of its payment lines pay into it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HASH_FIELD_NUMBER: _builtins.int
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    hash: _builtins.bytes
+    payments: _builtins.int
+    def __init__(
+        self,
+        *,
+        hash: _builtins.bytes = ...,
+        payments: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash", b"hash", "payments", b"payments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NewLock: _TypeAlias = NewLock  # noqa: Y015
+
+@_typing.final
 class ChannelUpdate(_message.Message):
     """Payer → payee: the next state, signed by the payer."""
 
@@ -503,7 +527,7 @@ class ChannelUpdate(_message.Message):
     BATCH_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     PAYER_SIGNATURE_FIELD_NUMBER: _builtins.int
-    LOCK_HASH_FIELD_NUMBER: _builtins.int
+    NEW_LOCKS_FIELD_NUMBER: _builtins.int
     DESTINATION_FIELD_NUMBER: _builtins.int
     PREIMAGES_FIELD_NUMBER: _builtins.int
     RELEASED_LOCKS_FIELD_NUMBER: _builtins.int
@@ -511,13 +535,17 @@ class ChannelUpdate(_message.Message):
     state: _builtins.bytes
     """the encoded ChannelState these payments lead to"""
     payer_signature: _builtins.bytes
-    lock_hash: _builtins.bytes
-    """A routed update: the batch is conditional on the state's new lock with this hash,
-    and the hub forwards it to `destination`.
-    """
     destination: _builtins.bytes
     @_builtins.property
     def batch(self) -> Global___PaymentBatch: ...
+    @_builtins.property
+    def new_locks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NewLock]:
+        """The locks this update adds to the state, in the state's order. Each takes the next
+        `payments` lines of the batch (from the first line on): those lines are paid into
+        the lock, not to the payee, and a hub forwards them to `destination` on the same
+        hash. The lines after the locks' are paid outright or refunded.
+        """
+
     @_builtins.property
     def preimages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Preimages that resolve earlier locks in the payee's favour."""
@@ -533,14 +561,14 @@ class ChannelUpdate(_message.Message):
         batch: Global___PaymentBatch | None = ...,
         state: _builtins.bytes = ...,
         payer_signature: _builtins.bytes = ...,
-        lock_hash: _builtins.bytes = ...,
+        new_locks: _abc.Iterable[Global___NewLock] | None = ...,
         destination: _builtins.bytes = ...,
         preimages: _abc.Iterable[_builtins.bytes] | None = ...,
         released_locks: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "channel_id", b"channel_id", "destination", b"destination", "lock_hash", b"lock_hash", "payer_signature", b"payer_signature", "preimages", b"preimages", "released_locks", b"released_locks", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "channel_id", b"channel_id", "destination", b"destination", "new_locks", b"new_locks", "payer_signature", b"payer_signature", "preimages", b"preimages", "released_locks", b"released_locks", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
