@@ -13,6 +13,13 @@ when its lock's preimage is back at the payer: the hub held the payer's lock dur
 forwarded the lines, the provider held the hub's lock durably and revealed the preimage.
 The preimages then settle both hops in the following updates. Its row gives two
 latencies: acknowledged (by the hub, durably) and delivered (the preimage is back).
+
+Every row but one is a closed loop: each channel sends as fast as its window allows, so
+the figures are the throughput at saturation and the latency there. The last row sends
+through the hub at a fixed offered rate (`hub_rate`, payments per second, spread evenly
+over the channels), the way a processor's load arrives; its latency clock starts at each
+batch's scheduled time, so a batch the hub delays also delays the clock of none after it
+(no coordinated omission).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class Run:
     # Through a hub only: from sending to holding the preimage (the provider has it).
     delivered_latency_p50_ms: float | None = None
     delivered_latency_p99_ms: float | None = None
+    offered_per_s: float | None = None  # paced rows: the rate the payers offered
 
 
 @dataclass
@@ -70,6 +78,8 @@ class ChannelsBenchResult:
     many_channels: Run
     # Through one hub: acknowledged by the hub, and delivered (the preimage is back).
     through_hub: Run
+    # The same at a fixed offered rate (None when not asked for).
+    through_hub_paced: Run | None
     # Payments per second if an update's four Ed25519 operations (payer signs, payee
     # verifies and countersigns, payer verifies) were the only work, on this machine.
     sign_verify_ceiling_per_s: float
@@ -77,7 +87,12 @@ class ChannelsBenchResult:
 
 
 def run_channels_bench(
-    *, payments: int, channels: int, batch: int, json_path: Path | None = None
+    *,
+    payments: int,
+    channels: int,
+    batch: int,
+    hub_rate: float | None = None,
+    json_path: Path | None = None,
 ) -> ChannelsBenchResult:
     from medledger.channels.store import ChannelStore  # noqa: PLC0415
     from medledger.cli import init_home  # noqa: PLC0415
@@ -162,6 +177,20 @@ def run_channels_bench(
                     destination=payee.public_key,
                 )
             )
+            paced = fsyncs_paced = None
+            if hub_rate:
+                paced, fsyncs_paced = asyncio.run(
+                    _pay(
+                        store,
+                        hub_payers,
+                        via_hub,
+                        payments,
+                        batch=batch,
+                        in_flight=IN_FLIGHT_HUB,
+                        destination=payee.public_key,
+                        rate=hub_rate,
+                    )
+                )
             store.close()
         finally:
             if hub is not None:
@@ -172,8 +201,9 @@ def run_channels_bench(
         one_channel=one,
         many_channels=many,
         through_hub=routed,
+        through_hub_paced=paced,
         sign_verify_ceiling_per_s=_sign_verify_ceiling(payee, batch),
-        payer_fsyncs=fsyncs_one + fsyncs_many + fsyncs_routed,
+        payer_fsyncs=fsyncs_one + fsyncs_many + fsyncs_routed + (fsyncs_paced or 0),
     )
     print(json.dumps(asdict(result), indent=2))
     if json_path is not None:
@@ -190,9 +220,11 @@ async def _pay(
     batch: int,
     in_flight: int,
     destination: bytes = b"",
+    rate: float | None = None,
 ) -> tuple[Run, int]:
     """Pays `payments` spread over the channels; with `destination` every batch is
-    routed through the channels' payee (a hub) on an invoice of `destination`."""
+    routed through the channels' payee (a hub) on an invoice of `destination`; with
+    `rate` the batches are sent on a schedule that offers that many payments per second."""
     from medledger.channels.payer import PayerSession  # noqa: PLC0415
     from medledger.channels.store import GroupCommit  # noqa: PLC0415
     from medledger.client.channels import payment, routed_lock  # noqa: PLC0415
@@ -208,7 +240,10 @@ async def _pay(
 
     connected = asyncio.Barrier(len(payers) + 1)
 
-    async def one_channel(key: SigningKey, local: channels_pb2.LocalChannel) -> None:
+    # Paced: each channel sends a batch every `period` seconds, the channels staggered.
+    period = batch * len(payers) / rate if rate else 0.0
+
+    async def one_channel(index: int, key: SigningKey, local: channels_pb2.LocalChannel) -> None:
         session = PayerSession(
             key, CHAIN_ID, store, local, local.address, commit=commit, in_flight_max=in_flight
         )
@@ -224,12 +259,17 @@ async def _pay(
             await connected.wait()  # measure payments, not connection set-up
             pending: list[asyncio.Future[Any]] = []
             # At most `in_flight` batches not yet acknowledged (routed: not yet
-            # delivered). The clock starts once there is room, so the latency is the
-            # channel's and not a queue this loop built in front of it.
+            # delivered). Unpaced, the clock starts once there is room, so the latency
+            # is the channel's and not a queue this loop built in front of it; paced, at
+            # the batch's scheduled time, so waiting for room counts.
             room = asyncio.Semaphore(in_flight)
+            origin = time.perf_counter() + period * index / len(payers)
             for n, i in enumerate(starts):
+                due = origin + n * period
+                if period:
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 await room.acquire()
-                began = time.perf_counter()
+                began = due if period else time.perf_counter()
                 for line in lines:  # a fresh id per payment, the billing line reused
                     line.payment_id = i.to_bytes(8, "big") + line.payment_id[8:]
                 payments_now = lines[: min(batch, per_channel - i)]
@@ -247,23 +287,48 @@ async def _pay(
                 pending.append(acked)
             await asyncio.gather(*pending)
 
-    tasks = [asyncio.create_task(one_channel(k, c)) for k, c in zip(payers, locals_, strict=True)]
+    tasks = [
+        asyncio.create_task(one_channel(j, k, c))
+        for j, (k, c) in enumerate(zip(payers, locals_, strict=True))
+    ]
     await connected.wait()
     started = time.perf_counter()
     await asyncio.gather(*tasks)
     seconds = time.perf_counter() - started
     await commit.stop()
+    paid = per_channel * len(payers)
+    run = _run(
+        len(payers),
+        paid,
+        seconds,
+        acked_after=acked_after,
+        delivered_after=delivered_after,
+        rate=rate,
+    )
+    return run, commit.transactions
+
+
+def _run(
+    channels: int,
+    payments: int,
+    seconds: float,
+    *,
+    acked_after: list[float],
+    delivered_after: list[float],
+    rate: float | None,
+) -> Run:
     run = Run(
-        channels=len(payers),
-        payments=per_channel * len(payers),
-        payments_per_s=per_channel * len(payers) / seconds,
+        channels=channels,
+        payments=payments,
+        payments_per_s=payments / seconds,
         ack_latency_p50_ms=statistics.median(acked_after) * 1e3,
         ack_latency_p99_ms=percentile(acked_after, 0.99) * 1e3,
+        offered_per_s=rate,
     )
     if delivered_after:
         run.delivered_latency_p50_ms = statistics.median(delivered_after) * 1e3
         run.delivered_latency_p99_ms = percentile(delivered_after, 0.99) * 1e3
-    return run, commit.transactions
+    return run
 
 
 def _start_hub(

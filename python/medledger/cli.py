@@ -242,7 +242,11 @@ def cmd_bench_channels(args: argparse.Namespace) -> None:
     from medledger.channels_bench import run_channels_bench  # noqa: PLC0415
 
     run_channels_bench(
-        payments=args.payments, channels=args.channels, batch=args.batch, json_path=args.json
+        payments=args.payments,
+        channels=args.channels,
+        batch=args.batch,
+        hub_rate=args.hub_rate or None,
+        json_path=args.json,
     )
 
 
@@ -397,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     channels.add_argument("--payments", type=int, default=200_000)
     channels.add_argument("--channels", type=int, default=100)
     channels.add_argument("--batch", type=int, default=100, help="payments per signed state")
+    channels.add_argument(
+        "--hub-rate",
+        type=float,
+        default=50_000,
+        help="payments/s offered in the paced hub row (0: leave the row out)",
+    )
     channels.add_argument("--json", type=Path)
     channels.set_defaults(run=cmd_bench_channels)
     return parser
