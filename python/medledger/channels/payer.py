@@ -460,7 +460,7 @@ class PayerSession:
         self._releases_due.add(failed.hash)
         waiter = self._resolutions.get(failed.hash)
         if waiter is not None and not waiter.done():
-            waiter.set_exception(ChannelRefused("ABORTED", "lock_hash", failed.reason))
+            waiter.set_exception(ChannelRefused("ABORTED", "new_locks.hash", failed.reason))
         if self._on_failed is not None:
             self._on_failed(failed.hash, failed.reason)
         self._schedule_flush()
