@@ -287,7 +287,9 @@ class Payee:
                 raise ChannelRuleError(
                     "FAILED_PRECONDITION", f"batch.payments[{i}]", "no refund was offered"
                 )
-        in_state = {lock.hash: lock for lock in state.locks}
+        # Only an update that adds locks needs them by hash (a hub link's state may hold
+        # hundreds pending).
+        in_state = {lock.hash: lock for lock in state.locks} if update.new_locks else {}
         locks = []
         height = self.ledger.height()
         for i, new_lock in enumerate(update.new_locks):
