@@ -5,6 +5,7 @@ opens, settles and disputes. Bad updates, an old-state close and a SIGKILL mid-s
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -448,6 +449,43 @@ def test_sigkill_of_the_payee_mid_stream_loses_no_acknowledged_payment(tmp_path:
         settled = wallet.on_chain(channel_id).channel
         assert settled.payee_paid_micros == resumed.payee_micros
         assert settled.payer_paid_micros == DEPOSIT - resumed.payee_micros
+    finally:
+        wallet.close_store()
+        node.process.stop()
+
+
+def test_a_payee_that_stops_answering_fails_the_stream_at_the_deadline(tmp_path: Path) -> None:
+    """A payee that hangs with the connection open (here SIGSTOPped) gets no say in how
+    long the payer waits: the update fails UNAVAILABLE at the acknowledgement deadline,
+    and once the payee answers again a new session resumes on the state both hold."""
+    node = launch(tmp_path / "home")
+    wallet = new_wallet(node, tmp_path / "payer")
+    try:
+        channel_id = open_channel(node, wallet)
+
+        async def stall() -> None:
+            async with wallet.session(channel_id, ack_timeout_s=1.0) as session:
+                await (await session.send([payment(7)]))
+                node.process.process.send_signal(signal.SIGSTOP)
+                try:
+                    stalled = await session.send([payment(7), payment(7)])
+                    with pytest.raises(ChannelRefused) as failed:
+                        await asyncio.wait_for(stalled, 10)
+                    assert (failed.value.status, failed.value.field) == ("UNAVAILABLE", "stream")
+                    assert "no acknowledgement within 1 s" in failed.value.reason
+                    await asyncio.wait_for(session.wait_closed(), 5)  # the stream is over
+                    with pytest.raises(ChannelRefused):
+                        await session.send([payment(7)])
+                finally:
+                    node.process.process.send_signal(signal.SIGCONT)
+
+        asyncio.run(stall())
+        asyncio.run(pay(wallet, channel_id, updates=1, per_update=1))
+        # Whether or not the payee stored the stalled update when it woke, both sides
+        # hold the same state, both signatures included.
+        assert payee_state(node, channel_id).state == wallet.local(channel_id).latest
+        state = channels_pb2.ChannelState.FromString(wallet.local(channel_id).latest.state)
+        assert state.payee_micros in (2 * 7, 4 * 7)
     finally:
         wallet.close_store()
         node.process.stop()

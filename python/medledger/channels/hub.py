@@ -24,7 +24,10 @@ A routed payment, step by step:
 
 Both hops complete or neither. The provider reveals only a preimage whose lock it holds
 durably; the hub pays out only a preimage it holds durably, and gives an incoming lock
-up only once the provider refused the outgoing one, or the outgoing one expired. After a
+up only once the provider refused the outgoing one, or the outgoing one expired. A
+preimage that comes after the hub gave the route up (the provider was unreachable until
+its lock expired) is not paid: the hub takes its expired lock back instead, and keeps the
+failed route until neither hop holds the lock. After a
 crash the hub reloads its routes: a route whose lock the provider holds waits for the
 provider's announcement (repeated on every reconnect); one whose lock never reached the
 provider fails. A payer that withholds the update paying a revealed lock is closed on
@@ -38,7 +41,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import grpc
 
@@ -184,9 +187,12 @@ class Hub:
         state (which the session just adopted) shows whether the lock reached it."""
         held = {lock.hash for lock in session.acked_state.locks}
         for route in list(self._routes.values()):
-            if route.destination != link.local.payee or route.preimage or route.failure:
+            if route.destination != link.local.payee or route.preimage:
                 continue
-            if route.hash not in held:
+            if route.failure:
+                if route.hash in held:  # given up upstream while the link was down
+                    session.release(route.hash)
+            elif route.hash not in held:
                 await self._fail(route, "the payment did not reach the destination")
 
     # ------------------------------------------------------------------ Router
@@ -218,8 +224,13 @@ class Hub:
         self._queue(self._links[route.destination], [_Forward(route, payments)])
 
     def route_settled(self, lock_hash: bytes) -> list[Write]:
-        route = self._routes.pop(lock_hash, None)
-        return [] if route is None else [self.store.route_write(route, delete=True)]
+        route = self._routes.get(lock_hash)
+        if route is None or route.failure:
+            # A failed route is kept until the provider's lock is taken back as well: a
+            # preimage it reveals late must find the route failed, and go unpaid.
+            return []
+        del self._routes[lock_hash]
+        return [self.store.route_write(route, delete=True)]
 
     async def invoices(self, channel_id: bytes, count: int, destination: bytes) -> list[bytes]:
         link = self._links.get(destination)
@@ -283,10 +294,18 @@ class Hub:
             reason = f"the destination refused: {error.field}: {error.reason}"
             await self._fail(forwards[0].route, reason)
 
-    def _on_resolved(self, lock_hash: bytes, preimage: bytes) -> asyncio.Future[None] | None:
+    def _on_resolved(
+        self, lock_hash: bytes, preimage: bytes
+    ) -> asyncio.Future[None] | Literal[False] | None:
         """The provider revealed the preimage. It is stored before the hub's session may
         pay the provider with it, and before the payer hears of it."""
         route = self._routes.get(lock_hash)
+        if route is not None and route.failure:
+            # The hub gave the incoming lock up (it expired, say, while the provider was
+            # unreachable): paying the provider now would pay a route nobody pays for.
+            # The outgoing lock has expired too, so the provider accepts its release.
+            log.warning("hub: %s revealed after the route failed; not paid", lock_hash.hex())
+            return False
         if route is None or route.preimage:
             return None
         route.preimage = preimage
@@ -312,6 +331,7 @@ class Hub:
             await asyncio.sleep(HOUSEKEEPING_S)
             self._adopt_new_links()
             await self._expire_routes()
+            await self._forget_failed_routes()
             try:
                 await self._claim_on_ledger()
             except Rejected as error:  # the ledger is unreachable or refused: next time
@@ -328,6 +348,25 @@ class Hub:
                 link = self._links.get(route.destination)
                 if link is not None and link.session is not None:
                     link.session.release(route.hash)  # and the hub takes its own lock back
+
+    async def _forget_failed_routes(self) -> None:
+        """Drops a failed route once neither hop holds its lock any more: the payer took
+        the incoming one back, and the provider's is not pending after any update the
+        hub sent (while the link is down that is unknown, so the route stays)."""
+        forgotten = []
+        for route in self._routes.values():
+            if not route.failure or route.hash in self.payee.pending_locks(route.in_channel_id):
+                continue
+            link = self._links.get(route.destination)
+            if link is not None and (
+                link.session is None or route.hash in link.session.pending_locks()
+            ):
+                continue
+            forgotten.append(route)
+        for route in forgotten:
+            del self._routes[route.hash]
+        if forgotten:
+            await self.commit.commit([self.store.route_write(r, delete=True) for r in forgotten])
 
     async def _claim_on_ledger(self) -> None:
         """Closes, with the latest state both signed and the preimages, each incoming

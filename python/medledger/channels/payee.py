@@ -212,6 +212,11 @@ class Payee:
     def latest(self, channel_id: bytes) -> channels_pb2.LocalChannel | None:
         return self._channels.get(channel_id)
 
+    def pending_locks(self, channel_id: bytes) -> set[bytes]:
+        """Hashes of the locks pending in the channel's latest state."""
+        head = self._heads.get(channel_id)
+        return set() if head is None else {lock.hash for lock in head.locks}
+
     def pending_offers(self, channel_id: bytes) -> list[channels_pb2.RefundOffer]:
         return list(self._offers.get(channel_id, {}).values())
 

@@ -14,7 +14,8 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import grpc
 
@@ -33,6 +34,7 @@ from medledger.crypto import SigningKey, sha256
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 
 __all__ = [
+    "ACK_TIMEOUT_S",
     "UPDATES_IN_FLIGHT_MAX",
     "ChannelRefused",
     "PayerSession",
@@ -43,6 +45,8 @@ __all__ = [
 UPDATES_IN_FLIGHT_MAX = 64
 CONNECT_TIMEOUT_S = 10.0
 ACK_TIMEOUT_S = 30.0
+"""How long an update may wait for its acknowledgement before the session gives the
+stream up as dead (a payee that stopped answering but keeps the connection open)."""
 RESOLVE_FLUSH_S = 0.005
 """How long a lock outcome waits to ride on the next payment before it gets an update of
 its own: the payee is owed the amount of a revealed lock until a state includes it."""
@@ -66,6 +70,7 @@ class _InFlight:
     update: channels_pb2.ChannelUpdate
     state: channels_pb2.ChannelState
     acked: asyncio.Future[channels_pb2.SignedChannelState]
+    sent_at: float = field(default_factory=time.monotonic)
 
 
 class PayerSession:
@@ -81,14 +86,19 @@ class PayerSession:
         *,
         in_flight_max: int = UPDATES_IN_FLIGHT_MAX,
         commit: GroupCommit | None = None,
-        on_resolved: Callable[[bytes, bytes], asyncio.Future[None] | None] | None = None,
+        on_resolved: Callable[[bytes, bytes], asyncio.Future[None] | Literal[False] | None]
+        | None = None,
         on_failed: Callable[[bytes, str], None] | None = None,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
     ) -> None:
         """`commit`: a group commit shared by many sessions over one store (one payer
         with many channels); by default the session runs its own. `on_resolved(hash,
         preimage)` and `on_failed(hash, reason)` hear the outcome of each lock (a hub
         passes them back along the route); when `on_resolved` returns a future, the
-        preimage is paid out only once it completes (the hub has it on disk)."""
+        preimage is paid out only once it completes (the hub has it on disk); when it
+        returns False the lock is not paid but taken back (the hub gave the route up
+        before the preimage came). An update not acknowledged within `ack_timeout_s`
+        ends the stream: every update in flight fails with UNAVAILABLE."""
         self.key = key
         self.chain_id = chain_id
         self.store = store
@@ -117,6 +127,9 @@ class PayerSession:
         self._grpc: grpc.aio.Channel | None = None
         self._receiver: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._ack_timeout_s = ack_timeout_s
+        self._call: grpc.aio.StreamStreamCall | None = None  # type: ignore[type-arg]
+        self._watchdog: asyncio.Task[None] | None = None
 
     def _acked_state(self) -> channels_pb2.ChannelState:
         if self.local.latest.state:
@@ -136,8 +149,9 @@ class PayerSession:
         stub = channels_pb2_grpc.ChannelServiceStub(connection)
         await asyncio.wait_for(connection.channel_ready(), CONNECT_TIMEOUT_S)
         await self._resync(stub)
-        call = stub.Stream(self._requests())
+        self._call = call = stub.Stream(self._requests())
         self._receiver = asyncio.create_task(self._receive(call))
+        self._watchdog = asyncio.create_task(self._watch_acks())
         if self._head.locks:
             # The payee repeats the outcomes of pending locks to a stream once it carries
             # an update of the channel: an empty one, so they are heard without delay.
@@ -191,6 +205,8 @@ class PayerSession:
             with contextlib.suppress(ChannelRuleError, TimeoutError):
                 await asyncio.wait_for(await self.send([]), ACK_TIMEOUT_S)
         self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         await self._outbound.put(None)
         if self._receiver is not None:
             try:
@@ -339,6 +355,18 @@ class PayerSession:
 
     # ------------------------------------------------------------------ receiving
 
+    async def _watch_acks(self) -> None:
+        """Ends a stream whose payee stopped answering: without it a payee that hangs
+        (but keeps the connection open) would hold every update in flight for ever."""
+        while self._failure is None:
+            await asyncio.sleep(self._ack_timeout_s / 4)
+            oldest = min((f.sent_at for f in self._in_flight.values()), default=None)
+            if oldest is not None and time.monotonic() - oldest > self._ack_timeout_s:
+                reason = f"no acknowledgement within {self._ack_timeout_s:g} s"
+                self._fail_all(ChannelRefused("UNAVAILABLE", "stream", reason))
+                if self._call is not None:
+                    self._call.cancel()  # the receiver ends, and so does wait_closed()
+
     async def _receive(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
         try:
             async for event in call:
@@ -355,6 +383,10 @@ class PayerSession:
                     self._on_failed_lock(event.failed)
         except grpc.aio.AioRpcError as error:
             self._fail_all(ChannelRefused("UNAVAILABLE", "stream", error.details() or str(error)))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this task was cancelled, not just the call (by the watchdog)
         if self._in_flight:
             self._fail_all(ChannelRefused("UNAVAILABLE", "stream", "closed before acknowledging"))
 
@@ -444,10 +476,13 @@ class PayerSession:
             return  # resolved already (an announcement repeated on reconnect)
         if sha256(resolved.preimage) != resolved.hash:
             return  # not the preimage: the lock stays pending until it expires
+        kept = self._on_resolved(resolved.hash, resolved.preimage) if self._on_resolved else None
+        if kept is False:  # the route was given up before the preimage came: not paid
+            self._requeue((), [resolved.hash])
+            return
         waiter = self._resolutions.get(resolved.hash)
         if waiter is not None and not waiter.done():
             waiter.set_result(resolved.preimage)
-        kept = self._on_resolved(resolved.hash, resolved.preimage) if self._on_resolved else None
         if kept is None:
             self._requeue([resolved.preimage], ())
         else:

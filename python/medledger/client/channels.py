@@ -15,7 +15,12 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from medledger.channels.payer import UPDATES_IN_FLIGHT_MAX, PayerSession, new_payment_id
+from medledger.channels.payer import (
+    ACK_TIMEOUT_S,
+    UPDATES_IN_FLIGHT_MAX,
+    PayerSession,
+    new_payment_id,
+)
 from medledger.channels.rules import ChannelRuleError
 from medledger.channels.store import ChannelStore
 from medledger.client.builder import TxBuilder
@@ -154,11 +159,21 @@ class ChannelWallet:
         self.store.write([self.store.channel_write(local)])
 
     def session(
-        self, channel_id: bytes, *, in_flight_max: int = UPDATES_IN_FLIGHT_MAX
+        self,
+        channel_id: bytes,
+        *,
+        in_flight_max: int = UPDATES_IN_FLIGHT_MAX,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
     ) -> PayerSession:
         local = self.local(channel_id)
         return PayerSession(
-            self.key, self.chain_id, self.store, local, local.address, in_flight_max=in_flight_max
+            self.key,
+            self.chain_id,
+            self.store,
+            local,
+            local.address,
+            in_flight_max=in_flight_max,
+            ack_timeout_s=ack_timeout_s,
         )
 
     async def final_state(self, channel_id: bytes) -> channels_pb2.SignedChannelState:
