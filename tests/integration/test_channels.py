@@ -394,6 +394,47 @@ def test_a_payer_closing_with_an_old_state_is_challenged_and_the_newer_state_set
     assert payee_after - payee_before >= 357  # plus the 1-micro transfers that moved blocks
 
 
+def test_a_payer_closing_without_paying_a_revealed_lock_is_made_to_pay_it_on_the_ledger(
+    node: RunningNode, wallet: ChannelWallet
+) -> None:
+    """The payer has the preimage (the service was delivered) and closes with the latest
+    state, the lock still pending in it: the node's watcher reveals the preimage on the
+    ledger within the window, and the lock settles to the payee."""
+    channel_id = open_channel(node, wallet, challenge_blocks=6)
+    amount = 3 * 7
+
+    async def lock_and_withhold() -> channels_pb2.SignedChannelState:
+        async with RawStream(node.address) as stream:
+            (invoice,) = await stream.invoices(channel_id, 1)
+            height = node.client().status().height
+            lock = channels_pb2.HashLock(
+                hash=invoice, amount_micros=amount, expiry_height=height + 40
+            )
+            update, _ = signed_update(
+                wallet.key, initial_state(channel_id, 0), [payment(7) for _ in range(3)], lock=lock
+            )
+            ack = (await stream.answer(update)).ack
+            assert sha256((await stream.next_event()).resolved.preimage) == invoice
+        return channels_pb2.SignedChannelState(
+            state=update.state,
+            payer_signature=update.payer_signature,
+            payee_signature=ack.payee_signature,
+        )
+
+    latest = asyncio.run(lock_and_withhold())
+    close = wallet.builder.force_close_channel(
+        channel_id=channel_id, state=latest, expiry_height=node.client().status().height + 50
+    )
+    assert node.client().submit(close).code == tx_pb2.RESULT_CODE_OK
+    wait_for(lambda: len(wallet.on_chain(channel_id).channel.revealed_hashes) == 1)
+    advance(node, 8)  # past the window: the watcher settles too
+    wait_for(
+        lambda: wallet.on_chain(channel_id).channel.status == channels_pb2.CHANNEL_STATUS_SETTLED
+    )
+    settled = wallet.on_chain(channel_id).channel
+    assert (settled.payee_paid_micros, settled.payer_paid_micros) == (amount, DEPOSIT - amount)
+
+
 def test_sigkill_of_the_payee_mid_stream_loses_no_acknowledged_payment(tmp_path: Path) -> None:
     node = launch(tmp_path / "home")
     wallet = new_wallet(node, tmp_path / "payer")

@@ -531,7 +531,39 @@ def test_revealing_at_settlement_pays_a_live_lock_and_hashes_are_kept_sorted() -
     ledger.ok(force_tx(signed(sequence=2, payee=10, locks=locks)))
     ledger.ok(settle_tx(preimages=[PREIMAGE2, PREIMAGE, PREIMAGE]), wait=WINDOW + 1)
     assert list(ledger.channel().revealed_hashes) == sorted({sha256(PREIMAGE), sha256(PREIMAGE2)})
+    # Each preimage is kept beside its hash, for a hub to claim the same lock upstream.
+    assert [sha256(p) for p in ledger.channel().revealed_preimages] == list(
+        ledger.channel().revealed_hashes
+    )
     assert paid(ledger) == (40, 60)
+
+
+def test_the_payee_claims_the_locks_of_the_state_the_payer_closed_with() -> None:
+    """The payer closes with the latest state but never paid its revealed lock: the payee
+    reveals the preimage by challenging with that same state, once per new preimage."""
+    ledger = opened()
+    state = signed(sequence=2, payee=10, locks=[lock(20, 50), lock(30, 50, PREIMAGE2)])
+    ledger.ok(force_tx(state, key=PAYER))
+    assert ledger.refused(challenge_tx(state)) == tx_pb2.RESULT_CODE_STALE_CHANNEL_STATE
+    ledger.ok(challenge_tx(state, PAYEE, preimages=[PREIMAGE]))
+    assert list(ledger.channel().revealed_preimages) == [PREIMAGE]
+    # The same preimage again reveals nothing new: refused, so it cannot be replayed.
+    assert ledger.refused(challenge_tx(state, preimages=[PREIMAGE])) == (
+        tx_pb2.RESULT_CODE_STALE_CHANNEL_STATE
+    )
+    ledger.ok(settle_tx(), wait=WINDOW)
+    assert paid(ledger) == (40 + 30, 10 + 20)
+
+
+def test_a_lock_that_expired_is_not_claimed_by_repeating_the_pending_state() -> None:
+    ledger = opened()
+    state = signed(sequence=2, payee=10, locks=[lock(20, 3)])
+    ledger.ok(force_tx(state, key=PAYER))  # height 2
+    assert ledger.refused(challenge_tx(state, PAYEE, preimages=[PREIMAGE]), wait=2) == (
+        tx_pb2.RESULT_CODE_STALE_CHANNEL_STATE  # at height 4: the lock expired at 3
+    )
+    ledger.ok(settle_tx(), wait=WINDOW)
+    assert paid(ledger) == (90, 10)
 
 
 # ------------------------------------------------------------------ stateless admission

@@ -254,19 +254,32 @@ def _verified(
     return checked
 
 
-def _revealed(
+def _record_reveals(
+    channel: channels_pb2.Channel,
     pending: channels_pb2.ChannelState,
     preimages: Iterable[bytes],
-    already: Iterable[bytes],
     height: int,
-) -> list[bytes]:
-    """`already` plus the pending state's lock hashes that `preimages` open while the lock
-    is live at `height`; sorted, so every node stores the same list. A preimage opening
-    nothing is ignored rather than refused: a challenge committed just before may have
-    replaced the state whose lock it answered, and the rest of the transaction stands."""
+) -> None:
+    """Adds to the channel's revealed locks those of the pending state that `preimages`
+    open while the lock is live at `height`, keeping each preimage beside its hash;
+    sorted by hash, so every node stores the same lists. A preimage opening nothing is
+    ignored rather than refused: a challenge committed just before may have replaced the
+    state whose lock it answered, and the rest of the transaction stands."""
     live = {lock.hash for lock in pending.locks if lock.expiry_height >= height}
-    opened = {digest for digest in map(sha256, preimages) if digest in live}
-    return sorted(opened.union(already))
+    known = dict(
+        zip(map(sha256, channel.revealed_preimages), channel.revealed_preimages, strict=True)
+    )
+    for preimage in preimages:
+        digest = sha256(preimage)
+        if digest in live:
+            known.setdefault(digest, preimage)
+    channel.revealed_hashes[:] = sorted(set(channel.revealed_hashes).union(known))
+    channel.revealed_preimages[:] = [known[digest] for digest in sorted(known)]
+
+
+def _opens_new_lock(channel: channels_pb2.Channel, preimages: Iterable[bytes], height: int) -> bool:
+    live = {lock.hash for lock in channel.pending_state.locks if lock.expiry_height >= height}
+    return bool(live.intersection(map(sha256, preimages)) - set(channel.revealed_hashes))
 
 
 def payout(channel: channels_pb2.Channel) -> tuple[int, int]:
@@ -376,7 +389,7 @@ def force_close_channel(
     channel.pending_state.CopyFrom(pending)
     channel.closed_by = signer
     channel.challenge_end_height = height + channel.challenge_blocks
-    channel.revealed_hashes[:] = _revealed(pending, msg.preimages, (), height)
+    _record_reveals(channel, pending, msg.preimages, height)
     _put_channel(state, channel)
 
 
@@ -395,18 +408,27 @@ def challenge_channel(
             f"the challenge window ended at height {channel.challenge_end_height}",
         )
     newer = _verified(state, channel, msg.state, field)
-    if newer.sequence <= channel.pending_state.sequence:
+    pending = channel.pending_state
+    if newer.sequence == pending.sequence and newer == pending:
+        # The pending state again, to reveal preimages of its locks: a payee whose payer
+        # closed with the latest state (but never paid the revealed locks) claims them so.
+        if not _opens_new_lock(channel, msg.preimages, height):
+            raise _Refused(
+                tx_pb2.RESULT_CODE_STALE_CHANNEL_STATE,
+                f"{field}.state.sequence: {newer.sequence} is the pending state and "
+                "challenge_channel.preimages open none of its live locks not yet revealed",
+            )
+    elif newer.sequence <= pending.sequence:
         raise _Refused(
             tx_pb2.RESULT_CODE_STALE_CHANNEL_STATE,
-            f"{field}.state.sequence: {newer.sequence} is not above the pending "
-            f"{channel.pending_state.sequence}",
+            f"{field}.state.sequence: {newer.sequence} is not above the pending {pending.sequence}",
         )
     # The window is not extended: each challenge can only raise the sequence, so a
     # closing channel settles at a known height however many challenges arrive.
     channel.pending_state.CopyFrom(newer)
     # Hashes revealed earlier stay revealed: their preimage became public on the ledger
     # while a lock with that hash was live, so the payer could already use it upstream.
-    channel.revealed_hashes[:] = _revealed(newer, msg.preimages, channel.revealed_hashes, height)
+    _record_reveals(channel, newer, msg.preimages, height)
     _put_channel(state, channel)
 
 
@@ -422,5 +444,5 @@ def settle_channel(
             f"the challenge window is open until height {channel.challenge_end_height}",
         )
     pending = channel.pending_state
-    channel.revealed_hashes[:] = _revealed(pending, msg.preimages, channel.revealed_hashes, height)
+    _record_reveals(channel, pending, msg.preimages, height)
     _pay_out(state, height, channel)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -211,6 +211,10 @@ class Payee:
 
     def latest(self, channel_id: bytes) -> channels_pb2.LocalChannel | None:
         return self._channels.get(channel_id)
+
+    def preimages(self, hashes: Iterable[bytes]) -> list[bytes]:
+        """The preimages this payee may reveal (on the ledger too) for these lock hashes."""
+        return [self._secrets[h] for h in hashes if h in self._secrets]
 
     def pending_locks(self, channel_id: bytes) -> set[bytes]:
         """Hashes of the locks pending in the channel's latest state."""

@@ -2,8 +2,11 @@
 directly (no RPC), and the watcher answers unilateral closes of the node's channels.
 
 A payer that closes with an old state (fewer payments than it made) is challenged with
-the latest state both signed, inside the challenge window, without anyone watching;
-after the window the watcher settles, so the payee's funds arrive on their own.
+the latest state both signed, inside the challenge window, without anyone watching; a
+payer that closes with the latest state but never paid a lock whose preimage it was told
+has the preimage revealed on the ledger (a challenge with that same state), so the lock
+settles to the payee. After the window the watcher settles, so the payee's funds arrive
+on their own.
 """
 
 from __future__ import annotations
@@ -91,19 +94,34 @@ class ChannelWatcher:
         if not local.latest.state:
             return
         ours = channels_pb2.ChannelState.FromString(local.latest.state)
-        if ours.sequence <= channel.pending_state.sequence:
-            return
-        log.warning(
-            "channel %s closed with state %d; challenging with %d",
-            local.channel_id.hex(),
-            channel.pending_state.sequence,
-            ours.sequence,
+        pending = channel.pending_state
+        revealed = set(channel.revealed_hashes)
+        # Preimages of live locks in our state that the ledger does not know yet: the
+        # payer owes them, and only revealing them on the ledger before expiry pays them.
+        owed = self.payee.preimages(
+            lock.hash
+            for lock in ours.locks
+            if lock.expiry_height >= height and lock.hash not in revealed
         )
         body = tx_pb2.TransactionBody(
-            challenge_channel=channels_pb2.ChallengeChannel(state=local.latest)
+            challenge_channel=channels_pb2.ChallengeChannel(state=local.latest, preimages=owed)
         )
-        if self._once(local.channel_id, f"challenge-{ours.sequence}", height, body):
-            self.challenges += 1
+        if ours.sequence > pending.sequence:
+            log.warning(
+                "channel %s closed with state %d; challenging with %d",
+                local.channel_id.hex(),
+                pending.sequence,
+                ours.sequence,
+            )
+            if self._once(local.channel_id, f"challenge-{ours.sequence}", height, body):
+                self.challenges += 1
+        elif ours == pending and owed:
+            log.warning(
+                "channel %s closed with %d revealed locks unpaid; revealing them",
+                local.channel_id.hex(),
+                len(owed),
+            )
+            self._once(local.channel_id, f"reveal-{len(revealed)}", height, body)
 
     @staticmethod
     def _settle_body(channel: channels_pb2.Channel) -> tx_pb2.TransactionBody:

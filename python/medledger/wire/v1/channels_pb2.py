@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n medledger/wire/v1/channels.proto\x12\x11medledger.wire.v1\"F\n\x08HashLock\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x15\n\ramount_micros\x18\x02 \x01(\x04\x12\x15\n\rexpiry_height\x18\x03 \x01(\x04\"\xc9\x01\n\x0c\x43hannelState\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x16\n\x0e\x64\x65posit_micros\x18\x03 \x01(\x04\x12\x14\n\x0cpayer_micros\x18\x04 \x01(\x04\x12\x14\n\x0cpayee_micros\x18\x05 \x01(\x04\x12*\n\x05locks\x18\x06 \x03(\x0b\x32\x1b.medledger.wire.v1.HashLock\x12\x14\n\x0clines_digest\x18\x07 \x01(\x0c\x12\r\n\x05\x66inal\x18\x08 \x01(\x08\"U\n\x12SignedChannelState\x12\r\n\x05state\x18\x01 \x01(\x0c\x12\x17\n\x0fpayer_signature\x18\x02 \x01(\x0c\x12\x17\n\x0fpayee_signature\x18\x03 \x01(\x0c\"b\n\x0bOpenChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\r\n\x05payee\x18\x02 \x01(\x0c\x12\x16\n\x0e\x64\x65posit_micros\x18\x03 \x01(\x04\x12\x18\n\x10\x63hallenge_blocks\x18\x04 \x01(\r\"9\n\x0cTopUpChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x15\n\ramount_micros\x18\x02 \x01(\x04\"D\n\x0c\x43loseChannel\x12\x34\n\x05state\x18\x01 \x01(\x0b\x32%.medledger.wire.v1.SignedChannelState\"p\n\x11\x46orceCloseChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x34\n\x05state\x18\x02 \x01(\x0b\x32%.medledger.wire.v1.SignedChannelState\x12\x11\n\tpreimages\x18\x03 \x03(\x0c\"[\n\x10\x43hallengeChannel\x12\x34\n\x05state\x18\x01 \x01(\x0b\x32%.medledger.wire.v1.SignedChannelState\x12\x11\n\tpreimages\x18\x02 \x03(\x0c\"6\n\rSettleChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x11\n\tpreimages\x18\x02 \x03(\x0c\"\x86\x03\n\x07\x43hannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\r\n\x05payer\x18\x02 \x01(\x0c\x12\r\n\x05payee\x18\x03 \x01(\x0c\x12\x16\n\x0e\x64\x65posit_micros\x18\x04 \x01(\x04\x12\x18\n\x10\x63hallenge_blocks\x18\x05 \x01(\r\x12\x30\n\x06status\x18\x06 \x01(\x0e\x32 .medledger.wire.v1.ChannelStatus\x12\x15\n\ropened_height\x18\x07 \x01(\x04\x12\x36\n\rpending_state\x18\x08 \x01(\x0b\x32\x1f.medledger.wire.v1.ChannelState\x12\x1c\n\x14\x63hallenge_end_height\x18\t \x01(\x04\x12\x11\n\tclosed_by\x18\n \x01(\x0c\x12\x17\n\x0frevealed_hashes\x18\x0b \x03(\x0c\x12\x16\n\x0esettled_height\x18\x0c \x01(\x04\x12\x19\n\x11payer_paid_micros\x18\r \x01(\x04\x12\x19\n\x11payee_paid_micros\x18\x0e \x01(\x04\"q\n\x0b\x42illingLine\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x02 \x01(\t\x12\r\n\x05units\x18\x03 \x01(\r\x12\x13\n\x0bpatient_ref\x18\x04 \x01(\x0c\x12\x14\n\x0cservice_date\x18\x05 \x01(\t\"\x8c\x01\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\x0c\x12\x15\n\ramount_micros\x18\x02 \x01(\x04\x12,\n\x04line\x18\x03 \x01(\x0b\x32\x1e.medledger.wire.v1.BillingLine\x12\x0e\n\x06refund\x18\x04 \x01(\x08\x12\x18\n\x10refund_signature\x18\x05 \x01(\x0c\"<\n\x0cPaymentBatch\x12,\n\x08payments\x18\x01 \x03(\x0b\x32\x1a.medledger.wire.v1.Payment\")\n\x07NewLock\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x10\n\x08payments\x18\x02 \x01(\r\"\xfb\x01\n\rChannelUpdate\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12.\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1f.medledger.wire.v1.PaymentBatch\x12\r\n\x05state\x18\x03 \x01(\x0c\x12\x17\n\x0fpayer_signature\x18\x04 \x01(\x0c\x12-\n\tnew_locks\x18\t \x03(\x0b\x32\x1a.medledger.wire.v1.NewLock\x12\x13\n\x0b\x64\x65stination\x18\x06 \x01(\x0c\x12\x11\n\tpreimages\x18\x07 \x03(\x0c\x12\x16\n\x0ereleased_locks\x18\x08 \x03(\x0cJ\x04\x08\x05\x10\x06R\tlock_hash\"K\n\nChannelAck\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0fpayee_signature\x18\x03 \x01(\x0c\"d\n\x0e\x43hannelRefusal\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\r\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"N\n\x0bRefundOffer\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12+\n\x07payment\x18\x02 \x01(\x0b\x32\x1a.medledger.wire.v1.Payment\"B\n\x0cLockResolved\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x0c\n\x04hash\x18\x02 \x01(\x0c\x12\x10\n\x08preimage\x18\x03 \x01(\x0c\">\n\nLockFailed\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x0c\n\x04hash\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x93\x02\n\x0c\x43hannelEvent\x12,\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.medledger.wire.v1.ChannelAckH\x00\x12\x34\n\x07refusal\x18\x02 \x01(\x0b\x32!.medledger.wire.v1.ChannelRefusalH\x00\x12\x30\n\x06refund\x18\x03 \x01(\x0b\x32\x1e.medledger.wire.v1.RefundOfferH\x00\x12\x33\n\x08resolved\x18\x04 \x01(\x0b\x32\x1f.medledger.wire.v1.LockResolvedH\x00\x12/\n\x06\x66\x61iled\x18\x05 \x01(\x0b\x32\x1d.medledger.wire.v1.LockFailedH\x00\x42\x07\n\x05\x65vent\",\n\x16GetChannelStateRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\"\x88\x01\n\x17GetChannelStateResponse\x12\x34\n\x05state\x18\x01 \x01(\x0b\x32%.medledger.wire.v1.SignedChannelState\x12\x37\n\x0fpending_refunds\x18\x02 \x03(\x0b\x32\x1e.medledger.wire.v1.RefundOffer\"\x15\n\x13OfferRefundResponse\"H\n\x0eInvoiceRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\x0c\"!\n\x0fInvoiceResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\xba\x01\n\x0cLocalChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\r\n\x05payer\x18\x02 \x01(\x0c\x12\r\n\x05payee\x18\x03 \x01(\x0c\x12\x16\n\x0e\x64\x65posit_micros\x18\x04 \x01(\x04\x12\x18\n\x10\x63hallenge_blocks\x18\x05 \x01(\r\x12\x35\n\x06latest\x18\x06 \x01(\x0b\x32%.medledger.wire.v1.SignedChannelState\x12\x0f\n\x07\x61\x64\x64ress\x18\x07 \x01(\t\"=\n\x07Invoice\x12\x10\n\x08preimage\x18\x01 \x01(\x0c\x12\x12\n\nchannel_id\x18\x02 \x01(\x0c\x12\x0c\n\x04paid\x18\x03 \x01(\x08\"\x9e\x01\n\x08HubRoute\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x15\n\rin_channel_id\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\x0c\x12\x15\n\ramount_micros\x18\x04 \x01(\x04\x12\x18\n\x10in_expiry_height\x18\x05 \x01(\x04\x12\x10\n\x08preimage\x18\x07 \x01(\x0c\x12\x0f\n\x07\x66\x61ilure\x18\x08 \x01(\tJ\x04\x08\x06\x10\x07\"p\n\x0cStoredUpdate\x12\x30\n\x06update\x18\x01 \x01(\x0b\x32 .medledger.wire.v1.ChannelUpdate\x12\x17\n\x0fpayee_signature\x18\x02 \x01(\x0c\x12\x15\n\racked_unix_ms\x18\x03 \x01(\x04*\x80\x01\n\rChannelStatus\x12\x1e\n\x1a\x43HANNEL_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANNEL_STATUS_OPEN\x10\x01\x12\x1a\n\x16\x43HANNEL_STATUS_CLOSING\x10\x02\x12\x1a\n\x16\x43HANNEL_STATUS_SETTLED\x10\x03\x32\xf5\x02\n\x0e\x43hannelService\x12O\n\x06Stream\x12 .medledger.wire.v1.ChannelUpdate\x1a\x1f.medledger.wire.v1.ChannelEvent(\x01\x30\x01\x12h\n\x0fGetChannelState\x12).medledger.wire.v1.GetChannelStateRequest\x1a*.medledger.wire.v1.GetChannelStateResponse\x12U\n\x0bOfferRefund\x12\x1e.medledger.wire.v1.RefundOffer\x1a&.medledger.wire.v1.OfferRefundResponse\x12Q\n\x08Invoices\x12!.medledger.wire.v1.InvoiceRequest\x1a\".medledger.wire.v1.InvoiceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n medledger/wire/v1/channels.proto\x12\x11medledger.wire.v1\"F\n\x08HashLock\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x15\n\ramount_micros\x18\x02 \x01(\x04\x12\x15\n\rexpiry_height\x18\x03 \x01(\x04\"\xc9\x01\n\x0c\x43hannelState\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x16\n\x0e\x64\x65posit_micros\x18\x03 \x01(\x04\x12\x14\n\x0cpayer_micros\x18\x04 \x01(\x04\x12\x14\n\x0cpayee_micros\x18\x05 \x01(\x04\x12*\n\x05locks\x18\x06 \x03(\x0b\x32\x1b.medledger.wire.v1.HashLock\x12\x14\n\x0clines_digest\x18\x07 \x01(\x0c\x12\r\n\x05\x66inal\x18\x08 \x01(\x08\"U\n\x12SignedChannelState\x12\r\n\x05state\x18\x01 \x01(\x0c\x12\x17\n\x0fpayer_signature\x18\x02 \x01(\x0c\x12\x17\n\x0fpayee_signature\x18\x03 \x01(\x0c\"b\n\x0bOpenChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\r\n\x05payee\x18\x02 \x01(\x0c\x12\x16\n\x0e\x64\x65posit_micros\x18\x03 \x01(\x04\x12\x18\n\x10\x63hallenge_blocks\x18\x04 \x01(\r\"9\n\x0cTopUpChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x15\n\ramount_micros\x18\x02 \x01(\x04\"D\n\x0c\x43loseChannel\x12\x34\n\x05state\x18\x01 \x01(\x0b\x32%.medledger.wire.v1.SignedChannelState\"p\n\x11\x46orceCloseChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x34\n\x05state\x18\x02 \x01(\x0b\x32%.medledger.wire.v1.SignedChannelState\x12\x11\n\tpreimages\x18\x03 \x03(\x0c\"[\n\x10\x43hallengeChannel\x12\x34\n\x05state\x18\x01 \x01(\x0b\x32%.medledger.wire.v1.SignedChannelState\x12\x11\n\tpreimages\x18\x02 \x03(\x0c\"6\n\rSettleChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x11\n\tpreimages\x18\x02 \x03(\x0c\"\xa2\x03\n\x07\x43hannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\r\n\x05payer\x18\x02 \x01(\x0c\x12\r\n\x05payee\x18\x03 \x01(\x0c\x12\x16\n\x0e\x64\x65posit_micros\x18\x04 \x01(\x04\x12\x18\n\x10\x63hallenge_blocks\x18\x05 \x01(\r\x12\x30\n\x06status\x18\x06 \x01(\x0e\x32 .medledger.wire.v1.ChannelStatus\x12\x15\n\ropened_height\x18\x07 \x01(\x04\x12\x36\n\rpending_state\x18\x08 \x01(\x0b\x32\x1f.medledger.wire.v1.ChannelState\x12\x1c\n\x14\x63hallenge_end_height\x18\t \x01(\x04\x12\x11\n\tclosed_by\x18\n \x01(\x0c\x12\x17\n\x0frevealed_hashes\x18\x0b \x03(\x0c\x12\x16\n\x0esettled_height\x18\x0c \x01(\x04\x12\x19\n\x11payer_paid_micros\x18\r \x01(\x04\x12\x19\n\x11payee_paid_micros\x18\x0e \x01(\x04\x12\x1a\n\x12revealed_preimages\x18\x0f \x03(\x0c\"q\n\x0b\x42illingLine\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x02 \x01(\t\x12\r\n\x05units\x18\x03 \x01(\r\x12\x13\n\x0bpatient_ref\x18\x04 \x01(\x0c\x12\x14\n\x0cservice_date\x18\x05 \x01(\t\"\x8c\x01\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\x0c\x12\x15\n\ramount_micros\x18\x02 \x01(\x04\x12,\n\x04line\x18\x03 \x01(\x0b\x32\x1e.medledger.wire.v1.BillingLine\x12\x0e\n\x06refund\x18\x04 \x01(\x08\x12\x18\n\x10refund_signature\x18\x05 \x01(\x0c\"<\n\x0cPaymentBatch\x12,\n\x08payments\x18\x01 \x03(\x0b\x32\x1a.medledger.wire.v1.Payment\")\n\x07NewLock\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x10\n\x08payments\x18\x02 \x01(\r\"\xfb\x01\n\rChannelUpdate\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12.\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1f.medledger.wire.v1.PaymentBatch\x12\r\n\x05state\x18\x03 \x01(\x0c\x12\x17\n\x0fpayer_signature\x18\x04 \x01(\x0c\x12-\n\tnew_locks\x18\t \x03(\x0b\x32\x1a.medledger.wire.v1.NewLock\x12\x13\n\x0b\x64\x65stination\x18\x06 \x01(\x0c\x12\x11\n\tpreimages\x18\x07 \x03(\x0c\x12\x16\n\x0ereleased_locks\x18\x08 \x03(\x0cJ\x04\x08\x05\x10\x06R\tlock_hash\"K\n\nChannelAck\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0fpayee_signature\x18\x03 \x01(\x0c\"d\n\x0e\x43hannelRefusal\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\r\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"N\n\x0bRefundOffer\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12+\n\x07payment\x18\x02 \x01(\x0b\x32\x1a.medledger.wire.v1.Payment\"B\n\x0cLockResolved\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x0c\n\x04hash\x18\x02 \x01(\x0c\x12\x10\n\x08preimage\x18\x03 \x01(\x0c\">\n\nLockFailed\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\x0c\n\x04hash\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x93\x02\n\x0c\x43hannelEvent\x12,\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.medledger.wire.v1.ChannelAckH\x00\x12\x34\n\x07refusal\x18\x02 \x01(\x0b\x32!.medledger.wire.v1.ChannelRefusalH\x00\x12\x30\n\x06refund\x18\x03 \x01(\x0b\x32\x1e.medledger.wire.v1.RefundOfferH\x00\x12\x33\n\x08resolved\x18\x04 \x01(\x0b\x32\x1f.medledger.wire.v1.LockResolvedH\x00\x12/\n\x06\x66\x61iled\x18\x05 \x01(\x0b\x32\x1d.medledger.wire.v1.LockFailedH\x00\x42\x07\n\x05\x65vent\",\n\x16GetChannelStateRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\"\x88\x01\n\x17GetChannelStateResponse\x12\x34\n\x05state\x18\x01 \x01(\x0b\x32%.medledger.wire.v1.SignedChannelState\x12\x37\n\x0fpending_refunds\x18\x02 \x03(\x0b\x32\x1e.medledger.wire.v1.RefundOffer\"\x15\n\x13OfferRefundResponse\"H\n\x0eInvoiceRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\x0c\"!\n\x0fInvoiceResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\xba\x01\n\x0cLocalChannel\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\x12\r\n\x05payer\x18\x02 \x01(\x0c\x12\r\n\x05payee\x18\x03 \x01(\x0c\x12\x16\n\x0e\x64\x65posit_micros\x18\x04 \x01(\x04\x12\x18\n\x10\x63hallenge_blocks\x18\x05 \x01(\r\x12\x35\n\x06latest\x18\x06 \x01(\x0b\x32%.medledger.wire.v1.SignedChannelState\x12\x0f\n\x07\x61\x64\x64ress\x18\x07 \x01(\t\"=\n\x07Invoice\x12\x10\n\x08preimage\x18\x01 \x01(\x0c\x12\x12\n\nchannel_id\x18\x02 \x01(\x0c\x12\x0c\n\x04paid\x18\x03 \x01(\x08\"\x9e\x01\n\x08HubRoute\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x15\n\rin_channel_id\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\x0c\x12\x15\n\ramount_micros\x18\x04 \x01(\x04\x12\x18\n\x10in_expiry_height\x18\x05 \x01(\x04\x12\x10\n\x08preimage\x18\x07 \x01(\x0c\x12\x0f\n\x07\x66\x61ilure\x18\x08 \x01(\tJ\x04\x08\x06\x10\x07\"p\n\x0cStoredUpdate\x12\x30\n\x06update\x18\x01 \x01(\x0b\x32 .medledger.wire.v1.ChannelUpdate\x12\x17\n\x0fpayee_signature\x18\x02 \x01(\x0c\x12\x15\n\racked_unix_ms\x18\x03 \x01(\x04*\x80\x01\n\rChannelStatus\x12\x1e\n\x1a\x43HANNEL_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANNEL_STATUS_OPEN\x10\x01\x12\x1a\n\x16\x43HANNEL_STATUS_CLOSING\x10\x02\x12\x1a\n\x16\x43HANNEL_STATUS_SETTLED\x10\x03\x32\xf5\x02\n\x0e\x43hannelService\x12O\n\x06Stream\x12 .medledger.wire.v1.ChannelUpdate\x1a\x1f.medledger.wire.v1.ChannelEvent(\x01\x30\x01\x12h\n\x0fGetChannelState\x12).medledger.wire.v1.GetChannelStateRequest\x1a*.medledger.wire.v1.GetChannelStateResponse\x12U\n\x0bOfferRefund\x12\x1e.medledger.wire.v1.RefundOffer\x1a&.medledger.wire.v1.OfferRefundResponse\x12Q\n\x08Invoices\x12!.medledger.wire.v1.InvoiceRequest\x1a\".medledger.wire.v1.InvoiceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'medledger.wire.v1.channels_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNELSTATUS']._serialized_start=3434
-  _globals['_CHANNELSTATUS']._serialized_end=3562
+  _globals['_CHANNELSTATUS']._serialized_start=3462
+  _globals['_CHANNELSTATUS']._serialized_end=3590
   _globals['_HASHLOCK']._serialized_start=55
   _globals['_HASHLOCK']._serialized_end=125
   _globals['_CHANNELSTATE']._serialized_start=128
@@ -52,47 +52,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETTLECHANNEL']._serialized_start=854
   _globals['_SETTLECHANNEL']._serialized_end=908
   _globals['_CHANNEL']._serialized_start=911
-  _globals['_CHANNEL']._serialized_end=1301
-  _globals['_BILLINGLINE']._serialized_start=1303
-  _globals['_BILLINGLINE']._serialized_end=1416
-  _globals['_PAYMENT']._serialized_start=1419
-  _globals['_PAYMENT']._serialized_end=1559
-  _globals['_PAYMENTBATCH']._serialized_start=1561
-  _globals['_PAYMENTBATCH']._serialized_end=1621
-  _globals['_NEWLOCK']._serialized_start=1623
-  _globals['_NEWLOCK']._serialized_end=1664
-  _globals['_CHANNELUPDATE']._serialized_start=1667
-  _globals['_CHANNELUPDATE']._serialized_end=1918
-  _globals['_CHANNELACK']._serialized_start=1920
-  _globals['_CHANNELACK']._serialized_end=1995
-  _globals['_CHANNELREFUSAL']._serialized_start=1997
-  _globals['_CHANNELREFUSAL']._serialized_end=2097
-  _globals['_REFUNDOFFER']._serialized_start=2099
-  _globals['_REFUNDOFFER']._serialized_end=2177
-  _globals['_LOCKRESOLVED']._serialized_start=2179
-  _globals['_LOCKRESOLVED']._serialized_end=2245
-  _globals['_LOCKFAILED']._serialized_start=2247
-  _globals['_LOCKFAILED']._serialized_end=2309
-  _globals['_CHANNELEVENT']._serialized_start=2312
-  _globals['_CHANNELEVENT']._serialized_end=2587
-  _globals['_GETCHANNELSTATEREQUEST']._serialized_start=2589
-  _globals['_GETCHANNELSTATEREQUEST']._serialized_end=2633
-  _globals['_GETCHANNELSTATERESPONSE']._serialized_start=2636
-  _globals['_GETCHANNELSTATERESPONSE']._serialized_end=2772
-  _globals['_OFFERREFUNDRESPONSE']._serialized_start=2774
-  _globals['_OFFERREFUNDRESPONSE']._serialized_end=2795
-  _globals['_INVOICEREQUEST']._serialized_start=2797
-  _globals['_INVOICEREQUEST']._serialized_end=2869
-  _globals['_INVOICERESPONSE']._serialized_start=2871
-  _globals['_INVOICERESPONSE']._serialized_end=2904
-  _globals['_LOCALCHANNEL']._serialized_start=2907
-  _globals['_LOCALCHANNEL']._serialized_end=3093
-  _globals['_INVOICE']._serialized_start=3095
-  _globals['_INVOICE']._serialized_end=3156
-  _globals['_HUBROUTE']._serialized_start=3159
-  _globals['_HUBROUTE']._serialized_end=3317
-  _globals['_STOREDUPDATE']._serialized_start=3319
-  _globals['_STOREDUPDATE']._serialized_end=3431
-  _globals['_CHANNELSERVICE']._serialized_start=3565
-  _globals['_CHANNELSERVICE']._serialized_end=3938
+  _globals['_CHANNEL']._serialized_end=1329
+  _globals['_BILLINGLINE']._serialized_start=1331
+  _globals['_BILLINGLINE']._serialized_end=1444
+  _globals['_PAYMENT']._serialized_start=1447
+  _globals['_PAYMENT']._serialized_end=1587
+  _globals['_PAYMENTBATCH']._serialized_start=1589
+  _globals['_PAYMENTBATCH']._serialized_end=1649
+  _globals['_NEWLOCK']._serialized_start=1651
+  _globals['_NEWLOCK']._serialized_end=1692
+  _globals['_CHANNELUPDATE']._serialized_start=1695
+  _globals['_CHANNELUPDATE']._serialized_end=1946
+  _globals['_CHANNELACK']._serialized_start=1948
+  _globals['_CHANNELACK']._serialized_end=2023
+  _globals['_CHANNELREFUSAL']._serialized_start=2025
+  _globals['_CHANNELREFUSAL']._serialized_end=2125
+  _globals['_REFUNDOFFER']._serialized_start=2127
+  _globals['_REFUNDOFFER']._serialized_end=2205
+  _globals['_LOCKRESOLVED']._serialized_start=2207
+  _globals['_LOCKRESOLVED']._serialized_end=2273
+  _globals['_LOCKFAILED']._serialized_start=2275
+  _globals['_LOCKFAILED']._serialized_end=2337
+  _globals['_CHANNELEVENT']._serialized_start=2340
+  _globals['_CHANNELEVENT']._serialized_end=2615
+  _globals['_GETCHANNELSTATEREQUEST']._serialized_start=2617
+  _globals['_GETCHANNELSTATEREQUEST']._serialized_end=2661
+  _globals['_GETCHANNELSTATERESPONSE']._serialized_start=2664
+  _globals['_GETCHANNELSTATERESPONSE']._serialized_end=2800
+  _globals['_OFFERREFUNDRESPONSE']._serialized_start=2802
+  _globals['_OFFERREFUNDRESPONSE']._serialized_end=2823
+  _globals['_INVOICEREQUEST']._serialized_start=2825
+  _globals['_INVOICEREQUEST']._serialized_end=2897
+  _globals['_INVOICERESPONSE']._serialized_start=2899
+  _globals['_INVOICERESPONSE']._serialized_end=2932
+  _globals['_LOCALCHANNEL']._serialized_start=2935
+  _globals['_LOCALCHANNEL']._serialized_end=3121
+  _globals['_INVOICE']._serialized_start=3123
+  _globals['_INVOICE']._serialized_end=3184
+  _globals['_HUBROUTE']._serialized_start=3187
+  _globals['_HUBROUTE']._serialized_end=3345
+  _globals['_STOREDUPDATE']._serialized_start=3347
+  _globals['_STOREDUPDATE']._serialized_end=3459
+  _globals['_CHANNELSERVICE']._serialized_start=3593
+  _globals['_CHANNELSERVICE']._serialized_end=3966
 # @@protoc_insertion_point(module_scope)

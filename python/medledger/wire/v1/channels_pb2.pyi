@@ -279,6 +279,8 @@ Global___ForceCloseChannel: _TypeAlias = ForceCloseChannel  # noqa: Y015
 class ChallengeChannel(_message.Message):
     """Replaces the pending state of a closing channel with one of a higher sequence, within
     the challenge window. Anyone may submit it: both parties' signatures authenticate it.
+    The pending state itself is accepted too when the preimages open at least one of its
+    live locks not yet revealed: a payee claims the locks of a state the payer closed with.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -348,6 +350,7 @@ class Channel(_message.Message):
     SETTLED_HEIGHT_FIELD_NUMBER: _builtins.int
     PAYER_PAID_MICROS_FIELD_NUMBER: _builtins.int
     PAYEE_PAID_MICROS_FIELD_NUMBER: _builtins.int
+    REVEALED_PREIMAGES_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.bytes
     payer: _builtins.bytes
     payee: _builtins.bytes
@@ -369,6 +372,12 @@ class Channel(_message.Message):
     def revealed_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Lock hashes whose preimage was revealed on the ledger before the lock expired."""
 
+    @_builtins.property
+    def revealed_preimages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The preimages behind revealed_hashes, in the order of their hashes: a hub that
+        routed the lock learns here what the next hop claimed, and claims it upstream.
+        """
+
     def __init__(
         self,
         *,
@@ -386,10 +395,11 @@ class Channel(_message.Message):
         settled_height: _builtins.int = ...,
         payer_paid_micros: _builtins.int = ...,
         payee_paid_micros: _builtins.int = ...,
+        revealed_preimages: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pending_state", b"pending_state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_blocks", b"challenge_blocks", "challenge_end_height", b"challenge_end_height", "channel_id", b"channel_id", "closed_by", b"closed_by", "deposit_micros", b"deposit_micros", "opened_height", b"opened_height", "payee", b"payee", "payee_paid_micros", b"payee_paid_micros", "payer", b"payer", "payer_paid_micros", b"payer_paid_micros", "pending_state", b"pending_state", "revealed_hashes", b"revealed_hashes", "settled_height", b"settled_height", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_blocks", b"challenge_blocks", "challenge_end_height", b"challenge_end_height", "channel_id", b"channel_id", "closed_by", b"closed_by", "deposit_micros", b"deposit_micros", "opened_height", b"opened_height", "payee", b"payee", "payee_paid_micros", b"payee_paid_micros", "payer", b"payer", "payer_paid_micros", b"payer_paid_micros", "pending_state", b"pending_state", "revealed_hashes", b"revealed_hashes", "revealed_preimages", b"revealed_preimages", "settled_height", b"settled_height", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
