@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,14 +23,15 @@ import pytest
 from medledger.api.server import serve_channels
 from medledger.channels.hub import HOUSEKEEPING_S
 from medledger.channels.payee import Payee
-from medledger.channels.payer import ChannelRefused
+from medledger.channels.payer import ChannelRefused, PayerSession
 from medledger.channels.store import ChannelStore
+from medledger.client.builder import TxBuilder
 from medledger.client.channels import ChannelWallet, RemoteChannelLedger, payment
 from medledger.config import NodeConfig
 from medledger.crypto import SigningKey
 from medledger.keys import save_key
-from medledger.node.launcher import start_hub
-from medledger.wire.v1 import channels_pb2
+from medledger.node.launcher import NodeProcess, start_hub
+from medledger.wire.v1 import channels_pb2, tx_pb2
 from tests.integration.conftest import CHAIN_ID, RunningNode, launch
 from tests.integration.test_channels import DEPOSIT, advance, fund, new_wallet
 from tests.integration.test_hub import held_state, wait_for
@@ -77,82 +80,172 @@ class Provider:
         return channels_pb2.ChannelState.FromString(local.latest.state)
 
 
-def test_a_lock_the_provider_holds_past_its_expiry_is_paid_on_neither_hop(
-    tmp_path: Path,
-) -> None:
-    node = launch(tmp_path / "node")
+@dataclass
+class Route:
+    """Payer -> hub process -> provider, with one routed lock the provider holds but whose
+    preimage the hub never heard of: the provider stopped right after storing it."""
+
+    node: RunningNode
+    provider: Provider
+    hub_key: SigningKey
+    hub_store: Path
+    to_provider: bytes
+    payer: ChannelWallet
+    hub: NodeProcess | None = None
+    to_hub: bytes = b""
+    invoice: bytes = b""
+    lock: channels_pb2.HashLock = field(default_factory=channels_pb2.HashLock)
+
+    async def hold_lock_silently(self, session: PayerSession) -> asyncio.Future[bytes]:
+        """Routes the lock; returns the payer's wait for its outcome."""
+        (self.invoice,) = await session.invoices(1, self.provider.key.public_key)
+        height = self.node.client().status().height
+        # The shortest lock the hub routes: the provider's expires 20 blocks sooner.
+        self.lock = channels_pb2.HashLock(
+            hash=self.invoice, amount_micros=LINES * PRICE, expiry_height=height + 32
+        )
+        batch = [
+            payment(PRICE, claim_id="CLM-X", procedure_code="99213", units=1) for _ in range(LINES)
+        ]
+        destination = self.provider.key.public_key
+        await (await session.send(batch, lock=self.lock, destination=destination))
+        outcome = session.resolution(self.invoice)
+        # The provider stores the hub's lock and acknowledges it, then goes away
+        # without having told the hub the preimage.
+        await wait_for(lambda: self.invoice in self.provider.payee.pending_locks(self.to_provider))
+        await self.provider.payee.commit.commit([])
+        await self.provider.stop()
+        return outcome
+
+    def payer_state(self) -> channels_pb2.ChannelState:
+        return channels_pb2.ChannelState.FromString(self.payer.local(self.to_hub).latest.state)
+
+
+@contextlib.contextmanager
+def routed(root: Path, provider_challenge_blocks: int = 100) -> Iterator[Route]:
+    node = launch(root / "node")
     provider_key, hub_key = SigningKey.generate(), SigningKey.generate()
     fund(node, provider_key)
     fund(node, hub_key)
-    provider = Provider(provider_key, tmp_path / "provider", node)
-    hub_wallet = ChannelWallet(hub_key, node.client(), tmp_path / "hub")
+    provider = Provider(provider_key, root / "provider", node)
+    hub_wallet = ChannelWallet(hub_key, node.client(), root / "hub")
     to_provider = hub_wallet.open(
-        payee=provider_key.public_key, deposit_micros=DEPOSIT, address=provider.address
+        payee=provider_key.public_key,
+        deposit_micros=DEPOSIT,
+        address=provider.address,
+        challenge_blocks=provider_challenge_blocks,
     ).channel_id
     hub_wallet.close_store()
-    save_key(hub_key, tmp_path / "hub.key")
-    payer = new_wallet(node, tmp_path / "payer")
-    amount = LINES * PRICE
-    hub = None
+    save_key(hub_key, root / "hub.key")
+    route = Route(
+        node, provider, hub_key, root / "hub", to_provider, new_wallet(node, root / "payer")
+    )
     try:
+        yield route
+    finally:
+        route.payer.close_store()
+        if route.hub is not None:
+            route.hub.stop()
+        node.process.stop()
+
+
+async def start_route(route: Route) -> None:
+    """The provider (losing its first announcement) and the hub start; the payer opens a
+    channel to the hub."""
+    await route.provider.start(ForgetfulPayee)
+    route.hub = start_hub(route.hub_store, route.hub_store.parent / "hub.key", route.node.address)
+    route.to_hub = route.payer.open(
+        payee=route.hub_key.public_key, deposit_micros=DEPOSIT, address=route.hub.address
+    ).channel_id
+
+
+def test_a_lock_the_provider_holds_past_its_expiry_is_paid_on_neither_hop(
+    tmp_path: Path,
+) -> None:
+    with routed(tmp_path) as route:
 
         async def scenario() -> None:
-            nonlocal hub
-            await provider.start(ForgetfulPayee)
-            hub = start_hub(tmp_path / "hub", tmp_path / "hub.key", node.address)
-            to_hub = payer.open(
-                payee=hub_key.public_key, deposit_micros=DEPOSIT, address=hub.address
-            ).channel_id
-            async with payer.session(to_hub) as session:
-                (invoice,) = await session.invoices(1, provider_key.public_key)
-                height = node.client().status().height
-                # The shortest lock the hub routes: the provider's expires 20 blocks sooner.
-                lock = channels_pb2.HashLock(
-                    hash=invoice, amount_micros=amount, expiry_height=height + 32
-                )
-                batch = [
-                    payment(PRICE, claim_id="CLM-X", procedure_code="99213", units=1)
-                    for _ in range(LINES)
-                ]
-                await (await session.send(batch, lock=lock, destination=provider_key.public_key))
-                outcome = session.resolution(invoice)
-                # The provider stores the hub's lock and acknowledges it, then goes away
-                # without having told the hub the preimage.
-                await wait_for(lambda: invoice in provider.payee.pending_locks(to_provider))
-                await provider.payee.commit.commit([])
-                await provider.stop()
+            await start_route(route)
+            async with route.payer.session(route.to_hub) as session:
+                outcome = await route.hold_lock_silently(session)
                 # The ledger moves past the provider's lock: it can no longer be claimed,
                 # so the hub gives the payer's lock up, and the payer takes it back.
-                while node.client().status().height <= lock.expiry_height - 20:
-                    await asyncio.to_thread(advance, node, 1)
+                while route.node.client().status().height <= route.lock.expiry_height - 20:
+                    await asyncio.to_thread(advance, route.node, 1)
                 with pytest.raises(ChannelRefused, match="expired"):
                     await asyncio.wait_for(outcome, 15)
                 await wait_for(lambda: not session.pending_locks())
             # The provider comes back and, as on every reconnect, repeats the preimage of
             # the lock it holds. The hub does not pay it: it takes its expired lock back.
+            provider = route.provider
             await provider.start()
-            await wait_for(lambda: not provider.state(to_provider).locks, 30)
-            out = provider.state(to_provider)
+            await wait_for(lambda: not provider.state(route.to_provider).locks, 30)
+            out = provider.state(route.to_provider)
             assert (out.payee_micros, out.payer_micros) == (0, DEPOSIT)
-            paid = [u.update for u in provider.store.updates(to_provider) if u.update.preimages]
-            assert paid == []
-            assert held_state(hub.address, to_hub).payee_micros == 0
-            mine = channels_pb2.ChannelState.FromString(payer.local(to_hub).latest.state)
+            updates = provider.store.updates(route.to_provider)
+            assert [u.update for u in updates if u.update.preimages] == []
+            assert route.hub is not None
+            assert held_state(route.hub.address, route.to_hub).payee_micros == 0
+            mine = route.payer_state()
             assert (mine.payer_micros, mine.payee_micros, list(mine.locks)) == (DEPOSIT, 0, [])
             await asyncio.sleep(3 * HOUSEKEEPING_S)  # the hub's next rounds of housekeeping
             await provider.stop()
 
         asyncio.run(scenario())
         # Neither hop holds the lock any more, so the hub forgot the failed route.
-        assert hub is not None
-        assert hub.stop() == 0
-        store = ChannelStore(tmp_path / "hub")
+        assert route.hub is not None
+        assert route.hub.stop() == 0
+        store = ChannelStore(route.hub_store)
         try:
             assert list(store.routes()) == []
         finally:
             store.close()
-    finally:
-        payer.close_store()
-        if hub is not None:
-            hub.stop()
-        node.process.stop()
+
+
+def test_a_lock_the_provider_claims_on_the_ledger_is_claimed_from_the_payer(
+    tmp_path: Path,
+) -> None:
+    """The provider, never having told the hub, claims the hub's lock on the ledger with
+    its preimage. The hub reads the preimage there and the payer pays it: both hops."""
+    with routed(tmp_path, provider_challenge_blocks=3) as route:
+        amount = LINES * PRICE
+        client = route.node.client()
+
+        async def scenario() -> None:
+            await start_route(route)
+            async with route.payer.session(route.to_hub) as session:
+                outcome = await route.hold_lock_silently(session)
+                store = ChannelStore(route.provider.root)
+                try:
+                    local = store.channel(route.to_provider)
+                    assert local is not None
+                    latest = local.latest
+                    preimage = store.invoices()[route.invoice].preimage
+                finally:
+                    store.close()
+                claim = TxBuilder(route.provider.key, CHAIN_ID).force_close_channel(
+                    channel_id=route.to_provider,
+                    state=latest,
+                    preimages=[preimage],
+                    expiry_height=client.status().height + 20,
+                )
+                assert client.submit(claim).code == tx_pb2.RESULT_CODE_OK
+                # The hub hears it from the ledger and passes the preimage back; the
+                # payer's session pays the lock in its next update.
+                assert await asyncio.wait_for(outcome, 15) == preimage
+                await wait_for(lambda: not session.pending_locks())
+            mine = route.payer_state()
+            assert (mine.payer_micros, mine.payee_micros) == (DEPOSIT - amount, amount)
+            assert route.hub is not None
+            assert held_state(route.hub.address, route.to_hub).payee_micros == amount
+
+        asyncio.run(scenario())
+        # The provider's claim settles on the ledger after its window.
+        for _ in range(5):
+            advance(route.node, 1)
+        settle = TxBuilder(route.provider.key, CHAIN_ID).settle_channel(
+            channel_id=route.to_provider, expiry_height=client.status().height + 20
+        )
+        assert client.submit(settle).code == tx_pb2.RESULT_CODE_OK
+        paid = client.get_channel(route.to_provider).channel
+        assert (paid.payee_paid_micros, paid.payer_paid_micros) == (amount, DEPOSIT - amount)

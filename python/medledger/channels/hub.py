@@ -20,7 +20,13 @@ A routed payment, step by step:
    hub stores the preimage in the route (fsync) before anything else; then its next
    update to the provider pays the provider, and it reveals the preimage to the payer,
    whose next update pays the hub. If the provider refuses the lock, the hub gives the
-   incoming lock up (LockFailed) and the payer takes its amount back.
+   incoming lock up (LockFailed) and the payer takes its amount back. A provider that
+   gives up a lock it holds could still claim it on the ledger until it has accepted
+   the hub's release of it: the incoming lock is given up only then.
+5. A provider may claim the lock on the ledger instead (it closed the channel revealing
+   the preimage). The ledger keeps revealed preimages; the hub reads those of its
+   channels with routes waiting, and before it fails any route for expiry, and claims
+   the incoming lock with what it finds.
 
 Both hops complete or neither. The provider reveals only a preimage whose lock it holds
 durably; the hub pays out only a preimage it holds durably, and gives an incoming lock
@@ -50,7 +56,7 @@ from medledger.channels.payer import PayerSession, UpdateDiscarded
 from medledger.channels.rules import ChannelRuleError, LockedPayments
 from medledger.channels.store import ChannelStore, Write, when_durable
 from medledger.client.builder import TxBuilder
-from medledger.crypto import SigningKey
+from medledger.crypto import SigningKey, sha256
 from medledger.errors import Rejected
 from medledger.wire.v1 import channels_pb2, envelope_pb2, tx_pb2
 
@@ -115,6 +121,7 @@ class Hub:
                 self.payee.reveal(route.in_channel_id, route.hash, route.preimage)
         self.builder = TxBuilder(key, chain_id)
         self._claimed: set[bytes] = set()  # incoming channels the hub closed on the ledger
+        self._given_up: dict[bytes, str] = {}  # lock hash -> why the provider gave it up
         self._housekeeping_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -314,9 +321,25 @@ class Hub:
         return durable
 
     def _on_failed(self, lock_hash: bytes, reason: str) -> None:
+        """The provider gave the lock up; the session takes it back in its next update.
+        Until the provider acknowledged that, it could still claim the lock on the
+        ledger, so the route fails upstream only then (`_fail_given_up`)."""
         route = self._routes.get(lock_hash)
         if route is not None and not route.preimage:
-            self._spawn(self._fail(route, f"the destination gave the lock up: {reason}"))
+            self._given_up[lock_hash] = reason
+
+    async def _fail_given_up(self) -> None:
+        for lock_hash, reason in list(self._given_up.items()):
+            route = self._routes.get(lock_hash)
+            if route is None or route.preimage or route.failure:
+                del self._given_up[lock_hash]
+                continue
+            link = self._links.get(route.destination)
+            if link is None or link.session is None:
+                continue
+            if lock_hash not in {lock.hash for lock in link.session.acked_state.locks}:
+                del self._given_up[lock_hash]
+                await self._fail(route, f"the destination gave the lock up: {reason}")
 
     async def _fail(self, route: channels_pb2.HubRoute, reason: str) -> None:
         if route.failure or route.preimage:
@@ -330,17 +353,51 @@ class Hub:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             self._adopt_new_links()
-            await self._expire_routes()
+            height = self.ledger.height()  # read first: the ledger read next includes it
+            try:
+                await self._learn_from_ledger()
+            except Rejected as error:  # unknown whether a provider claimed: expire nothing
+                log.warning("hub: reading the ledger: %s", error)
+            else:
+                await self._expire_routes(height)
+            await self._fail_given_up()
             await self._forget_failed_routes()
             try:
                 await self._claim_on_ledger()
             except Rejected as error:  # the ledger is unreachable or refused: next time
                 log.warning("hub: claiming on the ledger: %s", error)
 
-    async def _expire_routes(self) -> None:
-        """A route the provider never resolved fails once its outgoing lock expired: the
-        provider can no longer claim it, so the payer may take the incoming lock back."""
-        height = self.ledger.height()
+    async def _learn_from_ledger(self) -> None:
+        """A provider may claim the hub's lock on the ledger instead of telling the hub (it
+        closed the channel revealing the preimage, or revealed it in a challenge): the
+        preimage is public there, so the hub takes it to claim the payer's lock."""
+        for link in list(self._links.values()):
+            waiting = [
+                route
+                for route in self._routes.values()
+                if route.destination == link.local.payee
+                and not route.preimage
+                and not route.failure
+            ]
+            if not waiting:
+                continue
+            channel = await self.ledger.channel(link.local.channel_id)
+            if channel is None or not channel.revealed_preimages:
+                continue
+            revealed = {sha256(p): p for p in channel.revealed_preimages}
+            for route in waiting:
+                preimage = revealed.get(route.hash)
+                if preimage is None:
+                    continue
+                log.warning("hub: %s was claimed on the ledger", route.hash.hex())
+                kept = self._on_resolved(route.hash, preimage)
+                if kept:
+                    await kept
+
+    async def _expire_routes(self, height: int) -> None:
+        """A route the provider never resolved fails once its outgoing lock expired by
+        `height` (and the ledger, read since, shows no claim of it): the provider can no
+        longer claim it, so the payer may take the incoming lock back."""
         for route in list(self._routes.values()):
             expired = route.in_expiry_height - HUB_EXPIRY_DELTA_BLOCKS < height
             if expired and not route.preimage and not route.failure:
