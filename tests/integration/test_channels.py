@@ -394,6 +394,30 @@ def test_a_payer_closing_with_an_old_state_is_challenged_and_the_newer_state_set
     assert payee_after - payee_before >= 357  # plus the 1-micro transfers that moved blocks
 
 
+async def lock_and_withhold(
+    node: RunningNode, wallet: ChannelWallet, channel_id: bytes, amount: int
+) -> channels_pb2.SignedChannelState:
+    """Locks `amount` on an invoice of the node's, hears the preimage, and never pays:
+    returns the state both signed with the lock pending."""
+    async with RawStream(node.address) as stream:
+        (invoice,) = await stream.invoices(channel_id, 1)
+        height = node.client().status().height
+        lock = channels_pb2.HashLock(hash=invoice, amount_micros=amount, expiry_height=height + 40)
+        update, _ = signed_update(
+            wallet.key,
+            initial_state(channel_id, 0),
+            [payment(amount // 3) for _ in range(3)],
+            lock=lock,
+        )
+        ack = (await stream.answer(update)).ack
+        assert sha256((await stream.next_event()).resolved.preimage) == invoice
+    return channels_pb2.SignedChannelState(
+        state=update.state,
+        payer_signature=update.payer_signature,
+        payee_signature=ack.payee_signature,
+    )
+
+
 def test_a_payer_closing_without_paying_a_revealed_lock_is_made_to_pay_it_on_the_ledger(
     node: RunningNode, wallet: ChannelWallet
 ) -> None:
@@ -403,25 +427,7 @@ def test_a_payer_closing_without_paying_a_revealed_lock_is_made_to_pay_it_on_the
     channel_id = open_channel(node, wallet, challenge_blocks=6)
     amount = 3 * 7
 
-    async def lock_and_withhold() -> channels_pb2.SignedChannelState:
-        async with RawStream(node.address) as stream:
-            (invoice,) = await stream.invoices(channel_id, 1)
-            height = node.client().status().height
-            lock = channels_pb2.HashLock(
-                hash=invoice, amount_micros=amount, expiry_height=height + 40
-            )
-            update, _ = signed_update(
-                wallet.key, initial_state(channel_id, 0), [payment(7) for _ in range(3)], lock=lock
-            )
-            ack = (await stream.answer(update)).ack
-            assert sha256((await stream.next_event()).resolved.preimage) == invoice
-        return channels_pb2.SignedChannelState(
-            state=update.state,
-            payer_signature=update.payer_signature,
-            payee_signature=ack.payee_signature,
-        )
-
-    latest = asyncio.run(lock_and_withhold())
+    latest = asyncio.run(lock_and_withhold(node, wallet, channel_id, amount))
     close = wallet.builder.force_close_channel(
         channel_id=channel_id, state=latest, expiry_height=node.client().status().height + 50
     )
@@ -433,6 +439,32 @@ def test_a_payer_closing_without_paying_a_revealed_lock_is_made_to_pay_it_on_the
     )
     settled = wallet.on_chain(channel_id).channel
     assert (settled.payee_paid_micros, settled.payer_paid_micros) == (amount, DEPOSIT - amount)
+
+
+def test_a_payer_withholding_a_revealed_lock_is_closed_on_the_ledger_before_it_expires(
+    node: RunningNode, wallet: ChannelWallet
+) -> None:
+    channel_id = open_channel(node, wallet, challenge_blocks=3)
+    amount = 3 * 11
+    latest = asyncio.run(lock_and_withhold(node, wallet, channel_id, amount))
+    expiry = channels_pb2.ChannelState.FromString(latest.state).locks[0].expiry_height
+
+    def status() -> channels_pb2.Channel:
+        return wallet.on_chain(channel_id).channel
+
+    # Blocks pass; as the lock nears its expiry the node closes with the preimage.
+    while status().status == channels_pb2.CHANNEL_STATUS_OPEN:
+        assert node.client().status().height < expiry, "the lock expired unclaimed"
+        advance(node, 1)
+        time.sleep(0.05)  # the watcher runs after each block
+    closing = status()
+    assert closing.closed_by == node.payer.public_key
+    assert list(closing.revealed_hashes) == [
+        channels_pb2.ChannelState.FromString(latest.state).locks[0].hash
+    ]
+    advance(node, 5)  # past the window: the watcher settles too
+    wait_for(lambda: status().status == channels_pb2.CHANNEL_STATUS_SETTLED)
+    assert (status().payee_paid_micros, status().payer_paid_micros) == (amount, DEPOSIT - amount)
 
 
 def test_sigkill_of_the_payee_mid_stream_loses_no_acknowledged_payment(tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ A payer that closes with an old state (fewer payments than it made) is challenge
 the latest state both signed, inside the challenge window, without anyone watching; a
 payer that closes with the latest state but never paid a lock whose preimage it was told
 has the preimage revealed on the ledger (a challenge with that same state), so the lock
-settles to the payee. After the window the watcher settles, so the payee's funds arrive
-on their own.
+settles to the payee. A payer that keeps the channel open but never pays such a lock is
+closed with the preimage as the lock nears its expiry. After the window the watcher
+settles, so the payee's funds arrive on their own.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import logging
 
 from medledger.app import queries
-from medledger.channels.payee import Payee
+from medledger.channels.payee import LOCK_MARGIN_BLOCKS, Payee
 from medledger.client.builder import TxBuilder
 from medledger.node.ledger_node import LedgerNode
 from medledger.wire.v1 import channels_pb2, tx_pb2
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 EXPIRY_BLOCKS = 20
 RESUBMIT_AFTER_BLOCKS = 5
+CLAIM_MARGIN_BLOCKS = LOCK_MARGIN_BLOCKS // 2
+"""A revealed lock the payer has not paid this close to its expiry is claimed on the
+ledger (half the margin every new lock must leave, so a resubmission still fits)."""
 """A challenge or settlement not committed after this many blocks is submitted again."""
 
 
@@ -80,6 +84,8 @@ class ChannelWatcher:
                 for local in self.payee.channels()
             ]
         for local, channel in on_chain:
+            if channel is not None and channel.status == channels_pb2.CHANNEL_STATUS_OPEN:
+                self._claim_if_withheld(local, height)
             if channel is None or channel.status != channels_pb2.CHANNEL_STATUS_CLOSING:
                 continue
             self.payee.mark_closing(local.channel_id)
@@ -87,6 +93,34 @@ class ChannelWatcher:
                 self._challenge_if_stale(local, channel, height)
             else:
                 self._once(local.channel_id, "settle", height, self._settle_body(channel))
+
+    def _claim_if_withheld(self, local: channels_pb2.LocalChannel, height: int) -> None:
+        """A payer told the preimage of a lock (it has what it paid for) that still has not
+        paid it as the lock nears expiry is closed on the ledger with the preimage: after
+        expiry it could take the amount back."""
+        if not local.latest.state:
+            return
+        ours = channels_pb2.ChannelState.FromString(local.latest.state)
+        due = [
+            lock.hash
+            for lock in ours.locks
+            if height <= lock.expiry_height <= height + CLAIM_MARGIN_BLOCKS
+        ]
+        owed = self.payee.preimages(due)
+        if not owed:
+            return
+        log.warning(
+            "channel %s: the payer withholds %d revealed locks; closing to claim them",
+            local.channel_id.hex(),
+            len(owed),
+        )
+        body = tx_pb2.TransactionBody(
+            force_close_channel=channels_pb2.ForceCloseChannel(
+                channel_id=local.channel_id, state=local.latest, preimages=owed
+            )
+        )
+        if self._once(local.channel_id, f"claim-{ours.sequence}", height, body):
+            self.payee.mark_closing(local.channel_id)
 
     def _challenge_if_stale(
         self, local: channels_pb2.LocalChannel, channel: channels_pb2.Channel, height: int
