@@ -432,6 +432,18 @@ def test_remittance_csv(channel: Channel) -> None:
     assert paid == PAID - REFUNDED
 
 
+@pytest.mark.parametrize(
+    "written", ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tX", "\rX"]
+)
+def test_a_claim_id_a_spreadsheet_would_run_is_exported_as_text(written: str) -> None:
+    chan = build([Spec([pay(1, 1_000, written, "99213", date=written)])])
+    (record,) = csv.DictReader(io.StringIO(remittance_csv(chan.statement())))
+    assert (record["claim_id"], record["service_date"]) == ("'" + written, "'" + written)
+    assert record["procedure_code"] == "99213"  # an ordinary cell is left as it is
+    # The JSON export is data, not a sheet: it carries the claim id as written.
+    assert json.loads(remittance_json(chan.statement()))["claims"][0]["claim_id"] == written
+
+
 def test_exports_carry_only_the_pseudonymous_patient_ref(channel: Channel) -> None:
     stmt = channel.statement(channel.settled())
     doc = json.loads(remittance_json(stmt))

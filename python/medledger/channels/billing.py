@@ -650,8 +650,10 @@ def remittance_json(statement: Statement) -> str:
 def remittance_csv(statement: Statement) -> str:
     """One row per payment line, with a header row (`CSV_COLUMNS`), in statement order.
     `amount_micros` and `amount` are signed towards the payee: a refund is negative, so the
-    rows with status "paid" sum to the net. Claim ids and procedure codes are written as
-    carried; a spreadsheet opening the file should import them as text."""
+    rows with status "paid" sum to the net. Claim ids, procedure codes and service dates
+    come from the payer: one that a spreadsheet would run as a formula (it starts with
+    = + - @, a tab or a carriage return) is written with a leading single quote, so the
+    cell shows it as text (OWASP's defence against CSV injection)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
@@ -662,11 +664,11 @@ def remittance_csv(statement: Statement) -> str:
                 channel_id,
                 line.sequence,
                 line.payment_id,
-                line.claim_id,
-                line.procedure_code,
+                _as_text(line.claim_id),
+                _as_text(line.procedure_code),
                 line.units,
                 line.patient_ref,
-                line.service_date,
+                _as_text(line.service_date),
                 line.kind,
                 line.status,
                 line.signed_micros,
@@ -674,3 +676,11 @@ def remittance_csv(statement: Statement) -> str:
             )
         )
     return out.getvalue()
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_text(value: str) -> str:
+    """A payer-written cell, kept from being read as a spreadsheet formula."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
