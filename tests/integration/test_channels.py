@@ -441,6 +441,39 @@ def test_a_payer_closing_without_paying_a_revealed_lock_is_made_to_pay_it_on_the
     assert (settled.payee_paid_micros, settled.payer_paid_micros) == (amount, DEPOSIT - amount)
 
 
+def test_a_stream_that_only_knows_the_channel_id_hears_none_of_its_events(
+    node: RunningNode, wallet: ChannelWallet
+) -> None:
+    """A payer's pending lock outcome (here a revealed preimage) is repeated to each new
+    stream of the channel, but only to one whose update the payer signed."""
+    channel_id = open_channel(node, wallet)
+    asyncio.run(lock_and_withhold(node, wallet, channel_id, 3 * 5))
+    latest = wallet.local(channel_id)  # the wallet did not see the locked update
+    assert not latest.latest.state
+
+    async def eavesdrop() -> None:
+        async with RawStream(node.address) as stream:
+            held = channels_pb2.ChannelState.FromString(payee_state(node, channel_id).state.state)
+            forged, _ = signed_update(SigningKey.generate(), held, [payment(5)])
+            answer = await stream.answer(forged)
+            assert answer.WhichOneof("event") == "refusal"
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(stream.next_event(), 1.5)
+        # The payer itself, resending the state both signed, hears the preimage again.
+        async with RawStream(node.address) as stream:
+            signed = payee_state(node, channel_id).state
+            resend = channels_pb2.ChannelUpdate(
+                channel_id=channel_id,
+                state=signed.state,
+                payer_signature=signed.payer_signature,
+            )
+            events = [await stream.answer(resend), await stream.next_event()]
+            kinds = sorted(e.WhichOneof("event") or "" for e in events)
+            assert kinds == ["ack", "resolved"]
+
+    asyncio.run(eavesdrop())
+
+
 def test_a_payer_withholding_a_revealed_lock_is_closed_on_the_ledger_before_it_expires(
     node: RunningNode, wallet: ChannelWallet
 ) -> None:

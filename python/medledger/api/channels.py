@@ -37,9 +37,15 @@ class ChannelServicer:
 
         async def read() -> None:
             async for update in updates:
-                if update.channel_id not in unsubscribes:
+                verdict = await self.payee.accept(update)
+                # A stream hears a channel's events (preimages, refund offers) only once
+                # it carried an update the payer signed: knowing a channel id is not
+                # enough. Subscribed before the ack is queued, so outcomes pending from
+                # earlier streams arrive first, and with nothing awaited in between.
+                accepted = verdict.event.WhichOneof("event") == "ack"
+                if accepted and update.channel_id not in unsubscribes:
                     unsubscribes[update.channel_id] = self.payee.listen(update.channel_id, deliver)
-                await outbound.put(await self.payee.accept(update))
+                await outbound.put(verdict)
             await outbound.put(None)
 
         reader = asyncio.create_task(read())

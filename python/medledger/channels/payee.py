@@ -245,7 +245,12 @@ class Payee:
         if channel_id in self._closing:
             raise ChannelRuleError("FAILED_PRECONDITION", "channel_id", "closing on the ledger")
         if local.latest.state and update.state == local.latest.state:
-            # A resend after a lost acknowledgement: the same answer again.
+            # A resend after a lost acknowledgement: the same answer again. Ed25519
+            # signatures are deterministic, so the payer's resend carries the same one.
+            if update.payer_signature != local.latest.payer_signature:
+                raise ChannelRuleError(
+                    "UNAUTHENTICATED", "payer_signature", "not the payer's signature"
+                )
             ack = channels_pb2.ChannelAck(
                 channel_id=channel_id,
                 sequence=self._heads[channel_id].sequence,
