@@ -38,7 +38,15 @@ PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 SEED_BYTES = 32
 
-Domain = Literal["tx", "vote", "proposal", "channel-state", "channel-refund", "vault-request"]
+Domain = Literal[
+    "tx",
+    "vote",
+    "proposal",
+    "channel-state",
+    "channel-refund",
+    "vault-request",
+    "channel-request",
+]
 
 
 def tx_signing_message(chain_id: str, body: bytes) -> bytes:

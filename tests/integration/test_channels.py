@@ -19,6 +19,7 @@ from medledger.channels.signing import initial_state, sign_refund, sign_state
 from medledger.client.channels import ChannelWallet, payment
 from medledger.client.errors import STATUS_BY_CODE
 from medledger.crypto import SigningKey, sha256
+from medledger.signed_requests import sign_request
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc, tx_pb2
 from tests.integration.conftest import CHAIN_ID, RunningNode, launch
 
@@ -66,12 +67,20 @@ async def pay(wallet: ChannelWallet, channel_id: bytes, updates: int, per_update
         await asyncio.gather(*pending)
 
 
-def payee_state(node: RunningNode, channel_id: bytes) -> channels_pb2.GetChannelStateResponse:
+def payee_state(
+    node: RunningNode, channel_id: bytes, key: SigningKey | None = None
+) -> channels_pb2.GetChannelStateResponse:
+    """What the node holds of the channel, asked as `key` (by default the node, its
+    payee: only a party of the channel may read it)."""
+    request = sign_request(
+        channels_pb2.GetChannelStateRequest(channel_id=channel_id),
+        key or node.payer,
+        CHAIN_ID,
+        "channel-request",
+    )
     with grpc.insecure_channel(node.address) as channel:
         stub = channels_pb2_grpc.ChannelServiceStub(channel)
-        return stub.GetChannelState(
-            channels_pb2.GetChannelStateRequest(channel_id=channel_id), timeout=10
-        )
+        return stub.GetChannelState(request, timeout=10)
 
 
 @pytest.fixture
@@ -136,11 +145,17 @@ class RawStream:
         return await asyncio.wait_for(self._read(), 10)
 
     async def invoices(
-        self, channel_id: bytes, count: int, destination: bytes = b""
+        self, key: SigningKey, channel_id: bytes, count: int, destination: bytes = b""
     ) -> list[bytes]:
+        """Invoices for the channel, asked as `key` (the payer)."""
         stub = channels_pb2_grpc.ChannelServiceStub(self._channel)
-        request = channels_pb2.InvoiceRequest(
-            channel_id=channel_id, count=count, destination=destination
+        request = sign_request(
+            channels_pb2.InvoiceRequest(
+                channel_id=channel_id, count=count, destination=destination
+            ),
+            key,
+            CHAIN_ID,
+            "channel-request",
         )
         response = await stub.Invoices(request, timeout=10)
         return list(response.hashes)
@@ -263,7 +278,7 @@ def test_bad_updates_are_refused_naming_the_field_and_change_nothing(
                 "FAILED_PRECONDITION",
                 "new_locks[0].hash",
             )
-            (invoiced,) = await stream.invoices(channel_id, 1)
+            (invoiced,) = await stream.invoices(payer, channel_id, 1)
             lock = channels_pb2.HashLock(
                 hash=invoiced, amount_micros=5, expiry_height=height + 1_000
             )
@@ -400,7 +415,7 @@ async def lock_and_withhold(
     """Locks `amount` on an invoice of the node's, hears the preimage, and never pays:
     returns the state both signed with the lock pending."""
     async with RawStream(node.address) as stream:
-        (invoice,) = await stream.invoices(channel_id, 1)
+        (invoice,) = await stream.invoices(wallet.key, channel_id, 1)
         height = node.client().status().height
         lock = channels_pb2.HashLock(hash=invoice, amount_micros=amount, expiry_height=height + 40)
         update, _ = signed_update(
@@ -439,6 +454,49 @@ def test_a_payer_closing_without_paying_a_revealed_lock_is_made_to_pay_it_on_the
     )
     settled = wallet.on_chain(channel_id).channel
     assert (settled.payee_paid_micros, settled.payer_paid_micros) == (amount, DEPOSIT - amount)
+
+
+def test_only_a_party_of_the_channel_reads_its_state_or_asks_for_invoices(
+    node: RunningNode, wallet: ChannelWallet
+) -> None:
+    channel_id = open_channel(node, wallet)
+    asyncio.run(pay(wallet, channel_id, updates=1, per_update=1))
+    # The payer and the payee may read the state both signed.
+    assert payee_state(node, channel_id, wallet.key).state == wallet.local(channel_id).latest
+    assert payee_state(node, channel_id).state == wallet.local(channel_id).latest
+
+    def refused(request: channels_pb2.GetChannelStateRequest) -> tuple[str, str]:
+        with grpc.insecure_channel(node.address) as channel:
+            stub = channels_pb2_grpc.ChannelServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as error:
+                stub.GetChannelState(request, timeout=10)
+        code, details = error.value.code(), error.value.details()
+        return str(code.name), str(details).split(":")[0]
+
+    def read(key: SigningKey, time_ms: int = 0) -> channels_pb2.GetChannelStateRequest:
+        request = channels_pb2.GetChannelStateRequest(channel_id=channel_id, time_ms=time_ms)
+        return sign_request(request, key, CHAIN_ID, "channel-request")
+
+    unsigned = channels_pb2.GetChannelStateRequest(channel_id=channel_id)
+    assert refused(unsigned) == ("UNAUTHENTICATED", "signature")
+    assert refused(read(SigningKey.generate())) == ("UNAUTHENTICATED", "signature")
+    stale = read(wallet.key, time_ms=int(time.time() * 1000) - 10 * 60 * 1000)
+    assert refused(stale) == ("INVALID_ARGUMENT", "time_ms")
+    # A signature for another request (here another channel id) does not carry over.
+    moved = read(wallet.key)
+    moved.channel_id = open_channel(node, wallet)
+    asyncio.run(pay(wallet, moved.channel_id, updates=1, per_update=1))
+    assert refused(moved) == ("UNAUTHENTICATED", "signature")
+
+    async def invoices_as(key: SigningKey) -> list[bytes]:
+        async with RawStream(node.address) as stream:
+            return await stream.invoices(key, channel_id, 2)
+
+    assert len(asyncio.run(invoices_as(wallet.key))) == 2
+    with pytest.raises(grpc.aio.AioRpcError) as stranger:
+        asyncio.run(invoices_as(SigningKey.generate()))
+    assert stranger.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (stranger.value.details() or "").startswith("signature")
 
 
 def test_a_stream_that_only_knows_the_channel_id_hears_none_of_its_events(

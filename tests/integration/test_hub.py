@@ -23,8 +23,9 @@ from medledger.client.channels import ChannelWallet, payment, routed_lock
 from medledger.crypto import SigningKey, sha256
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_hub, start_node
+from medledger.signed_requests import sign_request
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
-from tests.integration.conftest import RunningNode, launch
+from tests.integration.conftest import CHAIN_ID, RunningNode, launch
 from tests.integration.test_channels import (
     DEPOSIT,
     RawStream,
@@ -89,11 +90,18 @@ def net(tmp_path: Path) -> Iterator[Network]:
     network.node.process.stop()
 
 
-def held_state(address: str, channel_id: bytes) -> channels_pb2.ChannelState:
-    """The latest state both signed, as the payee at `address` holds it."""
+def held_state(address: str, channel_id: bytes, payee: SigningKey) -> channels_pb2.ChannelState:
+    """The latest state both signed, as the payee at `address` holds it (asked with its
+    own key: only a party of the channel may read it)."""
+    request = sign_request(
+        channels_pb2.GetChannelStateRequest(channel_id=channel_id),
+        payee,
+        CHAIN_ID,
+        "channel-request",
+    )
     with grpc.insecure_channel(address) as channel:
         response = channels_pb2_grpc.ChannelServiceStub(channel).GetChannelState(
-            channels_pb2.GetChannelStateRequest(channel_id=channel_id), timeout=10
+            request, timeout=10
         )
     if not response.state.state:
         return channels_pb2.ChannelState(channel_id=channel_id)
@@ -147,8 +155,8 @@ def test_routed_payments_complete_on_both_hops_and_settle(net: Network) -> None:
 
     async def settled_on_both_hops() -> None:
         def done() -> bool:
-            incoming = held_state(net.hub.address, net.to_hub)
-            outgoing = held_state(net.node.address, net.to_provider)
+            incoming = held_state(net.hub.address, net.to_hub, net.hub_key)
+            outgoing = held_state(net.node.address, net.to_provider, net.node.payer)
             return (incoming.payee_micros, outgoing.payee_micros) == (total, total) and not (
                 incoming.locks or outgoing.locks
             )
@@ -209,8 +217,8 @@ def test_a_route_the_provider_refuses_completes_on_neither_hop(net: Network) -> 
 
     async def both_hops_agree() -> None:
         def done() -> bool:
-            incoming = held_state(net.hub.address, net.to_hub)
-            outgoing = held_state(net.node.address, net.to_provider)
+            incoming = held_state(net.hub.address, net.to_hub, net.hub_key)
+            outgoing = held_state(net.node.address, net.to_provider, net.node.payer)
             return (incoming.payee_micros, outgoing.payee_micros) == (
                 2 * PRICE,
                 2 * PRICE,
@@ -272,8 +280,8 @@ def test_routes_accepted_together_go_on_in_one_update_and_a_refused_one_fails_al
 
     async def both_hops_settled() -> None:
         def done() -> bool:
-            incoming = held_state(net.hub.address, net.to_hub)
-            outgoing = held_state(net.node.address, net.to_provider)
+            incoming = held_state(net.hub.address, net.to_hub, net.hub_key)
+            outgoing = held_state(net.node.address, net.to_provider, net.node.payer)
             return (incoming.payee_micros, outgoing.payee_micros) == (
                 delivered,
                 delivered,
@@ -358,8 +366,8 @@ def test_sigkill_of_the_hub_mid_stream_completes_each_route_on_both_hops_or_neit
 
     async def both_hops_agree() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
         def states() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
-            return held_state(net.hub.address, net.to_hub), held_state(
-                net.node.address, net.to_provider
+            return held_state(net.hub.address, net.to_hub, net.hub_key), held_state(
+                net.node.address, net.to_provider, net.node.payer
             )
 
         def settled() -> bool:
@@ -423,8 +431,8 @@ def test_sigkill_of_the_provider_mid_route_leaves_no_route_complete_on_one_hop_o
 
     async def settled() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
         def states() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
-            return held_state(net.hub.address, net.to_hub), held_state(
-                net.node.address, net.to_provider
+            return held_state(net.hub.address, net.to_hub, net.hub_key), held_state(
+                net.node.address, net.to_provider, net.node.payer
             )
 
         await wait_for(lambda: not any(s.locks for s in states()), 20)
@@ -447,7 +455,7 @@ def test_a_payer_withholding_a_delivered_payment_is_claimed_on_the_ledger(
 
         async def deliver_then_go_silent() -> None:
             async with RawStream(net.hub.address) as stream:
-                (invoice,) = await stream.invoices(net.to_hub, 1, net.provider)
+                (invoice,) = await stream.invoices(net.payer.key, net.to_hub, 1, net.provider)
                 height = net.node.client().status().height
                 lock = channels_pb2.HashLock(
                     hash=invoice, amount_micros=amount, expiry_height=height + 35
@@ -478,7 +486,7 @@ def test_a_payer_withholding_a_delivered_payment_is_claimed_on_the_ledger(
         assert settled.closed_by == net.hub_key.public_key
         assert (settled.payee_paid_micros, settled.payer_paid_micros) == (amount, DEPOSIT - amount)
         # The provider was paid on its hop as well.
-        assert held_state(net.node.address, net.to_provider).payee_micros == amount
+        assert held_state(net.node.address, net.to_provider, net.node.payer).payee_micros == amount
     finally:
         net.payer.close_store()
         net.hub.stop()

@@ -185,7 +185,7 @@ def test_a_lock_the_provider_holds_past_its_expiry_is_paid_on_neither_hop(
             updates = provider.store.updates(route.to_provider)
             assert [u.update for u in updates if u.update.preimages] == []
             assert route.hub is not None
-            assert held_state(route.hub.address, route.to_hub).payee_micros == 0
+            assert held_state(route.hub.address, route.to_hub, route.hub_key).payee_micros == 0
             mine = route.payer_state()
             assert (mine.payer_micros, mine.payee_micros, list(mine.locks)) == (DEPOSIT, 0, [])
             await asyncio.sleep(3 * HOUSEKEEPING_S)  # the hub's next rounds of housekeeping
@@ -237,7 +237,7 @@ def test_a_lock_the_provider_claims_on_the_ledger_is_claimed_from_the_payer(
             mine = route.payer_state()
             assert (mine.payer_micros, mine.payee_micros) == (DEPOSIT - amount, amount)
             assert route.hub is not None
-            assert held_state(route.hub.address, route.to_hub).payee_micros == amount
+            assert held_state(route.hub.address, route.to_hub, route.hub_key).payee_micros == amount
 
         asyncio.run(scenario())
         # The provider's claim settles on the ledger after its window.

@@ -69,6 +69,10 @@ class ChannelServicer:
         local = self.payee.latest(request.channel_id)
         if local is None:
             await abort(context, Rejected("NOT_FOUND", "channel_id", "no channel to this payee"))
+        try:
+            self.payee.check_party(local, request)  # balances are the parties' business
+        except ChannelRuleError as error:
+            await abort(context, Rejected(error.status, error.field, error.reason))
         return channels_pb2.GetChannelStateResponse(
             state=local.latest, pending_refunds=self.payee.pending_offers(request.channel_id)
         )

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Protocol
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from medledger.channels.rules import (
     ChannelRuleError,
@@ -37,6 +37,8 @@ from medledger.channels.signing import (
 )
 from medledger.channels.store import ChannelStore, GroupCommit, Write, when_durable
 from medledger.crypto import SigningKey, sha256
+from medledger.errors import Rejected
+from medledger.signed_requests import check_request
 from medledger.wire.v1 import channels_pb2
 
 __all__ = ["LOCK_MARGIN_BLOCKS", "ChannelLedger", "Payee", "Router", "Verdict"]
@@ -201,6 +203,21 @@ class Payee:
                 "state.deposit_micros",
                 f"{deposit} exceeds the deposit on the ledger, {local.deposit_micros}",
             )
+
+    def check_party(self, local: channels_pb2.LocalChannel, request: Message) -> None:
+        """Raises ChannelRuleError unless the channel's payer or payee signed `request`
+        (a state read or an invoice request) for this chain, recently."""
+        for party in (local.payer, local.payee):
+            try:
+                check_request(request, party, self.chain_id, self._clock_ms(), "channel-request")
+            except Rejected as error:
+                if error.field == "signature":
+                    continue  # not this party's: try the other
+                raise ChannelRuleError(error.status, error.field, error.reason) from error
+            return
+        raise ChannelRuleError(
+            "UNAUTHENTICATED", "signature", "not signed by the channel's payer or payee"
+        )
 
     def channels(self) -> list[channels_pb2.LocalChannel]:
         return list(self._channels.values())
@@ -528,6 +545,7 @@ class Payee:
                 "INVALID_ARGUMENT", "count", f"must be 1 to {INVOICES_PER_REQUEST_MAX}"
             )
         local = await self._local(request.channel_id)
+        self.check_party(local, request)
         if request.destination and request.destination != self.key.public_key:
             if self.router is None:
                 raise ChannelRuleError(

@@ -31,6 +31,7 @@ from medledger.channels.store import ChannelStore, GroupCommit, when_durable
 from medledger.client.errors import STATUS_BY_CODE
 from medledger.client.sync import channel_options
 from medledger.crypto import SigningKey, sha256
+from medledger.signed_requests import sign_request
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 
 __all__ = [
@@ -179,8 +180,13 @@ class PayerSession:
         if self._grpc is None:
             raise ChannelRefused("FAILED_PRECONDITION", "session", "not connected")
         stub = channels_pb2_grpc.ChannelServiceStub(self._grpc)
-        request = channels_pb2.InvoiceRequest(
-            channel_id=self.local.channel_id, count=count, destination=destination
+        request = sign_request(
+            channels_pb2.InvoiceRequest(
+                channel_id=self.local.channel_id, count=count, destination=destination
+            ),
+            self.key,
+            self.chain_id,
+            "channel-request",
         )
         try:
             response: channels_pb2.InvoiceResponse = await stub.Invoices(
@@ -223,7 +229,12 @@ class PayerSession:
         it was lost (we crashed or the connection broke) but both signatures prove it."""
         try:
             response: channels_pb2.GetChannelStateResponse = await stub.GetChannelState(
-                channels_pb2.GetChannelStateRequest(channel_id=self.local.channel_id),
+                sign_request(
+                    channels_pb2.GetChannelStateRequest(channel_id=self.local.channel_id),
+                    self.key,
+                    self.chain_id,
+                    "channel-request",
+                ),
                 timeout=CONNECT_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as error:

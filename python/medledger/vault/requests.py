@@ -1,53 +1,26 @@
-"""Signed requests to a vault: the sender signs the request encoded with its signature
-field empty, under the "vault-request" domain (tagged, chain-bound), with the request's
-type name in front so a signature for one method is worthless for another."""
+"""Signed requests to a vault, under the "vault-request" domain (see
+`medledger.signed_requests`)."""
 
 from __future__ import annotations
 
-import time
 from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from medledger.crypto import SigningKey, signing_message, verify
-from medledger.errors import Rejected
+from medledger import signed_requests
+from medledger.crypto import SigningKey
+from medledger.signed_requests import CLOCK_SKEW_MAX_MS
 
 __all__ = ["CLOCK_SKEW_MAX_MS", "check_request", "sign_request"]
-
-CLOCK_SKEW_MAX_MS = 5 * 60 * 1000
-"""A request's time must be within this of the vault's clock (bounds replays)."""
 
 R = TypeVar("R", bound=Message)
 
 
-def _signed_bytes(chain_id: str, request: Message) -> bytes:
-    unsigned = type(request)()
-    unsigned.CopyFrom(request)
-    unsigned.ClearField("signature")
-    name = request.DESCRIPTOR.full_name.encode()
-    payload = name + b"\x00" + unsigned.SerializeToString(deterministic=True)
-    return signing_message("vault-request", chain_id, payload)
-
-
 def sign_request(request: R, key: SigningKey, chain_id: str) -> R:
     """Stamps the time and signs `request` in place; returns it."""
-    if not request.time_ms:  # type: ignore[attr-defined]
-        request.time_ms = int(time.time() * 1000)  # type: ignore[attr-defined]
-    request.signature = key.sign(_signed_bytes(chain_id, request))  # type: ignore[attr-defined]
-    return request
+    return signed_requests.sign_request(request, key, chain_id, "vault-request")
 
 
 def check_request(request: Message, signer: bytes, chain_id: str, now_ms: int) -> None:
     """Raises `Rejected` unless `signer` signed `request` for this chain, recently."""
-    if len(signer) != 32:
-        raise Rejected("INVALID_ARGUMENT", "signer", f"must be 32 bytes, got {len(signer)}")
-    signature: bytes = request.signature  # type: ignore[attr-defined]
-    if not verify(signer, _signed_bytes(chain_id, request), signature):
-        raise Rejected("UNAUTHENTICATED", "signature", "does not verify for the sender's key")
-    sent_ms: int = request.time_ms  # type: ignore[attr-defined]
-    if abs(now_ms - sent_ms) > CLOCK_SKEW_MAX_MS:
-        raise Rejected(
-            "INVALID_ARGUMENT",
-            "time_ms",
-            f"more than {CLOCK_SKEW_MAX_MS} ms from the vault's clock",
-        )
+    signed_requests.check_request(request, signer, chain_id, now_ms, "vault-request")

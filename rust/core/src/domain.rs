@@ -20,6 +20,9 @@ pub enum Domain {
     ChannelRefund,
     /// A request to a custodian's vault (put, fetch, erase), signed by its sender.
     VaultRequest,
+    /// A channel party's request to the payee's ChannelService (read the state, ask for
+    /// invoices), signed by the payer or the payee.
+    ChannelRequest,
 }
 
 impl Domain {
@@ -31,6 +34,7 @@ impl Domain {
             Self::ChannelState => b"medledger/v1/channel-state",
             Self::ChannelRefund => b"medledger/v1/channel-refund",
             Self::VaultRequest => b"medledger/v1/vault-request",
+            Self::ChannelRequest => b"medledger/v1/channel-request",
         }
     }
 
@@ -43,10 +47,11 @@ impl Domain {
             "channel-state" => Ok(Self::ChannelState),
             "channel-refund" => Ok(Self::ChannelRefund),
             "vault-request" => Ok(Self::VaultRequest),
+            "channel-request" => Ok(Self::ChannelRequest),
             other => Err(Error::invalid_argument(
                 "domain",
                 format!(
-                    "unknown domain {other:?}; expected tx, vote, proposal, channel-state, channel-refund or vault-request"
+                    "unknown domain {other:?}; expected tx, vote, proposal, channel-state, channel-refund, vault-request or channel-request"
                 ),
             )),
         }

@@ -765,18 +765,29 @@ Global___ChannelEvent: _TypeAlias = ChannelEvent  # noqa: Y015
 
 @_typing.final
 class GetChannelStateRequest(_message.Message):
+    """Requests only a party of the channel may make: signed by the payer or the payee over
+    the request with `signature` empty (domain "medledger/v1/channel-request", the type
+    name in front), `time_ms` within 5 minutes of the payee's clock.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.bytes
+    time_ms: _builtins.int
+    signature: _builtins.bytes
     def __init__(
         self,
         *,
         channel_id: _builtins.bytes = ...,
+        time_ms: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "signature", b"signature", "time_ms", b"time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -832,21 +843,28 @@ class InvoiceRequest(_message.Message):
     CHANNEL_ID_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     DESTINATION_FIELD_NUMBER: _builtins.int
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.bytes
     """the payer's channel to the hub, or to the payee"""
     count: _builtins.int
     destination: _builtins.bytes
     """through a hub: the payee the hub forwards to"""
+    time_ms: _builtins.int
+    """signed like GetChannelStateRequest"""
+    signature: _builtins.bytes
     def __init__(
         self,
         *,
         channel_id: _builtins.bytes = ...,
         count: _builtins.int = ...,
         destination: _builtins.bytes = ...,
+        time_ms: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "count", b"count", "destination", b"destination"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "count", b"count", "destination", b"destination", "signature", b"signature", "time_ms", b"time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
