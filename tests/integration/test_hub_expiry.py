@@ -1,6 +1,8 @@
-"""A routed lock that expires: the provider goes silent holding the hub's lock, so the
-hub gives the payer's lock up once its own has expired, and a preimage the provider
-reveals afterwards is paid on neither hop.
+"""A provider that goes silent holding the hub's lock, without telling the hub the
+preimage. If it stays silent until the lock expires, the hub gives the payer's lock up,
+and a preimage the provider reveals afterwards is paid on neither hop. If it claims the
+lock on the ledger instead, the hub reads the preimage there and the payer pays it: both
+hops complete.
 
 The hub is a real `medledger hub start` process and the ledger a real node. The provider
 runs here: the real `Payee` over its own LMDB behind a real ChannelService on a fixed
