@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import pytest
 
 from medledger.api.server import serve_channels
 from medledger.channels.hub import HOUSEKEEPING_S
-from medledger.channels.payee import Payee
+from medledger.channels.payee import Payee, Verdict
 from medledger.channels.payer import ChannelRefused, PayerSession
 from medledger.channels.store import ChannelStore
 from medledger.client.builder import TxBuilder
@@ -47,6 +48,27 @@ class ForgetfulPayee(Payee):
 
     def reveal(self, channel_id: bytes, lock_hash: bytes, preimage: bytes) -> None:
         del channel_id, lock_hash, preimage
+
+
+class RenegingPayee(ForgetfulPayee):
+    """A provider that gives the hub's lock up, then refuses to let the hub take it back
+    (so that it can still claim it on the ledger)."""
+
+    refusals = 0
+
+    async def accept(self, update: channels_pb2.ChannelUpdate) -> Verdict:
+        if update.released_locks:
+            RenegingPayee.refusals += 1
+            sequence = channels_pb2.ChannelState.FromString(update.state).sequence
+            refusal = channels_pb2.ChannelRefusal(
+                channel_id=update.channel_id,
+                sequence=sequence,
+                code=grpc.StatusCode.FAILED_PRECONDITION.value[0],
+                field="released_locks[0]",
+                message="not today",
+            )
+            return Verdict(channels_pb2.ChannelEvent(refusal=refusal))
+        return await super().accept(update)
 
 
 class Provider:
@@ -85,7 +107,7 @@ class Provider:
 @dataclass
 class Route:
     """Payer -> hub process -> provider, with one routed lock the provider holds but whose
-    preimage the hub never heard of: the provider stopped right after storing it."""
+    preimage the hub never heard of."""
 
     node: RunningNode
     provider: Provider
@@ -98,8 +120,9 @@ class Route:
     invoice: bytes = b""
     lock: channels_pb2.HashLock = field(default_factory=channels_pb2.HashLock)
 
-    async def hold_lock_silently(self, session: PayerSession) -> asyncio.Future[bytes]:
-        """Routes the lock; returns the payer's wait for its outcome."""
+    async def hold_lock(self, session: PayerSession) -> asyncio.Future[bytes]:
+        """Routes the lock until the provider has it on disk (and, losing its
+        announcement, tells the hub nothing); returns the payer's wait for its outcome."""
         (self.invoice,) = await session.invoices(1, self.provider.key.public_key)
         height = self.node.client().status().height
         # The shortest lock the hub routes: the provider's expires 20 blocks sooner.
@@ -112,12 +135,29 @@ class Route:
         destination = self.provider.key.public_key
         await (await session.send(batch, lock=self.lock, destination=destination))
         outcome = session.resolution(self.invoice)
-        # The provider stores the hub's lock and acknowledges it, then goes away
-        # without having told the hub the preimage.
         await wait_for(lambda: self.invoice in self.provider.payee.pending_locks(self.to_provider))
         await self.provider.payee.commit.commit([])
-        await self.provider.stop()
         return outcome
+
+    def claim_on_ledger(self) -> bytes:
+        """The provider closes the hub's channel with the latest state both signed and the
+        lock's preimage (as its node would to claim it); returns the preimage."""
+        store = ChannelStore(self.provider.root)
+        try:
+            local = store.channel(self.to_provider)
+            assert local is not None
+            preimage = store.invoices()[self.invoice].preimage
+        finally:
+            store.close()
+        client = self.node.client()
+        claim = TxBuilder(self.provider.key, CHAIN_ID).force_close_channel(
+            channel_id=self.to_provider,
+            state=local.latest,
+            preimages=[preimage],
+            expiry_height=client.status().height + 20,
+        )
+        assert client.submit(claim).code == tx_pb2.RESULT_CODE_OK
+        return preimage
 
     def payer_state(self) -> channels_pb2.ChannelState:
         return channels_pb2.ChannelState.FromString(self.payer.local(self.to_hub).latest.state)
@@ -151,10 +191,10 @@ def routed(root: Path, provider_challenge_blocks: int = 100) -> Iterator[Route]:
         node.process.stop()
 
 
-async def start_route(route: Route) -> None:
+async def start_route(route: Route, provider: type[Payee] = ForgetfulPayee) -> None:
     """The provider (losing its first announcement) and the hub start; the payer opens a
     channel to the hub."""
-    await route.provider.start(ForgetfulPayee)
+    await route.provider.start(provider)
     route.hub = start_hub(route.hub_store, route.hub_store.parent / "hub.key", route.node.address)
     route.to_hub = route.payer.open(
         payee=route.hub_key.public_key, deposit_micros=DEPOSIT, address=route.hub.address
@@ -169,7 +209,8 @@ def test_a_lock_the_provider_holds_past_its_expiry_is_paid_on_neither_hop(
         async def scenario() -> None:
             await start_route(route)
             async with route.payer.session(route.to_hub) as session:
-                outcome = await route.hold_lock_silently(session)
+                outcome = await route.hold_lock(session)
+                await route.provider.stop()  # silent until the lock has expired
                 # The ledger moves past the provider's lock: it can no longer be claimed,
                 # so the hub gives the payer's lock up, and the payer takes it back.
                 while route.node.client().status().height <= route.lock.expiry_height - 20:
@@ -216,22 +257,9 @@ def test_a_lock_the_provider_claims_on_the_ledger_is_claimed_from_the_payer(
         async def scenario() -> None:
             await start_route(route)
             async with route.payer.session(route.to_hub) as session:
-                outcome = await route.hold_lock_silently(session)
-                store = ChannelStore(route.provider.root)
-                try:
-                    local = store.channel(route.to_provider)
-                    assert local is not None
-                    latest = local.latest
-                    preimage = store.invoices()[route.invoice].preimage
-                finally:
-                    store.close()
-                claim = TxBuilder(route.provider.key, CHAIN_ID).force_close_channel(
-                    channel_id=route.to_provider,
-                    state=latest,
-                    preimages=[preimage],
-                    expiry_height=client.status().height + 20,
-                )
-                assert client.submit(claim).code == tx_pb2.RESULT_CODE_OK
+                outcome = await route.hold_lock(session)
+                await route.provider.stop()
+                preimage = route.claim_on_ledger()
                 # The hub hears it from the ledger and passes the preimage back; the
                 # payer's session pays the lock in its next update.
                 assert await asyncio.wait_for(outcome, 15) == preimage
@@ -251,3 +279,30 @@ def test_a_lock_the_provider_claims_on_the_ledger_is_claimed_from_the_payer(
         assert client.submit(settle).code == tx_pb2.RESULT_CODE_OK
         paid = client.get_channel(route.to_provider).channel
         assert (paid.payee_paid_micros, paid.payer_paid_micros) == (amount, DEPOSIT - amount)
+
+
+def test_a_lock_the_provider_gives_up_stays_locked_upstream_until_the_hub_got_it_back(
+    tmp_path: Path,
+) -> None:
+    """The provider says it gave the lock up but never lets the hub take it back, and then
+    claims it on the ledger. The hub had not given the payer's lock up (the provider could
+    still claim its own), so it claims the payer's with the preimage: both hops."""
+    with routed(tmp_path, provider_challenge_blocks=3) as route:
+
+        async def scenario() -> None:
+            await start_route(route, RenegingPayee)
+            async with route.payer.session(route.to_hub) as session:
+                outcome = await route.hold_lock(session)
+                await route.provider.payee.fail_lock(route.to_provider, route.invoice, "gone")
+                await asyncio.sleep(3 * HOUSEKEEPING_S)
+                assert not outcome.done()  # the payer's lock stays while the hub's does
+                # The hub asked for its lock back, again and again but ever more slowly
+                # (each refusal doubles the wait), not hundreds of times a second.
+                assert 1 <= RenegingPayee.refusals <= 12
+                await route.provider.stop()
+                preimage = route.claim_on_ledger()
+                assert await asyncio.wait_for(outcome, 15) == preimage
+                await wait_for(lambda: not session.pending_locks())
+            assert route.payer_state().payee_micros == LINES * PRICE
+
+        asyncio.run(scenario())

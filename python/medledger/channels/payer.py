@@ -51,6 +51,9 @@ stream up as dead (a payee that stopped answering but keeps the connection open)
 RESOLVE_FLUSH_S = 0.005
 """How long a lock outcome waits to ride on the next payment before it gets an update of
 its own: the payee is owed the amount of a revealed lock until a state includes it."""
+RESOLVE_RETRY_MAX_S = 5.0
+"""Each refusal doubles that wait, up to this: a payee that keeps refusing (to let a lock
+go, say) is asked again at this pace, not hundreds of times a second."""
 
 
 def new_payment_id() -> bytes:
@@ -121,6 +124,7 @@ class PayerSession:
         self._preimages_due: dict[bytes, bytes] = {}
         self._releases_due: set[bytes] = set()
         self._flush: asyncio.TimerHandle | None = None
+        self._flush_delay_s = RESOLVE_FLUSH_S
         self._closing = False
         self._on_resolved = on_resolved
         self._on_failed = on_failed
@@ -354,7 +358,9 @@ class PayerSession:
 
     def _schedule_flush(self) -> None:
         if self._flush is None and not self._closing:
-            self._flush = asyncio.get_running_loop().call_later(RESOLVE_FLUSH_S, self._flush_due)
+            self._flush = asyncio.get_running_loop().call_later(
+                self._flush_delay_s, self._flush_due
+            )
 
     def _flush_due(self) -> None:
         self._flush = None
@@ -415,6 +421,7 @@ class PayerSession:
             )
             return
         del self._in_flight[ack.sequence]
+        self._flush_delay_s = RESOLVE_FLUSH_S
         for preimage in flight.update.preimages:  # these locks are settled now
             self._resolutions.pop(sha256(preimage), None)
         for lock_hash in flight.update.released_locks:
@@ -445,6 +452,7 @@ class PayerSession:
             self._discarded.discard(refusal.sequence)
             return
         code = STATUS_BY_CODE.get(refusal.code, grpc.StatusCode.UNKNOWN)
+        self._flush_delay_s = min(self._flush_delay_s * 2, RESOLVE_RETRY_MAX_S)
         self._fail_from(refusal.sequence, ChannelRefused(code.name, refusal.field, refusal.message))
 
     def _fail_from(self, sequence: int, error: ChannelRefused) -> None:
