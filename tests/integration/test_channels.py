@@ -358,6 +358,19 @@ def test_refunds_offered_by_the_payee_reach_the_payer_and_settle(
     state = channels_pb2.ChannelState.FromString(asyncio.run(take_refund()).state)
     assert (state.payee_micros, state.payer_micros) == (70 + 1 - 30, DEPOSIT - 71 + 30)
     assert payee_state(node, channel_id).pending_refunds == []
+    # The signed offer, replayed (by the payer, who saw it), is not a second refund; nor
+    # after the node restarts.
+    for restart in (False, True):
+        if restart:
+            node.restart()
+            wallet.set_address(channel_id, node.address)
+        with grpc.insecure_channel(node.address) as channel:
+            stub = channels_pb2_grpc.ChannelServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as replayed:
+                stub.OfferRefund(offer, timeout=10)
+        assert replayed.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert (replayed.value.details() or "").startswith("payment.payment_id")
+    assert payee_state(node, channel_id).pending_refunds == []
 
 
 def advance(node: RunningNode, blocks: int) -> None:

@@ -142,6 +142,7 @@ class Payee:
                 self._open_invoices[invoice.channel_id] = (
                     self._open_invoices.get(invoice.channel_id, 0) + 1
                 )
+        self._refunded = store.refunded()  # refunds taken: their offers are spent
         self._failed: dict[bytes, dict[bytes, channels_pb2.LockFailed]] = {}
         for failed in store.failed():
             self._failed.setdefault(failed.channel_id, {})[failed.hash] = failed
@@ -460,6 +461,10 @@ class Payee:
         for payment in update.batch.payments:
             if payment.refund:
                 writes.append(self.store.offer_write(offers.pop(payment.payment_id), delete=True))
+                writes.append(
+                    self.store.refunded_write(channel_id, payment.payment_id, state.sequence)
+                )
+                self._refunded.setdefault(channel_id, set()).add(payment.payment_id)
         lock_writes, then = self._lock_writes(channel_id, update, locks)
         writes.extend(lock_writes)
         ack = channels_pb2.ChannelAck(
@@ -483,6 +488,12 @@ class Payee:
         offers = self._offers[offer.channel_id]
         if offer.payment.payment_id in offers:
             return  # the same offer again
+        if offer.payment.payment_id in self._refunded.get(offer.channel_id, ()):
+            # Offered once and taken: offering it again (a replay of the signed offer by
+            # anyone who saw it) would refund the payer twice.
+            raise ChannelRuleError(
+                "ALREADY_EXISTS", "payment.payment_id", "this refund was already taken"
+            )
         await self.commit.commit([self.store.offer_write(offer)])
         offers[offer.payment.payment_id] = offer
         self._announce(offer.channel_id, channels_pb2.ChannelEvent(refund=offer))

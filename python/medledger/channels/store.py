@@ -3,6 +3,7 @@
     channels   channel id -> LocalChannel (the latest state both signed, the deposit)
     updates    channel id || sequence (u64 BE) -> StoredUpdate (payments and signatures)
     offers     channel id || payment id -> RefundOffer not yet included in a state
+    refunded   channel id || payment id -> sequence (u64 BE) of the state that took it
     invoices   lock hash -> Invoice (a payee's preimages, revealed once paid)
     failed     channel id || lock hash -> LockFailed (locks the payee gave up)
     routes     lock hash -> HubRoute (a hub's routed payments and their outcome)
@@ -26,6 +27,7 @@ from medledger.wire.v1 import channels_pb2
 __all__ = ["ChannelStore", "GroupCommit", "Write", "when_durable"]
 
 MAP_SIZE_BYTES = 8 * 1024 * 1024 * 1024
+CHANNEL_ID_BYTES = 16
 STOP_DRAIN_S = 30.0
 CHANNELS = b"channels"
 UPDATES = b"updates"
@@ -33,7 +35,8 @@ OFFERS = b"offers"
 INVOICES = b"invoices"
 FAILED = b"failed"
 ROUTES = b"routes"
-DATABASES = (CHANNELS, UPDATES, OFFERS, INVOICES, FAILED, ROUTES)
+REFUNDED = b"refunded"
+DATABASES = (CHANNELS, UPDATES, OFFERS, INVOICES, FAILED, ROUTES, REFUNDED)
 
 Write = tuple[bytes, bytes, bytes | None]
 """(database, key, value); a value of None deletes the key."""
@@ -111,6 +114,18 @@ class ChannelStore:
 
     def offers(self, channel_id: bytes) -> list[channels_pb2.RefundOffer]:
         return [channels_pb2.RefundOffer.FromString(v) for _, v in self._scan(OFFERS, channel_id)]
+
+    @staticmethod
+    def refunded_write(channel_id: bytes, payment_id: bytes, sequence: int) -> Write:
+        """A refund a state took: its offer may never be taken again."""
+        return REFUNDED, channel_id + payment_id, struct.pack(">Q", sequence)
+
+    def refunded(self) -> dict[bytes, set[bytes]]:
+        """Channel id -> the payment ids of the refunds its states took."""
+        taken: dict[bytes, set[bytes]] = {}
+        for key, _ in self._scan(REFUNDED, b""):
+            taken.setdefault(key[:CHANNEL_ID_BYTES], set()).add(key[CHANNEL_ID_BYTES:])
+        return taken
 
     # ------------------------------------------------------------------ hash locks
 
