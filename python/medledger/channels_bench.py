@@ -166,20 +166,9 @@ def run_channels_bench(
                     store, payers[1:], locals_[1:], payments, batch=batch, in_flight=IN_FLIGHT_MANY
                 )
             )
-            routed, fsyncs_routed = asyncio.run(
-                _pay(
-                    store,
-                    hub_payers,
-                    via_hub,
-                    payments,
-                    batch=batch,
-                    in_flight=IN_FLIGHT_HUB,
-                    destination=payee.public_key,
-                )
-            )
-            paced = fsyncs_paced = None
-            if hub_rate:
-                paced, fsyncs_paced = asyncio.run(
+
+            def through_hub(rate: float | None) -> tuple[Run, int]:
+                return asyncio.run(
                     _pay(
                         store,
                         hub_payers,
@@ -188,9 +177,14 @@ def run_channels_bench(
                         batch=batch,
                         in_flight=IN_FLIGHT_HUB,
                         destination=payee.public_key,
-                        rate=hub_rate,
+                        rate=rate,
                     )
                 )
+
+            routed, fsyncs_routed = through_hub(None)
+            paced = fsyncs_paced = None
+            if hub_rate:
+                paced, fsyncs_paced = through_hub(hub_rate)
             store.close()
         finally:
             if hub is not None:

@@ -15,11 +15,10 @@ import pytest
 
 from medledger.channels.payer import ChannelRefused
 from medledger.channels.rules import ChannelRuleError, LockedPayments, UpdateParts, next_state
-from medledger.channels.signing import initial_state, sign_refund, sign_state
+from medledger.channels.signing import initial_state, sign_channel_request, sign_refund, sign_state
 from medledger.client.channels import ChannelWallet, payment
 from medledger.client.errors import STATUS_BY_CODE
 from medledger.crypto import SigningKey, sha256
-from medledger.signed_requests import sign_request
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc, tx_pb2
 from tests.integration.conftest import CHAIN_ID, RunningNode, launch
 
@@ -72,11 +71,10 @@ def payee_state(
 ) -> channels_pb2.GetChannelStateResponse:
     """What the node holds of the channel, asked as `key` (by default the node, its
     payee: only a party of the channel may read it)."""
-    request = sign_request(
+    request = sign_channel_request(
         channels_pb2.GetChannelStateRequest(channel_id=channel_id),
         key or node.payer,
         CHAIN_ID,
-        "channel-request",
     )
     with grpc.insecure_channel(node.address) as channel:
         stub = channels_pb2_grpc.ChannelServiceStub(channel)
@@ -149,13 +147,12 @@ class RawStream:
     ) -> list[bytes]:
         """Invoices for the channel, asked as `key` (the payer)."""
         stub = channels_pb2_grpc.ChannelServiceStub(self._channel)
-        request = sign_request(
+        request = sign_channel_request(
             channels_pb2.InvoiceRequest(
                 channel_id=channel_id, count=count, destination=destination
             ),
             key,
             CHAIN_ID,
-            "channel-request",
         )
         response = await stub.Invoices(request, timeout=10)
         return list(response.hashes)
@@ -488,7 +485,7 @@ def test_only_a_party_of_the_channel_reads_its_state_or_asks_for_invoices(
 
     def read(key: SigningKey, time_ms: int = 0) -> channels_pb2.GetChannelStateRequest:
         request = channels_pb2.GetChannelStateRequest(channel_id=channel_id, time_ms=time_ms)
-        return sign_request(request, key, CHAIN_ID, "channel-request")
+        return sign_channel_request(request, key, CHAIN_ID)
 
     unsigned = channels_pb2.GetChannelStateRequest(channel_id=channel_id)
     assert refused(unsigned) == ("UNAUTHENTICATED", "signature")

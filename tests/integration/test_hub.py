@@ -17,13 +17,12 @@ import pytest
 
 from medledger.channels.payer import ChannelRefused, PayerSession
 from medledger.channels.rules import LockedPayments
-from medledger.channels.signing import initial_state
+from medledger.channels.signing import initial_state, sign_channel_request
 from medledger.channels.store import ChannelStore
 from medledger.client.channels import ChannelWallet, payment, routed_lock
 from medledger.crypto import SigningKey, sha256
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_hub, start_node
-from medledger.signed_requests import sign_request
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 from tests.integration.conftest import CHAIN_ID, RunningNode, launch
 from tests.integration.test_channels import (
@@ -56,6 +55,13 @@ class Network:
     def restart_hub(self) -> None:
         self.hub = start_hub(self.hub_store, self.hub_key_file, self.node.address)
         self.payer.set_address(self.to_hub, self.hub.address)
+
+    def hops(self) -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
+        """The states both signed on each hop: the payer's channel as the hub holds it,
+        and the hub's channel as the provider holds it."""
+        return held_state(self.hub.address, self.to_hub, self.hub_key), held_state(
+            self.node.address, self.to_provider, self.node.payer
+        )
 
 
 def build(root: Path, challenge_blocks: int = 100) -> Network:
@@ -93,11 +99,8 @@ def net(tmp_path: Path) -> Iterator[Network]:
 def held_state(address: str, channel_id: bytes, payee: SigningKey) -> channels_pb2.ChannelState:
     """The latest state both signed, as the payee at `address` holds it (asked with its
     own key: only a party of the channel may read it)."""
-    request = sign_request(
-        channels_pb2.GetChannelStateRequest(channel_id=channel_id),
-        payee,
-        CHAIN_ID,
-        "channel-request",
+    request = sign_channel_request(
+        channels_pb2.GetChannelStateRequest(channel_id=channel_id), payee, CHAIN_ID
     )
     with grpc.insecure_channel(address) as channel:
         response = channels_pb2_grpc.ChannelServiceStub(channel).GetChannelState(
@@ -155,8 +158,7 @@ def test_routed_payments_complete_on_both_hops_and_settle(net: Network) -> None:
 
     async def settled_on_both_hops() -> None:
         def done() -> bool:
-            incoming = held_state(net.hub.address, net.to_hub, net.hub_key)
-            outgoing = held_state(net.node.address, net.to_provider, net.node.payer)
+            incoming, outgoing = net.hops()
             return (incoming.payee_micros, outgoing.payee_micros) == (total, total) and not (
                 incoming.locks or outgoing.locks
             )
@@ -217,8 +219,7 @@ def test_a_route_the_provider_refuses_completes_on_neither_hop(net: Network) -> 
 
     async def both_hops_agree() -> None:
         def done() -> bool:
-            incoming = held_state(net.hub.address, net.to_hub, net.hub_key)
-            outgoing = held_state(net.node.address, net.to_provider, net.node.payer)
+            incoming, outgoing = net.hops()
             return (incoming.payee_micros, outgoing.payee_micros) == (
                 2 * PRICE,
                 2 * PRICE,
@@ -280,8 +281,7 @@ def test_routes_accepted_together_go_on_in_one_update_and_a_refused_one_fails_al
 
     async def both_hops_settled() -> None:
         def done() -> bool:
-            incoming = held_state(net.hub.address, net.to_hub, net.hub_key)
-            outgoing = held_state(net.node.address, net.to_provider, net.node.payer)
+            incoming, outgoing = net.hops()
             return (incoming.payee_micros, outgoing.payee_micros) == (
                 delivered,
                 delivered,
@@ -365,17 +365,12 @@ def test_sigkill_of_the_hub_mid_stream_completes_each_route_on_both_hops_or_neit
     asyncio.run(resume())
 
     async def both_hops_agree() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
-        def states() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
-            return held_state(net.hub.address, net.to_hub, net.hub_key), held_state(
-                net.node.address, net.to_provider, net.node.payer
-            )
-
         def settled() -> bool:
-            incoming, outgoing = states()
+            incoming, outgoing = net.hops()
             return not incoming.locks and not outgoing.locks
 
         await wait_for(settled, 20)
-        return states()
+        return net.hops()
 
     incoming, outgoing = asyncio.run(both_hops_agree())
     # Every route the payer saw delivered is paid on both hops, and the hub paid the
@@ -430,13 +425,8 @@ def test_sigkill_of_the_provider_mid_route_leaves_no_route_complete_on_one_hop_o
     asyncio.run(resume())
 
     async def settled() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
-        def states() -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
-            return held_state(net.hub.address, net.to_hub, net.hub_key), held_state(
-                net.node.address, net.to_provider, net.node.payer
-            )
-
-        await wait_for(lambda: not any(s.locks for s in states()), 20)
-        return states()
+        await wait_for(lambda: not any(s.locks for s in net.hops()), 20)
+        return net.hops()
 
     incoming, outgoing = asyncio.run(settled())
     # The hub paid the provider exactly what the payer paid the hub, and every delivery

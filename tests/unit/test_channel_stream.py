@@ -19,11 +19,10 @@ from typing import Any, cast
 from medledger.api.channels import ChannelServicer, Context
 from medledger.channels.payee import Payee
 from medledger.channels.rules import LockedPayments, UpdateParts, next_state
-from medledger.channels.signing import initial_state, sign_state
+from medledger.channels.signing import initial_state, sign_channel_request, sign_state
 from medledger.channels.store import ChannelStore, Write
 from medledger.client.channels import payment
 from medledger.crypto import SigningKey, sha256
-from medledger.signed_requests import sign_request
 from medledger.wire.v1 import channels_pb2
 
 CHAIN_ID = "medledger-stream-test"
@@ -110,11 +109,8 @@ def test_a_stream_cancelled_while_its_lock_is_written_still_reveals_the_lock(
         payee.start()
         servicer = ChannelServicer(payee)
         (lock_hash,) = await payee.invoices(
-            sign_request(
-                channels_pb2.InvoiceRequest(channel_id=CHANNEL_ID, count=1),
-                payer,
-                CHAIN_ID,
-                "channel-request",
+            sign_channel_request(
+                channels_pb2.InvoiceRequest(channel_id=CHANNEL_ID, count=1), payer, CHAIN_ID
             )
         )
         update = locked_update(payer, lock_hash)

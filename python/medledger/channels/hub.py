@@ -204,7 +204,8 @@ class Hub:
 
     # ------------------------------------------------------------------ Router
 
-    def check_route(self, destination: bytes, lock: channels_pb2.HashLock) -> None:
+    def _session_to(self, destination: bytes) -> PayerSession:
+        """The connected session of the hub's channel to `destination`, or the refusal."""
         link = self._links.get(destination)
         if link is None:
             raise ChannelRuleError(
@@ -212,6 +213,10 @@ class Hub:
             )
         if link.session is None:
             raise ChannelRuleError("UNAVAILABLE", "destination", "the hub cannot reach it now")
+        return link.session
+
+    def check_route(self, destination: bytes, lock: channels_pb2.HashLock) -> None:
+        session = self._session_to(destination)
         earliest = self.ledger.height() + LOCK_MARGIN_BLOCKS + HUB_EXPIRY_DELTA_BLOCKS
         if lock.expiry_height < earliest:
             raise ChannelRuleError(
@@ -219,7 +224,7 @@ class Hub:
                 "state.locks.expiry_height",
                 f"a routed lock must expire at {earliest} or later",
             )
-        if link.session.spendable_micros < lock.amount_micros:
+        if session.spendable_micros < lock.amount_micros:
             raise ChannelRuleError(
                 "RESOURCE_EXHAUSTED", "destination", "the hub's channel to it lacks capacity"
             )
@@ -240,14 +245,7 @@ class Hub:
         return [self.store.route_write(route, delete=True)]
 
     async def invoices(self, channel_id: bytes, count: int, destination: bytes) -> list[bytes]:
-        link = self._links.get(destination)
-        if link is None:
-            raise ChannelRuleError(
-                "FAILED_PRECONDITION", "destination", "the hub has no channel to it"
-            )
-        if link.session is None:
-            raise ChannelRuleError("UNAVAILABLE", "destination", "the hub cannot reach it now")
-        return await link.session.invoices(count)
+        return await self._session_to(destination).invoices(count)
 
     # ------------------------------------------------------------------ routing
 

@@ -22,6 +22,7 @@ import grpc
 from medledger.channels.rules import ChannelRuleError, LockedPayments, UpdateParts, next_state
 from medledger.channels.signing import (
     initial_state,
+    sign_channel_request,
     sign_state,
     verify_channel_states,
     verify_refund,
@@ -31,7 +32,6 @@ from medledger.channels.store import ChannelStore, GroupCommit, when_durable
 from medledger.client.errors import STATUS_BY_CODE
 from medledger.client.sync import channel_options
 from medledger.crypto import SigningKey, sha256
-from medledger.signed_requests import sign_request
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 
 __all__ = [
@@ -184,13 +184,12 @@ class PayerSession:
         if self._grpc is None:
             raise ChannelRefused("FAILED_PRECONDITION", "session", "not connected")
         stub = channels_pb2_grpc.ChannelServiceStub(self._grpc)
-        request = sign_request(
+        request = sign_channel_request(
             channels_pb2.InvoiceRequest(
                 channel_id=self.local.channel_id, count=count, destination=destination
             ),
             self.key,
             self.chain_id,
-            "channel-request",
         )
         try:
             response: channels_pb2.InvoiceResponse = await stub.Invoices(
@@ -233,11 +232,10 @@ class PayerSession:
         it was lost (we crashed or the connection broke) but both signatures prove it."""
         try:
             response: channels_pb2.GetChannelStateResponse = await stub.GetChannelState(
-                sign_request(
+                sign_channel_request(
                     channels_pb2.GetChannelStateRequest(channel_id=self.local.channel_id),
                     self.key,
                     self.chain_id,
-                    "channel-request",
                 ),
                 timeout=CONNECT_TIMEOUT_S,
             )

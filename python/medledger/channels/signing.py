@@ -8,9 +8,14 @@ checks run in the Rust core.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
 from medledger._core import check_channel_state, verify_channel_states
 from medledger.crypto import SigningKey, signing_message, verify
 from medledger.errors import MedledgerError
+from medledger.signed_requests import sign_request
 from medledger.wire.v1 import channels_pb2
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "decode_state",
     "initial_state",
     "refund_message",
+    "sign_channel_request",
     "sign_refund",
     "sign_state",
     "state_message",
@@ -114,3 +120,11 @@ def sign_refund(key: SigningKey, chain_id: str, offer: channels_pb2.RefundOffer)
 
 def verify_refund(chain_id: str, offer: channels_pb2.RefundOffer, payee: bytes) -> bool:
     return verify(payee, refund_message(chain_id, offer), offer.payment.refund_signature)
+
+
+R = TypeVar("R", bound=Message)
+
+
+def sign_channel_request(request: R, key: SigningKey, chain_id: str) -> R:
+    """Signs a GetChannelState or Invoices request in place as a party of the channel."""
+    return sign_request(request, key, chain_id, "channel-request")
