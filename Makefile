@@ -9,7 +9,7 @@ PIP_VERSION := 26.3
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 
-.PHONY: help venv build run tour test test-rust test-python lint lint-rust lint-python bench proto lock clean
+.PHONY: help venv build run tour test test-rust test-python lint lint-tree lint-rust lint-python bench proto lock clean
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ run: build ## The main job: start a node on 127.0.0.1 (LMDB) and run a demonstra
 tour: build ## A tour of the Rust core on a signed 10,000-transaction block
 	$(PY) examples/core_tour.py
 
+lint-tree:
+	bash tools/check_self_contained.sh
+
 lint-rust:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -41,7 +44,7 @@ lint-python: build
 	mypy
 	$(PY) -m mypy.stubtest medledger._core
 
-lint: lint-rust lint-python ## rustfmt, clippy, ruff, mypy and stubtest
+lint: lint-tree lint-rust lint-python ## self-contained tree, rustfmt, clippy, ruff, mypy and stubtest
 
 test-rust:
 	cargo test --locked -p medledger-core

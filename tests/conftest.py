@@ -15,14 +15,14 @@ from medledger.tx import sign_transaction
 from medledger.wire.v1 import envelope_pb2
 
 REPO = Path(__file__).resolve().parent.parent
-VECTORS = REPO.parent / "shared" / "vectors"
+VECTORS = REPO / "tests" / "vectors"
 CHAIN_ID = "medledger-test"
 
 
 def load_vector(name: str) -> Any:
     path = VECTORS / name
     if not path.exists():
-        pytest.fail(f"outside test vectors missing: {path} (CI lays shared/ beside the clone)")
+        pytest.fail(f"test vector missing: {path} (see tests/vectors/README.md)")
     return json.loads(path.read_text())
 
 

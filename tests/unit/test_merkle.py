@@ -22,7 +22,7 @@ def flip_bit(data: bytes, bit: int) -> bytes:
 
 
 def test_rfc6962_reference_roots() -> None:
-    vectors = load_vector("merkle_rfc6962.json")
+    vectors = load_vector("rfc6962/merkle_rfc6962.json")
     leaves = [bytes.fromhex(h) for h in vectors["leaves_hex"]]
     assert merkle.root([]).hex() == vectors["root_empty"]
     for case in vectors["roots"]:

@@ -299,7 +299,7 @@ mod tests {
     fn rfc6962_reference_roots() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/vectors/merkle_rfc6962.json"
+            "/../../tests/vectors/rfc6962/merkle_rfc6962.json"
         );
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let vectors: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-/// `../shared/vectors/<name>` beside the repository, as CI lays it out.
+/// `tests/vectors/<name>` in the repository (see tests/vectors/README.md).
 pub fn vector_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/vectors")
+        .join("../../tests/vectors")
         .join(name)
 }
 
