@@ -49,10 +49,15 @@ def print_message(message: Message) -> None:
 
 
 def init_home(
-    home: Home, chain_id: str, listen: str = DEFAULT_LISTEN, fund_micros: int = DEFAULT_FUND_MICROS
+    home: Home,
+    chain_id: str,
+    listen: str = DEFAULT_LISTEN,
+    fund_micros: int = DEFAULT_FUND_MICROS,
+    *,
+    extra_allocations: Sequence[Allocation] = (),
 ) -> Genesis:
     """Creates a one-validator home: keys (mode 0600), genesis with a funded client
-    account, and config."""
+    account (and `extra_allocations`), and config."""
     if home.config.exists():
         raise CliError(f"{home.root} is already initialised")
     home.root.mkdir(parents=True, exist_ok=True)
@@ -63,7 +68,7 @@ def init_home(
         chain_id=chain_id,
         genesis_time_ms=int(time.time() * 1000),
         validators=(GenesisValidator("validator-0", validator.public_key, 10),),
-        allocations=(Allocation(client.public_key, fund_micros),),
+        allocations=(Allocation(client.public_key, fund_micros), *extra_allocations),
     )
     genesis.validator_set()
     home.genesis.write_text(genesis.to_json())
@@ -210,9 +215,24 @@ def cmd_devnet_down(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from medledger.demo import run_demo  # noqa: PLC0415
+    from medledger.demo import DemoFailed, run_demo  # noqa: PLC0415
 
-    run_demo(args.home, args.validators)
+    for flag, value in (
+        ("--validators", args.validators),
+        ("--transfers", args.transfers),
+        ("--channel-payments", args.channel_payments),
+    ):
+        if value < 1:
+            raise CliError(f"{flag} must be at least 1")
+    try:
+        run_demo(
+            args.home,
+            args.validators,
+            transfers=args.transfers,
+            channel_payments=args.channel_payments,
+        )
+    except DemoFailed as failed:
+        raise CliError(f"demo failed: {failed}") from None
 
 
 def cmd_bench_node(args: argparse.Namespace) -> None:
@@ -358,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     demo = commands.add_parser("demo", help="start a network and run a demonstration workload")
     demo.add_argument("--home", type=Path, help="keep the node homes here (default: a temp dir)")
     demo.add_argument("--validators", type=int, default=4, help="validator processes (default 4)")
+    demo.add_argument(
+        "--transfers", type=int, default=20_000, help="streamed micropayments on the ledger"
+    )
+    demo.add_argument(
+        "--channel-payments", type=int, default=5_000, help="billing lines paid through the hub"
+    )
     demo.set_defaults(run=cmd_demo)
 
     add_record_commands(commands)

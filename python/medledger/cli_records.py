@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +16,11 @@ from medledger.genesis import Genesis
 from medledger.wire.v1 import records_pb2
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from medledger.client.records import RecordsClient
 
-__all__ = ["add_commands"]
+__all__ = ["access_table", "add_commands"]
 
 DAY_MS = 24 * 3600 * 1000
 EXPIRY_BLOCKS = 100
@@ -188,25 +191,21 @@ def cmd_consent_list(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------- access
 
 
-def cmd_access_log(args: argparse.Namespace) -> None:
-    from rich.console import Console  # noqa: PLC0415
+def access_table(
+    events: list[records_pb2.AccessEvent], title: str, name: Callable[[bytes], str]
+) -> Table:
+    """The access log as a table: when, who (`name` of the requester's key), which record,
+    why, the outcome, and the consent or break-glass declaration it rested on."""
     from rich.table import Table  # noqa: PLC0415
 
-    from medledger.fhir.export import access_event_to_fhir  # noqa: PLC0415
-
-    with _records(args) as client:
-        events = client.access_events(args.patient)
-    if args.fhir:
-        print(json.dumps([access_event_to_fhir(e) for e in events], indent=2))
-        return
-    table = Table(title=f"Who accessed the records of {args.patient.hex()[:16]}…")
+    table = Table(title=title)
     for column in ("when (UTC)", "who", "record", "purpose", "outcome", "why", "consent", "flag"):
         table.add_column(column)
     for event in events:
         access = event.access
         table.add_row(
             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(access.time_ms / 1000)),
-            access.requester.hex()[:16],
+            name(access.requester),
             f"{access.record_id.hex()[:12]} v{access.version}",
             records_pb2.Purpose.Name(access.purpose).removeprefix("PURPOSE_").lower(),
             OUTCOMES.get(access.outcome, "?"),
@@ -216,7 +215,21 @@ def cmd_access_log(args: argparse.Namespace) -> None:
             else "",
             f"BREAK-GLASS: {access.emergency_reason}" if access.break_glass else "",
         )
-    Console(width=200).print(table)
+    return table
+
+
+def cmd_access_log(args: argparse.Namespace) -> None:
+    from rich.console import Console  # noqa: PLC0415
+
+    from medledger.fhir.export import access_event_to_fhir  # noqa: PLC0415
+
+    with _records(args) as client:
+        events = client.access_events(args.patient)
+    if args.fhir:
+        print(json.dumps([access_event_to_fhir(e) for e in events], indent=2))
+        return
+    title = f"Who accessed the records of {args.patient.hex()[:16]}…"
+    Console(width=200).print(access_table(events, title, lambda key: key.hex()[:16]))
 
 
 # ---------------------------------------------------------------------- the parser

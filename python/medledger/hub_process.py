@@ -25,6 +25,9 @@ __all__ = ["run_hub"]
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 2.0
+PROVIDERS_WAIT_S = 15.0
+"""How long start-up waits for the first connection to each provider before it announces
+the hub (a provider that is down is retried in the background)."""
 
 
 async def run_hub(key: SigningKey, store_root: Path, node: str, listen: str) -> None:
@@ -35,12 +38,13 @@ async def run_hub(key: SigningKey, store_root: Path, node: str, listen: str) -> 
     hub = Hub(key, chain_id, store, ledger)
     server, port = await serve_channels(hub.payee, listen, NodeConfig().message_bytes_max)
     hub.start()
+    connected = await hub.first_connections(PROVIDERS_WAIT_S)
     follower = asyncio.get_running_loop().create_task(ledger.follow())
     host = listen.rsplit(":", 1)[0]
     # Tests and scripts wait for this line; keep its shape.
     print(
         f"medledger hub listening on {host}:{port} chain {chain_id} "
-        f"key {key.public_key.hex()} providers {len(hub.destinations())}",
+        f"key {key.public_key.hex()} providers {len(hub.destinations())} connected {connected}",
         flush=True,
     )
     stop = asyncio.Event()

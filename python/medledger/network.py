@@ -9,6 +9,7 @@ import random
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,11 +51,18 @@ def network_homes(root: Path, validators: int) -> list[Home]:
 
 
 def init_network(
-    root: Path, chain_id: str, validators: int, base_port: int, fund_micros: int
+    root: Path,
+    chain_id: str,
+    validators: int,
+    base_port: int,
+    fund_micros: int,
+    *,
+    extra_allocations: Sequence[Allocation] = (),
 ) -> Genesis:
     """Homes for `validators` validators under `root` (node0, node1, …): each with its own
-    validator key and funded client key, one shared genesis, and configs that list every
-    validator's address (127.0.0.1, consecutive ports from `base_port`)."""
+    validator key and funded client key, one shared genesis (which also funds
+    `extra_allocations`), and configs that list every validator's address (127.0.0.1,
+    consecutive ports from `base_port`)."""
     homes = network_homes(root, validators)
     if any(home.config.exists() for home in homes):
         raise FileExistsError(f"{root} already holds a network")
@@ -67,7 +75,10 @@ def init_network(
             GenesisValidator(f"validator-{i}", key.public_key, VALIDATOR_POWER)
             for i, key in enumerate(keys)
         ),
-        allocations=tuple(Allocation(client.public_key, fund_micros) for client in clients),
+        allocations=(
+            *(Allocation(client.public_key, fund_micros) for client in clients),
+            *extra_allocations,
+        ),
     )
     genesis.validator_set()
     addresses = [f"127.0.0.1:{base_port + i}" for i in range(validators)]

@@ -92,6 +92,8 @@ class _Link:
     local: channels_pb2.LocalChannel
     session: PayerSession | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Set once the first connection attempt ended, connected or not.
+    tried: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     # Routes accepted since the last forwarded update, with their payment lines.
     queued: list[_Forward] = field(default_factory=list, repr=False)
 
@@ -137,6 +139,17 @@ class Hub:
         """The providers this hub has a channel to."""
         return list(self._links)
 
+    async def first_connections(self, timeout_s: float) -> int:
+        """Waits until every provider link has tried once to connect (at most
+        `timeout_s`), so that a hub announced ready can route at once; returns how many
+        links are connected. A provider still unreachable is tried again with back-off."""
+        waits = [asyncio.create_task(link.tried.wait()) for link in self._links.values()]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout_s)
+            for wait in pending:
+                wait.cancel()
+        return sum(link.session is not None for link in self._links.values())
+
     def _adopt_new_links(self) -> None:
         """Channels to providers opened (with the hub's key, in its store) while it runs."""
         for local in self.store.channels():
@@ -177,6 +190,7 @@ class Hub:
                 async with session:
                     await self._recover(link, session)
                     link.session = session
+                    link.tried.set()
                     delay = RECONNECT_MIN_S
                     log.info("hub: connected to %s", link.local.address)
                     await session.wait_closed()
@@ -186,6 +200,7 @@ class Hub:
                 log.exception("hub: link to %s failed", link.local.address)
             finally:
                 link.session = None
+                link.tried.set()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
