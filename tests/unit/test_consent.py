@@ -340,3 +340,32 @@ def test_a_wrapped_key_opens_only_for_its_recipient_record_and_version() -> None
     assert envelope.open_body(key, b"r" * 16, 1, commitment, sealed) == b"content"
     with pytest.raises(envelope.EnvelopeError):
         envelope.open_body(key, b"r" * 16, 2, commitment, sealed)  # another version's AAD
+
+
+@pytest.mark.parametrize(
+    "resource_type",
+    [
+        "Observ\u00e9",  # a letter to str.isalnum() in every Python, not a FHIR type
+        "Observation\U0002ebf0",  # CJK Extension I: a letter to Python 3.12, not to 3.11
+        "\U0002ebf0",
+        "Obs\u0661",  # ARABIC-INDIC DIGIT ONE: isalnum() everywhere
+        "observation",
+        "Observation1",
+        "Observation ",
+    ],
+)
+def test_resource_types_are_checked_by_an_ascii_rule_every_validator_shares(
+    resource_type: str,
+) -> None:
+    """The verdict inside finalize_block must not depend on the interpreter's Unicode
+    tables: validators on different Python versions would compute different app hashes."""
+    body = anchor(1)
+    body.anchor_record.resource_type = resource_type
+    assert apply((SigningKey.generate(), body)) == [tx_pb2.RESULT_CODE_MALFORMED]
+
+
+def test_fhir_resource_type_names_are_anchored() -> None:
+    for name in ("Observation", "MedicationRequest", "Patient"):
+        body = anchor(1)
+        body.anchor_record.resource_type = name
+        assert apply((SigningKey.generate(), body)) == [tx_pb2.RESULT_CODE_OK]

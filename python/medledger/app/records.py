@@ -3,6 +3,7 @@ record. Only commitments, pseudonyms and codes of kind go on the chain, never co
 
 from __future__ import annotations
 
+import re
 import struct
 
 from medledger.app.outcome import TxOutcome
@@ -44,6 +45,13 @@ def access_event_key(patient: bytes, height: int, tx_id: bytes) -> bytes:
     return patient + struct.pack(">Q", height) + tx_id
 
 
+# FHIR resource type names are ASCII letters starting with a capital (Observation,
+# MedicationRequest). An explicit ASCII pattern, not str.isalnum(): that answer depends on
+# the interpreter's Unicode tables, and validators on different Python versions must
+# reach the same verdict inside finalize_block.
+RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]*", re.ASCII)
+
+
 def _invalid(field: str, reason: str) -> Rejected:
     return Rejected("INVALID_ARGUMENT", field, reason)
 
@@ -68,7 +76,7 @@ def check_anchor(msg: records_pb2.AnchorRecord, _signer: bytes) -> None:
     _check_length(f"{field}.patient", msg.patient, KEY_BYTES)
     _check_length(f"{field}.commitment", msg.commitment, KEY_BYTES)
     _check_text(f"{field}.resource_type", msg.resource_type, LABEL_BYTES_MAX, required=True)
-    if not msg.resource_type.isalnum():
+    if not RESOURCE_TYPE.fullmatch(msg.resource_type):
         raise _invalid(f"{field}.resource_type", "must be a FHIR resource type name")
     _check_text(f"{field}.category", msg.category, LABEL_BYTES_MAX)
     if len(msg.security_labels) > LABELS_MAX:

@@ -42,7 +42,7 @@ def verify_after_shutdown(
             expected="OK",
         )
     common = min(len(chain) for chain in chains)
-    story.figure(f"{len(homes)} chains re-verified from genesis, {common} blocks in common")
+    story.figure(f"{len(homes)} chain(s) re-verified from genesis, {common} blocks in common")
     same = len({tuple(chain[:common]) for chain in chains}) == 1
     story.check(
         f"all {len(homes)} node(s) hold the same blocks",
