@@ -363,3 +363,48 @@ def test_messages_too_far_ahead_are_dropped(far: str) -> None:
     else:
         feed(e, prevote(0, A, round_=ROUNDS_AHEAD_MAX + 1))
         assert ROUNDS_AHEAD_MAX + 1 not in e.rounds
+
+
+class BytesBound(Values):
+    """Validity judged on the bytes, as the node's driver does: only `id + b"-bytes"`
+    is the value a proposal's id names."""
+
+    def valid(self, height: int, value_id: bytes, value: bytes) -> bool:
+        return value == value_id + b"-bytes"
+
+
+def bytes_bound(me: int) -> Engine:
+    return Engine([1, 1, 1, 1], me, BytesBound(), TimeoutConfig())
+
+
+def test_other_bytes_under_a_validated_id_are_judged_on_their_own() -> None:
+    """A proposal's signature covers only its id: a re-proposal of a value validated in
+    an earlier round, carrying other bytes, gets a nil prevote (issue 15, cases 3, 9a)."""
+    me = not_proposer(engine(None), 1, 1)
+    e = bytes_bound(me)
+    e.start()
+    feed(e, proposal(e, A), *(prevote(v, A) for v in others(e)))  # valid; quorum for A
+    feed(e, *(precommit(v, None) for v in range(4)))
+    e.on_timeout(Timeout(Step.PRECOMMIT, 1, 0))
+    assert e.round == 1
+    tampered = Proposal(1, 1, A, b"other bytes", 0, e.proposer(1, 1))
+    assert votes_sent(feed(e, tampered)) == [(VoteType.PREVOTE, None)]
+
+
+def test_a_tampered_copy_arriving_first_does_not_make_the_value_undecidable() -> None:
+    e = bytes_bound(not_proposer(engine(None)))
+    e.start()
+    tampered = Proposal(1, 0, A, b"other bytes", -1, e.proposer(1, 0))
+    assert votes_sent(feed(e, tampered)) == [(VoteType.PREVOTE, None)]
+    outputs = feed(e, proposal(e, A), *(precommit(v, A) for v in others(e)))
+    decisions = [o for o in outputs if isinstance(o, Decide)]
+    assert [(d.value_id, d.value) for d in decisions] == [(A, A + b"-bytes")]
+
+
+def test_the_genuine_value_held_first_is_not_replaced_by_other_bytes() -> None:
+    e = bytes_bound(not_proposer(engine(None)))
+    e.start()
+    feed(e, proposal(e, A))
+    feed(e, Proposal(1, 0, A, b"other bytes", -1, e.proposer(1, 0)))
+    outputs = feed(e, *(precommit(v, A) for v in others(e)))
+    assert [o.value for o in outputs if isinstance(o, Decide)] == [A + b"-bytes"]

@@ -257,7 +257,9 @@ class Engine:
         self.valid_round = -1
         self.rounds: dict[int, RoundState] = {}
         self.decided = False
-        self._validity: dict[bytes, bool] = {}
+        # Keyed by the value's bytes as well as its id: a proposal's signature covers only
+        # the id, so other bytes under a known id must be judged on their own.
+        self._validity: dict[tuple[bytes, bytes], bool] = {}
 
     def _round(self, round_: int) -> RoundState:
         state = self.rounds.get(round_)
@@ -266,9 +268,10 @@ class Engine:
         return state
 
     def _valid(self, proposal: Proposal) -> bool:
-        known = self._validity.get(proposal.value_id)
+        key = (proposal.value_id, proposal.value)
+        known = self._validity.get(key)
         if known is None:
-            known = self._validity[proposal.value_id] = self.values.valid(
+            known = self._validity[key] = self.values.valid(
                 proposal.height, proposal.value_id, proposal.value
             )
         return known
@@ -342,7 +345,12 @@ class Engine:
         if state.proposal is not None:
             if state.proposal.value_id != proposal.value_id:
                 outputs.append(Equivocation(state.proposal, proposal))
-            return False
+                return False
+            if state.proposal.value == proposal.value or self._valid(state.proposal):
+                return False
+            # Other bytes under the same id, and those held first are not a valid value
+            # (a copy with tampered bytes arrived first): judge these on their own, so a
+            # tampered copy cannot make the genuine value undecidable.
         state.proposal = proposal
         return True
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from medledger.app.application import check_body
 from medledger.block import assemble_block, block_hash, validate_block
 from medledger.client.sync import channel_options
 from medledger.config import NodeConfig
@@ -430,19 +431,41 @@ class ConsensusDriver:
         return value_id, value
 
     def valid(self, height: int, value_id: bytes, value: bytes) -> bool:
-        """A proposal is valid if Rust validation passes on it as the next block (its
-        transactions' signatures verified once per node: those already admitted here are
-        skipped), and none of its transactions was committed before or appears twice."""
-        head = self.node.head
-        if height != head.height + 1:
+        """A proposal is valid if every transaction in it is well formed (shape checks
+        before any storage read), none was committed before or appears twice, and Rust
+        validation passes on it as the next block (signatures verified once per node:
+        those already admitted here are skipped). Validation is total: whatever a
+        Byzantine proposer puts in the bytes, the answer is a verdict, never an error
+        escaping into the engine."""
+        try:
+            return self._valid(height, value_id, value)
+        except Exception:  # a bug in validation must cost a nil prevote, not the node
+            log.exception("validating a proposal at height %d failed; prevoting nil", height)
             return False
-        entries = self._entries.get(value_id)
+
+    def _well_formed(self, height: int, value_id: bytes, value: bytes) -> list[TxEntry] | None:
+        """The proposal's transactions, if each is well formed (stateless checks only: no
+        storage read yet); None otherwise."""
+        entries = self._entries.get(value_id) if self._blocks.get(value_id) == value else None
         if entries is None:
             try:
                 entries = self.node.block_entries(value)
             except MedledgerError:
-                return False
-        if not self._all_new([e.tx_id for e in entries]):
+                return None
+        for index, entry in enumerate(entries):
+            try:
+                check_body(entry.body, self.chain_id, entry.signer)
+            except Rejected as error:
+                log.info("invalid proposal at height %d: txs[%d]: %s", height, index, error)
+                return None
+        return entries
+
+    def _valid(self, height: int, value_id: bytes, value: bytes) -> bool:
+        head = self.node.head
+        if height != head.height + 1:
+            return False
+        entries = self._well_formed(height, value_id, value)
+        if entries is None or not self._all_new([e.tx_id for e in entries]):
             return False
         try:
             validated = validate_block(
