@@ -6,9 +6,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from medledger.block import BLOCK_BYTES_MAX
+
 __all__ = ["DEFAULT_LISTEN", "Home", "NodeConfig"]
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
+BLOCK_HEADROOM_BYTES = 1024 * 1024
+"""Room a block leaves for its header and for the messages that carry it whole (a
+proposal, a GetBlocks answer) inside the gRPC message limit."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,12 @@ class NodeConfig:
     resend_interval_ms: int = 500
     peer_queue_max: int = 10_000
     empty_block_interval_ms: int = 1_000
+
+    @property
+    def block_tx_bytes_max(self) -> int:
+        """The most transaction bytes a block may hold: under the Rust core's
+        BLOCK_BYTES_MAX, and small enough to travel whole within `message_bytes_max`."""
+        return min(BLOCK_BYTES_MAX, self.message_bytes_max) - BLOCK_HEADROOM_BYTES
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

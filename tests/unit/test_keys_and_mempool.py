@@ -58,7 +58,8 @@ def test_the_mempool_refuses_past_its_count_limit() -> None:
         with pytest.raises(Rejected) as raised:
             pool.add(pending(3))
         assert (raised.value.status, raised.value.field) == ("RESOURCE_EXHAUSTED", "mempool")
-        assert [p.tx_id for p in pool.take(5)] == [(1).to_bytes(16, "big"), (2).to_bytes(16, "big")]
+        taken = pool.take(5, 10_000)
+        assert [p.tx_id for p in taken] == [(1).to_bytes(16, "big"), (2).to_bytes(16, "big")]
         assert len(pool) == 0
         assert pool.size_bytes == 0
 
@@ -86,7 +87,27 @@ def test_the_mempool_finds_transactions_by_hash_until_they_leave() -> None:
         assert pool.by_hash(second.tx_hash) is second
         pool.remove(second.tx_id)
         assert pool.by_hash(second.tx_hash) is None
-        pool.take(1)
+        pool.take(1, 10_000)
         assert pool.by_hash(first.tx_hash) is None
+
+    asyncio.run(scenario())
+
+
+def test_a_block_takes_only_what_fits_its_byte_budget() -> None:
+    """A block is bounded by bytes as well as by count: transactions padded to the
+    largest admissible size must not make a block that no validator can accept or send
+    (a lone validator's producer died on one)."""
+
+    async def scenario() -> None:
+        pool = Mempool(txs_max=100, bytes_max=10**6)
+        for n in range(1, 6):
+            pool.add(pending(n))
+        each = pending(1).block_bytes
+        assert [int.from_bytes(p.tx_id, "big") for p in pool.peek(10, 3 * each)] == [1, 2, 3]
+        assert len(pool.peek(2, 10**6)) == 2  # the count limit still holds
+        assert pool.peek(10, each - 1) == []
+        taken = pool.take(10, 2 * each + each // 2)
+        assert [int.from_bytes(p.tx_id, "big") for p in taken] == [1, 2]
+        assert [int.from_bytes(p.tx_id, "big") for p in pool.peek(10, 10**6)] == [3, 4, 5]
 
     asyncio.run(scenario())

@@ -401,7 +401,9 @@ class ConsensusDriver:
     def get_value(self, height: int) -> tuple[bytes, bytes]:
         head = self.node.head
         pending = []
-        for candidate in self.node.mempool.peek(self.config.block_txs_max):
+        for candidate in self.node.mempool.peek(
+            self.config.block_txs_max, self.config.block_tx_bytes_max
+        ):
             if candidate.body.expiry_height < height:
                 self.node.mempool.remove(candidate.tx_id)
                 reason = (

@@ -273,7 +273,7 @@ class LedgerNode:
             # Let a block fill for one interval unless it is already full.
             if len(self.mempool) < self.config.block_txs_max:
                 await asyncio.sleep(interval_s)
-            batch = self.mempool.take(self.config.block_txs_max)
+            batch = self.mempool.take(self.config.block_txs_max, self.config.block_tx_bytes_max)
             if batch:
                 await self._commit_batch(batch)
 

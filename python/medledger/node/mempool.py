@@ -12,6 +12,9 @@ from medledger.wire.v1 import envelope_pb2, tx_pb2
 
 __all__ = ["Mempool", "PendingTx"]
 
+FRAMING_BYTES = 8
+"""What a transaction adds to a block's encoding beyond its own bytes (tag and length)."""
+
 
 @dataclass(eq=False)
 class PendingTx:
@@ -27,6 +30,11 @@ class PendingTx:
     @property
     def tx_id(self) -> bytes:
         return self.body.tx_id
+
+    @property
+    def block_bytes(self) -> int:
+        """What the transaction adds to a block that carries it."""
+        return self.tx.ByteSize() + FRAMING_BYTES
 
     def wait(self) -> asyncio.Future[tx_pb2.Receipt]:
         future: asyncio.Future[tx_pb2.Receipt] = asyncio.get_running_loop().create_future()
@@ -100,19 +108,22 @@ class Mempool:
             return []
         return list(itertools.islice(reversed(self._txs.values()), count))[::-1]
 
-    def peek(self, count_max: int) -> list[PendingTx]:
-        """Up to `count_max` transactions, oldest first, left in place (a proposal may
-        not be decided; its transactions stay for the next one)."""
-        return list(itertools.islice(self._txs.values(), count_max))
+    def peek(self, count_max: int, bytes_max: int) -> list[PendingTx]:
+        """The oldest transactions that fit a block of `count_max` transactions and
+        `bytes_max` bytes, left in place (a proposal may not be decided; its
+        transactions stay for the next one)."""
+        chosen: list[PendingTx] = []
+        size = 0
+        for pending in self._txs.values():
+            size += pending.block_bytes
+            if len(chosen) == count_max or size > bytes_max:
+                break
+            chosen.append(pending)
+        return chosen
 
-    def take(self, count_max: int) -> list[PendingTx]:
-        """Removes and returns up to `count_max` transactions, oldest first."""
-        taken: list[PendingTx] = []
-        while self._txs and len(taken) < count_max:
-            _, pending = self._txs.popitem(last=False)
-            self._forget_hash(pending)
-            self._bytes -= len(pending.encoded)
-            taken.append(pending)
-        if not self._txs:
-            self.not_empty.clear()
+    def take(self, count_max: int, bytes_max: int) -> list[PendingTx]:
+        """Removes and returns what `peek` would return."""
+        taken = self.peek(count_max, bytes_max)
+        for pending in taken:
+            self.remove(pending.tx_id)
         return taken
