@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from medledger.app.application import check_body
 from medledger.block import assemble_block, block_hash, validate_block
@@ -55,7 +56,10 @@ log = logging.getLogger(__name__)
 INPUTS_MAX = 50_000
 GOSSIP_INTERVAL_S = 0.02
 CATCH_UP_BLOCKS_MAX = 100
+CATCH_UP_BYTES_MAX = 64 * 1024 * 1024
 CATCH_UP_TIMEOUT_S = 30.0
+CATCH_UP_RETRY_S = 2.0
+"""A peer is asked again for blocks at most this often, whatever it signs."""
 FETCH_PROPOSAL_TIMEOUT_S = 5.0
 
 
@@ -75,11 +79,14 @@ class NextHeight:
 
 
 @dataclass(frozen=True)
-class CatchUp:
+class Fetched:
+    """Committed blocks (with their certificates) a peer sent, for the loop to commit."""
+
     peer: int
+    blocks: list[peer_pb2.BlockWithCommit]
 
 
-Input = Inbound | Fired | NextHeight | CatchUp
+Input = Inbound | Fired | NextHeight | Fetched
 
 
 def to_wire(
@@ -184,7 +191,8 @@ class ConsensusDriver:
         self._fetching: set[bytes] = set()
         self._gossip: list[envelope_pb2.SignedTransaction] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._catching_up = False
+        self._fetching_blocks: asyncio.Task[None] | None = None
+        self._asked_at: dict[int, float] = {}  # peer -> when it was last asked for blocks
         node.on_admitted = self._queue_gossip
 
     # ------------------------------------------------------------------ lifecycle
@@ -209,8 +217,6 @@ class ConsensusDriver:
     def receive(self, message: peer_pb2.PeerMessage) -> None:
         """A message from a peer: transactions are admitted; consensus messages are
         checked for a valid signature and queued for the engine."""
-        if message.committed_height > self.node.head.height and not self._catching_up:
-            self._offer(CatchUp(message.sender))
         if message.WhichOneof("body") == "txs":
             self.node.submit(message.txs.txs, gossip=False)
             return
@@ -223,6 +229,11 @@ class ConsensusDriver:
         signed = sign_bytes(self.chain_id, decoded)
         if not verify(self.public_keys[sender], signed, decoded.signature):
             return
+        if decoded.height > self.node.head.height + 1:
+            # Signed evidence that `sender` is past the next height, so it committed
+            # blocks this node lacks. The unsigned `committed_height` of a message is
+            # never trusted: anyone can write any number there.
+            self._catch_up_from(sender)
         if isinstance(decoded, Proposal) and not decoded.value:
             if decoded.height <= self.node.head.height:
                 return  # decided already
@@ -312,7 +323,7 @@ class ConsensusDriver:
                 self._forget_proposals()
                 outputs = self.engine.advance()
             else:
-                outputs = await self._catch_up(item.peer)
+                outputs = await self._commit_fetched(item)
             await self._handle(outputs)
 
     async def _handle(self, outputs: list[Output]) -> None:
@@ -518,13 +529,24 @@ class ConsensusDriver:
                 chunk = batch[start : start + self.config.submit_batch_txs_max]
                 self._broadcast(peer_pb2.PeerMessage(txs=peer_pb2.TxGossip(txs=chunk)))
 
-    async def _catch_up(self, peer: int) -> list[Output]:
-        """Fetches the blocks this node misses from a peer that is ahead, validates and
-        commits each, then moves the engine to the next height."""
-        if peer not in self.peers:
-            return []
+    def _catch_up_from(self, peer: int) -> None:
+        """Fetches the blocks this node misses from `peer`, beside the consensus loop
+        (which goes on voting meanwhile): one fetch at a time, each peer asked at most
+        every CATCH_UP_RETRY_S, every call deadline-bound. The loop commits what arrives."""
+        now = time.monotonic()
+        if (
+            peer not in self.peers
+            or (self._fetching_blocks is not None and not self._fetching_blocks.done())
+            or now - self._asked_at.get(peer, -CATCH_UP_RETRY_S) < CATCH_UP_RETRY_S
+        ):
+            return
+        self._asked_at[peer] = now
+        self._fetching_blocks = asyncio.get_running_loop().create_task(self._fetch_blocks(peer))
+
+    async def _fetch_blocks(self, peer: int) -> None:
         start = self.node.head.height
-        self._catching_up = True
+        blocks: list[peer_pb2.BlockWithCommit] = []
+        size = 0
         try:
             address = self.config.validator_addresses[peer]
             async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
@@ -533,11 +555,28 @@ class ConsensusDriver:
                     from_height=start + 1, count_max=CATCH_UP_BLOCKS_MAX
                 )
                 async for item in stub.GetBlocks(request, timeout=CATCH_UP_TIMEOUT_S):
-                    await self.node.commit_block(item.block, item.commit)
-        except (grpc.RpcError, MedledgerError) as error:
-            log.warning("catching up from peer %d failed: %s", peer, error)
-        finally:
-            self._catching_up = False
+                    blocks.append(item)
+                    size += item.ByteSize()
+                    if size > CATCH_UP_BYTES_MAX:
+                        break
+        except grpc.RpcError as error:
+            log.warning("fetching blocks from peer %d failed: %s", peer, error)
+        if blocks:
+            self._offer(Fetched(peer, blocks))
+
+    async def _commit_fetched(self, fetched: Fetched) -> list[Output]:
+        """Commits fetched blocks that extend this node's chain (each validated with its
+        certificate against the genesis validators), then moves the engine on."""
+        start = self.node.head.height
+        for item in fetched.blocks:
+            try:
+                height = envelope_pb2.CommitCertificate.FromString(item.commit).height
+                if height <= self.node.head.height:
+                    continue  # committed meanwhile by consensus
+                await self.node.commit_block(item.block, item.commit)
+            except (MedledgerError, ProtobufDecodeError) as error:
+                log.warning("a block from peer %d does not commit: %s", fetched.peer, error)
+                break
         if self.node.head.height == start:
             return []
         log.info("caught up from height %d to %d", start, self.node.head.height)
