@@ -143,7 +143,9 @@ class PeerMessage(_message.Message):
     sender: _builtins.int
     """Index of the sending validator in the genesis validator set."""
     committed_height: _builtins.int
-    """The sender's latest committed height, so a peer that is behind can catch up."""
+    """The sender's latest committed height: informational only. It is not signed, so a
+    peer never acts on it; catch-up starts on a signed message for a later height.
+    """
     @_builtins.property
     def proposal(self) -> Global___ConsensusProposal: ...
     @_builtins.property
