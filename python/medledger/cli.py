@@ -101,7 +101,9 @@ def cmd_node_start(args: argparse.Namespace) -> None:
     from medledger.node.process import run_node  # noqa: PLC0415 - grpc only when serving
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_node(Home(args.home), args.listen))
+    failure = asyncio.run(run_node(Home(args.home), args.listen))
+    if failure is not None:
+        raise CliError(f"node stopped: {failure}")
 
 
 def cmd_keys_new(args: argparse.Namespace) -> None:

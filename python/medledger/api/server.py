@@ -27,6 +27,8 @@ LEDGER_SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_na
 PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name
 RECORD_SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_name
 VAULT_SERVICE = records_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name
+HEALTH_SERVICES = ("", LEDGER_SERVICE)
+"""The names a node's health service answers for: the whole server, and LedgerService."""
 CHANNEL_SERVICE = channels_pb2.DESCRIPTOR.services_by_name["ChannelService"].full_name
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -181,9 +183,9 @@ async def serve(
     driver: ConsensusDriver | None = None,
     vault: Vault | None = None,
     payee: Payee | None = None,
-) -> tuple[grpc.aio.Server, int]:
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Starts serving `node` on `listen` (host:port; port 0 picks one). Returns the
-    server and the bound port."""
+    server, the bound port and the health service (SERVING for "" and LedgerService)."""
     server = _server(node.config.message_bytes_max)
     server.add_generic_rpc_handlers(
         (ledger_handler(LedgerServicer(node)), records_handler(RecordServicer(node)))
@@ -202,9 +204,9 @@ async def serve(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(services, server)
     port = await _start(server, listen)
-    for service in ("", LEDGER_SERVICE):
+    for service in HEALTH_SERVICES:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return server, port
+    return server, port, health_servicer
 
 
 async def serve_channels(

@@ -176,11 +176,15 @@ class GroupCommit:
         self._stopping = False
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [self._task] if self._task is not None else []
 
     async def stop(self) -> None:
         """Writes what is queued, then stops: a commit asked for is never dropped."""
-        if self._task is None:
+        if self._task is None or self._task.done():
+            self._task = None  # never started, or failed (the node's supervisor said why)
             return
         self._stopping = True
         self._wake.set()

@@ -60,7 +60,10 @@ class ChannelWatcher:
         self.challenges = 0  # submitted so far (for logs and tests)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="channel-watcher")
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [self._task] if self._task is not None else []
 
     async def stop(self) -> None:
         if self._task is not None:

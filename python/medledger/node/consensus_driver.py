@@ -198,16 +198,26 @@ class ConsensusDriver:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        loop_tasks = [self._run(), self._resend(), self._flush_gossip()]
-        self._tasks = [asyncio.create_task(c) for c in loop_tasks]
-        self._tasks += [asyncio.create_task(link.run()) for link in self.peers.values()]
+        loop_tasks = {
+            "consensus": self._run(),
+            "consensus-resend": self._resend(),
+            "tx-gossip": self._flush_gossip(),
+        }
+        self._tasks = [asyncio.create_task(c, name=name) for name, c in loop_tasks.items()]
+        self._tasks += [
+            asyncio.create_task(link.run(), name=f"peer-link-{index}")
+            for index, link in self.peers.items()
+        ]
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The long-lived tasks: the consensus loop, resends, gossip, one per peer link."""
+        return list(self._tasks)
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A task that failed has been reported by the supervisor already.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ inbound
 

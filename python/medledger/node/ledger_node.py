@@ -8,7 +8,6 @@ one LMDB write transaction per block — is what every node runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -258,12 +257,16 @@ class LedgerNode:
         if self.solo:
             self._producer = asyncio.create_task(self._produce_blocks(), name="block-producer")
 
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The long-lived tasks this node runs (for the process's supervisor)."""
+        return [self._producer] if self._producer is not None else []
+
     async def stop(self) -> None:
         self._stopping = True
         if self._producer is not None:
             self._producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._producer
+            # A producer that failed has been reported by the supervisor already.
+            await asyncio.gather(self._producer, return_exceptions=True)
         self.store.close()
 
     async def _produce_blocks(self) -> None:

@@ -7,7 +7,9 @@ import gc
 import logging
 import signal
 
-from medledger.api.server import serve
+from grpc_health.v1 import health_pb2
+
+from medledger.api.server import HEALTH_SERVICES, serve
 from medledger.channels.payee import Payee
 from medledger.channels.store import ChannelStore
 from medledger.config import Home
@@ -17,6 +19,7 @@ from medledger.keys import load_key
 from medledger.node.channels import ChannelWatcher, NodeChannelLedger
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
+from medledger.node.supervisor import Supervisor
 from medledger.vault.service import Vault
 from medledger.vault.store import VaultStore
 
@@ -24,6 +27,8 @@ __all__ = ["run_node"]
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 2.0
+FAILED_LINGER_S = 2.0
+"""How long a failed node answers NOT_SERVING before it exits, so monitors see why."""
 GC_YOUNG_THRESHOLD = 100_000
 """Allocations between young-generation collections. A node allocates a few protobuf
 messages and tuples per transaction, almost none in reference cycles; at the default
@@ -40,7 +45,9 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-async def run_node(home: Home, listen: str | None = None) -> None:
+async def run_node(home: Home, listen: str | None = None) -> str | None:
+    """Serves until SIGINT or SIGTERM (returns None), or until a long-lived task ends
+    (returns what ended, after health turned NOT_SERVING)."""
     config = home.load_config()
     genesis = Genesis.load(home.genesis)
     node = LedgerNode(home, config, genesis, load_key(home.validator_key))
@@ -58,14 +65,19 @@ async def run_node(home: Home, listen: str | None = None) -> None:
             key, node.chain_id, ChannelStore(home.root / "channels"), NodeChannelLedger(node)
         )
         watcher = ChannelWatcher(node, payee)
-    server, port = await serve(node, listen or config.listen, driver, vault, payee)
+    server, port, health = await serve(node, listen or config.listen, driver, vault, payee)
     _tune_gc()
+    stop = asyncio.Event()
+    supervisor = Supervisor(stop)
     node.start()
+    supervisor.watch(node.tasks())
     if payee is not None and watcher is not None:
         payee.start()
         watcher.start()
+        supervisor.watch(payee.commit.tasks() + watcher.tasks())
     if driver is not None:
         driver.start()
+        supervisor.watch(driver.tasks())
     host = (listen or config.listen).rsplit(":", 1)[0]
     # Tests and scripts wait for this line; keep its shape.
     print(
@@ -73,11 +85,15 @@ async def run_node(home: Home, listen: str | None = None) -> None:
         f"height {node.head.height}",
         flush=True,
     )
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+    supervisor.stopping = True
+    if supervisor.failure is not None:
+        for service in HEALTH_SERVICES:
+            await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.sleep(FAILED_LINGER_S)
     log.info("stopping")
     await server.stop(SHUTDOWN_GRACE_S)
     if driver is not None:
@@ -89,3 +105,4 @@ async def run_node(home: Home, listen: str | None = None) -> None:
         await watcher.stop()
         await payee.stop()
         payee.store.close()
+    return supervisor.failure

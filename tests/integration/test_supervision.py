@@ -1,0 +1,65 @@
+"""A node whose long-lived task dies does not linger as a zombie that answers health
+checks: health turns NOT_SERVING, the cause is logged once, and the process exits
+non-zero for its supervisor to restart it. The fault is real: a chain LMDB map too small
+for the blocks (issue 15, cases 2 and 7: block production died and health said SERVING)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from medledger.cli import init_home
+from medledger.client import LedgerClient
+from medledger.config import Home
+from medledger.keys import load_key
+from medledger.node.launcher import start_node
+from medledger.tx import sign_transaction
+from tests.integration.conftest import CHAIN_ID
+from tests.integration.test_block_size import padded_body
+
+MAP_BYTES = 2 * 1024 * 1024
+STATUS = health_pb2.HealthCheckResponse
+
+
+def test_a_node_whose_block_production_dies_says_so_and_exits_non_zero(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    init_home(home, CHAIN_ID, listen="127.0.0.1:0")
+    home.config.write_text(replace(home.load_config(), lmdb_map_size_bytes=MAP_BYTES).to_json())
+    node = start_node(home.root)
+    try:
+        key = load_key(home.keys_dir / "client.json")
+        seen: list[int] = []
+        with grpc.insecure_channel(node.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            check = health.Check  # type: ignore[attr-defined]
+            assert check(health_pb2.HealthCheckRequest(), timeout=5).status == STATUS.SERVING
+            with LedgerClient(node.address) as client:
+                txs = [
+                    sign_transaction(key, CHAIN_ID, padded_body(n + 1, 0, b"\x05" * 32))
+                    for n in range(60)  # 3.6 MB: more than the map holds
+                ]
+                for tx in txs:
+                    client.submit(tx, wait=False)
+            deadline = time.monotonic() + 30
+            while node.process.poll() is None and time.monotonic() < deadline:
+                try:
+                    request = health_pb2.HealthCheckRequest()
+                    seen.append(check(request, timeout=1).status)
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.05)
+        assert node.process.wait(timeout=30) == 1
+        assert STATUS.NOT_SERVING in seen
+        log = (home.root / "node.log").read_text() if (home.root / "node.log").exists() else ""
+        output = (
+            log + "".join(node.output) + (node.process.stdout.read() if node.process.stdout else "")
+        )
+        logged = "CRITICAL medledger.node.supervisor task block-producer ended: MapFullError"
+        assert output.count(logged) == 1, output[-3000:]
+        assert "medledger: node stopped: task block-producer ended: MapFullError" in output
+    finally:
+        node.stop()
