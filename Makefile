@@ -9,7 +9,7 @@ PIP_VERSION := 26.3
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 
-.PHONY: help venv build run tour test test-rust test-python lint lint-tree lint-rust lint-python bench proto lock clean
+.PHONY: help venv build wheel run tour test test-rust test-python lint lint-tree lint-rust lint-python bench proto lock clean
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,7 +25,10 @@ venv: $(VENV)/.installed ## Create .venv with the pinned dependencies
 build: venv ## Build the Rust extension (release) into the virtual environment
 	maturin develop --release --quiet
 
-run: build ## The main job: start a node on 127.0.0.1 (LMDB) and run a demonstration workload
+wheel: venv ## An abi3 wheel for operators in dist/ (release build)
+	maturin build --release --out dist
+
+run: build ## The main job: 4 validators on 127.0.0.1 (LMDB) and the demo story
 	$(VENV)/bin/medledger demo
 
 tour: build ## A tour of the Rust core on a signed 10,000-transaction block
