@@ -1,4 +1,5 @@
-"""Shared test fixtures: outside vectors and a small signed network."""
+"""Shared test fixtures: outside vectors and a small signed network. The run fails if a
+process the tests started is still running at its end (tests/leaks.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from medledger.block import ValidatorSet, assemble_block, make_commit
 from medledger.crypto import SigningKey
 from medledger.tx import sign_transaction
 from medledger.wire.v1 import envelope_pb2
+from tests.leaks import pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - the hooks
 
 REPO = Path(__file__).resolve().parent.parent
 VECTORS = REPO / "tests" / "vectors"

@@ -204,6 +204,8 @@ def test_a_payer_pays_a_provider_through_a_hub_from_the_command_line(tmp_path: P
         assert {row["procedure_code"] for row in lines} == {"J1100"}
         assert sum(int(row["amount_micros"]) for row in lines) == 12_000
     finally:
-        if hub is not None:
-            hub.stop()
-        node.stop()
+        try:
+            if hub is not None:
+                hub.stop()
+        finally:
+            node.stop()

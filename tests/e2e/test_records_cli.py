@@ -70,8 +70,8 @@ def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:
             "--node", node, check=False,
         )  # fmt: skip
 
-    medledger("devnet", "up", "--home", str(root))
     try:
+        medledger("devnet", "up", "--home", str(root))
         medledger(
             "tx", "register", "--kind", "person", "--role", "clinician", "--name", "dr-7",
             "--key", str(clinician_key), "--node", nodes[3],

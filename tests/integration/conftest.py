@@ -37,6 +37,8 @@ class RunningNode:
         return TxBuilder(key or self.payer, CHAIN_ID)
 
     def restart(self) -> None:
+        """Stops the node (if it still runs) and starts it again on its home."""
+        self.process.stop()
         self.process = start_node(self.home.root)
 
 
@@ -44,11 +46,32 @@ def launch(root: Path) -> RunningNode:
     home = Home(root)
     genesis = init_home(home, CHAIN_ID, listen="127.0.0.1:0")
     process = start_node(home.root)
-    return RunningNode(home, genesis, process, load_key(home.keys_dir / "client.json"))
+    try:
+        payer = load_key(home.keys_dir / "client.json")
+    except BaseException:
+        process.stop()
+        raise
+    return RunningNode(home, genesis, process, payer)
+
+
+def stop_all(*processes: NodeProcess | None) -> None:
+    """Stops every process given, even if stopping one of them fails (that error is
+    raised once all were stopped)."""
+    errors: list[BaseException] = []
+    for process in processes:
+        try:
+            if process is not None:
+                process.stop()
+        except BaseException as error:  # the others are stopped all the same
+            errors.append(error)
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
     running = launch(tmp_path_factory.mktemp("node") / "home")
-    yield running
-    running.process.stop()
+    try:
+        yield running
+    finally:
+        running.process.stop()  # the current process: a test may have restarted it

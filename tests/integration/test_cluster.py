@@ -16,6 +16,7 @@ from medledger.keys import load_key
 from medledger.network import free_base_port, init_network, network_homes
 from medledger.node.launcher import NodeProcess, start_node
 from medledger.wire.v1 import envelope_pb2, tx_pb2
+from tests.integration.conftest import stop_all
 
 CHAIN_ID = "cluster-1"
 VALIDATORS = 4
@@ -82,9 +83,11 @@ def test_the_network_survives_crashes_without_forking_or_losing_transactions(
     root = tmp_path / "net"
     init_network(root, CHAIN_ID, VALIDATORS, free_base_port(VALIDATORS), 10**15)
     homes = network_homes(root, VALIDATORS)
-    nodes: list[NodeProcess] = [start_node(h.root, h.load_config().listen) for h in homes]
-    address = [n.address for n in nodes]
+    nodes: list[NodeProcess] = []
     try:
+        for home in homes:  # one by one, so that those started are stopped if one fails
+            nodes.append(start_node(home.root, home.load_config().listen))
+        address = [n.address for n in nodes]
         with Load(address[1], homes[1]) as load:
             wait_until(lambda: len(load.acked) >= 4 * BATCH, 60, "first commits")
 
@@ -133,8 +136,7 @@ def test_the_network_survives_crashes_without_forking_or_losing_transactions(
                     receipt.code,
                 )
     finally:
-        for node in nodes:
-            node.stop()
+        stop_all(*nodes)
 
 
 def test_a_validator_missing_a_compact_proposals_transactions_fetches_the_whole_block(
@@ -149,8 +151,10 @@ def test_a_validator_missing_a_compact_proposals_transactions_fetches_the_whole_
     homes = network_homes(root, VALIDATORS)
     config = homes[3].load_config()
     homes[3].config.write_text(replace(config, mempool_txs_max=1).to_json())
-    nodes = [start_node(homes[i].root, homes[i].load_config().listen) for i in (0, 1, 3)]
+    nodes: list[NodeProcess] = []
     try:
+        for i in (0, 1, 3):
+            nodes.append(start_node(homes[i].root, homes[i].load_config().listen))
         payer = load_key(homes[0].keys_dir / "client.json")
         builder = TxBuilder(payer, CHAIN_ID)
         batch = [
@@ -165,5 +169,4 @@ def test_a_validator_missing_a_compact_proposals_transactions_fetches_the_whole_
         log = (homes[3].root / "node.log").read_text()
         assert "fetched the whole block of proposal" in log
     finally:
-        for node in nodes:
-            node.stop()
+        stop_all(*nodes)

@@ -24,7 +24,7 @@ from medledger.crypto import SigningKey, sha256
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_hub, start_node
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
-from tests.integration.conftest import CHAIN_ID, RunningNode, launch
+from tests.integration.conftest import CHAIN_ID, RunningNode, launch, stop_all
 from tests.integration.test_channels import (
     DEPOSIT,
     RawStream,
@@ -53,6 +53,7 @@ class Network:
         return self.node.payer.public_key
 
     def restart_hub(self) -> None:
+        self.hub.stop()  # if it still runs
         self.hub = start_hub(self.hub_store, self.hub_key_file, self.node.address)
         self.payer.set_address(self.to_hub, self.hub.address)
 
@@ -63,37 +64,49 @@ class Network:
             self.node.address, self.to_provider, self.node.payer
         )
 
+    def shutdown(self) -> None:
+        """Closes the payer's store and stops the hub and the node, whatever fails."""
+        try:
+            self.payer.close_store()
+        finally:
+            stop_all(self.hub, self.node.process)
+
 
 def build(root: Path, challenge_blocks: int = 100) -> Network:
     node = launch(root / "provider")
-    hub_key = SigningKey.generate()
-    fund(node, hub_key)
-    hub_key_file = root / "hub.key"
-    save_key(hub_key, hub_key_file)
-    hub_store = root / "hub"
-    hub_wallet = ChannelWallet(hub_key, node.client(), hub_store)
-    to_provider = hub_wallet.open(
-        payee=node.payer.public_key, deposit_micros=DEPOSIT, address=node.address
-    ).channel_id
-    hub_wallet.close_store()
-    hub = start_hub(hub_store, hub_key_file, node.address)
-    payer = new_wallet(node, root / "payer")
-    to_hub = payer.open(
-        payee=hub_key.public_key,
-        deposit_micros=DEPOSIT,
-        address=hub.address,
-        challenge_blocks=challenge_blocks,
-    ).channel_id
+    hub: NodeProcess | None = None
+    try:
+        hub_key = SigningKey.generate()
+        fund(node, hub_key)
+        hub_key_file = root / "hub.key"
+        save_key(hub_key, hub_key_file)
+        hub_store = root / "hub"
+        hub_wallet = ChannelWallet(hub_key, node.client(), hub_store)
+        to_provider = hub_wallet.open(
+            payee=node.payer.public_key, deposit_micros=DEPOSIT, address=node.address
+        ).channel_id
+        hub_wallet.close_store()
+        hub = start_hub(hub_store, hub_key_file, node.address)
+        payer = new_wallet(node, root / "payer")
+        to_hub = payer.open(
+            payee=hub_key.public_key,
+            deposit_micros=DEPOSIT,
+            address=hub.address,
+            challenge_blocks=challenge_blocks,
+        ).channel_id
+    except BaseException:
+        stop_all(hub, node.process)
+        raise
     return Network(node, hub_key, hub_store, hub_key_file, hub, to_provider, payer, to_hub)
 
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Network]:
     network = build(tmp_path)
-    yield network
-    network.payer.close_store()
-    network.hub.stop()
-    network.node.process.stop()
+    try:
+        yield network
+    finally:
+        network.shutdown()
 
 
 def held_state(address: str, channel_id: bytes, payee: SigningKey) -> channels_pb2.ChannelState:
@@ -478,6 +491,18 @@ def test_a_payer_withholding_a_delivered_payment_is_claimed_on_the_ledger(
         # The provider was paid on its hop as well.
         assert held_state(net.node.address, net.to_provider, net.node.payer).payee_micros == amount
     finally:
-        net.payer.close_store()
-        net.hub.stop()
-        net.node.process.stop()
+        net.shutdown()
+
+
+def test_a_hub_announced_ready_routes_at_once(net: Network) -> None:
+    """The ready line comes once the hub has tried its providers: a payer that asks for
+    invoices the moment it is announced is not told the provider is unreachable."""
+    net.hub.stop()
+    net.restart_hub()
+    assert "providers 1 connected 1" in "".join(net.hub.output)
+
+    async def ask() -> list[bytes]:
+        async with net.payer.session(net.to_hub) as session:
+            return await session.invoices(3, net.provider)
+
+    assert len(set(asyncio.run(ask()))) == 3

@@ -35,7 +35,7 @@ from medledger.crypto import SigningKey
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_hub
 from medledger.wire.v1 import channels_pb2, tx_pb2
-from tests.integration.conftest import CHAIN_ID, RunningNode, launch
+from tests.integration.conftest import CHAIN_ID, RunningNode, launch, stop_all
 from tests.integration.test_channels import DEPOSIT, advance, fund, new_wallet
 from tests.integration.test_hub import held_state, wait_for
 
@@ -166,36 +166,41 @@ class Route:
 @contextlib.contextmanager
 def routed(root: Path, provider_challenge_blocks: int = 100) -> Iterator[Route]:
     node = launch(root / "node")
-    provider_key, hub_key = SigningKey.generate(), SigningKey.generate()
-    fund(node, provider_key)
-    fund(node, hub_key)
-    provider = Provider(provider_key, root / "provider", node)
-    hub_wallet = ChannelWallet(hub_key, node.client(), root / "hub")
-    to_provider = hub_wallet.open(
-        payee=provider_key.public_key,
-        deposit_micros=DEPOSIT,
-        address=provider.address,
-        challenge_blocks=provider_challenge_blocks,
-    ).channel_id
-    hub_wallet.close_store()
-    save_key(hub_key, root / "hub.key")
-    route = Route(
-        node, provider, hub_key, root / "hub", to_provider, new_wallet(node, root / "payer")
-    )
+    route: Route | None = None
     try:
-        yield route
+        provider_key, hub_key = SigningKey.generate(), SigningKey.generate()
+        fund(node, provider_key)
+        fund(node, hub_key)
+        provider = Provider(provider_key, root / "provider", node)
+        hub_wallet = ChannelWallet(hub_key, node.client(), root / "hub")
+        to_provider = hub_wallet.open(
+            payee=provider_key.public_key,
+            deposit_micros=DEPOSIT,
+            address=provider.address,
+            challenge_blocks=provider_challenge_blocks,
+        ).channel_id
+        hub_wallet.close_store()
+        save_key(hub_key, root / "hub.key")
+        route = Route(
+            node, provider, hub_key, root / "hub", to_provider, new_wallet(node, root / "payer")
+        )
+        try:
+            yield route
+        finally:
+            route.payer.close_store()
     finally:
-        route.payer.close_store()
-        if route.hub is not None:
-            route.hub.stop()
-        node.process.stop()
+        stop_all(route.hub if route else None, node.process)
 
 
 async def start_route(route: Route, provider: type[Payee] = ForgetfulPayee) -> None:
     """The provider (losing its first announcement) and the hub start; the payer opens a
     channel to the hub."""
     await route.provider.start(provider)
-    route.hub = start_hub(route.hub_store, route.hub_store.parent / "hub.key", route.node.address)
+    # In a thread: the hub announces itself once it tried to reach the provider, which
+    # this event loop serves meanwhile.
+    route.hub = await asyncio.to_thread(
+        start_hub, route.hub_store, route.hub_store.parent / "hub.key", route.node.address
+    )
     route.to_hub = route.payer.open(
         payee=route.hub_key.public_key, deposit_micros=DEPOSIT, address=route.hub.address
     ).channel_id

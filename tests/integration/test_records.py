@@ -82,18 +82,22 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     home = Home(tmp_path_factory.mktemp("records") / "home")
     init_home(home, CHAIN_ID, listen="127.0.0.1:0")
     node = start_node(home.root)
-    network = Network(home, node)
-    receipt = network.commit(
-        network.clinician,
-        "register_participant",
-        kind=tx_pb2.PARTICIPANT_KIND_PERSON,
-        role=tx_pb2.ROLE_CLINICIAN,
-        display_name="clinician-7",
-    )
-    assert receipt.code == tx_pb2.RESULT_CODE_OK
-    yield network
-    network.ledger.close()
-    node.stop()
+    try:
+        network = Network(home, node)
+        try:
+            receipt = network.commit(
+                network.clinician,
+                "register_participant",
+                kind=tx_pb2.PARTICIPANT_KIND_PERSON,
+                role=tx_pb2.ROLE_CLINICIAN,
+                display_name="clinician-7",
+            )
+            assert receipt.code == tx_pb2.RESULT_CODE_OK
+            yield network
+        finally:
+            network.ledger.close()
+    finally:
+        node.stop()
 
 
 def refused(call, status: str = "PERMISSION_DENIED") -> Rejected:  # type: ignore[no-untyped-def]
