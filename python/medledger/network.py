@@ -97,7 +97,16 @@ def devnet_up(root: Path) -> list[NodeProcess]:
     homes = sorted(p.parent for p in root.glob("node*/config.json"))
     if not homes:
         raise FileNotFoundError(f"no network under {root}; run `medledger init --validators N`")
-    nodes = [start_node(home, Home(home).load_config().listen, detach=True) for home in homes]
+    nodes: list[NodeProcess] = []
+    try:
+        for home in homes:
+            nodes.append(start_node(home, Home(home).load_config().listen, detach=True))
+    except BaseException:
+        # Detached nodes outlive this process: stop those already started, or nothing
+        # (no devnet.json) would ever stop them.
+        for node in nodes:
+            node.stop()
+        raise
     record = [{"home": str(n.home), "pid": n.process.pid, "address": n.address} for n in nodes]
     (root / DEVNET_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return nodes
