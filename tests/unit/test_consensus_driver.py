@@ -4,6 +4,7 @@ end the consensus task (issue 15, case 2)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,12 +12,14 @@ import pytest
 
 from medledger.block import assemble_block, block_hash
 from medledger.config import Home
+from medledger.consensus import Proposal
 from medledger.consensus.guard import FileGuardStore, SigningGuard
+from medledger.consensus.messages import sign_bytes
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis
 from medledger.keys import load_key
 from medledger.network import init_network, network_homes
-from medledger.node.consensus_driver import ConsensusDriver
+from medledger.node.consensus_driver import ConsensusDriver, to_wire
 from medledger.node.ledger_node import LedgerNode
 from medledger.tx import sign_transaction
 from medledger.wire.v1 import envelope_pb2, tx_pb2
@@ -115,3 +118,26 @@ def test_other_bytes_under_the_id_of_a_validated_block_are_invalid(
 
 def test_garbage_bytes_are_invalid(driver: ConsensusDriver) -> None:
     assert driver.valid(1, b"\x00" * 32, b"\x0a\xff\xff\xff\xff") is False
+
+
+def test_a_signed_proposal_reaches_the_engine_only_with_the_bytes_its_id_names(
+    home: Home, driver: ConsensusDriver, key: SigningKey
+) -> None:
+    """The proposal signature covers the id, not the bytes: anyone who saw a signed
+    proposal could send it again with other bytes (issue 15, case 3)."""
+    proposer_key = load_key(network_homes(home.root.parent, 4)[1].validator_key)
+    value_id, value = proposal(
+        driver, [sign_transaction(key, CHAIN_ID, transfer_body(b"\x0b" * 16))]
+    )
+    unsigned = Proposal(1, 0, value_id, value, -1, 1)
+    signed = dataclasses.replace(
+        unsigned, signature=proposer_key.sign(sign_bytes(CHAIN_ID, unsigned))
+    )
+    block = envelope_pb2.Block.FromString(value)
+    block.txs[0].CopyFrom(sign_transaction(key, CHAIN_ID, transfer_body(b"\x0c" * 16)))
+    for other in (block.SerializeToString(), b"\x0a\xff\xff", b""):
+        driver.receive(to_wire(dataclasses.replace(signed, value=other)))
+    assert driver.inputs.empty()
+    assert driver.unbound_proposals == 3  # the empty one rebuilds, compact, to no block
+    driver.receive(to_wire(signed))
+    assert driver.inputs.qsize() == 1

@@ -408,3 +408,22 @@ def test_the_genuine_value_held_first_is_not_replaced_by_other_bytes() -> None:
     feed(e, Proposal(1, 0, A, b"other bytes", -1, e.proposer(1, 0)))
     outputs = feed(e, *(precommit(v, A) for v in others(e)))
     assert [o.value for o in outputs if isinstance(o, Decide)] == [A + b"-bytes"]
+
+
+def test_other_bytes_under_one_id_are_validated_a_bounded_number_of_times() -> None:
+    """Anyone who saw a signed proposal can attach other bytes to it; each copy must not
+    cost a validation and a cache entry."""
+
+    class Counting(BytesBound):
+        calls = 0
+
+        def valid(self, height: int, value_id: bytes, value: bytes) -> bool:
+            Counting.calls += 1
+            return super().valid(height, value_id, value)
+
+    e = Engine([1, 1, 1, 1], not_proposer(engine(None)), Counting(), TimeoutConfig())
+    e.start()
+    proposer = e.proposer(1, 0)
+    for n in range(100):
+        feed(e, Proposal(1, 0, A, b"junk %d" % n, -1, proposer))
+    assert Counting.calls <= 4

@@ -14,6 +14,7 @@ its own signed messages back in as if they had arrived from the network.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 ROUNDS_AHEAD_MAX = 32
+BYTES_PER_VALUE_MAX = 4
+"""Distinct byte strings under one value id validated per height; more are invalid."""
 """Messages for rounds further ahead of ours than this are dropped (bounded memory)."""
 HEIGHTS_AHEAD_MAX = 4
 """Messages for heights further ahead than this are dropped; catch-up handles the rest."""
@@ -257,9 +260,10 @@ class Engine:
         self.valid_round = -1
         self.rounds: dict[int, RoundState] = {}
         self.decided = False
-        # Keyed by the value's bytes as well as its id: a proposal's signature covers only
-        # the id, so other bytes under a known id must be judged on their own.
+        # Keyed by a digest of the value's bytes as well as its id: a proposal's signature
+        # covers only the id, so other bytes under a known id must be judged on their own.
         self._validity: dict[tuple[bytes, bytes], bool] = {}
+        self._judged: dict[bytes, int] = {}  # value id -> distinct byte strings judged
 
     def _round(self, round_: int) -> RoundState:
         state = self.rounds.get(round_)
@@ -268,9 +272,15 @@ class Engine:
         return state
 
     def _valid(self, proposal: Proposal) -> bool:
-        key = (proposal.value_id, proposal.value)
+        key = (proposal.value_id, hashlib.sha256(proposal.value).digest())
         known = self._validity.get(key)
         if known is None:
+            judged = self._judged.get(proposal.value_id, 0)
+            if judged >= BYTES_PER_VALUE_MAX:
+                # Anyone who saw a signed proposal can attach other bytes to it: after a
+                # few, more are not worth validating (nor remembering) at this height.
+                return False
+            self._judged[proposal.value_id] = judged + 1
             known = self._validity[key] = self.values.valid(
                 proposal.height, proposal.value_id, proposal.value
             )

@@ -24,7 +24,7 @@ import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from medledger.app.application import check_body
-from medledger.block import assemble_block, block_hash, validate_block
+from medledger.block import assemble_block, block_hash, block_id, validate_block
 from medledger.client.sync import channel_options
 from medledger.config import NodeConfig
 from medledger.consensus import (
@@ -193,6 +193,7 @@ class ConsensusDriver:
         self._tasks: list[asyncio.Task[None]] = []
         self._fetching_blocks: asyncio.Task[None] | None = None
         self._asked_at: dict[int, float] = {}  # peer -> when it was last asked for blocks
+        self.unbound_proposals = 0  # dropped: bytes that are not the block the id names
         node.on_admitted = self._queue_gossip
 
     # ------------------------------------------------------------------ lifecycle
@@ -252,7 +253,24 @@ class ConsensusDriver:
                 self._fetch_proposal(decoded)
                 return
             decoded = dataclasses.replace(decoded, value=value)
-        self._offer(Inbound(decoded))
+        if isinstance(decoded, Proposal):
+            self._offer_bound(decoded)
+        else:
+            self._offer(Inbound(decoded))
+
+    def _offer_bound(self, proposal: Proposal) -> None:
+        """Hands a proposal to the engine only if its bytes are the block its signed id
+        names (header hash, and transactions matching the header's root): the signature
+        covers only the id, so anyone who saw it could attach other bytes."""
+        try:
+            bound = block_id(proposal.value) == proposal.value_id
+        except MedledgerError:
+            bound = False
+        if not bound:
+            self.unbound_proposals += 1
+            log.debug("dropped a proposal whose bytes are not the block its id names")
+            return
+        self._offer(Inbound(proposal))
 
     def _resolve_compact(self, proposal: peer_pb2.ConsensusProposal) -> bytes | None:
         """The block of a compact proposal, rebuilt from this node's mempool; None when a
@@ -292,7 +310,7 @@ class ConsensusDriver:
                     proposal.value_id.hex(),
                     proposal.proposer,
                 )
-                self._offer(Inbound(dataclasses.replace(proposal, value=response.block)))
+                self._offer_bound(dataclasses.replace(proposal, value=response.block))
             except grpc.RpcError as error:
                 log.info("fetching proposal %s failed: %s", proposal.value_id.hex(), error)
             finally:

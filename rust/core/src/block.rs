@@ -314,6 +314,46 @@ fn verify_signatures(
     Ok(to_verify.len())
 }
 
+/// The value id an encoded block stands for: the hash of its header, once its
+/// transactions are checked to be those the header's `tx_root` commits to. A proposal's
+/// signature covers only the id, so a node binds the bytes to the id with this before it
+/// hands them to consensus: other bytes under a signed id are refused here.
+pub fn block_id(block_bytes: &[u8]) -> Result<Hash> {
+    if block_bytes.len() > BLOCK_BYTES_MAX {
+        return Err(Error::limit(
+            "block",
+            "BLOCK_BYTES_MAX",
+            BLOCK_BYTES_MAX,
+            block_bytes.len(),
+        ));
+    }
+    let block: Block = wire::decode("block", block_bytes)?;
+    let header = block
+        .header
+        .as_ref()
+        .ok_or_else(|| Error::invalid_block("header", "is missing"))?;
+    if block.txs.len() > BLOCK_TXS_MAX {
+        return Err(Error::limit(
+            "txs",
+            "BLOCK_TXS_MAX",
+            BLOCK_TXS_MAX,
+            block.txs.len(),
+        ));
+    }
+    let leaf_hashes: Vec<Hash> = block
+        .txs
+        .par_iter()
+        .map(|tx| merkle::leaf_hash(&tx.encode_to_vec()))
+        .collect();
+    if merkle::root_from_leaf_hashes(leaf_hashes) != header.tx_root.as_slice() {
+        return Err(Error::invalid_block(
+            "header.tx_root",
+            "the transactions do not hash to it",
+        ));
+    }
+    Ok(wire::header_hash(header))
+}
+
 /// Validates an encoded block against its encoded commit certificate. See the module
 /// documentation for the rules.
 ///

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{field_of, signed_tx, Fixture, CHAIN_ID};
-use medledger_core::block::{validate_block, Expectations, ValidatedBlock};
+use medledger_core::block::{block_id, validate_block, Expectations, ValidatedBlock};
 use medledger_core::hash::Hash;
 use medledger_core::limits::{BLOCK_BYTES_MAX, BLOCK_TXS_MAX, TX_BYTES_MAX};
 use medledger_core::wire::{self, Block, CommitCertificate, SignedTransaction};
@@ -349,5 +349,32 @@ fn a_proposal_is_checked_by_every_rule_but_the_commit() {
     assert_invalid_field(
         validate_block(&bad.encode_to_vec(), None, &expectations(&fixture)),
         "txs[4].signature",
+    );
+}
+
+#[test]
+fn a_block_id_is_its_header_hash_once_its_transactions_match_the_root() {
+    let fixture = Fixture::new(4);
+    let (block, commit) = valid(&fixture, 5);
+    let validated = check(&fixture, &block, &commit).unwrap();
+    assert_eq!(block_id(&block.encode_to_vec()).unwrap(), validated.block_hash);
+}
+
+#[test]
+fn other_transactions_under_a_header_have_no_block_id() {
+    let fixture = Fixture::new(4);
+    let (mut block, _) = valid(&fixture, 5);
+    block.txs.swap(0, 1);
+    let error = block_id(&block.encode_to_vec()).unwrap_err();
+    assert_eq!(field_of(&error), "header.tx_root");
+    block.txs.truncate(1);
+    assert_eq!(
+        field_of(&block_id(&block.encode_to_vec()).unwrap_err()),
+        "header.tx_root"
+    );
+    assert!(block_id(b"\x0a\xff\xff").is_err());
+    assert_eq!(
+        field_of(&block_id(&Block::default().encode_to_vec()).unwrap_err()),
+        "header"
     );
 }

@@ -468,6 +468,12 @@ fn tx_hash<'py>(py: Python<'py>, tx: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
 }
 
 #[pyfunction]
+fn block_id<'py>(py: Python<'py>, block: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let id = py.allow_threads(|| block::block_id(block)).map_err(raise)?;
+    Ok(bytes(py, &id))
+}
+
+#[pyfunction]
 fn block_tx_hashes<'py>(py: Python<'py>, block: &[u8]) -> PyResult<Vec<Bound<'py, PyBytes>>> {
     let hashes = py.allow_threads(|| wire::block_tx_hashes(block)).map_err(raise)?;
     Ok(hash_list(py, &hashes))
@@ -497,6 +503,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(block_hash, module)?)?;
     module.add_function(wrap_pyfunction!(tx_hash, module)?)?;
     module.add_function(wrap_pyfunction!(block_tx_hashes, module)?)?;
+    module.add_function(wrap_pyfunction!(block_id, module)?)?;
     module.add("BLOCK_BYTES_MAX", limits::BLOCK_BYTES_MAX)?;
     module.add("BLOCK_TXS_MAX", limits::BLOCK_TXS_MAX)?;
     module.add("TX_BYTES_MAX", limits::TX_BYTES_MAX)?;
