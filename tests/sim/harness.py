@@ -180,6 +180,8 @@ class SimNode:
         self.app = Application(CHAIN_ID, expiry_horizon_blocks=10_000)
         self.guard = SigningGuard(disk.guard)
         self.engine = Engine(sim.powers, index, self, TIMEOUTS, height=len(disk.chain) + 1)
+        if self.guard.last is not None and self.guard.last.lock is not None:
+            self.engine.restore(self.guard.last.lock)  # as the node does after a crash
         self.sent: list[Proposal | Vote] = []  # signed messages of the current height
         self.last_sync_ms = -SYNC_INTERVAL_MS
 
@@ -260,7 +262,10 @@ class SimNode:
     def sign_and_send(self, message: Proposal | Vote) -> None:
         to_sign = sign_bytes(CHAIN_ID, message)
         step = guard_step(message)
-        if self.honest and not self.guard.permit(message.height, message.round, step, to_sign):
+        lock = self.engine.lock_state()
+        if self.honest and not self.guard.permit(
+            message.height, message.round, step, to_sign, lock
+        ):
             self.sim.guard_refusals += 1
             return
         signed = with_signature(message, self.key.sign(to_sign))
@@ -344,6 +349,9 @@ class SimNode:
     def resend(self) -> None:
         for message in self.sent:
             self.sim.broadcast(self, message)
+        if self.honest:
+            for vote in self.engine.evidence():  # others' signed prevotes, relayed
+                self.sim.broadcast(self, vote)
 
 
 class Simulation:

@@ -4,6 +4,7 @@ end the consensus task (issue 15, case 2)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from medledger.block import assemble_block, block_hash
 from medledger.config import Home
-from medledger.consensus import Proposal
+from medledger.consensus import Proposal, SendVote, Step, Timeout, Vote, VoteType
 from medledger.consensus.guard import FileGuardStore, SigningGuard
 from medledger.consensus.messages import sign_bytes
 from medledger.crypto import SigningKey
@@ -141,3 +142,55 @@ def test_a_signed_proposal_reaches_the_engine_only_with_the_bytes_its_id_names(
     assert driver.unbound_proposals == 3  # the empty one rebuilds, compact, to no block
     driver.receive(to_wire(signed))
     assert driver.inputs.qsize() == 1
+
+
+def test_a_restarted_validator_keeps_its_lock_and_prevotes_nil_for_a_conflicting_value(
+    home: Home, key: SigningKey
+) -> None:
+    """Issue 15, case 1, through the node's real restart path: the lock state is written
+    with the signing guard's record (a real file, fsynced) before the precommit is
+    signed; a new LedgerNode and driver over the same home resume locked, so a fresh
+    conflicting proposal in a later round gets a nil prevote instead of a fork."""
+    validator_keys = [load_key(h.validator_key) for h in network_homes(home.root.parent, 4)]
+    config = home.load_config()
+
+    def boot() -> ConsensusDriver:
+        node = LedgerNode(home, config, Genesis.load(home.genesis), validator_keys[0])
+        return ConsensusDriver(node, config, SigningGuard(FileGuardStore(home.signer_state)))
+
+    def signed_prevote(validator: int, value_id: bytes) -> Vote:
+        vote = Vote(VoteType.PREVOTE, 1, 0, value_id, validator)
+        signature = validator_keys[validator].sign(sign_bytes(CHAIN_ID, vote))
+        return dataclasses.replace(vote, signature=signature)
+
+    async def before_the_crash() -> bytes:
+        driver = boot()
+        engine = driver.engine
+        proposer = engine.proposer(1, 0)
+        assert proposer != 0
+        x_id, x = proposal(driver, [sign_transaction(key, CHAIN_ID, transfer_body(b"\x0d" * 16))])
+        await driver._handle(engine.on_proposal(Proposal(1, 0, x_id, x, -1, proposer)))
+        for validator in [*[v for v in range(1, 4) if v != proposer][:1], proposer]:
+            await driver._handle(engine.on_vote(signed_prevote(validator, x_id)))
+        assert (engine.locked_round, engine.locked_value and engine.locked_value[0]) == (0, x_id)
+        assert driver.guard.last is not None
+        assert driver.guard.last.step == 2
+        driver.node.store.close()  # the process dies here: only the files remain
+        return x_id
+
+    async def after_the_restart(x_id: bytes) -> list[tuple[VoteType, bytes | None]]:
+        driver = boot()
+        engine = driver.engine
+        assert (engine.locked_round, engine.locked_value and engine.locked_value[0]) == (0, x_id)
+        assert {v.validator for v in engine.evidence()} >= {0}  # the quorum it locked on
+        assert len(engine.evidence()) == 3
+        await driver._handle(engine.start())
+        await driver._handle(engine.on_timeout(Timeout(Step.PRECOMMIT, 1, 0)))
+        assert engine.round == 1
+        y_id, y = proposal(driver, [sign_transaction(key, CHAIN_ID, transfer_body(b"\x0e" * 16))])
+        outputs = engine.on_proposal(Proposal(1, 1, y_id, y, -1, engine.proposer(1, 1)))
+        driver.node.store.close()
+        return [(o.vote.type, o.vote.value_id) for o in outputs if isinstance(o, SendVote)]
+
+    x_id = asyncio.run(before_the_crash())
+    assert asyncio.run(after_the_restart(x_id)) == [(VoteType.PREVOTE, None)]

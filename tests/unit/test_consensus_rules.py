@@ -321,7 +321,9 @@ def test_proposers_rotate_deterministically_in_proportion_to_power() -> None:
     assert picks == [engine(None, powers=(3, 1)).proposer(h, 0) for h in range(1, 41)]
 
 
-def test_a_double_vote_is_reported_and_counted_once() -> None:
+def test_a_double_vote_is_reported_counted_once_in_all_and_towards_each_value() -> None:
+    """A quorum is a set of signed votes: an equivocator's vote for A still counts
+    towards a quorum for A that exists, though it also voted for B."""
     e = engine(None)
     e = engine(not_proposer(e))
     e.start()
@@ -330,6 +332,8 @@ def test_a_double_vote_is_reported_and_counted_once() -> None:
     outputs = feed(e, prevote(0, B))
     assert [type(o) for o in outputs] == [Equivocation]
     assert e.rounds[0].prevotes.power_any == 1
+    assert e.rounds[0].prevotes.power_for == {A: 1, B: 1}
+    assert feed(e, prevote(0, B)) == []  # the same vote again: a duplicate
 
 
 def test_a_proposal_from_anyone_but_the_proposer_is_ignored() -> None:

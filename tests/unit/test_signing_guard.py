@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+from medledger.consensus import LockState, Vote, VoteType
 from medledger.consensus.guard import (
     STEP_PRECOMMIT,
     STEP_PREVOTE,
@@ -42,3 +43,39 @@ def test_the_record_survives_a_restart_from_disk(tmp_path: Path) -> None:
     assert not restarted.permit(9, 2, STEP_PREVOTE, b"prevote B")
     assert restarted.permit(9, 2, STEP_PRECOMMIT, b"precommit A")
     assert restarted.permit(10, 0, STEP_PREVOTE, b"next height")
+
+
+def test_the_lock_state_and_its_evidence_survive_a_restart_from_disk(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "last_signed.json"
+    value_id, value = b"\x01" * 32, b"the block's bytes"
+    evidence = tuple(
+        Vote(VoteType.PREVOTE, 7, 2, value_id, validator, bytes([validator]) * 64)
+        for validator in (0, 2, 3)
+    )
+    lock = LockState(7, 3, 2, value_id, 2, (value_id, value), evidence)
+    assert SigningGuard(FileGuardStore(path)).permit(7, 3, STEP_PREVOTE, b"nil", lock)
+    restored = SigningGuard(FileGuardStore(path)).last
+    assert restored is not None
+    assert restored.lock == lock
+    assert stat.S_IMODE(os.stat(path.with_name(path.name + ".value")).st_mode) == 0o600
+    # A new valid value replaces the bytes beside the record; the lock id is kept apart.
+    other = LockState(7, 4, 2, value_id, 4, (b"\x02" * 32, b"newer"), ())
+    assert SigningGuard(FileGuardStore(path)).permit(7, 4, STEP_PREVOTE, b"nil", other)
+    assert SigningGuard(FileGuardStore(path)).last.lock == other  # type: ignore[union-attr]
+
+
+def test_a_valid_value_whose_bytes_were_not_written_is_forgotten_not_invented(
+    tmp_path: Path,
+) -> None:
+    """A crash between the value file and the record leaves the file holding another
+    value's bytes: the record's valid value is then dropped (it only serves liveness),
+    the lock (safety) is kept."""
+    path = tmp_path / "last_signed.json"
+    lock = LockState(7, 3, 2, b"\x01" * 32, 2, (b"\x01" * 32, b"bytes"), ())
+    SigningGuard(FileGuardStore(path)).permit(7, 3, STEP_PREVOTE, b"nil", lock)
+    path.with_name(path.name + ".value").write_bytes(b"\x09" * 32 + b"other")
+    restored = SigningGuard(FileGuardStore(path)).last
+    assert restored is not None
+    assert restored.lock is not None
+    assert (restored.lock.locked_round, restored.lock.locked_id) == (2, b"\x01" * 32)
+    assert (restored.lock.valid_round, restored.lock.valid_value) == (-1, None)

@@ -27,6 +27,7 @@ __all__ = [
     "Decide",
     "Engine",
     "Equivocation",
+    "LockState",
     "Output",
     "Proposal",
     "ScheduleTimeout",
@@ -71,6 +72,23 @@ class Proposal:
     valid_round: int  # -1 when the proposer has no valid value from an earlier round
     proposer: int  # validator index
     signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class LockState:
+    """What a validator's next votes at `height` depend on: Algorithm 1's lockedValue and
+    lockedRound (safety: never prevote against the lock) and validValue and validRound
+    (what it re-proposes), with the signed prevotes that made the value valid (the
+    others need them to accept its re-proposal). The runtime makes it durable before any
+    vote leaves, so a restarted validator resumes with it instead of forgetting its lock."""
+
+    height: int
+    round: int
+    locked_round: int  # -1: not locked
+    locked_id: bytes  # empty when not locked
+    valid_round: int  # -1: no valid value
+    valid_value: tuple[bytes, bytes] | None  # (id, bytes)
+    evidence: tuple[Vote, ...] = ()  # prevotes for the valid value in the valid round
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,22 +201,37 @@ class ValueSource(Protocol):
 
 
 class Tally:
-    """Votes of one type in one round, weighted by voting power."""
+    """Votes of one type in one round, weighted by voting power.
+
+    A validator that votes for two values (it equivocates) is counted once in
+    `power_any` but towards each value it signed: a quorum is a set of signed votes, and
+    the algorithm's safety does not depend on a Byzantine validator voting once (any two
+    quorums share an honest validator, who never votes twice). Counting only its first
+    vote would let an equivocator keep the honest ones from ever seeing a quorum that
+    exists, such as the one another validator is locked on."""
 
     def __init__(self) -> None:
-        self.by_validator: dict[int, Vote] = {}
+        self.votes: dict[tuple[int, bytes | None], Vote] = {}
+        self.first: dict[int, Vote] = {}  # each validator's first vote here
         self.power_for: dict[bytes | None, int] = {}
         self.power_any = 0
 
-    def add(self, vote: Vote, power: int) -> Vote | None:
-        """Counts `vote`; returns the earlier, different vote if the validator equivocates."""
-        earlier = self.by_validator.get(vote.validator)
-        if earlier is not None:
-            return earlier if earlier.value_id != vote.value_id else None
-        self.by_validator[vote.validator] = vote
+    def add(self, vote: Vote, power: int) -> tuple[bool, Vote | None]:
+        """Counts `vote`. Returns whether it was new, and the validator's earlier vote
+        for another value if it equivocates."""
+        key = (vote.validator, vote.value_id)
+        if key in self.votes:
+            return False, None  # a duplicate
+        self.votes[key] = vote
         self.power_for[vote.value_id] = self.power_for.get(vote.value_id, 0) + power
-        self.power_any += power
-        return None
+        earlier = self.first.get(vote.validator)
+        if earlier is None:
+            self.first[vote.validator] = vote
+            self.power_any += power
+        return True, earlier
+
+    def for_value(self, value_id: bytes | None) -> list[Vote]:
+        return [vote for (_, voted), vote in self.votes.items() if voted == value_id]
 
 
 @dataclass
@@ -288,10 +321,53 @@ class Engine:
 
     # -------------------------------------------------------------------- inputs
 
+    def lock_state(self) -> LockState:
+        return LockState(
+            self.height,
+            self.round,
+            self.locked_round,
+            self.locked_value[0] if self.locked_value is not None else b"",
+            self.valid_round,
+            self.valid_value,
+            tuple(self.evidence()),
+        )
+
+    def evidence(self) -> list[Vote]:
+        """The prevotes that made the valid value valid: more than 2/3 of the power for
+        it in the valid round. The runtime relays them with its own messages. Algorithm 1
+        assumes every message a correct validator received reaches the others; without
+        the relay, a validator locked on a value whose quorum others never saw (an
+        equivocating validator sent them another vote) re-proposes it in vain forever."""
+        if self.valid_value is None or self.valid_round < 0:
+            return []
+        state = self.rounds.get(self.valid_round)
+        if state is None:
+            return []
+        value_id = self.valid_value[0]
+        return state.prevotes.for_value(value_id)
+
+    def restore(self, state: LockState) -> None:
+        """Resumes, before `start`, from the state a validator made durable before it
+        last signed (after a crash). A state of another height is ignored: the height
+        was decided meanwhile, and its lock no longer binds."""
+        if state.height != self.height:
+            return
+        self.round = state.round
+        self.locked_round = state.locked_round
+        # Only the id of the locked value matters for voting; its bytes are the valid
+        # value's when the validator re-proposes.
+        self.locked_value = (state.locked_id, b"") if state.locked_round >= 0 else None
+        if state.valid_value is not None and state.valid_round >= 0:
+            self.valid_value, self.valid_round = state.valid_value, state.valid_round
+        for vote in state.evidence:
+            if vote.height == self.height and 0 <= vote.validator < len(self.powers):
+                self._round(vote.round).prevotes.add(vote, self.powers[vote.validator])
+
     def start(self) -> list[Output]:
-        """Starts round 0 of the current height."""
+        """Starts the current round of the current height (0, or the round a restored
+        validator had reached)."""
         outputs: list[Output] = []
-        self._start_round(0, outputs)
+        self._start_round(self.round, outputs)
         self._evaluate(outputs)
         return outputs
 
@@ -366,12 +442,10 @@ class Engine:
 
     def _accept_vote(self, state: RoundState, vote: Vote, outputs: list[Output]) -> bool:
         tally = state.prevotes if vote.type == VoteType.PREVOTE else state.precommits
-        before = tally.power_any
-        earlier = tally.add(vote, self.powers[vote.validator])
+        added, earlier = tally.add(vote, self.powers[vote.validator])
         if earlier is not None:
             outputs.append(Equivocation(earlier, vote))
-            return False
-        return tally.power_any != before  # False for a duplicate
+        return added
 
     # --------------------------------------------------------------- the rules
 
@@ -513,9 +587,10 @@ class Engine:
 
     def _decide(self, round_: int, proposal: Proposal, outputs: list[Output]) -> None:
         precommits = tuple(
-            vote
-            for vote in self.rounds[round_].precommits.by_validator.values()
-            if vote.value_id == proposal.value_id
+            sorted(
+                self.rounds[round_].precommits.for_value(proposal.value_id),
+                key=lambda vote: vote.validator,
+            )
         )
         outputs.append(Decide(self.height, round_, proposal.value_id, proposal.value, precommits))
         self.decided = True

@@ -1,11 +1,16 @@
 """The signing guard: a validator never signs two different messages for the same
-height, round and step, not even across a crash.
+height, round and step, and never forgets its lock, not even across a crash.
 
-Before a signature leaves the process, the guard records (height, round, step) and a
-digest of what was signed, and makes that record durable (fsync). A later request is
-signed only if it is for a later (height, round, step), or is the very same message again
-(a re-send). After a restart the record is read back first, so an engine that has
-forgotten its votes cannot be made to contradict them.
+Before a signature leaves the process, the guard records (height, round, step), a
+digest of what was signed, and the engine's lock state (locked round and value id,
+valid round and value id: what the validator's votes depend on), and makes that record
+durable (fsync). The valid value's bytes, which a validator needs to re-propose it, are
+written beside the record only when they change (about once a height), before the
+record that names them. A later request is signed only if it is for a later (height,
+round, step), or is the very same message again (a re-send). After a restart the record
+is read back first: the engine resumes with its lock, so it cannot be made to contradict
+its votes, and the guard refuses what would contradict its signatures. One fsync per
+signed message (a step), not per message received.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from medledger.consensus.engine import LockState, Vote, VoteType
 from medledger.crypto import sha256
 
 __all__ = ["FileGuardStore", "MemoryGuardStore", "SignedRecord", "SigningGuard"]
@@ -32,6 +38,7 @@ class SignedRecord:
     round: int
     step: int
     digest: bytes
+    lock: LockState | None = None
 
     @property
     def position(self) -> tuple[int, int, int]:
@@ -57,46 +64,111 @@ class MemoryGuardStore:
         self.record = record
 
 
+def _write_durably(path: Path, data: bytes) -> None:
+    """Replaces `path` atomically with `data` (mode 0600), fsynced, directory included."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 class FileGuardStore:
-    """A small JSON file, replaced atomically and fsynced (file and directory)."""
+    """A small JSON file, replaced atomically and fsynced (file and directory), and the
+    valid value's bytes in `<file>.value`, written before the record that names them."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.value_path = path.with_name(path.name + ".value")
+        self._value_id: bytes | None = None  # whose bytes `value_path` holds
 
     def load(self) -> SignedRecord | None:
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
+        lock = data.get("lock")
         return SignedRecord(
             int(data["height"]),
             int(data["round"]),
             int(data["step"]),
             bytes.fromhex(data["digest"]),
+            self._load_lock(lock) if lock is not None else None,
+        )
+
+    def _load_lock(self, lock: dict[str, Any]) -> LockState:
+        valid_id = bytes.fromhex(lock["valid_id"])
+        valid_value = None
+        try:
+            stored = self.value_path.read_bytes()
+        except FileNotFoundError:
+            stored = b""
+        # The file starts with the id it holds the bytes of.
+        if valid_id and stored[:32] == valid_id:
+            valid_value = (valid_id, stored[32:])
+            self._value_id = valid_id
+        evidence = tuple(
+            Vote(
+                VoteType(int(v["type"])),
+                int(v["height"]),
+                int(v["round"]),
+                bytes.fromhex(v["value_id"]),
+                int(v["validator"]),
+                bytes.fromhex(v["signature"]),
+            )
+            for v in lock.get("evidence", [])
+        )
+        return LockState(
+            int(lock["height"]),
+            int(lock["round"]),
+            int(lock["locked_round"]),
+            bytes.fromhex(lock["locked_id"]),
+            int(lock["valid_round"]) if valid_value is not None else -1,
+            valid_value,
+            evidence if valid_value is not None else (),
         )
 
     def save(self, record: SignedRecord) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        text = json.dumps(
-            {
-                "height": record.height,
-                "round": record.round,
-                "step": record.step,
-                "digest": record.digest.hex(),
+        data: dict[str, Any] = {
+            "height": record.height,
+            "round": record.round,
+            "step": record.step,
+            "digest": record.digest.hex(),
+        }
+        lock = record.lock
+        if lock is not None:
+            valid_id = lock.valid_value[0] if lock.valid_value is not None else b""
+            if lock.valid_value is not None and valid_id != self._value_id:
+                _write_durably(self.value_path, valid_id + lock.valid_value[1])
+                self._value_id = valid_id
+            data["lock"] = {
+                "height": lock.height,
+                "round": lock.round,
+                "locked_round": lock.locked_round,
+                "locked_id": lock.locked_id.hex(),
+                "valid_round": lock.valid_round,
+                "valid_id": valid_id.hex(),
+                "evidence": [
+                    {
+                        "type": int(v.type),
+                        "height": v.height,
+                        "round": v.round,
+                        "value_id": (v.value_id or b"").hex(),
+                        "validator": v.validator,
+                        "signature": v.signature.hex(),
+                    }
+                    for v in lock.evidence
+                ],
             }
-        )
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _write_durably(self.path, json.dumps(data).encode())
 
 
 class SigningGuard:
@@ -108,9 +180,12 @@ class SigningGuard:
     def last(self) -> SignedRecord | None:
         return self._last
 
-    def permit(self, height: int, round_: int, step: int, message: bytes) -> bool:
-        """Whether `message` may be signed; if so, the permission is durable on return."""
-        record = SignedRecord(height, round_, step, sha256(message))
+    def permit(
+        self, height: int, round_: int, step: int, message: bytes, lock: LockState | None = None
+    ) -> bool:
+        """Whether `message` may be signed; if so, the permission and `lock` (the
+        engine's lock state as the message leaves) are durable on return."""
+        record = SignedRecord(height, round_, step, sha256(message), lock)
         last = self._last
         if last is not None:
             if record.position < last.position:

@@ -180,6 +180,8 @@ class ConsensusDriver:
         self.engine = Engine(
             [power for _, power in members], node.index, self, timeouts, node.head.height + 1
         )
+        if guard.last is not None and guard.last.lock is not None:
+            self.engine.restore(guard.last.lock)
         self.inputs: asyncio.Queue[Input] = asyncio.Queue(INPUTS_MAX)
         self.sent: list[peer_pb2.PeerMessage] = []  # our signed messages of this height
         # Proposals of this height by block hash: the transactions as decoded (only for
@@ -398,7 +400,11 @@ class ConsensusDriver:
 
     def _sign(self, message: Proposal | Vote) -> Proposal | Vote | None:
         to_sign = sign_bytes(self.chain_id, message)
-        if not self.guard.permit(message.height, message.round, guard_step(message), to_sign):
+        step = guard_step(message)
+        # The lock state goes to disk with the permission, before the signature exists:
+        # a validator restarted after this vote resumes bound by the same lock.
+        lock = self.engine.lock_state()
+        if not self.guard.permit(message.height, message.round, step, to_sign, lock):
             log.warning("signing guard refused %s", message)
             return None
         return with_signature(message, self.node.key.sign(to_sign))
@@ -544,6 +550,8 @@ class ConsensusDriver:
             await asyncio.sleep(self.config.resend_interval_ms / 1000)
             for message in list(self.sent):
                 self._broadcast(message)
+            for vote in self.engine.evidence():  # others' signed prevotes, relayed
+                self._broadcast(to_wire(vote))
 
     async def _flush_gossip(self) -> None:
         while True:
