@@ -4,7 +4,6 @@ cryptography checked against Wycheproof X25519 and ChaCha20-Poly1305 vectors."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +21,8 @@ from medledger.fhir.export import access_event_to_fhir, consent_to_fhir
 from medledger.fhir.ingest import BundleError, resources_of_bundle
 from medledger.vault import envelope
 from medledger.wire.v1 import records_pb2, tx_pb2
+from tests.conftest import load_vector
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "wycheproof"
 PATIENT, CUSTODIAN, READER = b"P" * 32, b"C" * 32, b"R" * 32
 NOW = 1_800_000_000_000
 RESEARCH, TREATMENT = records_pb2.PURPOSE_RESEARCH, records_pb2.PURPOSE_TREATMENT
@@ -278,7 +277,7 @@ def test_bundle_ingest_refuses_what_is_not_a_valid_bundle() -> None:
 
 
 def wycheproof(name: str) -> list[dict[str, Any]]:
-    groups = json.loads((VECTORS / name).read_text())["testGroups"]
+    groups = load_vector(f"wycheproof/{name}")["testGroups"]
     return [
         dict(test, **{k: v for k, v in g.items() if k != "tests"})
         for g in groups
