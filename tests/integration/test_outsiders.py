@@ -1,5 +1,5 @@
 """A stranger on a validator's port, with real processes on 127.0.0.1: unsigned peer
-messages change nothing (issue 15, case 4)."""
+messages change nothing (issue 15, case 4), and oversized gossip is dropped (case 6)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import grpc
 
-from medledger.client import LedgerClient
+from medledger.client import LedgerClient, TxBuilder
+from medledger.keys import load_key
 from medledger.network import free_base_port, init_network, network_homes
 from medledger.node.launcher import NodeProcess, start_node
-from medledger.wire.v1 import peer_pb2, peer_pb2_grpc
+from medledger.wire.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc, tx_pb2
 from tests.integration.conftest import stop_all
 
 CHAIN_ID = "outsiders-1"
@@ -54,5 +55,41 @@ def test_an_unsigned_claim_to_be_far_ahead_starts_no_catch_up(tmp_path: Path) ->
             assert height(nodes[0].address) >= start + 3
         finally:
             os.kill(nodes[3].process.pid, signal.SIGCONT)
+    finally:
+        stop_all(*nodes)
+
+
+def test_a_gossip_batch_over_the_limit_is_dropped_whole(tmp_path: Path) -> None:
+    """Issue 15, case 6: gossip comes from anyone who reaches the port (until transport
+    authentication), so its size is capped before anything is decoded or verified."""
+    init_network(tmp_path, CHAIN_ID, VALIDATORS, free_base_port(VALIDATORS), 10**12)
+    homes = network_homes(tmp_path, VALIDATORS)
+    nodes: list[NodeProcess] = []
+    try:
+        for home in homes:
+            nodes.append(start_node(home.root, home.load_config().listen))
+        payer = load_key(homes[0].keys_dir / "client.json")
+        builder = TxBuilder(payer, CHAIN_ID)
+        limit = homes[0].load_config().submit_batch_txs_max
+        with LedgerClient(nodes[0].address) as client:
+            expiry = client.status().height + 500
+        txs = [
+            builder.transfer(to=payer.public_key, amount_micros=1, expiry_height=expiry)
+            for _ in range(limit + 1)
+        ]
+
+        def gossip(batch: list[envelope_pb2.SignedTransaction]) -> Iterator[peer_pb2.PeerMessage]:
+            yield peer_pb2.PeerMessage(sender=1, txs=peer_pb2.TxGossip(txs=batch))
+
+        with grpc.insecure_channel(nodes[0].address) as channel:
+            push = peer_pb2_grpc.PeerServiceStub(channel).Push
+            push(gossip(txs), timeout=30)  # one over the limit: dropped whole
+            with LedgerClient(nodes[0].address) as client:
+                assert client.status().mempool_txs == 0
+                push(gossip(txs[:10]), timeout=30)  # within it: admitted, then committed
+                receipt = client.wait_for_commit(
+                    tx_pb2.TransactionBody.FromString(txs[0].body).tx_id, timeout_s=30
+                )
+                assert receipt.status == tx_pb2.TX_STATUS_COMMITTED
     finally:
         stop_all(*nodes)

@@ -21,7 +21,12 @@ from medledger.consensus import (
     Vote,
     VoteType,
 )
-from medledger.consensus.engine import HEIGHTS_AHEAD_MAX, ROUNDS_AHEAD_MAX
+from medledger.consensus.engine import (
+    BUFFERED_BYTES_PER_VALIDATOR,
+    BUFFERED_MESSAGES_MAX,
+    HEIGHTS_AHEAD_MAX,
+    ROUNDS_AHEAD_MAX,
+)
 
 A, B, BAD = b"value-A", b"value-B", b"value-bad"
 
@@ -431,3 +436,34 @@ def test_other_bytes_under_one_id_are_validated_a_bounded_number_of_times() -> N
     for n in range(100):
         feed(e, Proposal(1, 0, A, b"junk %d" % n, -1, proposer))
     assert Counting.calls <= 4
+
+
+def test_future_proposals_are_buffered_only_from_their_proposer_and_within_a_budget() -> None:
+    """Issue 15, case 5: 200 proposals of 1 MiB for the next height from a validator
+    that is not its proposer raised a node's memory by 200 MiB."""
+    e = engine(None)
+    e.start()
+    block = b"x" * (1024 * 1024)
+    proposer = e.proposer(2, 0)
+    intruder = next(v for v in range(4) if v != proposer)
+    for round_ in range(ROUNDS_AHEAD_MAX + 1):
+        if e.proposer(2, round_) != intruder:  # not its slot
+            feed(e, Proposal(2, round_, b"id-%d" % round_, block, -1, intruder))
+    assert e._buffer == []
+    for n in range(200):  # the proposer itself, over and over
+        feed(e, Proposal(2, 0, b"id-%d" % n, block, -1, proposer))
+    buffered = sum(len(m.value) for m in e._buffer if isinstance(m, Proposal))
+    assert buffered <= BUFFERED_BYTES_PER_VALIDATOR
+
+
+def test_one_validator_cannot_fill_the_future_buffer_with_votes() -> None:
+    e = engine(None)
+    e.start()
+    for round_ in range(ROUNDS_AHEAD_MAX + 1):
+        for height in range(2, 2 + HEIGHTS_AHEAD_MAX):
+            feed(e, prevote(0, A, round_=round_, height=height), precommit(0, A, round_, height))
+    mine = [m for m in e._buffer if isinstance(m, Vote) and m.validator == 0]
+    assert 0 < len(mine) <= BUFFERED_MESSAGES_MAX // 4
+    # Another validator's votes for the next height still find room.
+    feed(e, prevote(1, A, height=2))
+    assert any(isinstance(m, Vote) and m.validator == 1 for m in e._buffer)

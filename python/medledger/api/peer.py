@@ -26,7 +26,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> peer_pb2.PushAck:
         async for message in request_iterator:
-            self.driver.receive(message)
+            await self.driver.receive_from_stream(message)
         return peer_pb2.PushAck()
 
     async def GetProposal(  # noqa: N802

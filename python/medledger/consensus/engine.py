@@ -48,6 +48,11 @@ BYTES_PER_VALUE_MAX = 4
 HEIGHTS_AHEAD_MAX = 4
 """Messages for heights further ahead than this are dropped; catch-up handles the rest."""
 BUFFERED_MESSAGES_MAX = 4096
+BUFFERED_BYTES_PER_VALIDATOR = 32 * 1024 * 1024
+"""What one validator's messages for future heights may hold (a proposal carries its
+whole block): a Byzantine validator cannot make the others buffer more."""
+VOTE_BYTES = 256
+"""What a buffered vote is counted as against its validator's budget."""
 """Most messages kept for future heights."""
 
 
@@ -267,6 +272,7 @@ class Engine:
         self.timeouts = timeouts or TimeoutConfig()
         self.height = height
         self._buffer: list[Proposal | Vote] = []
+        self._buffered_bytes: dict[int, int] = {}  # validator -> bytes of its buffered
         self._reset_height()
 
     # ---------------------------------------------------------------- thresholds
@@ -405,9 +411,7 @@ class Engine:
         if not 0 <= sender < len(self.powers) or message.round < 0:
             return False
         if message.height > self.height:
-            ahead = message.height - self.height
-            if ahead <= HEIGHTS_AHEAD_MAX and len(self._buffer) < BUFFERED_MESSAGES_MAX:
-                self._buffer.append(message)
+            self._buffer_for_later(message, sender)
             return False
         if message.height < self.height or message.round > self.round + ROUNDS_AHEAD_MAX:
             return False
@@ -420,6 +424,29 @@ class Engine:
             state.senders.add(sender)
             state.sender_power += self.powers[sender]
         return changed
+
+    def _buffer_for_later(self, message: Proposal | Vote, sender: int) -> None:
+        """Keeps a message of a near future height for when this validator gets there:
+        only a proposal from that slot's proposer, within the rounds it would accept,
+        and within the sender's share of the buffer (count and bytes)."""
+        if message.height - self.height > HEIGHTS_AHEAD_MAX or message.round > ROUNDS_AHEAD_MAX:
+            return
+        if isinstance(message, Proposal):
+            if sender != self.proposer(message.height, message.round):
+                return
+            size = len(message.value) + VOTE_BYTES
+        else:
+            size = VOTE_BYTES
+        used = self._buffered_bytes.get(sender, 0)
+        share = BUFFERED_MESSAGES_MAX // len(self.powers) * VOTE_BYTES
+        if (
+            len(self._buffer) >= BUFFERED_MESSAGES_MAX
+            or used + size > BUFFERED_BYTES_PER_VALIDATOR
+            or (not isinstance(message, Proposal) and used + size > share)
+        ):
+            return
+        self._buffered_bytes[sender] = used + size
+        self._buffer.append(message)
 
     def _accept_proposal(
         self, state: RoundState, proposal: Proposal, outputs: list[Output]
@@ -602,6 +629,7 @@ class Engine:
         self.height += 1
         self._reset_height()
         buffered, self._buffer = self._buffer, []
+        self._buffered_bytes = {}
         outputs: list[Output] = []
         for message in buffered:
             self._accept(message, outputs)

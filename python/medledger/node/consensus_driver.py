@@ -196,6 +196,7 @@ class ConsensusDriver:
         self._fetching_blocks: asyncio.Task[None] | None = None
         self._asked_at: dict[int, float] = {}  # peer -> when it was last asked for blocks
         self.unbound_proposals = 0  # dropped: bytes that are not the block the id names
+        self.dropped_gossip = 0  # gossip batches over the count limit
         node.on_admitted = self._queue_gossip
 
     # ------------------------------------------------------------------ lifecycle
@@ -227,11 +228,27 @@ class ConsensusDriver:
     def _queue_gossip(self, txs: list[envelope_pb2.SignedTransaction]) -> None:
         self._gossip.extend(txs)
 
+    async def receive_from_stream(self, message: peer_pb2.PeerMessage) -> None:
+        """A message from a peer's Push stream, in stream order (a compact proposal comes
+        after the gossip of its transactions). Gossip is verified off the event loop; a
+        batch over `submit_batch_txs_max` transactions is dropped whole: gossip comes
+        from anyone who reaches the port until transport authentication (issue 17)."""
+        if message.WhichOneof("body") != "txs":
+            self.receive(message)
+            return
+        txs = list(message.txs.txs)
+        if not txs or len(txs) > self.config.submit_batch_txs_max:
+            self.dropped_gossip += 1
+            return
+        prepared = await asyncio.to_thread(self.node.prepare, txs)
+        self.node.admit_prepared(prepared, gossip=False)
+
     def receive(self, message: peer_pb2.PeerMessage) -> None:
         """A message from a peer: transactions are admitted; consensus messages are
         checked for a valid signature and queued for the engine."""
         if message.WhichOneof("body") == "txs":
-            self.node.submit(message.txs.txs, gossip=False)
+            if len(message.txs.txs) <= self.config.submit_batch_txs_max:
+                self.node.submit(message.txs.txs, gossip=False)
             return
         decoded = from_wire(message)
         if decoded is None:

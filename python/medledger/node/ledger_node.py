@@ -73,6 +73,17 @@ def committed_receipt(tx_id: bytes, record: state_pb2.TxRecord) -> tx_pb2.Receip
 
 
 @dataclass(frozen=True)
+class PreparedBatch:
+    """A batch after `LedgerNode.prepare`: what was refused already, the decoded bodies,
+    and for each the Rust verdict (canonical encoding, tx hash, body hash, signature ok)."""
+
+    txs: Sequence[envelope_pb2.SignedTransaction]
+    answers: list[Admitted | None]
+    decoded: list[tuple[int, tx_pb2.TransactionBody]]
+    prepared: list[tuple[bytes, bytes, bytes, bool]]
+
+
+@dataclass(frozen=True)
 class TxEntry:
     """A block's transaction as the application needs it."""
 
@@ -162,7 +173,12 @@ class LedgerNode:
         idempotency, mempool. One answer per transaction, in order. Transactions new to
         the mempool are handed to `on_admitted` (peer gossip) unless `gossip` is off; a
         peer's gossip has no client waiting, so no receipt future is made for it."""
-        added_before = self.mempool.added
+        return self.admit_prepared(self.prepare(txs), gossip=gossip)
+
+    def prepare(self, txs: Sequence[envelope_pb2.SignedTransaction]) -> PreparedBatch:
+        """The stateless part of admission: sizes, decoding, and one Rust call for the
+        canonical encodings, hashes and signature verdicts. It touches no node state, so
+        it may run off the event loop (a peer's gossip does)."""
         answers: list[Admitted | None] = [None] * len(txs)
         decoded: list[tuple[int, tx_pb2.TransactionBody]] = []
         for i, tx in enumerate(txs):
@@ -189,6 +205,13 @@ class LedgerNode:
             [txs[i].public_key for i, _ in decoded],
             [txs[i].signature for i, _ in decoded],
         )
+        return PreparedBatch(txs, answers, decoded, prepared)
+
+    def admit_prepared(self, batch: PreparedBatch, *, gossip: bool = True) -> list[Admitted]:
+        """The stateful part of admission, on the event loop: application checks,
+        idempotency against the chain and the mempool, and the mempool itself."""
+        txs, answers, decoded, prepared = batch.txs, batch.answers, batch.decoded, batch.prepared
+        added_before = self.mempool.added
         next_height = self.head.height + 1
         with self.store.snapshot() as snapshot:  # one read transaction for the batch
             for (i, body), (encoded, tx_hash, body_hash, valid) in zip(
