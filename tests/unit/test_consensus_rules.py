@@ -25,6 +25,7 @@ from medledger.consensus.engine import (
     BUFFERED_BYTES_PER_VALIDATOR,
     BUFFERED_MESSAGES_MAX,
     HEIGHTS_AHEAD_MAX,
+    PROPOSALS_PER_ROUND_MAX,
     ROUNDS_AHEAD_MAX,
 )
 
@@ -467,3 +468,25 @@ def test_one_validator_cannot_fill_the_future_buffer_with_votes() -> None:
     # Another validator's votes for the next height still find room.
     feed(e, prevote(1, A, height=2))
     assert any(isinstance(m, Vote) and m.validator == 1 for m in e._buffer)
+
+
+def test_a_quorum_for_an_equivocating_proposers_second_value_decides_it() -> None:
+    """Issue 15, case 9b: line 49 decides any proposal of the round with a precommit
+    quorum; keeping only the first proposal left the second undecidable."""
+    e = engine(not_proposer(engine(None)))
+    e.start()
+    proposer = e.proposer(1, 0)
+    first, second = proposal(e, A), Proposal(1, 0, B, B + b"-bytes", -1, proposer)
+    outputs = feed(e, first, second)
+    assert [type(o) for o in outputs if isinstance(o, Equivocation)] == [Equivocation]
+    outputs = feed(e, *(precommit(v, B) for v in others(e)))
+    assert [(d.value_id, d.value) for d in outputs if isinstance(d, Decide)] == [(B, B + b"-bytes")]
+
+
+def test_an_equivocating_proposer_is_held_to_a_few_values_per_round() -> None:
+    e = engine(not_proposer(engine(None)))
+    e.start()
+    proposer = e.proposer(1, 0)
+    for n in range(50):
+        feed(e, Proposal(1, 0, b"v%d" % n, b"v%d-bytes" % n, -1, proposer))
+    assert len(e.rounds[0].proposals) == PROPOSALS_PER_ROUND_MAX

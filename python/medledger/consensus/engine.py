@@ -47,6 +47,8 @@ BYTES_PER_VALUE_MAX = 4
 """Messages for rounds further ahead of ours than this are dropped (bounded memory)."""
 HEIGHTS_AHEAD_MAX = 4
 """Messages for heights further ahead than this are dropped; catch-up handles the rest."""
+PROPOSALS_PER_ROUND_MAX = 4
+"""Distinct values an equivocating proposer can make a validator hold in one round."""
 BUFFERED_MESSAGES_MAX = 4096
 BUFFERED_BYTES_PER_VALIDATOR = 32 * 1024 * 1024
 """What one validator's messages for future heights may hold (a proposal carries its
@@ -241,7 +243,10 @@ class Tally:
 
 @dataclass
 class RoundState:
-    proposal: Proposal | None = None
+    proposal: Proposal | None = None  # the first: what this validator prevotes on
+    # Every proposal of the round by value id: an equivocating proposer may sign several,
+    # and a quorum of precommits (or prevotes) for any of them counts (lines 36 and 49).
+    proposals: dict[bytes, Proposal] = field(default_factory=dict)
     prevotes: Tally = field(default_factory=Tally)
     precommits: Tally = field(default_factory=Tally)
     senders: set[int] = field(default_factory=set)
@@ -455,16 +460,20 @@ class Engine:
             return False
         if not -1 <= proposal.valid_round < proposal.round:
             return False
-        if state.proposal is not None:
-            if state.proposal.value_id != proposal.value_id:
-                outputs.append(Equivocation(state.proposal, proposal))
-                return False
-            if state.proposal.value == proposal.value or self._valid(state.proposal):
+        held = state.proposals.get(proposal.value_id)
+        if held is not None:
+            if held.value == proposal.value or self._valid(held):
                 return False
             # Other bytes under the same id, and those held first are not a valid value
             # (a copy with tampered bytes arrived first): judge these on their own, so a
             # tampered copy cannot make the genuine value undecidable.
-        state.proposal = proposal
+        elif state.proposal is not None:
+            outputs.append(Equivocation(state.proposal, proposal))
+            if len(state.proposals) >= PROPOSALS_PER_ROUND_MAX:
+                return False
+        state.proposals[proposal.value_id] = proposal
+        if state.proposal is None or state.proposal.value_id == proposal.value_id:
+            state.proposal = proposal
         return True
 
     def _accept_vote(self, state: RoundState, vote: Vote, outputs: list[Output]) -> bool:
@@ -524,14 +533,12 @@ class Engine:
     def _line_49_decide(self, outputs: list[Output]) -> bool:
         """A proposal with a precommit quorum, in any round of this height, is decided."""
         for round_, state in sorted(self.rounds.items()):
-            proposal = state.proposal
-            if (
-                proposal is not None
-                and self._quorum(state.precommits.power_for.get(proposal.value_id, 0))
-                and self._valid(proposal)
-            ):
-                self._decide(round_, proposal, outputs)
-                return True
+            for proposal in state.proposals.values():
+                if self._quorum(
+                    state.precommits.power_for.get(proposal.value_id, 0)
+                ) and self._valid(proposal):
+                    self._decide(round_, proposal, outputs)
+                    return True
         return False
 
     def _line_55_skip_round(self, outputs: list[Output]) -> bool:
@@ -578,14 +585,17 @@ class Engine:
 
     def _line_36_lock(self, outputs: list[Output]) -> bool:
         current = self._round(self.round)
-        proposal = current.proposal
-        if (
-            proposal is None
-            or self.step < Step.PREVOTE
-            or current.prevote_quorum_seen
-            or not self._quorum(current.prevotes.power_for.get(proposal.value_id, 0))
-            or not self._valid(proposal)
-        ):
+        if self.step < Step.PREVOTE or current.prevote_quorum_seen:
+            return False
+        proposal = next(
+            (
+                p
+                for p in current.proposals.values()
+                if self._quorum(current.prevotes.power_for.get(p.value_id, 0)) and self._valid(p)
+            ),
+            None,
+        )
+        if proposal is None:
             return False
         current.prevote_quorum_seen = True
         if self.step == Step.PREVOTE:
