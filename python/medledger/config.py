@@ -25,6 +25,8 @@ class NodeConfig:
     block_txs_max: int = 8_000
     mempool_txs_max: int = 200_000
     mempool_bytes_max: int = 128 * 1024 * 1024
+    # One key's share of the ordinary lane: a quarter, so no signer holds the whole pool.
+    mempool_signer_txs_max: int = 50_000
     submit_batch_txs_max: int = 4_096
     message_bytes_max: int = 16 * 1024 * 1024
     expiry_horizon_blocks: int = 10_000

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medledger.app import Application
+from medledger.app.channels import time_critical
 from medledger.app.state import CHANNELS, MemoryState
 from medledger.channels.signing import ZERO_DIGEST, initial_state, sign_state
 from medledger.client import TxBuilder
@@ -777,3 +778,57 @@ def test_channels_conserve_money_and_pay_out_only_states_both_signed(data: st.Da
             assert pending == state_zero or (channel.payer, channel.payee, pending) in good
         if channel.status == channels_pb2.CHANNEL_STATUS_SETTLED:
             assert channel.payer_paid_micros + channel.payee_paid_micros == channel.deposit_micros
+
+
+def test_only_a_transaction_the_state_would_accept_in_time_is_time_critical() -> None:
+    """The mempool's reserved lane (issue 15, case 10) takes challenges, settlements and
+    a payee's close only when the committed state would accept them: nobody can fill it
+    with transactions that fail."""
+    payer, payee = SigningKey.generate(), SigningKey.generate()
+    closing = channels_pb2.Channel(
+        channel_id=b"\x01" * 16,
+        payer=payer.public_key,
+        payee=payee.public_key,
+        status=channels_pb2.CHANNEL_STATUS_CLOSING,
+        challenge_end_height=20,
+    )
+    opened = channels_pb2.Channel(
+        channel_id=b"\x02" * 16,
+        payer=payer.public_key,
+        payee=payee.public_key,
+        status=channels_pb2.CHANNEL_STATUS_OPEN,
+    )
+    state = MemoryState(
+        [
+            (CHANNELS, closing.channel_id, closing.SerializeToString()),
+            (CHANNELS, opened.channel_id, opened.SerializeToString()),
+        ]
+    )
+
+    def challenge(channel_id: bytes) -> tx_pb2.TransactionBody:
+        signed = channels_pb2.SignedChannelState(
+            state=channels_pb2.ChannelState(channel_id=channel_id, sequence=3).SerializeToString()
+        )
+        return tx_pb2.TransactionBody(challenge_channel=channels_pb2.ChallengeChannel(state=signed))
+
+    def settle(channel_id: bytes) -> tx_pb2.TransactionBody:
+        return tx_pb2.TransactionBody(
+            settle_channel=channels_pb2.SettleChannel(channel_id=channel_id)
+        )
+
+    def force_close(channel_id: bytes) -> tx_pb2.TransactionBody:
+        return tx_pb2.TransactionBody(
+            force_close_channel=channels_pb2.ForceCloseChannel(channel_id=channel_id)
+        )
+
+    anyone = SigningKey.generate().public_key
+    assert time_critical(state, challenge(closing.channel_id), anyone, 20)
+    assert not time_critical(state, challenge(closing.channel_id), anyone, 21)  # window over
+    assert not time_critical(state, challenge(opened.channel_id), anyone, 5)  # not closing
+    assert not time_critical(state, challenge(b"\x09" * 16), anyone, 5)  # no such channel
+    assert time_critical(state, settle(closing.channel_id), anyone, 25)
+    assert not time_critical(state, settle(opened.channel_id), anyone, 25)
+    assert time_critical(state, force_close(opened.channel_id), payee.public_key, 5)
+    assert not time_critical(state, force_close(opened.channel_id), payer.public_key, 5)
+    transfer = tx_pb2.TransactionBody(transfer=tx_pb2.Transfer(to=anyone, amount_micros=1))
+    assert not time_critical(state, transfer, anyone, 5)

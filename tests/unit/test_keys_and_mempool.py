@@ -13,8 +13,8 @@ from medledger.client import TxBuilder
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.keys import KeyFileError, load_key, save_key
-from medledger.node.mempool import Mempool, PendingTx
-from medledger.wire.v1 import tx_pb2
+from medledger.node.mempool import URGENT_PER_CHANNEL_MAX, Mempool, PendingTx
+from medledger.wire.v1 import channels_pb2, tx_pb2
 
 
 def test_a_key_file_is_written_0600_and_reads_back(tmp_path: Path) -> None:
@@ -109,5 +109,67 @@ def test_a_block_takes_only_what_fits_its_byte_budget() -> None:
         taken = pool.take(10, 2 * each + each // 2)
         assert [int.from_bytes(p.tx_id, "big") for p in taken] == [1, 2]
         assert [int.from_bytes(p.tx_id, "big") for p in pool.peek(10, 10**6)] == [3, 4, 5]
+
+    asyncio.run(scenario())
+
+
+def challenge(n: int, channel: bytes) -> PendingTx:
+    tx = TxBuilder(SigningKey.from_seed(bytes([n % 250 + 2]) * 32), "c").sign(
+        tx_pb2.TransactionBody(
+            challenge_channel=channels_pb2.ChallengeChannel(
+                state=channels_pb2.SignedChannelState(
+                    state=channels_pb2.ChannelState(channel_id=channel).SerializeToString()
+                )
+            )
+        ),
+        expiry_height=10,
+        tx_id=(10_000 + n).to_bytes(16, "big"),
+    )
+    body = tx_pb2.TransactionBody.FromString(tx.body)
+    return PendingTx(tx, body, b"c" * 100, (10_000 + n).to_bytes(32, "big"), b"b" * 32)
+
+
+def test_time_critical_transactions_go_first_and_have_room_of_their_own() -> None:
+    """A flood of ordinary transactions must not delay a challenge past its window."""
+
+    async def scenario() -> None:
+        pool = Mempool(txs_max=3, bytes_max=10**6)
+        for n in range(1, 4):
+            pool.add(pending(n))
+        with pytest.raises(Rejected):
+            pool.add(pending(4))  # the ordinary lane is full ...
+        urgent = challenge(1, b"\x01" * 16)
+        pool.add(urgent, urgent=True)  # ... the reserved one is not
+        assert pool.peek(2, 10**6)[0] is urgent  # and blocks take it first
+        assert pool.get(urgent.tx_id) is urgent
+        assert pool.remove(urgent.tx_id) is urgent
+        assert len(pool) == 3
+
+    asyncio.run(scenario())
+
+
+def test_one_channel_cannot_fill_the_reserved_lane() -> None:
+    async def scenario() -> None:
+        pool = Mempool(txs_max=10, bytes_max=10**6)
+        channel = b"\x02" * 16
+        for n in range(URGENT_PER_CHANNEL_MAX):
+            pool.add(challenge(n, channel), urgent=True)
+        with pytest.raises(Rejected, match="time-critical lane"):
+            pool.add(challenge(99, channel), urgent=True)
+        pool.add(challenge(100, b"\x03" * 16), urgent=True)  # another channel's challenge
+
+    asyncio.run(scenario())
+
+
+def test_one_signer_cannot_hold_the_whole_pool() -> None:
+    async def scenario() -> None:
+        pool = Mempool(txs_max=100, bytes_max=10**6, signer_txs_max=2)
+        pool.add(pending(1))
+        pool.add(pending(2))
+        with pytest.raises(Rejected) as raised:
+            pool.add(pending(3))  # the same key signed all three
+        assert (raised.value.status, raised.value.field) == ("RESOURCE_EXHAUSTED", "tx.public_key")
+        pool.take(1, 10**6)
+        pool.add(pending(3))  # room again once one left
 
     asyncio.run(scenario())

@@ -12,11 +12,11 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from medledger.app.accounts import BALANCE_MAX
 from medledger.app.outcome import TxOutcome
-from medledger.app.state import CHANNELS, BlockState
+from medledger.app.state import CHANNELS, BlockState, StateReader
 from medledger.channels.signing import (
     CHANNEL_ID_BYTES,
     PREIMAGE_BYTES,
@@ -446,3 +446,47 @@ def settle_channel(
     pending = channel.pending_state
     _record_reveals(channel, pending, msg.preimages, height)
     _pay_out(state, height, channel)
+
+
+def time_critical(
+    reader: StateReader, body: tx_pb2.TransactionBody, signer: bytes, height: int
+) -> bool:
+    """Whether `body` must not wait behind ordinary transactions: a challenge of a
+    channel still in its challenge window at `height`, a settlement of a closing
+    channel, or a payee's close of an open channel (it claims a lock before it expires).
+    Only what the current state would accept qualifies, so nobody can fill the mempool's
+    reserved lane with transactions that would fail."""
+    kind = body.WhichOneof("kind")
+    if kind not in ("challenge_channel", "settle_channel", "force_close_channel"):
+        return False
+    channel_id = channel_id_of(body)
+    raw = reader.get(CHANNELS, channel_id) if channel_id else None
+    if raw is None:
+        return False
+    channel = channels_pb2.Channel.FromString(raw)
+    if kind == "challenge_channel":
+        return channel.status == CLOSING and height <= channel.challenge_end_height
+    if kind == "settle_channel":
+        return channel.status == CLOSING
+    return channel.status == OPEN and signer == channel.payee
+
+
+def channel_id_of(body: tx_pb2.TransactionBody) -> bytes:
+    """The channel a channel transaction acts on; empty for other kinds (a challenge
+    names it inside the state both parties signed)."""
+    kind = body.WhichOneof("kind")
+    if kind == "challenge_channel":
+        try:
+            state = channels_pb2.ChannelState.FromString(body.challenge_channel.state.state)
+        except DecodeError:
+            return b""
+        return bytes(state.channel_id)
+    if kind in ("open_channel", "top_up_channel", "force_close_channel", "settle_channel"):
+        return bytes(getattr(body, kind).channel_id)
+    if kind == "close_channel":
+        try:
+            state = channels_pb2.ChannelState.FromString(body.close_channel.state.state)
+        except DecodeError:
+            return b""
+        return bytes(state.channel_id)
+    return b""

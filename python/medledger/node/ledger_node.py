@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from medledger import __version__
 from medledger._core import admit_batch
 from medledger.app import Application
+from medledger.app.channels import time_critical
 from medledger.block import (
     TX_BYTES_MAX,
     assemble_block,
@@ -152,7 +153,9 @@ class LedgerNode:
         self.store = ChainStore(home.data, config.lmdb_map_size_bytes)
         self.store.init_genesis(genesis)
         self.app = Application(self.chain_id, config.expiry_horizon_blocks)
-        self.mempool = Mempool(config.mempool_txs_max, config.mempool_bytes_max)
+        self.mempool = Mempool(
+            config.mempool_txs_max, config.mempool_bytes_max, config.mempool_signer_txs_max
+        )
         # Taken from the mempool, not yet durable: still answers resubmissions.
         self.in_flight: dict[bytes, PendingTx] = {}
         self.new_block = asyncio.Condition()
@@ -262,7 +265,8 @@ class LedgerNode:
             waiter = known.wait() if wait else None
             return Admitted(pending=waiter, tx_id=body.tx_id, tx_hash=tx_hash)
         pending = PendingTx(tx, body, encoded, tx_hash, body_hash)
-        self.mempool.add(pending)
+        urgent = time_critical(snapshot, body, tx.public_key, self.head.height + 1)
+        self.mempool.add(pending, urgent=urgent)
         waiter = pending.wait() if wait else None
         return Admitted(pending=waiter, tx_id=body.tx_id, tx_hash=tx_hash)
 

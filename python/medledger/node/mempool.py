@@ -1,4 +1,10 @@
-"""Admitted transactions waiting for a block, with count and byte limits."""
+"""Admitted transactions waiting for a block, with count and byte limits.
+
+Two lanes. Time-critical transactions (a challenge inside its window, a settlement, a
+payee claiming a lock; see `medledger.app.channels.time_critical`) wait in a reserved
+lane that blocks take first and that has room of its own, so no burst of ordinary
+transactions can push them past a challenge window. Ordinary ones wait first in, first
+out, with a quota per signer so that one key cannot hold the whole pool."""
 
 from __future__ import annotations
 
@@ -7,11 +13,17 @@ import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from medledger.app.channels import channel_id_of
 from medledger.errors import Rejected
 from medledger.wire.v1 import envelope_pb2, tx_pb2
 
 __all__ = ["Mempool", "PendingTx"]
 
+URGENT_TXS_MAX = 10_000
+"""Room of the reserved lane (beside the ordinary limit)."""
+URGENT_PER_CHANNEL_MAX = 4
+"""Time-critical transactions one channel may have waiting: anyone may submit a
+challenge with a state both parties signed, so the lane bounds copies per channel."""
 FRAMING_BYTES = 8
 """What a transaction adds to a block's encoding beyond its own bytes (tag and length)."""
 
@@ -26,6 +38,7 @@ class PendingTx:
     tx_hash: bytes
     body_hash: bytes
     waiters: list[asyncio.Future[tx_pb2.Receipt]] = field(default_factory=list)
+    added_at: int = 0  # the mempool's count of additions when this one was added
 
     @property
     def tx_id(self) -> bytes:
@@ -51,29 +64,41 @@ class PendingTx:
 class Mempool:
     """FIFO of admitted transactions. Full means `RESOURCE_EXHAUSTED`, never unbounded."""
 
-    def __init__(self, txs_max: int, bytes_max: int) -> None:
+    def __init__(self, txs_max: int, bytes_max: int, signer_txs_max: int | None = None) -> None:
         self.txs_max = txs_max
         self.bytes_max = bytes_max
+        self.signer_txs_max = signer_txs_max if signer_txs_max is not None else txs_max
         self._txs: OrderedDict[bytes, PendingTx] = OrderedDict()
+        self._urgent: OrderedDict[bytes, PendingTx] = OrderedDict()
+        self._by_signer: dict[bytes, int] = {}  # ordinary transactions waiting per signer
+        self._by_channel: dict[bytes, int] = {}  # urgent transactions waiting per channel
         self._by_hash: dict[bytes, PendingTx] = {}
         self._bytes = 0
         self.added = 0  # transactions ever added: tells a caller what a call added
         self.not_empty = asyncio.Event()
 
     def __len__(self) -> int:
-        return len(self._txs)
+        return len(self._txs) + len(self._urgent)
 
     @property
     def size_bytes(self) -> int:
         return self._bytes
 
     def get(self, tx_id: bytes) -> PendingTx | None:
-        return self._txs.get(tx_id)
+        return self._txs.get(tx_id) or self._urgent.get(tx_id)
 
     def by_hash(self, tx_hash: bytes) -> PendingTx | None:
         return self._by_hash.get(tx_hash)
 
-    def add(self, pending: PendingTx) -> None:
+    def add(self, pending: PendingTx, *, urgent: bool = False) -> None:
+        """Queues an admitted transaction; `urgent` puts it in the reserved lane (the
+        caller decides, from the committed state). A full lane or an exhausted quota is
+        RESOURCE_EXHAUSTED."""
+        assert pending.tx_id not in self._txs, "admission checks for duplicates first"
+        assert pending.tx_id not in self._urgent, "admission checks for duplicates first"
+        if urgent:
+            self._add_urgent(pending)
+            return
         if len(self._txs) >= self.txs_max:
             raise Rejected(
                 "RESOURCE_EXHAUSTED", "mempool", f"full at {self.txs_max} transactions; retry later"
@@ -82,20 +107,49 @@ class Mempool:
             raise Rejected(
                 "RESOURCE_EXHAUSTED", "mempool", f"full at {self.bytes_max} bytes; retry later"
             )
-        assert pending.tx_id not in self._txs, "admission checks for duplicates first"
+        signer = pending.tx.public_key
+        held = self._by_signer.get(signer, 0)
+        if held >= self.signer_txs_max:
+            raise Rejected(
+                "RESOURCE_EXHAUSTED",
+                "tx.public_key",
+                f"this signer already has {held} transactions waiting; retry later",
+            )
+        self._by_signer[signer] = held + 1
         self._txs[pending.tx_id] = pending
+        self._track(pending)
+
+    def _add_urgent(self, pending: PendingTx) -> None:
+        channel = _channel_of(pending)
+        waiting = self._by_channel.get(channel, 0)
+        if len(self._urgent) >= URGENT_TXS_MAX or waiting >= URGENT_PER_CHANNEL_MAX:
+            raise Rejected(
+                "RESOURCE_EXHAUSTED", "mempool", "the time-critical lane is full; retry later"
+            )
+        self._by_channel[channel] = waiting + 1
+        self._urgent[pending.tx_id] = pending
+        self._track(pending)
+
+    def _track(self, pending: PendingTx) -> None:
         self._by_hash[pending.tx_hash] = pending
         self._bytes += len(pending.encoded)
         self.added += 1
+        pending.added_at = self.added
         self.not_empty.set()
 
     def remove(self, tx_id: bytes) -> PendingTx | None:
         pending = self._txs.pop(tx_id, None)
         if pending is not None:
-            self._forget_hash(pending)
-            self._bytes -= len(pending.encoded)
-            if not self._txs:
-                self.not_empty.clear()
+            _decrement(self._by_signer, pending.tx.public_key)
+        else:
+            pending = self._urgent.pop(tx_id, None)
+            if pending is None:
+                return None
+            _decrement(self._by_channel, _channel_of(pending))
+        self._forget_hash(pending)
+        self._bytes -= len(pending.encoded)
+        if not self._txs and not self._urgent:
+            self.not_empty.clear()
         return pending
 
     def _forget_hash(self, pending: PendingTx) -> None:
@@ -106,7 +160,14 @@ class Mempool:
         """The `count` most recently added transactions still waiting, oldest first."""
         if count <= 0:
             return []
-        return list(itertools.islice(reversed(self._txs.values()), count))[::-1]
+        waiting = sorted(
+            itertools.chain(
+                itertools.islice(reversed(self._txs.values()), count),
+                itertools.islice(reversed(self._urgent.values()), count),
+            ),
+            key=lambda p: p.added_at,
+        )
+        return waiting[-count:]
 
     def peek(self, count_max: int, bytes_max: int) -> list[PendingTx]:
         """The oldest transactions that fit a block of `count_max` transactions and
@@ -114,7 +175,7 @@ class Mempool:
         transactions stay for the next one)."""
         chosen: list[PendingTx] = []
         size = 0
-        for pending in self._txs.values():
+        for pending in itertools.chain(self._urgent.values(), self._txs.values()):
             size += pending.block_bytes
             if len(chosen) == count_max or size > bytes_max:
                 break
@@ -127,3 +188,15 @@ class Mempool:
         for pending in taken:
             self.remove(pending.tx_id)
         return taken
+
+
+def _channel_of(pending: PendingTx) -> bytes:
+    return channel_id_of(pending.body)
+
+
+def _decrement(counts: dict[bytes, int], key: bytes) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
