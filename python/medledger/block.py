@@ -42,6 +42,7 @@ __all__ = [
     "block_hash",
     "block_id",
     "block_tx_hashes",
+    "encode_block",
     "make_commit",
     "tx_hash",
     "validate_block",
@@ -79,6 +80,25 @@ def assemble_block(
         proposer=proposer,
     )
     return envelope_pb2.Block(header=header, txs=txs)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    """One protobuf length-delimited field: tag, varint length, payload."""
+    out = bytearray([field << 3 | 2])
+    length = len(payload)
+    while length >= 0x80:
+        out.append(length & 0x7F | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out) + payload
+
+
+def encode_block(header: bytes, encoded_txs: Sequence[bytes]) -> bytes:
+    """An encoded Block (field 1 the header, field 2 each transaction) from parts already
+    encoded, without decoding them again. With canonical parts (the header as protobuf
+    serialises it, each transaction's canonical encoding) the block is canonical: the
+    only form validation accepts."""
+    return _length_delimited(1, header) + b"".join(_length_delimited(2, tx) for tx in encoded_txs)
 
 
 def make_commit(

@@ -136,10 +136,11 @@ def test_a_signed_proposal_reaches_the_engine_only_with_the_bytes_its_id_names(
     )
     block = envelope_pb2.Block.FromString(value)
     block.txs[0].CopyFrom(sign_transaction(key, CHAIN_ID, transfer_body(b"\x0c" * 16)))
-    for other in (block.SerializeToString(), b"\x0a\xff\xff", b""):
+    padded = value + b"\xfa\x3e\x04junk"  # an unknown field: the same parts, the same hashes
+    for other in (block.SerializeToString(), padded, b"\x0a\xff\xff", b""):
         driver.receive(to_wire(dataclasses.replace(signed, value=other)))
     assert driver.inputs.empty()
-    assert driver.unbound_proposals == 3  # the empty one rebuilds, compact, to no block
+    assert driver.unbound_proposals == 4  # the empty one rebuilds, compact, to no block
     driver.receive(to_wire(signed))
     assert driver.inputs.qsize() == 1
 

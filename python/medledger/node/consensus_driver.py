@@ -24,7 +24,7 @@ import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from medledger.app.application import check_body
-from medledger.block import assemble_block, block_hash, block_id, validate_block
+from medledger.block import assemble_block, block_hash, block_id, encode_block, validate_block
 from medledger.client.sync import channel_options
 from medledger.config import NodeConfig
 from medledger.consensus import (
@@ -118,23 +118,6 @@ def to_wire(
             signature=message.signature,
         )
     )
-
-
-def _length_delimited(field: int, payload: bytes) -> bytes:
-    """One protobuf length-delimited field: tag, varint length, payload."""
-    out = bytearray([field << 3 | 2])
-    length = len(payload)
-    while length >= 0x80:
-        out.append(length & 0x7F | 0x80)
-        length >>= 7
-    out.append(length)
-    return bytes(out) + payload
-
-
-def block_bytes(header: bytes, encoded_txs: list[bytes]) -> bytes:
-    """An encoded Block (field 1 the header, field 2 each transaction) from parts already
-    encoded, without decoding them again."""
-    return _length_delimited(1, header) + b"".join(_length_delimited(2, tx) for tx in encoded_txs)
 
 
 def from_wire(message: peer_pb2.PeerMessage) -> Proposal | Vote | None:
@@ -305,7 +288,7 @@ class ConsensusDriver:
             if pending is None:
                 return None
             encoded.append(pending.encoded)
-        return block_bytes(proposal.header, encoded)
+        return encode_block(proposal.header, encoded)
 
     def _fetch_proposal(self, proposal: Proposal) -> None:
         """Asks the proposer for the whole block of a compact proposal (once at a time per
@@ -488,7 +471,9 @@ class ConsensusDriver:
         )
         header = block.header.SerializeToString()
         value_id = block_hash(header)
-        value = block.SerializeToString()
+        # The canonical encodings, not the transactions as clients sent them (which may
+        # carry unknown fields): validation accepts only a canonical block.
+        value = encode_block(header, [p.encoded for p in pending])
         self._entries[value_id] = [TxEntry.of(p) for p in pending]
         self._blocks[value_id] = value
         self._compact[value_id] = (header, [p.tx_hash for p in pending])

@@ -23,6 +23,7 @@ from medledger.block import (
     TX_BYTES_MAX,
     assemble_block,
     block_tx_hashes,
+    encode_block,
     make_commit,
     validate_block,
 )
@@ -348,7 +349,8 @@ class LedgerNode:
             chain_id=self.chain_id, header=block.header, round=0, signers=[(self.index, self.key)]
         )
         entries = [TxEntry.of(p) for p in batch]
-        await self.commit_block(block.SerializeToString(), commit.SerializeToString(), entries)
+        value = encode_block(block.header.SerializeToString(), [p.encoded for p in batch])
+        await self.commit_block(value, commit.SerializeToString(), entries)
 
     async def commit_block(
         self, block_bytes: bytes, commit_bytes: bytes, entries: list[TxEntry] | None = None

@@ -139,6 +139,20 @@ pub struct ValidatedBlock {
     pub tx_signatures_verified: usize,
 }
 
+/// The hashes cover decoded parts, so bytes that decode to the same parts (unknown fields,
+/// another field order) would pass as the same block while carrying anything: a node
+/// would store and serve an attacker's padding under an honest block. Only the canonical
+/// encoding is accepted.
+fn check_canonical<M: Message>(field: &str, decoded: &M, bytes: &[u8]) -> Result<()> {
+    if decoded.encode_to_vec() != bytes {
+        return Err(Error::invalid_block(
+            field,
+            "is not in its canonical encoding (unknown fields, or fields out of order)",
+        ));
+    }
+    Ok(())
+}
+
 fn expect_eq<T: PartialEq + std::fmt::Debug>(field: &str, expected: &T, actual: &T) -> Result<()> {
     if expected == actual {
         Ok(())
@@ -328,6 +342,7 @@ pub fn block_id(block_bytes: &[u8]) -> Result<Hash> {
         ));
     }
     let block: Block = wire::decode("block", block_bytes)?;
+    check_canonical("block", &block, block_bytes)?;
     let header = block
         .header
         .as_ref()
@@ -383,9 +398,13 @@ pub fn validate_block(
         }
     }
     let block: Block = wire::decode("block", block_bytes)?;
+    check_canonical("block", &block, block_bytes)?;
     let commit: Option<CommitCertificate> = commit_bytes
         .map(|bytes| wire::decode("commit", bytes))
         .transpose()?;
+    if let (Some(commit), Some(bytes)) = (&commit, commit_bytes) {
+        check_canonical("commit", commit, bytes)?;
+    }
     let header = block
         .header
         .as_ref()

@@ -378,3 +378,25 @@ fn other_transactions_under_a_header_have_no_block_id() {
         "header"
     );
 }
+
+#[test]
+fn padded_block_or_commit_bytes_are_refused_though_their_hashes_match() {
+    // An unknown field appended to honest bytes decodes to the same parts and hashes the
+    // same: a relayer could make nodes store anything under an honest block.
+    let fixture = Fixture::new(4);
+    let (block, commit) = valid(&fixture, 3);
+    let mut padded = block.encode_to_vec();
+    padded.extend_from_slice(&[0xfa, 0x3e, 0x04, b'j', b'u', b'n', b'k']); // field 999, 4 bytes
+    assert_eq!(field_of(&block_id(&padded).unwrap_err()), "block");
+    let error = validate_block(&padded, Some(&commit.encode_to_vec()), &expectations(&fixture)).unwrap_err();
+    assert_eq!(field_of(&error), "block");
+    let mut padded_commit = commit.encode_to_vec();
+    padded_commit.extend_from_slice(&[0xfa, 0x3e, 0x00]);
+    let error = validate_block(
+        &block.encode_to_vec(),
+        Some(&padded_commit),
+        &expectations(&fixture),
+    )
+    .unwrap_err();
+    assert_eq!(field_of(&error), "commit");
+}
