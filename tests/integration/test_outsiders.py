@@ -1,19 +1,25 @@
 """A stranger on a validator's port, with real processes on 127.0.0.1: unsigned peer
-messages change nothing (issue 15, case 4), and oversized gossip is dropped (case 6)."""
+messages change nothing (issue 15, case 4), oversized gossip is dropped (case 6), and a
+Byzantine validator cannot starve a lagging one's catch-up."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 
 from medledger.client import LedgerClient, TxBuilder
+from medledger.consensus import Vote, VoteType
+from medledger.consensus.messages import sign_bytes
 from medledger.keys import load_key
 from medledger.network import free_base_port, init_network, network_homes
+from medledger.node.consensus_driver import to_wire
 from medledger.node.launcher import NodeProcess, start_node
 from medledger.wire.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc, tx_pb2
 from tests.integration.conftest import stop_all
@@ -91,5 +97,82 @@ def test_a_gossip_batch_over_the_limit_is_dropped_whole(tmp_path: Path) -> None:
                     tx_pb2.TransactionBody.FromString(txs[0].body).tx_id, timeout_s=30
                 )
                 assert receipt.status == tx_pb2.TX_STATUS_COMMITTED
+    finally:
+        stop_all(*nodes)
+
+
+class SilentValidator(peer_pb2_grpc.PeerServiceServicer):
+    """A Byzantine validator's PeerService: takes everything, answers no block."""
+
+    async def Push(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        async for _ in request_iterator:
+            pass
+        return peer_pb2.PushAck()
+
+    async def GetBlocks(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        await asyncio.sleep(3600)
+        yield peer_pb2.BlockWithCommit()
+
+    async def GetProposal(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        await context.abort(grpc.StatusCode.NOT_FOUND, "block_hash: not held")
+
+
+def test_a_validator_that_signs_far_ahead_and_serves_no_block_cannot_starve_catch_up(
+    tmp_path: Path,
+) -> None:
+    """Validator 3 turns Byzantine: it signs votes for a height far ahead, so a validator
+    that fell behind asks it for blocks, and it never answers. The one behind must still
+    catch up from the honest ones, and the chain go on (found by the review)."""
+    init_network(tmp_path, CHAIN_ID, VALIDATORS, free_base_port(VALIDATORS), 10**12)
+    homes = network_homes(tmp_path, VALIDATORS)
+    nodes: list[NodeProcess | None] = []
+    try:
+        for home in homes:
+            nodes.append(start_node(home.root, home.load_config().listen))
+        live = [n for n in nodes if n is not None]
+        addresses = [n.address for n in live]
+        assert live[0] is not None
+        live[0].stop()  # validator 0 falls behind while the others go on
+        start = height(addresses[1])
+        deadline = time.monotonic() + 60
+        while height(addresses[1]) < start + 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        live[3].kill()  # validator 3 becomes the silent Byzantine one
+        frozen = height(addresses[1])
+        byzantine_key = load_key(homes[3].validator_key)
+
+        async def scenario() -> int:
+            server = grpc.aio.server()
+            peer_pb2_grpc.add_PeerServiceServicer_to_server(SilentValidator(), server)
+            server.add_insecure_port(addresses[3])
+            await server.start()
+            nodes[0] = await asyncio.to_thread(start_node, homes[0].root, addresses[0])
+
+            async def far_ahead() -> AsyncIterator[peer_pb2.PeerMessage]:
+                for n in range(600):
+                    vote = Vote(VoteType.PREVOTE, 10**9 + n, 0, None, 3)
+                    signature = byzantine_key.sign(sign_bytes(CHAIN_ID, vote))
+                    yield to_wire(dataclasses.replace(vote, signature=signature))
+                    await asyncio.sleep(0.05)
+
+            async with grpc.aio.insecure_channel(addresses[0]) as channel:
+                push = peer_pb2_grpc.PeerServiceStub(channel).Push(far_ahead(), timeout=40)
+                caught_up = 0
+                for _ in range(300):  # up to 30 s
+                    caught_up = await asyncio.to_thread(height, addresses[0])
+                    if caught_up >= frozen:
+                        break
+                    await asyncio.sleep(0.1)
+                push.cancel()
+            await server.stop(0)
+            return caught_up
+
+        assert asyncio.run(scenario()) >= frozen
+        # With validator 0 back, 0, 1 and 2 are a quorum again: the chain goes on.
+        deadline = time.monotonic() + 60
+        while height(addresses[1]) < frozen + 2:
+            assert time.monotonic() < deadline, "the chain did not resume"
+            time.sleep(0.2)
     finally:
         stop_all(*nodes)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from medledger.consensus.messages import guard_step, sign_bytes, signer, with_si
 from medledger.crypto import verify
 from medledger.errors import MedledgerError, Rejected
 from medledger.node.ledger_node import LedgerNode, TxEntry, rejected_receipt
+from medledger.node.mempool import FRAMING_BYTES
 from medledger.node.peers import PeerLink
 from medledger.wire.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc
 
@@ -60,6 +62,10 @@ CATCH_UP_BYTES_MAX = 64 * 1024 * 1024
 CATCH_UP_TIMEOUT_S = 30.0
 CATCH_UP_RETRY_S = 2.0
 """A peer is asked again for blocks at most this often, whatever it signs."""
+CATCH_UP_IDLE_S = 5.0
+"""A fetch ends when its next block takes longer than this."""
+CATCH_UP_EVIDENCE_S = 10.0
+"""How long a signed message for a later height keeps its sender a candidate to ask."""
 FETCH_PROPOSAL_TIMEOUT_S = 5.0
 
 
@@ -178,6 +184,7 @@ class ConsensusDriver:
         self._tasks: list[asyncio.Task[None]] = []
         self._fetching_blocks: asyncio.Task[None] | None = None
         self._asked_at: dict[int, float] = {}  # peer -> when it was last asked for blocks
+        self._ahead: dict[int, float] = {}  # peer -> when it last signed a later height
         self.unbound_proposals = 0  # dropped: bytes that are not the block the id names
         self.dropped_gossip = 0  # gossip batches over the count limit
         node.on_admitted = self._queue_gossip
@@ -568,16 +575,29 @@ class ConsensusDriver:
                 self._broadcast(peer_pb2.PeerMessage(txs=peer_pb2.TxGossip(txs=chunk)))
 
     def _catch_up_from(self, peer: int) -> None:
-        """Fetches the blocks this node misses from `peer`, beside the consensus loop
-        (which goes on voting meanwhile): one fetch at a time, each peer asked at most
-        every CATCH_UP_RETRY_S, every call deadline-bound. The loop commits what arrives."""
-        now = time.monotonic()
-        if (
-            peer not in self.peers
-            or (self._fetching_blocks is not None and not self._fetching_blocks.done())
-            or now - self._asked_at.get(peer, -CATCH_UP_RETRY_S) < CATCH_UP_RETRY_S
-        ):
+        """`peer` signed a message for a height past ours: fetch the blocks this node
+        misses, beside the consensus loop (which goes on voting meanwhile)."""
+        if peer in self.peers:
+            self._ahead[peer] = time.monotonic()
+            self._next_fetch()
+
+    def _next_fetch(self) -> None:
+        """One fetch at a time, from the peer seen ahead (within CATCH_UP_EVIDENCE_S) that
+        was asked longest ago, none more often than every CATCH_UP_RETRY_S: a Byzantine
+        validator that signs far ahead and never answers cannot keep the honest ones from
+        being asked."""
+        if self._fetching_blocks is not None and not self._fetching_blocks.done():
             return
+        now = time.monotonic()
+        candidates = [
+            peer
+            for peer, seen in self._ahead.items()
+            if now - seen < CATCH_UP_EVIDENCE_S
+            and now - self._asked_at.get(peer, -CATCH_UP_RETRY_S) >= CATCH_UP_RETRY_S
+        ]
+        if not candidates:
+            return
+        peer = min(candidates, key=lambda p: (self._asked_at.get(p, -math.inf), p))
         self._asked_at[peer] = now
         self._fetching_blocks = asyncio.get_running_loop().create_task(self._fetch_blocks(peer))
 
@@ -592,15 +612,22 @@ class ConsensusDriver:
                 request = peer_pb2.GetBlocksRequest(
                     from_height=start + 1, count_max=CATCH_UP_BLOCKS_MAX
                 )
-                async for item in stub.GetBlocks(request, timeout=CATCH_UP_TIMEOUT_S):
+                call = stub.GetBlocks(request, timeout=CATCH_UP_TIMEOUT_S)
+                # Each block must come within CATCH_UP_IDLE_S, and no more than asked.
+                while len(blocks) < CATCH_UP_BLOCKS_MAX and size <= CATCH_UP_BYTES_MAX:
+                    item = await asyncio.wait_for(call.read(), CATCH_UP_IDLE_S)
+                    if not isinstance(item, peer_pb2.BlockWithCommit):
+                        break  # grpc.aio.EOF: the peer sent all it has
                     blocks.append(item)
-                    size += item.ByteSize()
-                    if size > CATCH_UP_BYTES_MAX:
-                        break
-        except grpc.RpcError as error:
-            log.warning("fetching blocks from peer %d failed: %s", peer, error)
+                    size += item.ByteSize() + FRAMING_BYTES
+                call.cancel()
+        except (grpc.RpcError, TimeoutError) as error:
+            log.warning("fetching blocks from peer %d failed: %r", peer, error)
         if blocks:
             self._offer(Fetched(peer, blocks))
+        else:
+            # Nothing from this one: another peer seen ahead is asked next, at once.
+            asyncio.get_running_loop().call_soon(self._next_fetch)
 
     async def _commit_fetched(self, fetched: Fetched) -> list[Output]:
         """Commits fetched blocks that extend this node's chain (each validated with its
@@ -615,6 +642,7 @@ class ConsensusDriver:
             except (MedledgerError, ProtobufDecodeError) as error:
                 log.warning("a block from peer %d does not commit: %s", fetched.peer, error)
                 break
+        self._next_fetch()  # more to fetch if peers are still seen ahead
         if self.node.head.height == start:
             return []
         log.info("caught up from height %d to %d", start, self.node.head.height)
