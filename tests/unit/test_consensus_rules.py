@@ -490,3 +490,18 @@ def test_an_equivocating_proposer_is_held_to_a_few_values_per_round() -> None:
     for n in range(50):
         feed(e, Proposal(1, 0, b"v%d" % n, b"v%d-bytes" % n, -1, proposer))
     assert len(e.rounds[0].proposals) == PROPOSALS_PER_ROUND_MAX
+
+
+def test_an_equivocator_cannot_grow_a_tally_with_votes_for_values_nobody_proposed() -> None:
+    """Each of its votes for another value used to be kept (found by the review: 200,000
+    signed junk prevotes, 58 MiB). Beyond its first vote it keeps, per round and type,
+    votes for nil and for values proposed at this height, and one more as proof."""
+    e = engine(not_proposer(engine(None)))
+    e.start()
+    feed(e, proposal(e, A))
+    outputs = feed(e, *(prevote(0, b"junk-%d" % n) for n in range(2_000)))
+    assert len(e.rounds[0].prevotes.votes) == 2  # the first, and one as proof
+    assert sum(isinstance(o, Equivocation) for o in outputs) == 1
+    feed(e, prevote(0, A), prevote(0, None))  # a proposed value and nil still count
+    assert e.rounds[0].prevotes.power_for[A] == 1
+    assert e.rounds[0].prevotes.power_for[None] == 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -220,18 +220,27 @@ class Tally:
     def __init__(self) -> None:
         self.votes: dict[tuple[int, bytes | None], Vote] = {}
         self.first: dict[int, Vote] = {}  # each validator's first vote here
+        self.stray: set[int] = set()  # validators with one vote kept for an unknown value
         self.power_for: dict[bytes | None, int] = {}
         self.power_any = 0
 
-    def add(self, vote: Vote, power: int) -> tuple[bool, Vote | None]:
+    def add(
+        self, vote: Vote, power: int, known: Callable[[bytes | None], bool] = lambda _: True
+    ) -> tuple[bool, Vote | None]:
         """Counts `vote`. Returns whether it was new, and the validator's earlier vote
-        for another value if it equivocates."""
+        for another value if it equivocates. An equivocator's further votes are kept
+        only for values `known` (nil, a proposal of this height, our lock) and one more
+        as proof: it cannot make the tally grow with votes for values nobody proposed."""
         key = (vote.validator, vote.value_id)
         if key in self.votes:
             return False, None  # a duplicate
+        earlier = self.first.get(vote.validator)
+        if earlier is not None and not known(vote.value_id):
+            if vote.validator in self.stray:
+                return False, None
+            self.stray.add(vote.validator)
         self.votes[key] = vote
         self.power_for[vote.value_id] = self.power_for.get(vote.value_id, 0) + power
-        earlier = self.first.get(vote.validator)
         if earlier is None:
             self.first[vote.validator] = vote
             self.power_any += power
@@ -308,6 +317,7 @@ class Engine:
         # covers only the id, so other bytes under a known id must be judged on their own.
         self._validity: dict[tuple[bytes, bytes], bool] = {}
         self._judged: dict[bytes, int] = {}  # value id -> distinct byte strings judged
+        self._proposed: set[bytes] = set()  # ids of the proposals accepted at this height
 
     def _round(self, round_: int) -> RoundState:
         state = self.rounds.get(round_)
@@ -472,13 +482,14 @@ class Engine:
             if len(state.proposals) >= PROPOSALS_PER_ROUND_MAX:
                 return False
         state.proposals[proposal.value_id] = proposal
+        self._proposed.add(proposal.value_id)
         if state.proposal is None or state.proposal.value_id == proposal.value_id:
             state.proposal = proposal
         return True
 
     def _accept_vote(self, state: RoundState, vote: Vote, outputs: list[Output]) -> bool:
         tally = state.prevotes if vote.type == VoteType.PREVOTE else state.precommits
-        added, earlier = tally.add(vote, self.powers[vote.validator])
+        added, earlier = tally.add(vote, self.powers[vote.validator], self._known)
         if earlier is not None:
             outputs.append(Equivocation(earlier, vote))
         return added
@@ -526,6 +537,15 @@ class Engine:
     def _prevote_power(self, round_: int, value_id: bytes | None) -> int:
         state = self.rounds.get(round_)
         return 0 if state is None else state.prevotes.power_for.get(value_id, 0)
+
+    def _known(self, value_id: bytes | None) -> bool:
+        """Nil, a value proposed at this height, or the one this validator holds."""
+        return (
+            value_id is None
+            or value_id in self._proposed
+            or (self.valid_value is not None and self.valid_value[0] == value_id)
+            or (self.locked_value is not None and self.locked_value[0] == value_id)
+        )
 
     def _locked_on(self, value_id: bytes) -> bool:
         return self.locked_value is not None and self.locked_value[0] == value_id
