@@ -98,10 +98,14 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_node_start(args: argparse.Namespace) -> None:
+    from medledger.consensus.guard import GuardFileError  # noqa: PLC0415
     from medledger.node.process import run_node  # noqa: PLC0415 - grpc only when serving
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    failure = asyncio.run(run_node(Home(args.home), args.listen))
+    try:
+        failure = asyncio.run(run_node(Home(args.home), args.listen))
+    except GuardFileError as error:
+        raise CliError(str(error)) from None
     if failure is not None:
         raise CliError(f"node stopped: {failure}")
 

@@ -6,11 +6,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from medledger.block import BLOCK_BYTES_MAX
+from medledger.block import BLOCK_BYTES_MAX, TX_BYTES_MAX
 
 __all__ = ["DEFAULT_LISTEN", "Home", "NodeConfig"]
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
+PEER_MESSAGE_BYTES_MAX = 16 * 1024 * 1024
+"""The message limit of the channels peers and the SDK open (medledger.client.sync)."""
 BLOCK_HEADROOM_BYTES = 1024 * 1024
 """Room a block leaves for its header and for the messages that carry it whole (a
 proposal, a GetBlocks answer) inside the gRPC message limit."""
@@ -41,6 +43,20 @@ class NodeConfig:
     resend_interval_ms: int = 500
     peer_queue_max: int = 10_000
     empty_block_interval_ms: int = 1_000
+
+    def __post_init__(self) -> None:
+        # Peers talk through channels limited to 16 MiB (medledger.client.sync), and a
+        # block must hold at least one transaction of the largest admissible size.
+        if self.block_tx_bytes_max < TX_BYTES_MAX + 64:
+            raise ValueError(
+                f"message_bytes_max: {self.message_bytes_max} leaves no room for a block "
+                f"(at least {BLOCK_HEADROOM_BYTES + TX_BYTES_MAX + 64} bytes)"
+            )
+        if self.message_bytes_max > PEER_MESSAGE_BYTES_MAX:
+            raise ValueError(
+                f"message_bytes_max: {self.message_bytes_max} exceeds what peers and the SDK "
+                f"accept ({PEER_MESSAGE_BYTES_MAX})"
+            )
 
     @property
     def block_tx_bytes_max(self) -> int:

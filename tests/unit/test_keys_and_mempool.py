@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from medledger.client import TxBuilder
+from medledger.config import NodeConfig
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.keys import KeyFileError, load_key, save_key
@@ -173,3 +174,11 @@ def test_one_signer_cannot_hold_the_whole_pool() -> None:
         pool.add(pending(3))  # room again once one left
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("message_bytes_max", [1024 * 1024, 1024 * 1024 + 4096, 32 * 1024 * 1024])
+def test_a_config_whose_blocks_could_not_travel_or_hold_a_transaction_is_refused(
+    message_bytes_max: int,
+) -> None:
+    with pytest.raises(ValueError, match="message_bytes_max"):
+        NodeConfig(message_bytes_max=message_bytes_max)

@@ -7,11 +7,14 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from medledger.consensus import LockState, Vote, VoteType
 from medledger.consensus.guard import (
     STEP_PRECOMMIT,
     STEP_PREVOTE,
     FileGuardStore,
+    GuardFileError,
     MemoryGuardStore,
     SigningGuard,
 )
@@ -79,3 +82,13 @@ def test_a_valid_value_whose_bytes_were_not_written_is_forgotten_not_invented(
     assert restored.lock is not None
     assert (restored.lock.locked_round, restored.lock.locked_id) == (2, b"\x01" * 32)
     assert (restored.lock.valid_round, restored.lock.valid_value) == (-1, None)
+
+
+def test_a_damaged_record_stops_the_node_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "last_signed.json"
+    path.write_text('{"height": 3, "round"')  # torn
+    with pytest.raises(GuardFileError, match=r"last_signed\.json"):
+        SigningGuard(FileGuardStore(path))
+    path.write_text('{"height": 3}')
+    with pytest.raises(GuardFileError, match="damaged"):
+        SigningGuard(FileGuardStore(path))

@@ -11,12 +11,13 @@ import grpc
 from medledger.block import ValidatorSet
 from medledger.client.errors import from_rpc_error, translated_errors
 from medledger.client.proofs import verify_transaction_proof
+from medledger.config import PEER_MESSAGE_BYTES_MAX
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
 
 __all__ = ["LedgerClient"]
 
 DEFAULT_TIMEOUT_S = 30.0
-MESSAGE_BYTES_MAX = 16 * 1024 * 1024
+MESSAGE_BYTES_MAX = PEER_MESSAGE_BYTES_MAX
 POLL_INTERVAL_S = 0.05
 
 

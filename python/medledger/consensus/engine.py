@@ -42,9 +42,9 @@ __all__ = [
 ]
 
 ROUNDS_AHEAD_MAX = 32
+"""Messages for rounds further ahead of ours than this are dropped (bounded memory)."""
 BYTES_PER_VALUE_MAX = 4
 """Distinct byte strings under one value id validated per height; more are invalid."""
-"""Messages for rounds further ahead of ours than this are dropped (bounded memory)."""
 HEIGHTS_AHEAD_MAX = 4
 """Messages for heights further ahead than this are dropped; catch-up handles the rest."""
 PROPOSALS_PER_ROUND_MAX = 4

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from medledger.consensus.engine import LockState, Vote, VoteType
 from medledger.crypto import sha256
 
-__all__ = ["FileGuardStore", "MemoryGuardStore", "SignedRecord", "SigningGuard"]
+__all__ = ["FileGuardStore", "GuardFileError", "MemoryGuardStore", "SignedRecord", "SigningGuard"]
 
 # Steps in the order a validator signs them within a round.
 STEP_PROPOSAL = 0
@@ -64,6 +64,18 @@ class MemoryGuardStore:
         self.record = record
 
 
+class GuardFileError(Exception):
+    """The signing guard's record is unreadable. The node must not start: signing without
+    it could contradict what this validator signed before the damage."""
+
+    def __init__(self, path: Path, cause: Exception) -> None:
+        super().__init__(
+            f"{path}: the signing guard's record is damaged ({cause!r}); the node will not "
+            "sign without it. Restore it from a backup, or, only if this validator has "
+            "signed nothing at this height, remove it"
+        )
+
+
 def _write_durably(path: Path, data: bytes) -> None:
     """Replaces `path` atomically with `data` (mode 0600), fsynced, directory included."""
     temporary = path.with_name(path.name + ".tmp")
@@ -94,14 +106,19 @@ class FileGuardStore:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
-        lock = data.get("lock")
-        return SignedRecord(
-            int(data["height"]),
-            int(data["round"]),
-            int(data["step"]),
-            bytes.fromhex(data["digest"]),
-            self._load_lock(lock) if lock is not None else None,
-        )
+        except ValueError as error:
+            raise GuardFileError(self.path, error) from error
+        try:
+            lock = data.get("lock")
+            return SignedRecord(
+                int(data["height"]),
+                int(data["round"]),
+                int(data["step"]),
+                bytes.fromhex(data["digest"]),
+                self._load_lock(lock) if lock is not None else None,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise GuardFileError(self.path, error) from error
 
     def _load_lock(self, lock: dict[str, Any]) -> LockState:
         valid_id = bytes.fromhex(lock["valid_id"])

@@ -506,7 +506,7 @@ class ConsensusDriver:
         if entries is None:
             try:
                 entries = self.node.block_entries(value)
-            except MedledgerError:
+            except (MedledgerError, ProtobufDecodeError):
                 return None
         for index, entry in enumerate(entries):
             try:
