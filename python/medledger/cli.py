@@ -31,7 +31,7 @@ from medledger.cli_support import CliError, client_key, hex_bytes, node_address
 from medledger.config import DEFAULT_LISTEN, Home, NodeConfig
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
-from medledger.genesis import Allocation, Genesis, GenesisValidator
+from medledger.genesis import DEFAULT_MIN_CHALLENGE_BLOCKS, Allocation, Genesis, GenesisValidator
 from medledger.keys import KeyFileError, load_key, save_key
 from medledger.wire.v1 import tx_pb2
 
@@ -55,6 +55,7 @@ def init_home(
     fund_micros: int = DEFAULT_FUND_MICROS,
     *,
     extra_allocations: Sequence[Allocation] = (),
+    min_challenge_blocks: int = DEFAULT_MIN_CHALLENGE_BLOCKS,
 ) -> Genesis:
     """Creates a one-validator home: keys (mode 0600), genesis with a funded client
     account (and `extra_allocations`), and config."""
@@ -69,6 +70,7 @@ def init_home(
         genesis_time_ms=int(time.time() * 1000),
         validators=(GenesisValidator("validator-0", validator.public_key, 10),),
         allocations=(Allocation(client.public_key, fund_micros), *extra_allocations),
+        min_challenge_blocks=min_challenge_blocks,
     )
     genesis.validator_set()
     home.genesis.write_text(genesis.to_json())
@@ -82,7 +84,12 @@ def cmd_init(args: argparse.Namespace) -> None:
 
         try:
             genesis = init_network(
-                args.home, args.chain_id, args.validators, args.base_port, args.fund_micros
+                args.home,
+                args.chain_id,
+                args.validators,
+                args.base_port,
+                args.fund_micros,
+                min_challenge_blocks=args.min_challenge_blocks,
             )
         except FileExistsError as error:
             raise CliError(str(error)) from error
@@ -90,7 +97,13 @@ def cmd_init(args: argparse.Namespace) -> None:
         print(f"start them with: medledger devnet up --home {args.home}")
         return
     home = Home(args.home)
-    genesis = init_home(home, args.chain_id, args.listen, args.fund_micros)
+    genesis = init_home(
+        home,
+        args.chain_id,
+        args.listen,
+        args.fund_micros,
+        min_challenge_blocks=args.min_challenge_blocks,
+    )
     print(f"initialised {home.root} for chain {genesis.chain_id}")
     print(f"  validator key  {home.validator_key}")
     print(f"  client key     {home.keys_dir / 'client.json'} (funded {args.fund_micros} micros)")
@@ -303,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
         "--validators", type=int, default=1, help="with N > 1: homes node0..nodeN-1, one genesis"
     )
     init.add_argument("--base-port", type=int, default=7070, help="first port of a network")
+    init.add_argument(
+        "--min-challenge-blocks",
+        type=int,
+        default=DEFAULT_MIN_CHALLENGE_BLOCKS,
+        help="shortest challenge window a channel may have (genesis)",
+    )
     init.set_defaults(run=cmd_init)
 
     node = commands.add_parser("node", help="run a node").add_subparsers(

@@ -16,6 +16,10 @@ from medledger.crypto import sha256
 __all__ = ["Allocation", "Genesis", "GenesisValidator"]
 
 
+DEFAULT_MIN_CHALLENGE_BLOCKS = 10
+"""A new chain's shortest channel challenge window (`Genesis.min_challenge_blocks`)."""
+
+
 @dataclass(frozen=True)
 class GenesisValidator:
     name: str
@@ -35,6 +39,9 @@ class Genesis:
     genesis_time_ms: int
     validators: tuple[GenesisValidator, ...]
     allocations: tuple[Allocation, ...] = field(default=())
+    # The shortest challenge window a channel may have: a payee needs that many blocks to
+    # answer an old state, even under load. 1 (no minimum) when a genesis names none.
+    min_challenge_blocks: int = 1
 
     def validator_set(self) -> ValidatorSet:
         return ValidatorSet([(v.public_key, v.power) for v in self.validators])
@@ -45,6 +52,8 @@ class Genesis:
             validator["public_key"] = validator["public_key"].hex()
         for allocation in data["allocations"]:
             allocation["owner"] = allocation["owner"].hex()
+        if data["min_challenge_blocks"] == 1:
+            del data["min_challenge_blocks"]  # genesis files written before it keep their hash
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -61,7 +70,10 @@ class Genesis:
                 Allocation(bytes.fromhex(a["owner"]), int(a["balance_micros"]))
                 for a in data.get("allocations", [])
             ),
+            min_challenge_blocks=int(data.get("min_challenge_blocks", 1)),
         )
+        if genesis.min_challenge_blocks < 1:
+            raise ValueError("genesis min_challenge_blocks: must be at least 1")
         genesis.validator_set()  # validates keys and powers
         for allocation in genesis.allocations:
             if len(allocation.owner) != 32 or not 0 <= allocation.balance_micros < 2**64:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medledger.config import Home, NodeConfig
 from medledger.crypto import SigningKey
-from medledger.genesis import Allocation, Genesis, GenesisValidator
+from medledger.genesis import DEFAULT_MIN_CHALLENGE_BLOCKS, Allocation, Genesis, GenesisValidator
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_node
 
@@ -58,6 +58,7 @@ def init_network(
     fund_micros: int,
     *,
     extra_allocations: Sequence[Allocation] = (),
+    min_challenge_blocks: int = DEFAULT_MIN_CHALLENGE_BLOCKS,
 ) -> Genesis:
     """Homes for `validators` validators under `root` (node0, node1, …): each with its own
     validator key and funded client key, one shared genesis (which also funds
@@ -79,6 +80,7 @@ def init_network(
             *(Allocation(client.public_key, fund_micros) for client in clients),
             *extra_allocations,
         ),
+        min_challenge_blocks=min_challenge_blocks,
     )
     genesis.validator_set()
     addresses = [f"127.0.0.1:{base_port + i}" for i in range(validators)]

@@ -42,9 +42,15 @@ class RunningNode:
         self.process = start_node(self.home.root)
 
 
+MIN_CHALLENGE_BLOCKS = 2
+"""The channel tests close within a few blocks; a real chain's minimum is longer."""
+
+
 def launch(root: Path) -> RunningNode:
     home = Home(root)
-    genesis = init_home(home, CHAIN_ID, listen="127.0.0.1:0")
+    genesis = init_home(
+        home, CHAIN_ID, listen="127.0.0.1:0", min_challenge_blocks=MIN_CHALLENGE_BLOCKS
+    )
     process = start_node(home.root)
     try:
         payer = load_key(home.keys_dir / "client.json")

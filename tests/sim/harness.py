@@ -8,6 +8,7 @@ socket, so a seed replays exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import random
@@ -245,6 +246,9 @@ class SimNode:
 
     def start(self) -> None:
         self.handle(self.engine.start())
+        last = self.guard.last
+        if last is not None and last.vote is not None and last.height == self.engine.height:
+            self.handle([SendVote(last.vote)])  # as the node does after a crash
 
     def handle(self, outputs: list[Output]) -> None:
         for output in outputs:
@@ -263,8 +267,9 @@ class SimNode:
         to_sign = sign_bytes(CHAIN_ID, message)
         step = guard_step(message)
         lock = self.engine.lock_state()
+        vote = dataclasses.replace(message, signature=b"") if isinstance(message, Vote) else None
         if self.honest and not self.guard.permit(
-            message.height, message.round, step, to_sign, lock
+            message.height, message.round, step, to_sign, lock=lock, vote=vote
         ):
             self.sim.guard_refusals += 1
             return

@@ -3,6 +3,8 @@ checks that name the field."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from medledger.app import Application
@@ -10,7 +12,8 @@ from medledger.app.state import MemoryState
 from medledger.client import TxBuilder
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
-from medledger.wire.v1 import ledger_pb2, tx_pb2
+from medledger.genesis import Genesis, GenesisValidator
+from medledger.wire.v1 import channels_pb2, ledger_pb2, tx_pb2
 
 CHAIN = "app-test"
 ALICE, BOB, CAROL = (SigningKey.from_seed(bytes([i]) * 32) for i in (1, 2, 3))
@@ -167,3 +170,37 @@ def test_admission_names_the_field_that_is_wrong(edit, field: str, status: str) 
     with pytest.raises(Rejected) as raised:
         Application(CHAIN, 1000).check_tx(decoded, next_height=5, signer=ALICE.public_key)
     assert (raised.value.field, raised.value.status) == (field, status)
+
+
+def test_a_channel_window_below_the_genesis_minimum_is_refused_at_admission_and_in_blocks() -> None:
+    """Issue 15, case 10: a payee needs enough blocks to answer an old state."""
+    app = Application(CHAIN, 1000, min_challenge_blocks=10)
+    payer = SigningKey.generate()
+    body = tx_pb2.TransactionBody(
+        chain_id=CHAIN,
+        tx_id=b"\x01" * 16,
+        expiry_height=50,
+        open_channel=channels_pb2.OpenChannel(
+            channel_id=b"\x02" * 16,
+            payee=SigningKey.generate().public_key,
+            deposit_micros=100,
+            challenge_blocks=9,
+        ),
+    )
+    with pytest.raises(Rejected) as refused:
+        app.check_tx(body, 1, payer.public_key)
+    assert refused.value.field == "body.open_channel.challenge_blocks"
+    result = app.finalize_block(1, bytes(32), MemoryState([]), [(payer.public_key, body)])
+    assert result.outcomes[0].code == tx_pb2.RESULT_CODE_MALFORMED
+    body.open_channel.challenge_blocks = 10
+    app.check_tx(body, 1, payer.public_key)  # the minimum itself is fine
+
+
+def test_a_genesis_keeps_its_hash_when_it_names_no_minimum_window() -> None:
+    """Genesis files written before min_challenge_blocks existed hash as before (their
+    hash is the app hash at height 0 of chains already running)."""
+    base = Genesis(CHAIN, 1, (GenesisValidator("v", SigningKey.generate().public_key, 1),))
+    assert "min_challenge_blocks" not in base.to_json()
+    strict = dataclasses.replace(base, min_challenge_blocks=10)
+    assert Genesis.from_json(strict.to_json()).min_challenge_blocks == 10
+    assert Genesis.from_json(base.to_json()).hash() == base.hash() != strict.hash()

@@ -16,9 +16,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from medledger.api.channels import ChannelServicer, Context
 from medledger.channels.payee import Payee
-from medledger.channels.rules import LockedPayments, UpdateParts, next_state
+from medledger.channels.rules import ChannelRuleError, LockedPayments, UpdateParts, next_state
 from medledger.channels.signing import initial_state, sign_channel_request, sign_state
 from medledger.channels.store import ChannelStore, Write
 from medledger.client.channels import payment
@@ -146,4 +148,27 @@ def test_a_stream_cancelled_while_its_lock_is_written_still_reveals_the_lock(
     assert set(kinds) == {"resolved", "ack"}
     assert kinds["resolved"].resolved == resolved[0]
     assert kinds["ack"].ack.sequence == 1
+    store.close()
+
+
+def test_a_payee_refuses_a_channel_whose_window_is_shorter_than_it_needs(tmp_path: Path) -> None:
+    """Issue 15, case 10: a payee needs enough blocks to answer a close with an old
+    state; it serves no channel whose challenge window is shorter (real LMDB store)."""
+    payer, payee_key = SigningKey.generate(), SigningKey.generate()
+    ledger = OneChannel(payer.public_key, payee_key.public_key)  # a 10-block window
+    store = ChannelStore(tmp_path / "channels")
+
+    async def ask(minimum: int) -> list[bytes]:
+        payee = Payee(payee_key, CHAIN_ID, store, ledger, min_challenge_blocks=minimum)
+        return await payee.invoices(
+            sign_channel_request(
+                channels_pb2.InvoiceRequest(channel_id=CHANNEL_ID, count=1), payer, CHAIN_ID
+            )
+        )
+
+    with pytest.raises(ChannelRuleError) as refused:
+        asyncio.run(ask(20))
+    assert (refused.value.status, refused.value.field) == ("FAILED_PRECONDITION", "channel_id")
+    assert "shorter than the 20" in refused.value.reason
+    assert len(asyncio.run(ask(10))) == 1
     store.close()

@@ -185,7 +185,13 @@ def test_a_restarted_validator_keeps_its_lock_and_prevotes_nil_for_a_conflicting
         assert (engine.locked_round, engine.locked_value and engine.locked_value[0]) == (0, x_id)
         assert {v.validator for v in engine.evidence()} >= {0}  # the quorum it locked on
         assert len(engine.evidence()) == 3
+        # Its last vote, the precommit for X, is signed again (to the same bytes: the
+        # guard allows only that) and sent again, for peers that missed it.
+        resumed = driver._resume
+        assert resumed == Vote(VoteType.PRECOMMIT, 1, 0, x_id, 0)
         await driver._handle(engine.start())
+        await driver._handle([SendVote(resumed)])
+        assert any(m.vote.type == VoteType.PRECOMMIT for m in driver.sent)
         await driver._handle(engine.on_timeout(Timeout(Step.PRECOMMIT, 1, 0)))
         assert engine.round == 1
         y_id, y = proposal(driver, [sign_transaction(key, CHAIN_ID, transfer_body(b"\x0e" * 16))])

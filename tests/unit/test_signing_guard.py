@@ -56,14 +56,14 @@ def test_the_lock_state_and_its_evidence_survive_a_restart_from_disk(tmp_path: P
         for validator in (0, 2, 3)
     )
     lock = LockState(7, 3, 2, value_id, 2, (value_id, value), evidence)
-    assert SigningGuard(FileGuardStore(path)).permit(7, 3, STEP_PREVOTE, b"nil", lock)
+    assert SigningGuard(FileGuardStore(path)).permit(7, 3, STEP_PREVOTE, b"nil", lock=lock)
     restored = SigningGuard(FileGuardStore(path)).last
     assert restored is not None
     assert restored.lock == lock
     assert stat.S_IMODE(os.stat(path.with_name(path.name + ".value")).st_mode) == 0o600
     # A new valid value replaces the bytes beside the record; the lock id is kept apart.
     other = LockState(7, 4, 2, value_id, 4, (b"\x02" * 32, b"newer"), ())
-    assert SigningGuard(FileGuardStore(path)).permit(7, 4, STEP_PREVOTE, b"nil", other)
+    assert SigningGuard(FileGuardStore(path)).permit(7, 4, STEP_PREVOTE, b"nil", lock=other)
     assert SigningGuard(FileGuardStore(path)).last.lock == other  # type: ignore[union-attr]
 
 
@@ -75,7 +75,7 @@ def test_a_valid_value_whose_bytes_were_not_written_is_forgotten_not_invented(
     the lock (safety) is kept."""
     path = tmp_path / "last_signed.json"
     lock = LockState(7, 3, 2, b"\x01" * 32, 2, (b"\x01" * 32, b"bytes"), ())
-    SigningGuard(FileGuardStore(path)).permit(7, 3, STEP_PREVOTE, b"nil", lock)
+    SigningGuard(FileGuardStore(path)).permit(7, 3, STEP_PREVOTE, b"nil", lock=lock)
     path.with_name(path.name + ".value").write_bytes(b"\x09" * 32 + b"other")
     restored = SigningGuard(FileGuardStore(path)).last
     assert restored is not None

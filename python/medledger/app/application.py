@@ -101,13 +101,28 @@ def check_body(body: tx_pb2.TransactionBody, chain_id: str, signer: bytes) -> No
 class Application:
     """The healthcare ledger's rules, behind an ABCI-like boundary."""
 
-    def __init__(self, chain_id: str, expiry_horizon_blocks: int) -> None:
+    def __init__(
+        self, chain_id: str, expiry_horizon_blocks: int, *, min_challenge_blocks: int = 1
+    ) -> None:
         self.chain_id = chain_id
         self.expiry_horizon_blocks = expiry_horizon_blocks
+        self.min_challenge_blocks = min_challenge_blocks
+
+    def _check_genesis_rules(self, body: tx_pb2.TransactionBody) -> None:
+        """Rules the genesis sets for this chain."""
+        if (
+            body.WhichOneof("kind") == "open_channel"
+            and body.open_channel.challenge_blocks < self.min_challenge_blocks
+        ):
+            raise _invalid(
+                "body.open_channel.challenge_blocks",
+                f"below this chain's minimum of {self.min_challenge_blocks} blocks",
+            )
 
     def check_tx(self, body: tx_pb2.TransactionBody, next_height: int, signer: bytes) -> None:
         """Admission: stateless rules and expiry. Raises `Rejected` naming the field."""
         check_body(body, self.chain_id, signer)
+        self._check_genesis_rules(body)
         if body.expiry_height < next_height:
             raise Rejected(
                 "FAILED_PRECONDITION",
@@ -141,6 +156,7 @@ class Application:
     ) -> TxOutcome:
         try:
             check_body(body, self.chain_id, signer)
+            self._check_genesis_rules(body)
         except Rejected as rejected:
             return TxOutcome(tx_pb2.RESULT_CODE_MALFORMED, str(rejected))
         if body.expiry_height < height:

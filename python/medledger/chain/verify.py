@@ -41,7 +41,9 @@ def verify_chain(
 ) -> ChainReport:
     """Checks every block from 1 to the head; reports the first broken height."""
     validators = genesis.validator_set()
-    app = Application(genesis.chain_id, expiry_horizon_blocks=0)
+    app = Application(
+        genesis.chain_id, expiry_horizon_blocks=0, min_challenge_blocks=genesis.min_challenge_blocks
+    )
     state = MemoryState(genesis_writes(genesis))
     parent_hash, app_hash = bytes(32), genesis.hash()
     head = store.head

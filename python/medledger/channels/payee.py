@@ -116,10 +116,14 @@ class Payee:
         *,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         router: Router | None = None,
+        min_challenge_blocks: int = 1,
     ) -> None:
-        """`router`: set when this payee is a hub that forwards routed payments."""
+        """`router`: set when this payee is a hub that forwards routed payments.
+        `min_challenge_blocks`: channels with a shorter challenge window are refused (a
+        payee needs that long to answer a close with an old state)."""
         self.key = key
         self.chain_id = chain_id
+        self.min_challenge_blocks = min_challenge_blocks
         self.store = store
         self.ledger = ledger
         self.commit = GroupCommit(store)
@@ -179,6 +183,13 @@ class Payee:
             raise ChannelRuleError("NOT_FOUND", "channel_id", "no channel to this payee")
         if on_chain.status != channels_pb2.CHANNEL_STATUS_OPEN:
             raise ChannelRuleError("FAILED_PRECONDITION", "channel_id", "the channel is not open")
+        if on_chain.challenge_blocks < self.min_challenge_blocks:
+            raise ChannelRuleError(
+                "FAILED_PRECONDITION",
+                "channel_id",
+                f"its challenge window of {on_chain.challenge_blocks} blocks is shorter than "
+                f"the {self.min_challenge_blocks} this payee needs to answer an old state",
+            )
         local = channels_pb2.LocalChannel(
             channel_id=channel_id,
             payer=on_chain.payer,

@@ -39,6 +39,9 @@ class SignedRecord:
     step: int
     digest: bytes
     lock: LockState | None = None
+    # The vote signed (its signature left out): after a crash it is signed again, to the
+    # same bytes (Ed25519 is deterministic), and sent again, for the peers that missed it.
+    vote: Vote | None = None
 
     @property
     def position(self) -> tuple[int, int, int]:
@@ -62,6 +65,29 @@ class MemoryGuardStore:
 
     def save(self, record: SignedRecord) -> None:
         self.record = record
+
+
+def _vote_to_json(vote: Vote) -> dict[str, Any]:
+    return {
+        "type": int(vote.type),
+        "height": vote.height,
+        "round": vote.round,
+        "value_id": None if vote.value_id is None else vote.value_id.hex(),
+        "validator": vote.validator,
+        "signature": vote.signature.hex(),
+    }
+
+
+def _vote_from_json(data: dict[str, Any]) -> Vote:
+    value_id = data["value_id"]
+    return Vote(
+        VoteType(int(data["type"])),
+        int(data["height"]),
+        int(data["round"]),
+        None if value_id is None else bytes.fromhex(value_id),
+        int(data["validator"]),
+        bytes.fromhex(data["signature"]),
+    )
 
 
 class GuardFileError(Exception):
@@ -109,13 +135,14 @@ class FileGuardStore:
         except ValueError as error:
             raise GuardFileError(self.path, error) from error
         try:
-            lock = data.get("lock")
+            lock, vote = data.get("lock"), data.get("vote")
             return SignedRecord(
                 int(data["height"]),
                 int(data["round"]),
                 int(data["step"]),
                 bytes.fromhex(data["digest"]),
                 self._load_lock(lock) if lock is not None else None,
+                _vote_from_json(vote) if vote is not None else None,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise GuardFileError(self.path, error) from error
@@ -131,17 +158,7 @@ class FileGuardStore:
         if valid_id and stored[:32] == valid_id:
             valid_value = (valid_id, stored[32:])
             self._value_id = valid_id
-        evidence = tuple(
-            Vote(
-                VoteType(int(v["type"])),
-                int(v["height"]),
-                int(v["round"]),
-                bytes.fromhex(v["value_id"]),
-                int(v["validator"]),
-                bytes.fromhex(v["signature"]),
-            )
-            for v in lock.get("evidence", [])
-        )
+        evidence = tuple(_vote_from_json(v) for v in lock.get("evidence", []))
         return LockState(
             int(lock["height"]),
             int(lock["round"]),
@@ -173,18 +190,10 @@ class FileGuardStore:
                 "locked_id": lock.locked_id.hex(),
                 "valid_round": lock.valid_round,
                 "valid_id": valid_id.hex(),
-                "evidence": [
-                    {
-                        "type": int(v.type),
-                        "height": v.height,
-                        "round": v.round,
-                        "value_id": (v.value_id or b"").hex(),
-                        "validator": v.validator,
-                        "signature": v.signature.hex(),
-                    }
-                    for v in lock.evidence
-                ],
+                "evidence": [_vote_to_json(v) for v in lock.evidence],
             }
+        if record.vote is not None:
+            data["vote"] = _vote_to_json(record.vote)
         _write_durably(self.path, json.dumps(data).encode())
 
 
@@ -198,11 +207,19 @@ class SigningGuard:
         return self._last
 
     def permit(
-        self, height: int, round_: int, step: int, message: bytes, lock: LockState | None = None
+        self,
+        height: int,
+        round_: int,
+        step: int,
+        message: bytes,
+        *,
+        lock: LockState | None = None,
+        vote: Vote | None = None,
     ) -> bool:
-        """Whether `message` may be signed; if so, the permission and `lock` (the
-        engine's lock state as the message leaves) are durable on return."""
-        record = SignedRecord(height, round_, step, sha256(message), lock)
+        """Whether `message` may be signed; if so, the permission, `lock` (the engine's
+        lock state as the message leaves) and `vote` (the message, when it is a vote) are
+        durable on return."""
+        record = SignedRecord(height, round_, step, sha256(message), lock, vote)
         last = self._last
         if last is not None:
             if record.position < last.position:

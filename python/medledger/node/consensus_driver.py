@@ -174,8 +174,12 @@ class ConsensusDriver:
         self.engine = Engine(
             [power for _, power in members], node.index, self, timeouts, node.head.height + 1
         )
-        if guard.last is not None and guard.last.lock is not None:
-            self.engine.restore(guard.last.lock)
+        last = guard.last
+        if last is not None and last.lock is not None:
+            self.engine.restore(last.lock)
+        # This validator's last vote, if it was for the height it resumes at: peers that
+        # missed it before the crash hear it again (it may complete their quorum).
+        self._resume = last.vote if last is not None and last.height == self.engine.height else None
         self.inputs: asyncio.Queue[Input] = asyncio.Queue(INPUTS_MAX)
         self.sent: list[peer_pb2.PeerMessage] = []  # our signed messages of this height
         # Proposals of this height by block hash: the transactions as decoded (only for
@@ -367,6 +371,9 @@ class ConsensusDriver:
 
     async def _run(self) -> None:
         await self._handle(self.engine.start())
+        if self._resume is not None:
+            await self._handle([SendVote(self._resume)])
+            self._resume = None
         while True:
             item = await self.inputs.get()
             if isinstance(item, Inbound):
@@ -435,7 +442,10 @@ class ConsensusDriver:
         # The lock state goes to disk with the permission, before the signature exists:
         # a validator restarted after this vote resumes bound by the same lock.
         lock = self.engine.lock_state()
-        if not self.guard.permit(message.height, message.round, step, to_sign, lock):
+        vote = dataclasses.replace(message, signature=b"") if isinstance(message, Vote) else None
+        if not self.guard.permit(
+            message.height, message.round, step, to_sign, lock=lock, vote=vote
+        ):
             log.warning("signing guard refused %s", message)
             return None
         return with_signature(message, self.node.key.sign(to_sign))

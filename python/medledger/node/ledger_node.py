@@ -153,7 +153,11 @@ class LedgerNode:
         self.solo = len(members) == 1
         self.store = ChainStore(home.data, config.lmdb_map_size_bytes)
         self.store.init_genesis(genesis)
-        self.app = Application(self.chain_id, config.expiry_horizon_blocks)
+        self.app = Application(
+            self.chain_id,
+            config.expiry_horizon_blocks,
+            min_challenge_blocks=genesis.min_challenge_blocks,
+        )
         self.mempool = Mempool(
             config.mempool_txs_max, config.mempool_bytes_max, config.mempool_signer_txs_max
         )

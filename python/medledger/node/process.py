@@ -62,7 +62,11 @@ async def run_node(home: Home, listen: str | None = None) -> str | None:
         key = load_key(organisation_key)
         vault = Vault(node, key, VaultStore(home.root / "vault"))
         payee = Payee(
-            key, node.chain_id, ChannelStore(home.root / "channels"), NodeChannelLedger(node)
+            key,
+            node.chain_id,
+            ChannelStore(home.root / "channels"),
+            NodeChannelLedger(node),
+            min_challenge_blocks=genesis.min_challenge_blocks,
         )
         watcher = ChannelWatcher(node, payee)
     server, port, health = await serve(node, listen or config.listen, driver, vault, payee)
