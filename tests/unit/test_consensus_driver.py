@@ -191,7 +191,7 @@ def test_a_restarted_validator_keeps_its_lock_and_prevotes_nil_for_a_conflicting
         assert resumed == Vote(VoteType.PRECOMMIT, 1, 0, x_id, 0)
         await driver._handle(engine.start())
         await driver._handle([SendVote(resumed)])
-        assert any(m.vote.type == VoteType.PRECOMMIT for m in driver.sent)
+        assert any(m.vote.type == envelope_pb2.VOTE_TYPE_PRECOMMIT for m in driver.sent)
         await driver._handle(engine.on_timeout(Timeout(Step.PRECOMMIT, 1, 0)))
         assert engine.round == 1
         y_id, y = proposal(driver, [sign_transaction(key, CHAIN_ID, transfer_body(b"\x0e" * 16))])
