@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from medledger.cli import init_home
 from medledger.client import LedgerClient
 from medledger.config import Home
+from medledger.errors import Rejected
 from medledger.keys import load_key
 from medledger.node.launcher import start_node
 from medledger.tx import sign_transaction
@@ -61,5 +62,36 @@ def test_a_node_whose_block_production_dies_says_so_and_exits_non_zero(tmp_path:
         logged = "CRITICAL medledger.node.supervisor task block-producer ended: MapFullError"
         assert output.count(logged) == 1, output[-3000:]
         assert "medledger: node stopped: task block-producer ended: MapFullError" in output
+    finally:
+        node.stop()
+
+
+def test_a_node_nearly_out_of_storage_refuses_new_transactions_naming_it(
+    tmp_path: Path,
+) -> None:
+    """Before its LMDB map fills (which would stop it), a node refuses new transactions
+    with RESOURCE_EXHAUSTED on `storage`, and goes on serving what it holds."""
+    home = Home(tmp_path / "home")
+    init_home(home, CHAIN_ID, listen="127.0.0.1:0")
+    home.config.write_text(
+        replace(home.load_config(), lmdb_map_size_bytes=4 * 1024 * 1024).to_json()
+    )
+    node = start_node(home.root)
+    try:
+        key = load_key(home.keys_dir / "client.json")
+        refused = None
+        with LedgerClient(node.address) as client:
+            for n in range(200):
+                tx = sign_transaction(key, CHAIN_ID, padded_body(n + 1, 0, b"\x05" * 32))
+                try:
+                    client.submit(tx)  # waits for the commit
+                except Rejected as error:
+                    refused = error
+                    break
+            assert refused is not None, "never refused"
+            assert (refused.status, refused.field) == ("RESOURCE_EXHAUSTED", "storage")
+            assert "lmdb_map_size_bytes" in str(refused)
+            assert client.status().height > 0  # it still answers
+        assert node.process.poll() is None  # and still runs
     finally:
         node.stop()

@@ -135,6 +135,11 @@ class ChainStore:
     def close(self) -> None:
         self._env.close()
 
+    def usage(self) -> tuple[int, int]:
+        """(bytes in use, the map's size): how full the environment is."""
+        info = self._env.info()
+        return (info["last_pgno"] + 1) * self._env.stat()["psize"], info["map_size"]
+
     @property
     def initialised(self) -> bool:
         return self._head is not None

@@ -39,6 +39,9 @@ __all__ = ["Admitted", "LedgerNode", "committed_receipt", "rejected_receipt"]
 
 log = logging.getLogger(__name__)
 
+STORAGE_FULL_FRACTION = 0.95
+"""Past this share of the LMDB map in use, new transactions are refused."""
+
 STATUS_CODES = {
     "INVALID_ARGUMENT": 3,
     "NOT_FOUND": 5,
@@ -181,7 +184,24 @@ class LedgerNode:
         idempotency, mempool. One answer per transaction, in order. Transactions new to
         the mempool are handed to `on_admitted` (peer gossip) unless `gossip` is off; a
         peer's gossip has no client waiting, so no receipt future is made for it."""
+        full = self.storage_full()
+        if full is not None:
+            return [Admitted(rejected_receipt(full)) for _ in txs]
         return self.admit_prepared(self.prepare(txs), gossip=gossip)
+
+    def storage_full(self) -> Rejected | None:
+        """Why new transactions are refused while the chain's storage is nearly full: a
+        block that no longer fits would stop this node (health NOT_SERVING, exit 1), so
+        clients hear it first, naming the storage; None while there is room."""
+        used, size = self.store.usage()
+        if used <= size * STORAGE_FULL_FRACTION:
+            return None
+        return Rejected(
+            "RESOURCE_EXHAUSTED",
+            "storage",
+            f"the ledger's LMDB map is {used * 100 // size}% full ({used:,} of {size:,} "
+            "bytes); the operator must raise lmdb_map_size_bytes or free disk",
+        )
 
     def prepare(self, txs: Sequence[envelope_pb2.SignedTransaction]) -> PreparedBatch:
         """The stateless part of admission: sizes, decoding, and one Rust call for the
