@@ -5,6 +5,7 @@ Byzantine validator cannot starve a lagging one's catch-up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import grpc
 
 from medledger.client import LedgerClient, TxBuilder
+from medledger.config import Home
 from medledger.consensus import Vote, VoteType
 from medledger.consensus.messages import sign_bytes
 from medledger.keys import load_key
@@ -33,19 +35,36 @@ def height(address: str) -> int:
         return int(client.status().height)
 
 
+@contextlib.contextmanager
+def validators(root: Path) -> Iterator[tuple[list[Home], list[NodeProcess | None]]]:
+    """Four validator processes of a new network; whatever the list holds at the end
+    is stopped (a test may stop or replace one)."""
+    init_network(root, CHAIN_ID, VALIDATORS, free_base_port(VALIDATORS), 10**12)
+    homes = network_homes(root, VALIDATORS)
+    nodes: list[NodeProcess | None] = []
+    try:
+        for home in homes:
+            nodes.append(start_node(home.root, home.load_config().listen))
+        yield homes, nodes
+    finally:
+        stop_all(*nodes)
+
+
+def running(nodes: list[NodeProcess | None], index: int) -> NodeProcess:
+    node = nodes[index]
+    assert node is not None
+    return node
+
+
 def test_an_unsigned_claim_to_be_far_ahead_starts_no_catch_up(tmp_path: Path) -> None:
     """An outsider names validator 3 as the sender of messages claiming a committed height
     of 2^63. Validator 3 is frozen (SIGSTOP), so a catch-up from it would hang until its
     deadline, and without validator 0 the other two cannot commit. The chain goes on."""
-    init_network(tmp_path, CHAIN_ID, VALIDATORS, free_base_port(VALIDATORS), 10**12)
-    homes = network_homes(tmp_path, VALIDATORS)
-    nodes: list[NodeProcess] = []
-    try:
-        for home in homes:
-            nodes.append(start_node(home.root, home.load_config().listen))
-        os.kill(nodes[3].process.pid, signal.SIGSTOP)
+    with validators(tmp_path) as (_, nodes):
+        first, second, frozen = running(nodes, 0), running(nodes, 1), running(nodes, 3)
+        os.kill(frozen.process.pid, signal.SIGSTOP)
         try:
-            start = height(nodes[1].address)
+            start = height(second.address)
 
             def lies() -> Iterator[peer_pb2.PeerMessage]:
                 for _ in range(200):
@@ -54,30 +73,24 @@ def test_an_unsigned_claim_to_be_far_ahead_starts_no_catch_up(tmp_path: Path) ->
                         sender=3, committed_height=2**63, txs=peer_pb2.TxGossip()
                     )
 
-            with grpc.insecure_channel(nodes[0].address) as channel:
+            with grpc.insecure_channel(first.address) as channel:
                 peer_pb2_grpc.PeerServiceStub(channel).Push(lies(), timeout=10)
             time.sleep(6)  # empty blocks come every second; a stall would show
-            assert height(nodes[1].address) >= start + 3
-            assert height(nodes[0].address) >= start + 3
+            assert height(second.address) >= start + 3
+            assert height(first.address) >= start + 3
         finally:
-            os.kill(nodes[3].process.pid, signal.SIGCONT)
-    finally:
-        stop_all(*nodes)
+            os.kill(frozen.process.pid, signal.SIGCONT)
 
 
 def test_a_gossip_batch_over_the_limit_is_dropped_whole(tmp_path: Path) -> None:
     """Issue 15, case 6: gossip comes from anyone who reaches the port (until transport
     authentication), so its size is capped before anything is decoded or verified."""
-    init_network(tmp_path, CHAIN_ID, VALIDATORS, free_base_port(VALIDATORS), 10**12)
-    homes = network_homes(tmp_path, VALIDATORS)
-    nodes: list[NodeProcess] = []
-    try:
-        for home in homes:
-            nodes.append(start_node(home.root, home.load_config().listen))
+    with validators(tmp_path) as (homes, nodes):
+        address = running(nodes, 0).address
         payer = load_key(homes[0].keys_dir / "client.json")
         builder = TxBuilder(payer, CHAIN_ID)
         limit = homes[0].load_config().submit_batch_txs_max
-        with LedgerClient(nodes[0].address) as client:
+        with LedgerClient(address) as client:
             expiry = client.status().height + 500
         txs = [
             builder.transfer(to=payer.public_key, amount_micros=1, expiry_height=expiry)
@@ -87,18 +100,16 @@ def test_a_gossip_batch_over_the_limit_is_dropped_whole(tmp_path: Path) -> None:
         def gossip(batch: list[envelope_pb2.SignedTransaction]) -> Iterator[peer_pb2.PeerMessage]:
             yield peer_pb2.PeerMessage(sender=1, txs=peer_pb2.TxGossip(txs=batch))
 
-        with grpc.insecure_channel(nodes[0].address) as channel:
+        with grpc.insecure_channel(address) as channel:
             push = peer_pb2_grpc.PeerServiceStub(channel).Push
             push(gossip(txs), timeout=30)  # one over the limit: dropped whole
-            with LedgerClient(nodes[0].address) as client:
+            with LedgerClient(address) as client:
                 assert client.status().mempool_txs == 0
                 push(gossip(txs[:10]), timeout=30)  # within it: admitted, then committed
                 receipt = client.wait_for_commit(
                     tx_pb2.TransactionBody.FromString(txs[0].body).tx_id, timeout_s=30
                 )
                 assert receipt.status == tx_pb2.TX_STATUS_COMMITTED
-    finally:
-        stop_all(*nodes)
 
 
 class SilentValidator(peer_pb2_grpc.PeerServiceServicer):
@@ -123,22 +134,15 @@ def test_a_validator_that_signs_far_ahead_and_serves_no_block_cannot_starve_catc
     """Validator 3 turns Byzantine: it signs votes for a height far ahead, so a validator
     that fell behind asks it for blocks, and it never answers. The one behind must still
     catch up from the honest ones, and the chain go on (found by the review)."""
-    init_network(tmp_path, CHAIN_ID, VALIDATORS, free_base_port(VALIDATORS), 10**12)
-    homes = network_homes(tmp_path, VALIDATORS)
-    nodes: list[NodeProcess | None] = []
-    try:
-        for home in homes:
-            nodes.append(start_node(home.root, home.load_config().listen))
-        live = [n for n in nodes if n is not None]
-        addresses = [n.address for n in live]
-        assert live[0] is not None
-        live[0].stop()  # validator 0 falls behind while the others go on
+    with validators(tmp_path) as (homes, nodes):
+        addresses = [running(nodes, i).address for i in range(VALIDATORS)]
+        running(nodes, 0).stop()  # validator 0 falls behind while the others go on
         start = height(addresses[1])
         deadline = time.monotonic() + 60
         while height(addresses[1]) < start + 4:
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        live[3].kill()  # validator 3 becomes the silent Byzantine one
+        running(nodes, 3).kill()  # validator 3 becomes the silent Byzantine one
         frozen = height(addresses[1])
         byzantine_key = load_key(homes[3].validator_key)
 
@@ -174,5 +178,3 @@ def test_a_validator_that_signs_far_ahead_and_serves_no_block_cannot_starve_catc
         while height(addresses[1]) < frozen + 2:
             assert time.monotonic() < deadline, "the chain did not resume"
             time.sleep(0.2)
-    finally:
-        stop_all(*nodes)

@@ -475,17 +475,11 @@ def channel_id_of(body: tx_pb2.TransactionBody) -> bytes:
     """The channel a channel transaction acts on; empty for other kinds (a challenge
     names it inside the state both parties signed)."""
     kind = body.WhichOneof("kind")
-    if kind == "challenge_channel":
-        try:
-            state = channels_pb2.ChannelState.FromString(body.challenge_channel.state.state)
-        except DecodeError:
-            return b""
-        return bytes(state.channel_id)
     if kind in ("open_channel", "top_up_channel", "force_close_channel", "settle_channel"):
         return bytes(getattr(body, kind).channel_id)
-    if kind == "close_channel":
+    if kind in ("challenge_channel", "close_channel"):
         try:
-            state = channels_pb2.ChannelState.FromString(body.close_channel.state.state)
+            state = channels_pb2.ChannelState.FromString(getattr(body, kind).state.state)
         except DecodeError:
             return b""
         return bytes(state.channel_id)

@@ -328,11 +328,9 @@ fn verify_signatures(
     Ok(to_verify.len())
 }
 
-/// The value id an encoded block stands for: the hash of its header, once its
-/// transactions are checked to be those the header's `tx_root` commits to. A proposal's
-/// signature covers only the id, so a node binds the bytes to the id with this before it
-/// hands them to consensus: other bytes under a signed id are refused here.
-pub fn block_id(block_bytes: &[u8]) -> Result<Hash> {
+/// An encoded block within the limits, decoded from its canonical encoding, with a
+/// header: what both `block_id` and `validate_block` start from.
+fn decode_block(block_bytes: &[u8]) -> Result<Block> {
     if block_bytes.len() > BLOCK_BYTES_MAX {
         return Err(Error::limit(
             "block",
@@ -343,10 +341,9 @@ pub fn block_id(block_bytes: &[u8]) -> Result<Hash> {
     }
     let block: Block = wire::decode("block", block_bytes)?;
     check_canonical("block", &block, block_bytes)?;
-    let header = block
-        .header
-        .as_ref()
-        .ok_or_else(|| Error::invalid_block("header", "is missing"))?;
+    if block.header.is_none() {
+        return Err(Error::invalid_block("header", "is missing"));
+    }
     if block.txs.len() > BLOCK_TXS_MAX {
         return Err(Error::limit(
             "txs",
@@ -355,6 +352,19 @@ pub fn block_id(block_bytes: &[u8]) -> Result<Hash> {
             block.txs.len(),
         ));
     }
+    Ok(block)
+}
+
+/// The value id an encoded block stands for: the hash of its header, once its
+/// transactions are checked to be those the header's `tx_root` commits to. A proposal's
+/// signature covers only the id, so a node binds the bytes to the id with this before it
+/// hands them to consensus: other bytes under a signed id are refused here.
+pub fn block_id(block_bytes: &[u8]) -> Result<Hash> {
+    let block = decode_block(block_bytes)?;
+    let header = block
+        .header
+        .as_ref()
+        .expect("decode_block checks the header is there");
     let leaf_hashes: Vec<Hash> = block
         .txs
         .par_iter()
@@ -379,14 +389,6 @@ pub fn validate_block(
     commit_bytes: Option<&[u8]>,
     expect: &Expectations<'_>,
 ) -> Result<ValidatedBlock> {
-    if block_bytes.len() > BLOCK_BYTES_MAX {
-        return Err(Error::limit(
-            "block",
-            "BLOCK_BYTES_MAX",
-            BLOCK_BYTES_MAX,
-            block_bytes.len(),
-        ));
-    }
     if let Some(commit_bytes) = commit_bytes {
         if commit_bytes.len() > COMMIT_BYTES_MAX {
             return Err(Error::limit(
@@ -397,8 +399,7 @@ pub fn validate_block(
             ));
         }
     }
-    let block: Block = wire::decode("block", block_bytes)?;
-    check_canonical("block", &block, block_bytes)?;
+    let block = decode_block(block_bytes)?;
     let commit: Option<CommitCertificate> = commit_bytes
         .map(|bytes| wire::decode("commit", bytes))
         .transpose()?;
@@ -408,15 +409,7 @@ pub fn validate_block(
     let header = block
         .header
         .as_ref()
-        .ok_or_else(|| Error::invalid_block("header", "is missing"))?;
-    if block.txs.len() > BLOCK_TXS_MAX {
-        return Err(Error::limit(
-            "txs",
-            "BLOCK_TXS_MAX",
-            BLOCK_TXS_MAX,
-            block.txs.len(),
-        ));
-    }
+        .expect("decode_block checks the header is there");
     check_header(header, block.txs.len(), expect)?;
 
     run_with_threads(expect.threads, || {
