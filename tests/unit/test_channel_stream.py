@@ -160,11 +160,14 @@ def test_a_payee_refuses_a_channel_whose_window_is_shorter_than_it_needs(tmp_pat
 
     async def ask(minimum: int) -> list[bytes]:
         payee = Payee(payee_key, CHAIN_ID, store, ledger, min_challenge_blocks=minimum)
-        return await payee.invoices(
-            sign_channel_request(
-                channels_pb2.InvoiceRequest(channel_id=CHANNEL_ID, count=1), payer, CHAIN_ID
+        payee.start()
+        try:
+            request = channels_pb2.InvoiceRequest(channel_id=CHANNEL_ID, count=1)
+            return await asyncio.wait_for(
+                payee.invoices(sign_channel_request(request, payer, CHAIN_ID)), 10
             )
-        )
+        finally:
+            await payee.stop()
 
     with pytest.raises(ChannelRuleError) as refused:
         asyncio.run(ask(20))
