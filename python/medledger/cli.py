@@ -115,8 +115,13 @@ def cmd_node_start(args: argparse.Namespace) -> None:
     from medledger.node.process import run_node  # noqa: PLC0415 - grpc only when serving
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    home = Home(args.home)
     try:
-        failure = asyncio.run(run_node(Home(args.home), args.listen))
+        home.load_config()
+    except (OSError, ValueError) as error:
+        raise CliError(f"{home.config}: {error}") from None
+    try:
+        failure = asyncio.run(run_node(home, args.listen))
     except GuardFileError as error:
         raise CliError(str(error)) from None
     if failure is not None:

@@ -16,6 +16,8 @@ from medledger.crypto import sha256
 __all__ = ["Allocation", "Genesis", "GenesisValidator"]
 
 
+CHALLENGE_BLOCKS_MAX = 100_000
+"""The longest challenge window a channel may have (medledger.app.channels)."""
 DEFAULT_MIN_CHALLENGE_BLOCKS = 10
 """A new chain's shortest channel challenge window (`Genesis.min_challenge_blocks`)."""
 
@@ -72,8 +74,8 @@ class Genesis:
             ),
             min_challenge_blocks=int(data.get("min_challenge_blocks", 1)),
         )
-        if genesis.min_challenge_blocks < 1:
-            raise ValueError("genesis min_challenge_blocks: must be at least 1")
+        if not 1 <= genesis.min_challenge_blocks <= CHALLENGE_BLOCKS_MAX:
+            raise ValueError(f"genesis min_challenge_blocks: must be 1 to {CHALLENGE_BLOCKS_MAX}")
         genesis.validator_set()  # validates keys and powers
         for allocation in genesis.allocations:
             if len(allocation.owner) != 32 or not 0 <= allocation.balance_micros < 2**64:

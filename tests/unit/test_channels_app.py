@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medledger.app import Application
-from medledger.app.channels import time_critical
+from medledger.app.channels import NOT_URGENT, URGENT, URGENT_FOR_PAYEE, time_critical
 from medledger.app.state import CHANNELS, MemoryState
 from medledger.channels.signing import ZERO_DIGEST, initial_state, sign_state
 from medledger.client import TxBuilder
@@ -780,55 +780,28 @@ def test_channels_conserve_money_and_pay_out_only_states_both_signed(data: st.Da
             assert channel.payer_paid_micros + channel.payee_paid_micros == channel.deposit_micros
 
 
-def test_only_a_transaction_the_state_would_accept_in_time_is_time_critical() -> None:
-    """The mempool's reserved lane (issue 15, case 10) takes challenges, settlements and
-    a payee's close only when the committed state would accept them: nobody can fill it
-    with transactions that fail."""
-    payer, payee = SigningKey.generate(), SigningKey.generate()
-    closing = channels_pb2.Channel(
-        channel_id=b"\x01" * 16,
-        payer=payer.public_key,
-        payee=payee.public_key,
-        status=channels_pb2.CHANNEL_STATUS_CLOSING,
-        challenge_end_height=20,
-    )
-    opened = channels_pb2.Channel(
-        channel_id=b"\x02" * 16,
-        payer=payer.public_key,
-        payee=payee.public_key,
-        status=channels_pb2.CHANNEL_STATUS_OPEN,
-    )
-    state = MemoryState(
-        [
-            (CHANNELS, closing.channel_id, closing.SerializeToString()),
-            (CHANNELS, opened.channel_id, opened.SerializeToString()),
-        ]
-    )
+def test_only_a_transaction_the_state_would_accept_is_time_critical() -> None:
+    """The mempool's reserved lane (issue 15, case 10) takes a challenge, a settlement or
+    a payee's close only when the committed state would accept it, signatures and all:
+    nobody can fill the lane with transactions that fail (found by the review: settles
+    inside the window and unsigned challenges filled it)."""
+    ledger = opened()
 
-    def challenge(channel_id: bytes) -> tx_pb2.TransactionBody:
-        signed = channels_pb2.SignedChannelState(
-            state=channels_pb2.ChannelState(channel_id=channel_id, sequence=3).SerializeToString()
-        )
-        return tx_pb2.TransactionBody(challenge_channel=channels_pb2.ChallengeChannel(state=signed))
+    def urgency(tx: envelope_pb2.SignedTransaction, wait: int = 1) -> int:
+        body = tx_pb2.TransactionBody.FromString(tx.body)
+        return time_critical(ledger.state, body, tx.public_key, ledger.height + wait, CHAIN)
 
-    def settle(channel_id: bytes) -> tx_pb2.TransactionBody:
-        return tx_pb2.TransactionBody(
-            settle_channel=channels_pb2.SettleChannel(channel_id=channel_id)
-        )
-
-    def force_close(channel_id: bytes) -> tx_pb2.TransactionBody:
-        return tx_pb2.TransactionBody(
-            force_close_channel=channels_pb2.ForceCloseChannel(channel_id=channel_id)
-        )
-
-    anyone = SigningKey.generate().public_key
-    assert time_critical(state, challenge(closing.channel_id), anyone, 20)
-    assert not time_critical(state, challenge(closing.channel_id), anyone, 21)  # window over
-    assert not time_critical(state, challenge(opened.channel_id), anyone, 5)  # not closing
-    assert not time_critical(state, challenge(b"\x09" * 16), anyone, 5)  # no such channel
-    assert time_critical(state, settle(closing.channel_id), anyone, 25)
-    assert not time_critical(state, settle(opened.channel_id), anyone, 25)
-    assert time_critical(state, force_close(opened.channel_id), payee.public_key, 5)
-    assert not time_critical(state, force_close(opened.channel_id), payer.public_key, 5)
-    transfer = tx_pb2.TransactionBody(transfer=tx_pb2.Transfer(to=anyone, amount_micros=1))
-    assert not time_critical(state, transfer, anyone, 5)
+    assert urgency(challenge_tx(signed(sequence=5, payee=40))) == NOT_URGENT  # still open
+    assert urgency(force_tx(key=PAYER)) == NOT_URGENT  # a payer's close waits its turn
+    ledger.ok(force_tx(signed(sequence=3, payee=10), key=PAYER))  # height 2, window to 7
+    assert urgency(challenge_tx(signed(sequence=5, payee=40))) == URGENT  # a watchtower
+    assert urgency(challenge_tx(signed(sequence=5, payee=40), PAYEE)) == URGENT_FOR_PAYEE
+    assert urgency(challenge_tx(signed(sequence=2, payee=5))) == NOT_URGENT  # stale
+    unsigned = signed(sequence=6, payee=50)
+    unsigned.payee_signature = bytes(64)
+    assert urgency(challenge_tx(unsigned)) == NOT_URGENT  # a signature fails
+    assert urgency(settle_tx()) == NOT_URGENT  # inside the window it would fail
+    assert urgency(settle_tx(), wait=WINDOW + 1) == URGENT  # after it, it settles
+    assert urgency(challenge_tx(signed(sequence=5, payee=40)), wait=WINDOW + 1) == NOT_URGENT
+    transfer = builder(PAYER).transfer(to=PAYEE.public_key, amount_micros=1, expiry_height=EXPIRY)
+    assert urgency(transfer) == NOT_URGENT

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from medledger.app.channels import URGENT, URGENT_FOR_PAYEE
 from medledger.client import TxBuilder
 from medledger.config import NodeConfig
 from medledger.crypto import SigningKey
@@ -140,7 +141,7 @@ def test_time_critical_transactions_go_first_and_have_room_of_their_own() -> Non
         with pytest.raises(Rejected):
             pool.add(pending(4))  # the ordinary lane is full ...
         urgent = challenge(1, b"\x01" * 16)
-        pool.add(urgent, urgent=True)  # ... the reserved one is not
+        pool.add(urgent, urgent=URGENT)  # ... the reserved one is not
         assert pool.peek(2, 10**6)[0] is urgent  # and blocks take it first
         assert pool.get(urgent.tx_id) is urgent
         assert pool.remove(urgent.tx_id) is urgent
@@ -154,10 +155,11 @@ def test_one_channel_cannot_fill_the_reserved_lane() -> None:
         pool = Mempool(txs_max=10, bytes_max=10**6)
         channel = b"\x02" * 16
         for n in range(URGENT_PER_CHANNEL_MAX):
-            pool.add(challenge(n, channel), urgent=True)
+            pool.add(challenge(n, channel), urgent=URGENT)
         with pytest.raises(Rejected, match="time-critical lane"):
-            pool.add(challenge(99, channel), urgent=True)
-        pool.add(challenge(100, b"\x03" * 16), urgent=True)  # another channel's challenge
+            pool.add(challenge(99, channel), urgent=URGENT)
+        pool.add(challenge(100, b"\x03" * 16), urgent=URGENT)  # another channel's challenge
+        pool.add(challenge(101, channel), urgent=URGENT_FOR_PAYEE)  # the payee's own room
 
     asyncio.run(scenario())
 

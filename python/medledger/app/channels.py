@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
@@ -27,6 +27,7 @@ from medledger.channels.signing import (
 )
 from medledger.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, sha256
 from medledger.errors import Rejected
+from medledger.genesis import CHALLENGE_BLOCKS_MAX
 from medledger.wire.v1 import channels_pb2, ledger_pb2, tx_pb2
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
     "top_up_channel",
 ]
 
-CHALLENGE_BLOCKS_MAX = 100_000
 """Longest challenge window a channel may ask for: a deposit is never locked for long."""
 PREIMAGES_MAX = 64
 """Most preimages one transaction reveals (each costs a hash per lock to match)."""
@@ -448,27 +448,43 @@ def settle_channel(
     _pay_out(state, height, channel)
 
 
+NOT_URGENT, URGENT, URGENT_FOR_PAYEE = 0, 1, 2
+"""How urgent a transaction is, for the mempool's reserved lane."""
+
+_URGENT_HANDLERS: dict[str, Callable[[BlockState, int, bytes, Any], TxOutcome]] = {
+    "challenge_channel": challenge_channel,
+    "settle_channel": settle_channel,
+    "force_close_channel": force_close_channel,
+}
+
+
 def time_critical(
-    reader: StateReader, body: tx_pb2.TransactionBody, signer: bytes, height: int
-) -> bool:
-    """Whether `body` must not wait behind ordinary transactions: a challenge of a
-    channel still in its challenge window at `height`, a settlement of a closing
-    channel, or a payee's close of an open channel (it claims a lock before it expires).
-    Only what the current state would accept qualifies, so nobody can fill the mempool's
-    reserved lane with transactions that would fail."""
+    reader: StateReader, body: tx_pb2.TransactionBody, signer: bytes, height: int, chain_id: str
+) -> int:
+    """Whether `body` must not wait behind ordinary transactions: a challenge, a
+    settlement, or the payee's own close of an open channel (it claims a lock before it
+    expires), that the committed state would accept at `height` (the rule itself is run,
+    signatures included, on a copy of the state that is thrown away). Anything that
+    would fail is NOT_URGENT, so nobody can fill the reserved lane with it. The channel's
+    payee signing is URGENT_FOR_PAYEE: it has room no one else can take."""
     kind = body.WhichOneof("kind")
-    if kind not in ("challenge_channel", "settle_channel", "force_close_channel"):
-        return False
+    handler = _URGENT_HANDLERS.get(kind or "")
+    if kind is None or handler is None:
+        return NOT_URGENT
     channel_id = channel_id_of(body)
     raw = reader.get(CHANNELS, channel_id) if channel_id else None
     if raw is None:
-        return False
+        return NOT_URGENT
     channel = channels_pb2.Channel.FromString(raw)
-    if kind == "challenge_channel":
-        return channel.status == CLOSING and height <= channel.challenge_end_height
-    if kind == "settle_channel":
-        return channel.status == CLOSING
-    return channel.status == OPEN and signer == channel.payee
+    if kind == "force_close_channel" and signer != channel.payee:
+        return NOT_URGENT  # a payer's close waits like any transaction
+    try:
+        outcome = handler(BlockState(reader, chain_id), height, signer, getattr(body, kind))
+    except Rejected:
+        return NOT_URGENT
+    if outcome.code != tx_pb2.RESULT_CODE_OK:
+        return NOT_URGENT
+    return URGENT_FOR_PAYEE if signer == channel.payee else URGENT
 
 
 def channel_id_of(body: tx_pb2.TransactionBody) -> bytes:

@@ -173,10 +173,13 @@ class ChannelWatcher:
         last = self._submitted.get((channel_id, action))
         if last is not None and height < last + RESUBMIT_AFTER_BLOCKS:
             return False
-        self._submitted[(channel_id, action)] = height
         tx = self.builder.sign(body, expiry_height=height + EXPIRY_BLOCKS)
         (admitted,) = self.node.submit([tx])
         receipt = admitted.pending_receipt()
         if receipt.status == tx_pb2.TX_STATUS_REJECTED:
+            # Not recorded: the next block tries again (a full lane or storage may have
+            # room then), rather than RESUBMIT_AFTER_BLOCKS later with a window running.
             log.warning("channel %s: %s refused: %s", channel_id.hex(), action, receipt.message)
+            return False
+        self._submitted[(channel_id, action)] = height
         return True

@@ -236,8 +236,6 @@ class ConsensusDriver:
             self.receive(message)
             return
         txs = list(message.txs.txs)
-        if self.node.storage_full() is not None:
-            return  # a client of this node hears why; a peer's gossip is just not taken
         if not txs or len(txs) > self.config.submit_batch_txs_max:
             self.dropped_gossip += 1
             return

@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from medledger import __version__
 from medledger._core import admit_batch
 from medledger.app import Application
-from medledger.app.channels import time_critical
+from medledger.app.channels import NOT_URGENT, time_critical
 from medledger.block import (
     TX_BYTES_MAX,
     assemble_block,
@@ -40,7 +40,9 @@ __all__ = ["Admitted", "LedgerNode", "committed_receipt", "rejected_receipt"]
 log = logging.getLogger(__name__)
 
 STORAGE_FULL_FRACTION = 0.95
-"""Past this share of the LMDB map in use, new transactions are refused."""
+"""Past this share of the LMDB map in use, new transactions are refused..."""
+URGENT_STORAGE_FULL_FRACTION = 0.99
+"""... and time-critical ones (challenges, settlements) past this one."""
 
 STATUS_CODES = {
     "INVALID_ARGUMENT": 3,
@@ -184,17 +186,16 @@ class LedgerNode:
         idempotency, mempool. One answer per transaction, in order. Transactions new to
         the mempool are handed to `on_admitted` (peer gossip) unless `gossip` is off; a
         peer's gossip has no client waiting, so no receipt future is made for it."""
-        full = self.storage_full()
-        if full is not None:
-            return [Admitted(rejected_receipt(full)) for _ in txs]
         return self.admit_prepared(self.prepare(txs), gossip=gossip)
 
-    def storage_full(self) -> Rejected | None:
-        """Why new transactions are refused while the chain's storage is nearly full: a
-        block that no longer fits would stop this node (health NOT_SERVING, exit 1), so
-        clients hear it first, naming the storage; None while there is room."""
+    def storage_full(self, fraction: float = STORAGE_FULL_FRACTION) -> Rejected | None:
+        """Why new transactions are refused while the chain's storage is past `fraction`
+        of its map: a block that no longer fits would stop this node (health NOT_SERVING,
+        exit 1), so clients hear it first, naming the storage; None while there is room.
+        Time-critical transactions (a payee's challenge) are let in up to a higher
+        fraction: a dispute must not be lost to a nearly full disk."""
         used, size = self.store.usage()
-        if used <= size * STORAGE_FULL_FRACTION:
+        if used <= size * fraction:
             return None
         return Rejected(
             "RESOURCE_EXHAUSTED",
@@ -290,7 +291,12 @@ class LedgerNode:
             waiter = known.wait() if wait else None
             return Admitted(pending=waiter, tx_id=body.tx_id, tx_hash=tx_hash)
         pending = PendingTx(tx, body, encoded, tx_hash, body_hash)
-        urgent = time_critical(snapshot, body, tx.public_key, self.head.height + 1)
+        urgent = time_critical(snapshot, body, tx.public_key, self.head.height + 1, self.chain_id)
+        full = self.storage_full(
+            STORAGE_FULL_FRACTION if urgent == NOT_URGENT else URGENT_STORAGE_FULL_FRACTION
+        )
+        if full is not None:
+            raise full
         self.mempool.add(pending, urgent=urgent)
         waiter = pending.wait() if wait else None
         return Admitted(pending=waiter, tx_id=body.tx_id, tx_hash=tx_hash)

@@ -12,18 +12,25 @@ import asyncio
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from medledger.app.channels import channel_id_of
+from medledger.app.channels import NOT_URGENT, URGENT_FOR_PAYEE, channel_id_of
 from medledger.errors import Rejected
 from medledger.wire.v1 import envelope_pb2, tx_pb2
 
 __all__ = ["Mempool", "PendingTx"]
 
+K = TypeVar("K")
+
 URGENT_TXS_MAX = 10_000
 """Room of the reserved lane (beside the ordinary limit)."""
 URGENT_PER_CHANNEL_MAX = 4
-"""Time-critical transactions one channel may have waiting: anyone may submit a
-challenge with a state both parties signed, so the lane bounds copies per channel."""
+"""Time-critical transactions one channel may have waiting from anyone but its payee
+(a payer holding many states both signed could submit many challenges)."""
+URGENT_PAYEE_PER_CHANNEL_MAX = 2
+"""The room the channel's payee has in the lane, which nobody else can take."""
+URGENT_BYTES_MAX = 16 * 1024 * 1024
+"""Bytes of the reserved lane, counted apart from the ordinary lane's."""
 FRAMING_BYTES = 8
 """What a transaction adds to a block's encoding beyond its own bytes (tag and length)."""
 
@@ -71,7 +78,10 @@ class Mempool:
         self._txs: OrderedDict[bytes, PendingTx] = OrderedDict()
         self._urgent: OrderedDict[bytes, PendingTx] = OrderedDict()
         self._by_signer: dict[bytes, int] = {}  # ordinary transactions waiting per signer
-        self._by_channel: dict[bytes, int] = {}  # urgent transactions waiting per channel
+        # Urgent transactions waiting per (channel, signed by its payee), and each one's slot.
+        self._by_channel: dict[tuple[bytes, bool], int] = {}
+        self._urgent_slot: dict[bytes, tuple[bytes, bool]] = {}
+        self._urgent_bytes = 0
         self._by_hash: dict[bytes, PendingTx] = {}
         self._bytes = 0
         self.added = 0  # transactions ever added: tells a caller what a call added
@@ -90,20 +100,20 @@ class Mempool:
     def by_hash(self, tx_hash: bytes) -> PendingTx | None:
         return self._by_hash.get(tx_hash)
 
-    def add(self, pending: PendingTx, *, urgent: bool = False) -> None:
-        """Queues an admitted transaction; `urgent` puts it in the reserved lane (the
-        caller decides, from the committed state). A full lane or an exhausted quota is
-        RESOURCE_EXHAUSTED."""
+    def add(self, pending: PendingTx, *, urgent: int = NOT_URGENT) -> None:
+        """Queues an admitted transaction; `urgent` (URGENT, or URGENT_FOR_PAYEE when the
+        channel's payee signed it) puts it in the reserved lane (the caller decides, from
+        the committed state). A full lane or an exhausted quota is RESOURCE_EXHAUSTED."""
         assert pending.tx_id not in self._txs, "admission checks for duplicates first"
         assert pending.tx_id not in self._urgent, "admission checks for duplicates first"
-        if urgent:
-            self._add_urgent(pending)
+        if urgent != NOT_URGENT:
+            self._add_urgent(pending, for_payee=urgent == URGENT_FOR_PAYEE)
             return
         if len(self._txs) >= self.txs_max:
             raise Rejected(
                 "RESOURCE_EXHAUSTED", "mempool", f"full at {self.txs_max} transactions; retry later"
             )
-        if self._bytes + len(pending.encoded) > self.bytes_max:
+        if self._bytes - self._urgent_bytes + len(pending.encoded) > self.bytes_max:
             raise Rejected(
                 "RESOURCE_EXHAUSTED", "mempool", f"full at {self.bytes_max} bytes; retry later"
             )
@@ -119,15 +129,23 @@ class Mempool:
         self._txs[pending.tx_id] = pending
         self._track(pending)
 
-    def _add_urgent(self, pending: PendingTx) -> None:
-        channel = _channel_of(pending)
-        waiting = self._by_channel.get(channel, 0)
-        if len(self._urgent) >= URGENT_TXS_MAX or waiting >= URGENT_PER_CHANNEL_MAX:
+    def _add_urgent(self, pending: PendingTx, *, for_payee: bool) -> None:
+        slot = (_channel_of(pending), for_payee)
+        waiting = self._by_channel.get(slot, 0)
+        per_channel = URGENT_PAYEE_PER_CHANNEL_MAX if for_payee else URGENT_PER_CHANNEL_MAX
+        size = len(pending.encoded)
+        if (
+            len(self._urgent) >= URGENT_TXS_MAX
+            or self._urgent_bytes + size > URGENT_BYTES_MAX
+            or waiting >= per_channel
+        ):
             raise Rejected(
                 "RESOURCE_EXHAUSTED", "mempool", "the time-critical lane is full; retry later"
             )
-        self._by_channel[channel] = waiting + 1
+        self._by_channel[slot] = waiting + 1
         self._urgent[pending.tx_id] = pending
+        self._urgent_slot[pending.tx_id] = slot
+        self._urgent_bytes += size
         self._track(pending)
 
     def _track(self, pending: PendingTx) -> None:
@@ -145,7 +163,8 @@ class Mempool:
             pending = self._urgent.pop(tx_id, None)
             if pending is None:
                 return None
-            _decrement(self._by_channel, _channel_of(pending))
+            _decrement(self._by_channel, self._urgent_slot.pop(tx_id))
+            self._urgent_bytes -= len(pending.encoded)
         self._forget_hash(pending)
         self._bytes -= len(pending.encoded)
         if not self._txs and not self._urgent:
@@ -194,7 +213,7 @@ def _channel_of(pending: PendingTx) -> bytes:
     return channel_id_of(pending.body)
 
 
-def _decrement(counts: dict[bytes, int], key: bytes) -> None:
+def _decrement(counts: dict[K, int], key: K) -> None:
     left = counts.get(key, 0) - 1
     if left > 0:
         counts[key] = left
