@@ -172,6 +172,7 @@ class LedgerNode:
         self._producer: asyncio.Task[None] | None = None
         self.on_admitted: Callable[[list[envelope_pb2.SignedTransaction]], None] | None = None
         self._stopping = False
+        self._usage: tuple[int, int] | None = None  # the store's usage, per admitted batch
 
     @property
     def head(self) -> Head:
@@ -188,13 +189,15 @@ class LedgerNode:
         peer's gossip has no client waiting, so no receipt future is made for it."""
         return self.admit_prepared(self.prepare(txs), gossip=gossip)
 
-    def storage_full(self, fraction: float = STORAGE_FULL_FRACTION) -> Rejected | None:
+    def storage_full(
+        self, fraction: float = STORAGE_FULL_FRACTION, usage: tuple[int, int] | None = None
+    ) -> Rejected | None:
         """Why new transactions are refused while the chain's storage is past `fraction`
         of its map: a block that no longer fits would stop this node (health NOT_SERVING,
         exit 1), so clients hear it first, naming the storage; None while there is room.
         Time-critical transactions (a payee's challenge) are let in up to a higher
         fraction: a dispute must not be lost to a nearly full disk."""
-        used, size = self.store.usage()
+        used, size = usage or self.store.usage()
         if used <= size * fraction:
             return None
         return Rejected(
@@ -242,6 +245,7 @@ class LedgerNode:
         txs, answers, decoded, prepared = batch.txs, batch.answers, batch.decoded, batch.prepared
         added_before = self.mempool.added
         next_height = self.head.height + 1
+        self._usage = self.store.usage()  # once per batch, not per transaction
         with self.store.snapshot() as snapshot:  # one read transaction for the batch
             for (i, body), (encoded, tx_hash, body_hash, valid) in zip(
                 decoded, prepared, strict=True
@@ -293,7 +297,8 @@ class LedgerNode:
         pending = PendingTx(tx, body, encoded, tx_hash, body_hash)
         urgent = time_critical(snapshot, body, tx.public_key, self.head.height + 1, self.chain_id)
         full = self.storage_full(
-            STORAGE_FULL_FRACTION if urgent == NOT_URGENT else URGENT_STORAGE_FULL_FRACTION
+            STORAGE_FULL_FRACTION if urgent == NOT_URGENT else URGENT_STORAGE_FULL_FRACTION,
+            self._usage,
         )
         if full is not None:
             raise full
