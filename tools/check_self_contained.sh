@@ -10,9 +10,10 @@ set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 status=0
 
-# Parent-directory escapes to a sibling folder ("../shared", "../../../vectors"), the
-# names of the folders that sat beside the repository while it was built, and a path to
-# them built from parts: `/ "shared"`, `joinpath("shared")`, `join("..", "shared")`.
+# Parent-directory escapes to a sibling folder (two dots and a slash, then "shared",
+# "vectors", ...), the names of the folders that sat beside the repository while it was
+# built, and a path to them built from parts: `/ "shared"`, `joinpath("shared")`,
+# `join("..", "shared")`.
 q="[\"']"
 pattern='\.\./+(shared|vectors|design|mission)\b'
 pattern+="|(^|[[:space:]\"'(=])shared/(vectors|design|mission|hooks)\\b"
