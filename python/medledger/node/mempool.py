@@ -53,8 +53,9 @@ class PendingTx:
 
     @property
     def block_bytes(self) -> int:
-        """What the transaction adds to a block that carries it."""
-        return self.tx.ByteSize() + FRAMING_BYTES
+        """What the transaction adds to a block that carries it: blocks are built from
+        the canonical encodings (medledger.block.encode_block), whose size is held."""
+        return len(self.encoded) + FRAMING_BYTES
 
     def wait(self) -> asyncio.Future[tx_pb2.Receipt]:
         future: asyncio.Future[tx_pb2.Receipt] = asyncio.get_running_loop().create_future()
