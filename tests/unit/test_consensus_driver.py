@@ -22,11 +22,13 @@ from medledger.keys import load_key
 from medledger.network import init_network, network_homes
 from medledger.node.consensus_driver import ConsensusDriver, to_wire
 from medledger.node.ledger_node import LedgerNode
+from medledger.node.replica import Fired
 from medledger.tx import sign_transaction
 from medledger.wire.v1 import envelope_pb2, tx_pb2
 
 CHAIN_ID = "driver-unit"
 FUNDS = 10**12
+NOW = 1_800_000_000_000
 
 
 @pytest.fixture
@@ -81,7 +83,7 @@ def test_a_well_formed_block_is_valid(driver: ConsensusDriver, key: SigningKey) 
     value_id, value = proposal(
         driver, [sign_transaction(key, CHAIN_ID, transfer_body(b"\x07" * 16))]
     )
-    assert driver.valid(1, value_id, value)
+    assert driver.replica.valid(1, value_id, value)
 
 
 MALFORMED = {
@@ -100,10 +102,10 @@ def test_a_correctly_signed_but_malformed_transaction_makes_the_proposal_invalid
     body = MALFORMED[what]
     good = sign_transaction(key, CHAIN_ID, transfer_body(b"\x08" * 16))
     value_id, value = proposal(driver, [good, sign_transaction(key, CHAIN_ID, body)])
-    assert driver.valid(1, value_id, value) is False, what
+    assert driver.replica.valid(1, value_id, value) is False, what
     # The driver is still whole: the next, well-formed proposal is judged valid.
     value_id, value = proposal(driver, [good])
-    assert driver.valid(1, value_id, value)
+    assert driver.replica.valid(1, value_id, value)
 
 
 def test_other_bytes_under_the_id_of_a_validated_block_are_invalid(
@@ -111,14 +113,14 @@ def test_other_bytes_under_the_id_of_a_validated_block_are_invalid(
 ) -> None:
     first = sign_transaction(key, CHAIN_ID, transfer_body(b"\x09" * 16))
     value_id, value = proposal(driver, [first])
-    assert driver.valid(1, value_id, value)
+    assert driver.replica.valid(1, value_id, value)
     block = envelope_pb2.Block.FromString(value)
     block.txs[0].CopyFrom(sign_transaction(key, CHAIN_ID, transfer_body(b"\x0a" * 16)))
-    assert driver.valid(1, value_id, block.SerializeToString()) is False
+    assert driver.replica.valid(1, value_id, block.SerializeToString()) is False
 
 
 def test_garbage_bytes_are_invalid(driver: ConsensusDriver) -> None:
-    assert driver.valid(1, b"\x00" * 32, b"\x0a\xff\xff\xff\xff") is False
+    assert driver.replica.valid(1, b"\x00" * 32, b"\x0a\xff\xff\xff\xff") is False
 
 
 def test_a_signed_proposal_reaches_the_engine_only_with_the_bytes_its_id_names(
@@ -170,9 +172,9 @@ def test_a_restarted_validator_keeps_its_lock_and_prevotes_nil_for_a_conflicting
         proposer = engine.proposer(1, 0)
         assert proposer != 0
         x_id, x = proposal(driver, [sign_transaction(key, CHAIN_ID, transfer_body(b"\x0d" * 16))])
-        await driver._handle(engine.on_proposal(Proposal(1, 0, x_id, x, -1, proposer)))
+        await driver._execute(driver.replica.step(Proposal(1, 0, x_id, x, -1, proposer), NOW))
         for validator in [*[v for v in range(1, 4) if v != proposer][:1], proposer]:
-            await driver._handle(engine.on_vote(signed_prevote(validator, x_id)))
+            await driver._execute(driver.replica.step(signed_prevote(validator, x_id), NOW))
         assert (engine.locked_round, engine.locked_value and engine.locked_value[0]) == (0, x_id)
         assert driver.guard.last is not None
         assert driver.guard.last.step == 2
@@ -187,12 +189,12 @@ def test_a_restarted_validator_keeps_its_lock_and_prevotes_nil_for_a_conflicting
         assert len(engine.evidence()) == 3
         # Its last vote, the precommit for X, is signed again (to the same bytes: the
         # guard allows only that) and sent again, for peers that missed it.
-        resumed = driver._resume
-        assert resumed == Vote(VoteType.PRECOMMIT, 1, 0, x_id, 0)
-        await driver._handle(engine.start())
-        await driver._handle([SendVote(resumed)])
-        assert any(m.vote.type == envelope_pb2.VOTE_TYPE_PRECOMMIT for m in driver.sent)
-        await driver._handle(engine.on_timeout(Timeout(Step.PRECOMMIT, 1, 0)))
+        assert driver.replica._resume == Vote(VoteType.PRECOMMIT, 1, 0, x_id, 0)
+        await driver._execute(driver.replica.start(NOW))
+        assert [
+            (m.vote.type, m.vote.block_hash) for m in driver.replica.sent if m.HasField("vote")
+        ] == [(envelope_pb2.VOTE_TYPE_PRECOMMIT, x_id)]
+        await driver._execute(driver.replica.step(Fired(Timeout(Step.PRECOMMIT, 1, 0)), NOW))
         assert engine.round == 1
         y_id, y = proposal(driver, [sign_transaction(key, CHAIN_ID, transfer_body(b"\x0e" * 16))])
         outputs = engine.on_proposal(Proposal(1, 1, y_id, y, -1, engine.proposer(1, 1)))

@@ -35,7 +35,14 @@ from medledger.genesis import Genesis
 from medledger.node.mempool import Mempool, PendingTx
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, state_pb2, tx_pb2
 
-__all__ = ["Admitted", "LedgerNode", "committed_receipt", "rejected_receipt"]
+__all__ = [
+    "Admitted",
+    "LedgerNode",
+    "TxEntry",
+    "block_entries",
+    "committed_receipt",
+    "rejected_receipt",
+]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +147,26 @@ class Admitted:
             return self.receipt
         assert self.pending is not None
         return await asyncio.wait_for(asyncio.shield(self.pending), timeout_s)
+
+
+def block_entries(
+    block_bytes: bytes, admitted: Callable[[bytes], PendingTx | None]
+) -> list[TxEntry]:
+    """A block's transactions: taken from `admitted` (by hash, computed in Rust) where this
+    node already decoded and verified them, decoded otherwise. Raises MedledgerError for a
+    block that does not decode."""
+    hashes = block_tx_hashes(block_bytes)
+    block: envelope_pb2.Block | None = None
+    entries = []
+    for index, tx_hash in enumerate(hashes):
+        pending = admitted(tx_hash)
+        if pending is not None:
+            entries.append(TxEntry.of(pending))
+            continue
+        if block is None:
+            block = envelope_pb2.Block.FromString(block_bytes)
+        entries.append(TxEntry.decode(block.txs[index], tx_hash))
+    return entries
 
 
 class LedgerNode:
@@ -450,21 +477,32 @@ class LedgerNode:
         log.info("committed block %d with %d transactions", height, len(entries))
 
     def block_entries(self, block_bytes: bytes) -> list[TxEntry]:
-        """A block's transactions: taken from the mempool where this node already decoded
-        and verified them (found by hash, computed in Rust), decoded otherwise. Raises
-        MedledgerError for a block that does not decode."""
-        hashes = block_tx_hashes(block_bytes)
-        block: envelope_pb2.Block | None = None
-        entries = []
-        for index, tx_hash in enumerate(hashes):
-            pending = self.mempool.by_hash(tx_hash)
-            if pending is not None:
-                entries.append(TxEntry.of(pending))
-                continue
-            if block is None:
-                block = envelope_pb2.Block.FromString(block_bytes)
-            entries.append(TxEntry.decode(block.txs[index], tx_hash))
-        return entries
+        """A block's transactions (see `block_entries`), with this node's mempool."""
+        return block_entries(block_bytes, self.mempool.by_hash)
+
+    def admitted(self, tx_hash: bytes) -> PendingTx | None:
+        """A transaction in this node's mempool, by the hash of its canonical encoding."""
+        return self.mempool.by_hash(tx_hash)
+
+    def any_committed(self, tx_ids: Sequence[bytes]) -> bool:
+        with self.store.snapshot() as snapshot:
+            return any(snapshot.get("txs", tx_id) is not None for tx_id in tx_ids)
+
+    def candidates(self, height: int, count_max: int, bytes_max: int) -> list[PendingTx]:
+        """The mempool's next transactions for a proposal at `height`; those that expired
+        meanwhile leave the mempool, and whoever waits on them hears why."""
+        pending = []
+        for candidate in self.mempool.peek(count_max, bytes_max):
+            if candidate.body.expiry_height < height:
+                self.mempool.remove(candidate.tx_id)
+                reason = (
+                    f"expired: {candidate.body.expiry_height} is below the block height {height}"
+                )
+                rejected = Rejected("FAILED_PRECONDITION", "body.expiry_height", reason)
+                candidate.resolve(rejected_receipt(rejected, candidate.tx_id, candidate.tx_hash))
+            else:
+                pending.append(candidate)
+        return pending
 
     def known(self, tx_id: bytes, tx_hash: bytes) -> bool:
         """Whether this node already verified the transaction's signature (admission)."""

@@ -1,0 +1,612 @@
+"""One validator's consensus, without I/O: the sans-I/O replica.
+
+The replica holds the Tendermint engine, the signing guard (whose store makes each
+permission durable), the proposals of the current height, the wire codecs, the rebuild of
+compact proposals, proposal validation and the catch-up policy. Input goes in (a peer's
+wire message, a timeout that fired, "the next height may start", "fetched blocks were
+committed"), with the time passed in; effects come out (broadcast this, schedule that,
+commit this block, fetch that proposal or those blocks). It reads the ledger through the
+narrow `Ledger` protocol and never touches a socket, a clock or a task.
+
+Two shells drive the same replica: the node's asyncio/gRPC shell
+(`medledger.node.consensus_driver`) and the deterministic simulation (`tests/sim`), so the
+code the simulation attacks is the code validators run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from medledger import merkle
+from medledger.app.application import check_body
+from medledger.block import (
+    ValidatorSet,
+    assemble_block,
+    block_hash,
+    block_id,
+    encode_block,
+    validate_block,
+)
+from medledger.chain import Head
+from medledger.consensus import (
+    Decide,
+    Engine,
+    Equivocation,
+    Output,
+    Proposal,
+    ScheduleTimeout,
+    SendProposal,
+    SendVote,
+    Timeout,
+    TimeoutConfig,
+    Vote,
+    VoteType,
+)
+from medledger.consensus.guard import SigningGuard
+from medledger.consensus.messages import guard_step, sign_bytes, signer, with_signature
+from medledger.crypto import SigningKey, sha256, verify
+from medledger.errors import MedledgerError, Rejected
+from medledger.node.ledger_node import TxEntry
+from medledger.node.mempool import PendingTx
+from medledger.wire.v1 import envelope_pb2, peer_pb2
+
+__all__ = [
+    "Broadcast",
+    "Commit",
+    "Effect",
+    "FetchBlocks",
+    "FetchProposal",
+    "Ledger",
+    "Replica",
+    "Schedule",
+    "ToEngine",
+    "from_wire",
+    "to_wire",
+]
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_RETRY_MS = 2_000
+"""A peer is asked again for blocks at most this often, whatever it signs."""
+CATCH_UP_EVIDENCE_MS = 10_000
+"""How long a signed message for a later height keeps its sender a candidate to ask."""
+
+
+class Ledger(Protocol):
+    """What the replica reads of the ledger beside it (the node's LMDB store and mempool,
+    or the simulation's memory)."""
+
+    chain_id: str
+    validators: ValidatorSet
+    index: int
+    key: SigningKey
+
+    @property
+    def head(self) -> Head: ...
+
+    def admitted(self, tx_hash: bytes) -> PendingTx | None:
+        """A transaction this node admitted (verified, application-checked), by hash."""
+        ...
+
+    def known(self, tx_id: bytes, tx_hash: bytes) -> bool:
+        """Whether this node already verified the transaction's signature."""
+        ...
+
+    def block_entries(self, block_bytes: bytes) -> list[TxEntry]:
+        """A block's transactions; raises MedledgerError when the block does not decode."""
+        ...
+
+    def any_committed(self, tx_ids: Sequence[bytes]) -> bool: ...
+
+    def candidates(self, height: int, count_max: int, bytes_max: int) -> list[PendingTx]:
+        """Admitted transactions for this node's next proposal at `height`, oldest first."""
+        ...
+
+
+# ---------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Send to every peer. A proposal is sent after the transactions gossiped so far."""
+
+    message: peer_pb2.PeerMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    delay_ms: int
+    timeout: Timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Commit this decided block (with its certificate) durably, then call `next_height`."""
+
+    height: int
+    block: bytes
+    commit: bytes
+    entries: list[TxEntry] | None  # decoded already, when this node built or validated it
+
+
+@dataclass(frozen=True, slots=True)
+class FetchProposal:
+    """Ask the proposer for the whole block of a compact proposal; answer with
+    `proposal_fetched`."""
+
+    proposal: Proposal
+
+
+@dataclass(frozen=True, slots=True)
+class FetchBlocks:
+    """Ask `peer` for committed blocks from `from_height`; commit what extends the chain,
+    then call `blocks_fetched`."""
+
+    peer: int
+    from_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToEngine:
+    """A verified message, for `step` (the node queues it for its consensus task)."""
+
+    message: Proposal | Vote
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    equivocation: Equivocation
+
+
+Effect = Broadcast | Schedule | Commit | FetchProposal | FetchBlocks | ToEngine | Reported
+
+
+# ---------------------------------------------------------------------- inputs to step
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    timeout: Timeout
+
+
+@dataclass(frozen=True, slots=True)
+class NextHeight:
+    after: int  # the height just committed
+
+
+StepInput = Proposal | Vote | Fired | NextHeight
+
+
+# ---------------------------------------------------------------------- wire codecs
+
+
+def to_wire(
+    message: Proposal | Vote, compact: tuple[bytes, list[bytes]] | None = None
+) -> peer_pb2.PeerMessage:
+    """`compact` (header, transaction hashes) sends a proposal without its block."""
+    if isinstance(message, Proposal):
+        header, tx_hashes = compact or (b"", [])
+        return peer_pb2.PeerMessage(
+            proposal=peer_pb2.ConsensusProposal(
+                height=message.height,
+                round=message.round,
+                valid_round=message.valid_round,
+                proposer=message.proposer,
+                block=b"" if compact else message.value,
+                block_hash=message.value_id,
+                signature=message.signature,
+                header=header,
+                tx_hashes=tx_hashes,
+            )
+        )
+    return peer_pb2.PeerMessage(
+        vote=peer_pb2.ConsensusVote(
+            type=int(message.type),  # type: ignore[arg-type]
+            height=message.height,
+            round=message.round,
+            block_hash=message.value_id or b"",
+            validator=message.validator,
+            signature=message.signature,
+        )
+    )
+
+
+def from_wire(message: peer_pb2.PeerMessage) -> Proposal | Vote | None:
+    kind = message.WhichOneof("body")
+    if kind == "proposal":
+        p = message.proposal
+        return Proposal(
+            p.height, p.round, p.block_hash, p.block, p.valid_round, p.proposer, p.signature
+        )
+    if kind == "vote":
+        v = message.vote
+        if int(v.type) not in (int(VoteType.PREVOTE), int(VoteType.PRECOMMIT)):
+            return None
+        return Vote(
+            VoteType(v.type), v.height, v.round, v.block_hash or None, v.validator, v.signature
+        )
+    return None
+
+
+def commit_certificate(decision: Decide) -> bytes:
+    return envelope_pb2.CommitCertificate(
+        height=decision.height,
+        round=decision.round,
+        block_hash=decision.value_id,
+        signatures=[
+            envelope_pb2.CommitSignature(validator_index=v.validator, signature=v.signature)
+            for v in sorted(decision.precommits, key=lambda v: v.validator)
+        ],
+    ).SerializeToString()
+
+
+# ---------------------------------------------------------------------- the replica
+
+
+class Replica:
+    def __init__(
+        self,
+        ledger: Ledger,
+        guard: SigningGuard,
+        timeouts: TimeoutConfig,
+        *,
+        block_txs_max: int,
+        block_tx_bytes_max: int,
+    ) -> None:
+        self.ledger = ledger
+        self.guard = guard
+        self.chain_id = ledger.chain_id
+        members = ledger.validators.members()
+        self.public_keys = [key for key, _ in members]
+        self.index = ledger.index
+        self.block_txs_max = block_txs_max
+        self.block_tx_bytes_max = block_tx_bytes_max
+        self.engine = Engine(
+            [power for _, power in members], self.index, self, timeouts, ledger.head.height + 1
+        )
+        last = guard.last
+        if last is not None and last.lock is not None:
+            self.engine.restore(last.lock)
+        # This validator's last vote, if it was for the height it resumes at: peers that
+        # missed it before the crash hear it again (it may complete their quorum).
+        self._resume = last.vote if last is not None and last.height == self.engine.height else None
+        self.now_ms = 0  # the time of the input being handled (block timestamps)
+        self.sent: list[peer_pb2.PeerMessage] = []  # our signed messages of this height
+        # Proposals of this height by block hash: the transactions as decoded (only for
+        # blocks this node proposed or validated), the whole block (served to peers that
+        # received it compact), and, for its own proposals, the compact form.
+        self._entries: dict[bytes, list[TxEntry]] = {}
+        self._blocks: dict[bytes, bytes] = {}
+        self._compact: dict[bytes, tuple[bytes, list[bytes]]] = {}
+        self._fetching: set[bytes] = set()
+        self._fetching_blocks = False
+        self._asked_at: dict[int, int] = {}  # peer -> when it was last asked for blocks
+        self._ahead: dict[int, int] = {}  # peer -> when it last signed a later height
+        self.unbound_proposals = 0  # dropped: bytes that are not the block the id names
+        self.refused_by_guard = 0
+
+    # ------------------------------------------------------------------ inputs
+
+    def start(self, now_ms: int) -> list[Effect]:
+        self.now_ms = now_ms
+        effects = self._process(self.engine.start())
+        if self._resume is not None:
+            effects += self._process([SendVote(self._resume)])
+            self._resume = None
+        return effects
+
+    def receive(self, message: peer_pb2.PeerMessage, now_ms: int) -> list[Effect]:
+        """A consensus message from the network, hostile until verified: it must decode,
+        name a validator other than this one, and carry that validator's signature; a
+        proposal's bytes must be the block its signed id names. What passes comes out as
+        `ToEngine`; nothing else from an unverified message changes any state."""
+        decoded = from_wire(message)
+        if decoded is None:
+            return []
+        sender = signer(decoded)
+        if not 0 <= sender < len(self.public_keys) or sender == self.index:
+            return []
+        if not verify(
+            self.public_keys[sender], sign_bytes(self.chain_id, decoded), decoded.signature
+        ):
+            return []
+        effects: list[Effect] = []
+        head = self.ledger.head.height
+        if decoded.height > head + 1:
+            # Signed evidence that `sender` is past the next height, so it committed
+            # blocks this node lacks. The unsigned `committed_height` of a message is
+            # never trusted: anyone can write any number there.
+            self._ahead[sender] = now_ms
+            effects += self._next_fetch(now_ms)
+        if isinstance(decoded, Proposal) and not decoded.value:
+            if decoded.height <= head:
+                return effects  # decided already
+            rebuilt = self._resolve_compact(message.proposal)
+            if rebuilt is None:
+                if decoded.value_id not in self._fetching:
+                    self._fetching.add(decoded.value_id)
+                    effects.append(FetchProposal(decoded))
+                return effects
+            value, bound = rebuilt
+            effects += self._bound(dataclasses.replace(decoded, value=value), bound=bound)
+        elif isinstance(decoded, Proposal):
+            effects += self._bound(decoded)
+        else:
+            effects.append(ToEngine(decoded))
+        return effects
+
+    def proposal_fetched(self, proposal: Proposal, block: bytes | None) -> list[Effect]:
+        """The proposer's answer to a `FetchProposal` (None: it failed)."""
+        self._fetching.discard(proposal.value_id)
+        if block is None:
+            return []
+        return self._bound(dataclasses.replace(proposal, value=block))
+
+    def step(self, item: StepInput, now_ms: int) -> list[Effect]:
+        """One input for the engine: a verified message, a timeout, or the next height."""
+        self.now_ms = now_ms
+        if isinstance(item, Proposal):
+            return self._process(self.engine.on_proposal(item))
+        if isinstance(item, Vote):
+            return self._process(self.engine.on_vote(item))
+        if isinstance(item, Fired):
+            return self._process(self.engine.on_timeout(item.timeout))
+        if not (self.engine.decided and self.engine.height == item.after):
+            return []  # catch-up already moved the engine on
+        self._new_height()
+        return self._process(self.engine.advance())
+
+    def blocks_fetched(self, committed: int, now_ms: int) -> list[Effect]:
+        """After the shell committed `committed` blocks of what a `FetchBlocks` brought
+        (perhaps none): the next fetch is chosen, and the engine jumps to the height after
+        the new head."""
+        self.now_ms = now_ms
+        self._fetching_blocks = False
+        effects = self._next_fetch(now_ms)  # more to fetch if peers are still seen ahead
+        if committed:
+            self._new_height()
+            effects += self._process(self.engine.skip_to(self.ledger.head.height + 1))
+        return effects
+
+    def resend(self) -> list[Effect]:
+        """Our signed messages of this height again, and others' prevotes that made our
+        valid value valid: the algorithm assumes gossip, the network drops."""
+        effects: list[Effect] = [Broadcast(message) for message in self.sent]
+        effects += [Broadcast(to_wire(vote)) for vote in self.engine.evidence()]
+        return effects
+
+    def held_block(self, height: int, value_id: bytes) -> bytes | None:
+        """A block of the current height this node proposed or validated."""
+        if height != self.engine.height:
+            return None
+        return self._blocks.get(value_id)
+
+    # ------------------------------------------------------------------ engine outputs
+
+    def _process(self, outputs: list[Output]) -> list[Effect]:
+        effects: list[Effect] = []
+        pending = list(outputs)
+        while pending:
+            output = pending.pop(0)
+            if isinstance(output, SendProposal | SendVote):
+                message = output.proposal if isinstance(output, SendProposal) else output.vote
+                signed = self._sign(message)
+                if signed is None:
+                    continue
+                wire = self._to_wire(signed)
+                self.sent.append(wire)
+                effects.append(Broadcast(wire))
+                # Our own message counts like anyone's.
+                if isinstance(signed, Proposal):
+                    pending[0:0] = self.engine.on_proposal(signed)
+                else:
+                    pending[0:0] = self.engine.on_vote(signed)
+            elif isinstance(output, ScheduleTimeout):
+                effects.append(Schedule(output.delay_ms, output.timeout))
+            elif isinstance(output, Decide):
+                effects.append(
+                    Commit(
+                        output.height,
+                        output.value,
+                        commit_certificate(output),
+                        self._entries.get(output.value_id),
+                    )
+                )
+            else:
+                effects.append(Reported(output))
+        return effects
+
+    def _sign(self, message: Proposal | Vote) -> Proposal | Vote | None:
+        to_sign = sign_bytes(self.chain_id, message)
+        # The lock state goes to disk with the permission, before the signature exists:
+        # a validator restarted after this vote resumes bound by the same lock.
+        lock = self.engine.lock_state()
+        vote = dataclasses.replace(message, signature=b"") if isinstance(message, Vote) else None
+        if not self.guard.permit(
+            message.height, message.round, guard_step(message), to_sign, lock=lock, vote=vote
+        ):
+            self.refused_by_guard += 1
+            log.warning(
+                "signing guard refused a %s at height %d round %d: this validator signed "
+                "something else there already",
+                type(message).__name__.lower(),
+                message.height,
+                message.round,
+            )
+            return None
+        return with_signature(message, self.ledger.key.sign(to_sign))
+
+    def _to_wire(self, message: Proposal | Vote) -> peer_pb2.PeerMessage:
+        if isinstance(message, Proposal):
+            return to_wire(message, self._compact.get(message.value_id))
+        return to_wire(message)
+
+    def _new_height(self) -> None:
+        self.sent = []
+        self._entries.clear()
+        self._blocks.clear()
+        self._compact.clear()
+
+    # ------------------------------------------------------------------ proposals
+
+    def _bound(self, proposal: Proposal, *, bound: bool | None = None) -> list[Effect]:
+        """The proposal for the engine only if its bytes are the block its signed id names
+        (canonical bytes, header hash, and transactions matching the header's root): the
+        signature covers only the id, so anyone who saw it could attach other bytes.
+        `bound` is the verdict when the caller already checked it (a compact proposal)."""
+        if bound is None:
+            try:
+                bound = block_id(proposal.value) == proposal.value_id
+            except MedledgerError:
+                bound = False
+        if not bound:
+            self.unbound_proposals += 1
+            log.debug("dropped a proposal whose bytes are not the block its id names")
+            return []
+        return [ToEngine(proposal)]
+
+    def _resolve_compact(self, proposal: peer_pb2.ConsensusProposal) -> tuple[bytes, bool] | None:
+        """The block of a compact proposal, rebuilt from admitted transactions, and whether
+        it is the block the signed id names; None when a transaction is missing. The
+        transactions are this node's own canonical encodings, so binding needs only the
+        header (its raw bytes must hash to the id: canonical, and the signed header) and
+        the Merkle root of the encodings (the header's `tx_root`): cheaper than decoding
+        the rebuilt block again."""
+        held = self._blocks.get(proposal.block_hash)
+        if held is not None:
+            return held, True
+        encoded = []
+        for tx_hash in proposal.tx_hashes:
+            pending = self.ledger.admitted(tx_hash)
+            if pending is None:
+                return None
+            encoded.append(pending.encoded)
+        header = proposal.header
+        try:
+            bound = (
+                sha256(header) == proposal.block_hash
+                and block_hash(header) == proposal.block_hash
+                and merkle.root(encoded) == envelope_pb2.BlockHeader.FromString(header).tx_root
+            )
+        except (MedledgerError, ProtobufDecodeError):
+            bound = False
+        return encode_block(header, encoded), bound
+
+    # ------------------------------------------------------------------ value source
+
+    def get_value(self, height: int) -> tuple[bytes, bytes]:
+        head = self.ledger.head
+        pending = self.ledger.candidates(height, self.block_txs_max, self.block_tx_bytes_max)
+        block = assemble_block(
+            chain_id=self.chain_id,
+            height=height,
+            parent_hash=head.block_hash,
+            txs=[p.tx for p in pending],
+            proposer=self.ledger.key.public_key,
+            validators=self.ledger.validators,
+            app_hash=head.app_hash,
+            time_unix_ms=self.now_ms,
+            leaves=[p.encoded for p in pending],
+        )
+        header = block.header.SerializeToString()
+        value_id = block_hash(header)
+        # The canonical encodings, not the transactions as clients sent them (which may
+        # carry unknown fields): validation accepts only a canonical block.
+        value = encode_block(header, [p.encoded for p in pending])
+        self._entries[value_id] = [TxEntry.of(p) for p in pending]
+        self._blocks[value_id] = value
+        self._compact[value_id] = (header, [p.tx_hash for p in pending])
+        return value_id, value
+
+    def valid(self, height: int, value_id: bytes, value: bytes) -> bool:
+        """A proposal is valid if every transaction in it is well formed (shape checks
+        before any storage read), none was committed before or appears twice, and Rust
+        validation passes on it as the next block (signatures verified once per node:
+        those already admitted here are skipped). Validation is total: whatever a
+        Byzantine proposer puts in the bytes, the answer is a verdict, never an error
+        escaping into the engine."""
+        try:
+            return self._valid(height, value_id, value)
+        except Exception:  # a bug in validation must cost a nil prevote, not the node
+            log.exception("validating a proposal at height %d failed; prevoting nil", height)
+            return False
+
+    def _well_formed(self, height: int, value_id: bytes, value: bytes) -> list[TxEntry] | None:
+        """The proposal's transactions, if each is well formed (stateless checks only: no
+        storage read yet); None otherwise."""
+        entries = self._entries.get(value_id) if self._blocks.get(value_id) == value else None
+        if entries is None:
+            try:
+                entries = self.ledger.block_entries(value)
+            except (MedledgerError, ProtobufDecodeError):
+                return None
+        for index, entry in enumerate(entries):
+            if self.ledger.admitted(entry.tx_hash) is not None:
+                continue  # admitted here: check_tx ran these checks already
+            try:
+                check_body(entry.body, self.chain_id, entry.signer)
+            except Rejected as error:
+                log.info("invalid proposal at height %d: txs[%d]: %s", height, index, error)
+                return None
+        return entries
+
+    def _valid(self, height: int, value_id: bytes, value: bytes) -> bool:
+        head = self.ledger.head
+        if height != head.height + 1:
+            return False
+        entries = self._well_formed(height, value_id, value)
+        if entries is None:
+            return False
+        tx_ids = [e.tx_id for e in entries]
+        if len(set(tx_ids)) != len(tx_ids) or self.ledger.any_committed(tx_ids):
+            return False
+        try:
+            validated = validate_block(
+                value,
+                None,
+                chain_id=self.chain_id,
+                height=height,
+                parent_hash=head.block_hash,
+                validators=self.ledger.validators,
+                app_hash=head.app_hash,
+                verified_tx_hashes=[
+                    e.tx_hash for e in entries if self.ledger.known(e.tx_id, e.tx_hash)
+                ],
+            )
+        except MedledgerError as error:
+            log.info("invalid proposal at height %d: %s", height, error)
+            return False
+        if validated.block_hash != value_id:
+            return False
+        self._entries[value_id] = entries
+        self._blocks[value_id] = value
+        return True
+
+    # ------------------------------------------------------------------ catch-up
+
+    def _next_fetch(self, now_ms: int) -> list[Effect]:
+        """One fetch at a time, from the peer seen ahead (within CATCH_UP_EVIDENCE_MS)
+        that was asked longest ago, none more often than every CATCH_UP_RETRY_MS: a
+        Byzantine validator that signs far ahead and never answers cannot keep the honest
+        ones from being asked."""
+        if self._fetching_blocks:
+            return []
+        candidates = [
+            peer
+            for peer, seen in self._ahead.items()
+            if now_ms - seen < CATCH_UP_EVIDENCE_MS
+            and now_ms - self._asked_at.get(peer, -CATCH_UP_RETRY_MS) >= CATCH_UP_RETRY_MS
+        ]
+        if not candidates:
+            return []
+        peer = min(candidates, key=lambda p: (self._asked_at.get(p, -math.inf), p))
+        self._asked_at[peer] = now_ms
+        self._fetching_blocks = True
+        return [FetchBlocks(peer, self.ledger.head.height + 1)]
