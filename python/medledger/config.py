@@ -32,7 +32,10 @@ class NodeConfig:
     submit_batch_txs_max: int = 4_096
     message_bytes_max: int = 16 * 1024 * 1024
     expiry_horizon_blocks: int = 10_000
-    lmdb_map_size_bytes: int = 8 * 1024 * 1024 * 1024
+    # The LMDB map starts at this size and doubles as it fills, up to the maximum (and
+    # never past the disk's room): medledger.chain.store.
+    lmdb_map_size_bytes: int = 1024 * 1024 * 1024
+    lmdb_map_size_max_bytes: int = 1024 * 1024 * 1024 * 1024
     # The gRPC address of every validator, by index in the genesis validator set (this
     # node's own entry included). Empty for a lone validator.
     validator_addresses: list[str] = field(default_factory=list)
@@ -51,6 +54,11 @@ class NodeConfig:
             raise ValueError(
                 f"message_bytes_max: {self.message_bytes_max} leaves no room for a block "
                 f"(at least {BLOCK_HEADROOM_BYTES + TX_BYTES_MAX + 64} bytes)"
+            )
+        if self.lmdb_map_size_max_bytes < self.lmdb_map_size_bytes:
+            raise ValueError(
+                f"lmdb_map_size_max_bytes: {self.lmdb_map_size_max_bytes} is below "
+                f"lmdb_map_size_bytes ({self.lmdb_map_size_bytes}), the map's starting size"
             )
         if self.message_bytes_max > PEER_MESSAGE_BYTES_MAX:
             raise ValueError(

@@ -30,7 +30,9 @@ STATUS = health_pb2.HealthCheckResponse
 def test_a_node_whose_block_production_dies_says_so_and_exits_non_zero(tmp_path: Path) -> None:
     home = Home(tmp_path / "home")
     init_home(home, CHAIN_ID, listen="127.0.0.1:0")
-    home.config.write_text(replace(home.load_config(), lmdb_map_size_bytes=MAP_BYTES).to_json())
+    home.config.write_text(replace(
+            home.load_config(), lmdb_map_size_bytes=MAP_BYTES, lmdb_map_size_max_bytes=MAP_BYTES
+        ).to_json())
     node = start_node(home.root)
     try:
         key = load_key(home.keys_dir / "client.json")
@@ -79,7 +81,11 @@ def test_a_node_nearly_out_of_storage_refuses_new_transactions_naming_it(
     home = Home(tmp_path / "home")
     init_home(home, CHAIN_ID, listen="127.0.0.1:0")
     home.config.write_text(
-        replace(home.load_config(), lmdb_map_size_bytes=4 * 1024 * 1024).to_json()
+        replace(
+            home.load_config(),
+            lmdb_map_size_bytes=1024 * 1024,
+            lmdb_map_size_max_bytes=4 * 1024 * 1024,
+        ).to_json()
     )
     node = start_node(home.root)
     try:
@@ -95,7 +101,7 @@ def test_a_node_nearly_out_of_storage_refuses_new_transactions_naming_it(
                     break
             assert refused is not None, "never refused"
             assert (refused.status, refused.field) == ("RESOURCE_EXHAUSTED", "storage")
-            assert "lmdb_map_size_bytes" in str(refused)
+            assert "lmdb_map_size_max_bytes" in str(refused)
             assert client.status().height > 0  # it still answers
         assert node.process.poll() is None  # and still runs
     finally:

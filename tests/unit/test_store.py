@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from medledger.chain import ChainStore, StoreError
@@ -91,3 +93,74 @@ def test_another_genesis_is_refused(store: ChainStore) -> None:
 def test_the_data_directory_is_private(store: ChainStore, tmp_path: Path) -> None:
     mode = stat.S_IMODE(os.stat(tmp_path / "data").st_mode)
     assert mode == 0o700
+
+
+def big_commit(store: ChainStore, height: int, size: int) -> None:
+    store.commit_block(
+        height=height,
+        block=os.urandom(size),  # incompressible: it takes its size in pages
+        commit=b"commit",
+        block_hash=bytes([height % 256]) * 32,
+        app_hash=bytes([height % 256]) * 32,
+        tx_index=[],
+        writes=[],
+    )
+
+
+def test_the_map_grows_as_blocks_fill_it_and_stays_grown_after_reopening(
+    tmp_path: Path,
+) -> None:
+    """Issue 15: a fixed map stops the node when it fills; this one starts at 1 MiB and
+    doubles between blocks up to its maximum. 6 MiB of blocks fit where 1 MiB did not."""
+    store = ChainStore(tmp_path / "data", 1024 * 1024, 64 * 1024 * 1024)
+    store.init_genesis(GENESIS)
+    for height in range(1, 25):
+        big_commit(store, height, 256 * 1024)
+    assert store.head.height == 24
+    assert store.map_size >= 8 * 1024 * 1024
+    store.close()
+    reopened = ChainStore(tmp_path / "data", 1024 * 1024, 64 * 1024 * 1024)
+    assert reopened.head.height == 24
+    assert reopened.block(24) is not None
+    reopened.close()
+
+
+def test_the_map_stops_at_its_maximum_and_a_block_past_it_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = ChainStore(tmp_path / "data", 1024 * 1024, 4 * 1024 * 1024)
+    store.init_genesis(GENESIS)
+    height = 1
+    while True:
+        try:
+            big_commit(store, height, 256 * 1024)
+        except lmdb.MapFullError:
+            break
+        height += 1
+        assert height < 40, "4 MiB cannot hold 40 blocks of 256 KiB"
+    assert store.map_size == 4 * 1024 * 1024
+    assert store.head.height == height - 1  # the block that did not fit left no trace
+    assert store.block(height) is None
+    used, capacity = store.usage()
+    assert capacity == 4 * 1024 * 1024
+    assert used > capacity * 0.9
+
+
+def test_capacity_is_what_the_disk_can_still_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk cannot be made here without privileges: the disk's free space is the
+    one thing stood in for (shutil.disk_usage), everything else is the real store."""
+    store = ChainStore(tmp_path / "data", 1024 * 1024, 1024**4)
+    store.init_genesis(GENESIS)
+    used, capacity = store.usage()
+    assert capacity == min(1024**4, used + shutil.disk_usage(tmp_path).free)
+    real = shutil.disk_usage
+
+    def nearly_full(path: object) -> object:
+        return real(path)._replace(free=4096)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "disk_usage", nearly_full)
+    used, capacity = store.usage()
+    assert capacity == used + 4096
+    store.close()

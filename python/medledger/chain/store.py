@@ -14,11 +14,18 @@ Named databases (keys big-endian so ranges scan in order):
 `commit_block` writes a block, its certificate, its index entries, its state writes and
 the new head in one transaction; LMDB's commit fsyncs before returning, so a block is
 either entirely durable or absent after a crash.
+
+The map starts at `map_size_bytes` and doubles, between blocks, once it is
+GROW_AT_FRACTION full, up to `map_size_max_bytes` and never past what the disk can hold
+(`capacity`). The node refuses new transactions well before the capacity is reached.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +54,8 @@ HEAD_KEY = b"head"
 GENESIS_HASH_KEY = b"genesis_hash"
 CHAIN_ID_KEY = b"chain_id"
 HASH_BYTES = 32
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -112,12 +121,25 @@ class Snapshot:
         return out
 
 
+GROW_AT_FRACTION = 0.75
+RESIZE_WAIT_S = 1.0
+
+
 class ChainStore:
     """The node's chain and state in one LMDB environment."""
 
-    def __init__(self, path: Path, map_size_bytes: int) -> None:
+    def __init__(
+        self, path: Path, map_size_bytes: int, map_size_max_bytes: int | None = None
+    ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o700)
+        self._path = path
+        self._map_size_max = max(map_size_bytes, map_size_max_bytes or map_size_bytes)
+        # LMDB may remap only while no transaction is open in this process: readers
+        # register here, and a resize waits for them (and holds new ones back).
+        self._gate = threading.Condition()
+        self._readers = 0
+        self._resizing = False
         self._env = lmdb.open(
             str(path),
             map_size=map_size_bytes,
@@ -136,9 +158,44 @@ class ChainStore:
         self._env.close()
 
     def usage(self) -> tuple[int, int]:
-        """(bytes in use, the map's size): how full the environment is."""
+        """(bytes in use, capacity): how full the storage is. The capacity is what the
+        map may grow to: the configured maximum, or less when the disk has less room."""
+        used, _ = self._map_usage()
+        return used, self.capacity(used)
+
+    def capacity(self, used: int) -> int:
+        return min(self._map_size_max, used + shutil.disk_usage(self._path).free)
+
+    def _map_usage(self) -> tuple[int, int]:
         info = self._env.info()
         return (info["last_pgno"] + 1) * self._env.stat()["psize"], info["map_size"]
+
+    @property
+    def map_size(self) -> int:
+        return int(self._env.info()["map_size"])
+
+    def grow_if_needed(self) -> None:
+        """Doubles the map (up to the capacity) once it is GROW_AT_FRACTION full. Called
+        before each block's write: LMDB remaps only while this process has no
+        transaction open, so the resize waits for readers (at most RESIZE_WAIT_S, then
+        the next block tries again)."""
+        used, size = self._map_usage()
+        if used <= size * GROW_AT_FRACTION:
+            return
+        new_size = min(size * 2, self.capacity(used))
+        if new_size <= size:
+            return
+        with self._gate:
+            self._resizing = True
+            try:
+                if not self._gate.wait_for(lambda: self._readers == 0, RESIZE_WAIT_S):
+                    log.info("growing the LMDB map waits for a long reader; next block")
+                    return
+                self._env.set_mapsize(new_size)
+            finally:
+                self._resizing = False
+                self._gate.notify_all()
+        log.info("grew the LMDB map from %d to %d bytes", size, new_size)
 
     @property
     def initialised(self) -> bool:
@@ -171,16 +228,26 @@ class ChainStore:
 
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:
-        with self._env.begin() as txn:
-            view = Snapshot(txn, self._dbs)
-            try:
-                yield view
-            finally:
-                # py-lmdb frees a read transaction's reader slot only when the transaction
-                # object dies; a snapshot variable outliving its block (in a coroutine
-                # that then awaits) must not hold it, or concurrent requests exhaust
-                # max_readers.
-                view.release()
+        with self._gate:
+            while self._resizing:
+                self._gate.wait()
+            self._readers += 1
+        try:
+            with self._env.begin() as txn:
+                view = Snapshot(txn, self._dbs)
+                try:
+                    yield view
+                finally:
+                    # py-lmdb frees a read transaction's reader slot only when the
+                    # transaction object dies; a snapshot variable outliving its block
+                    # (in a coroutine that then awaits) must not hold it, or concurrent
+                    # requests exhaust max_readers.
+                    view.release()
+        finally:
+            with self._gate:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._gate.notify_all()
 
     def get(self, table: str, key: bytes) -> bytes | None:
         with self.snapshot() as snapshot:
@@ -221,6 +288,7 @@ class ChainStore:
 
         `tx_index` holds (tx_id, tx_hash, encoded TxRecord) per transaction.
         """
+        self.grow_if_needed()
         previous = self.head
         if height != previous.height + 1:
             raise StoreError(f"block {height} does not follow the head {previous.height}")

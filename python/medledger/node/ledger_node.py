@@ -183,7 +183,9 @@ class LedgerNode:
             raise ValueError("this node's key is not in the genesis validator set")
         self.index = members.index(key.public_key)
         self.solo = len(members) == 1
-        self.store = ChainStore(home.data, config.lmdb_map_size_bytes)
+        self.store = ChainStore(
+            home.data, config.lmdb_map_size_bytes, config.lmdb_map_size_max_bytes
+        )
         self.store.init_genesis(genesis)
         self.app = Application(
             self.chain_id,
@@ -230,8 +232,9 @@ class LedgerNode:
         return Rejected(
             "RESOURCE_EXHAUSTED",
             "storage",
-            f"the ledger's LMDB map is {used * 100 // size}% full ({used:,} of {size:,} "
-            "bytes); the operator must raise lmdb_map_size_bytes or free disk",
+            f"the ledger's storage is {used * 100 // size}% full ({used:,} of {size:,} "
+            "bytes, the smaller of lmdb_map_size_max_bytes and what the disk can hold); "
+            "the operator must raise lmdb_map_size_max_bytes or free disk",
         )
 
     def prepare(self, txs: Sequence[envelope_pb2.SignedTransaction]) -> PreparedBatch:
