@@ -30,9 +30,11 @@ STATUS = health_pb2.HealthCheckResponse
 def test_a_node_whose_block_production_dies_says_so_and_exits_non_zero(tmp_path: Path) -> None:
     home = Home(tmp_path / "home")
     init_home(home, CHAIN_ID, listen="127.0.0.1:0")
-    home.config.write_text(replace(
+    home.config.write_text(
+        replace(
             home.load_config(), lmdb_map_size_bytes=MAP_BYTES, lmdb_map_size_max_bytes=MAP_BYTES
-        ).to_json())
+        ).to_json()
+    )
     node = start_node(home.root)
     try:
         key = load_key(home.keys_dir / "client.json")
