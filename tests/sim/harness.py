@@ -188,6 +188,8 @@ class SimLedger:
         pending = self.sim.pool.get(tx_hash)
         if pending is None or pending.tx_id in self.disk.committed_ids:
             return None
+        if self.sim.now < self.sim.arrival[self.index][tx_hash]:
+            return None  # its gossip has not reached this validator yet
         return pending
 
     def known(self, tx_id: bytes, tx_hash: bytes) -> bool:
@@ -201,7 +203,7 @@ class SimLedger:
         return any(tx_id in self.disk.committed_ids for tx_id in tx_ids)
 
     def candidates(self, height: int, count_max: int, bytes_max: int) -> list[PendingTx]:
-        fresh = [p for p in self.sim.pool.values() if p.tx_id not in self.disk.committed_ids]
+        fresh = [p for p in self.sim.pool.values() if self.admitted(p.tx_hash) is not None]
         return fresh[:count_max]
 
     def commit(self, block_bytes: bytes, commit_bytes: bytes) -> Committed:
@@ -410,7 +412,8 @@ class SimProcess:
             if message.request != self._blocks_request:
                 return  # an answer that came after its deadline
             self._blocks_request = None
-            self.execute(self.replica.blocks_fetched(self.commit_fetched(message.blocks), now))
+            committed = self.commit_fetched(message.blocks)
+            self.execute(self.replica.blocks_fetched(committed, now, now))
         elif isinstance(message, ProposalRequest):
             block = self.replica.held_block(message.proposal.height, message.proposal.value_id)
             self.sim.send(self, message.requester, ProposalResponse(message.proposal, block))
@@ -441,7 +444,7 @@ class SimProcess:
                 self.execute(self.replica.proposal_fetched(request, None))
         elif request == self._blocks_request:
             self._blocks_request = None
-            self.execute(self.replica.blocks_fetched(0, self.sim.now))
+            self.execute(self.replica.blocks_fetched(0, self.sim.now, self.sim.now))
 
 
 class Simulation:
@@ -483,6 +486,14 @@ class Simulation:
             assert valid
             body = tx_pb2.TransactionBody.FromString(tx.body)
             self.pool[tx_hash] = PendingTx(tx, body, encoded, tx_hash, body_hash)
+        # When each transaction's gossip reaches each validator (the first ones, at once).
+        self.arrival = [
+            {
+                h: 0 if n < TXS_PER_BLOCK else self.rng.randrange(0, 1_500)
+                for n, h in enumerate(self.pool)
+            }
+            for _ in range(scenario.validators)
+        ]
         self.byzantine_index = 0 if scenario.byzantine != "none" else None
         self.disks = [Disk() for _ in self.keys]
         self.nodes: list[SimProcess] = [
@@ -565,9 +576,23 @@ class Simulation:
         victim = self.rng.randrange(self.scenario.validators)
         named = self.rng.randrange(self.scenario.validators)
         height = self.rng.choice([1, 2, 2**63 - 1])
-        kind = self.rng.randrange(4)
+        kind = self.rng.randrange(5)
         if kind == 0:
             message = self.rng.randbytes(self.rng.randint(1, 64))
+        elif kind == 4:
+            # Decodable, out of range: a valid_round below -1, a 7-byte block hash.
+            wire = peer_pb2.PeerMessage(sender=named)
+            if self.rng.random() < 0.5:
+                wire.proposal.height = height
+                wire.proposal.valid_round = -5
+                wire.proposal.block_hash = self.rng.randbytes(32)
+                wire.proposal.proposer = named
+            else:
+                wire.vote.type = envelope_pb2.VOTE_TYPE_PREVOTE
+                wire.vote.height = height
+                wire.vote.block_hash = self.rng.randbytes(7)
+                wire.vote.validator = named
+            message = wire.SerializeToString()
         else:
             vote: Proposal | Vote = Vote(
                 VoteType.PRECOMMIT, height, 0, self.rng.randbytes(32), named

@@ -20,9 +20,9 @@ from medledger.crypto import SigningKey
 from medledger.genesis import Genesis
 from medledger.keys import load_key
 from medledger.network import init_network, network_homes
-from medledger.node.consensus_driver import ConsensusDriver, to_wire
+from medledger.node.consensus_driver import ConsensusDriver, Inputs, to_wire
 from medledger.node.ledger_node import LedgerNode
-from medledger.node.replica import Fired
+from medledger.node.replica import PROPOSAL_FETCHES_MAX, FetchProposal, Fired
 from medledger.tx import sign_transaction
 from medledger.wire.v1 import envelope_pb2, tx_pb2
 
@@ -203,3 +203,71 @@ def test_a_restarted_validator_keeps_its_lock_and_prevotes_nil_for_a_conflicting
 
     x_id = asyncio.run(before_the_crash())
     assert asyncio.run(after_the_restart(x_id)) == [(VoteType.PREVOTE, None)]
+
+
+def signed_compact(proposer_key: SigningKey, proposer: int, height: int, round_: int) -> Proposal:
+    """A validator's signed compact proposal naming a transaction nobody has."""
+    unsigned = Proposal(height, round_, bytes([height, round_]) * 16, b"", -1, proposer)
+    return dataclasses.replace(
+        unsigned, signature=proposer_key.sign(sign_bytes(CHAIN_ID, unsigned))
+    )
+
+
+def test_a_validator_cannot_make_this_node_fetch_block_after_block(
+    home: Home, driver: ConsensusDriver
+) -> None:
+    """A compact proposal naming unknown transactions makes this node fetch the whole
+    block from its proposer: only for the current height, from that slot's proposer, and
+    a few at a time (found by the review: 1,000 signed compact proposals made 1,000
+    fetches)."""
+    keys = [load_key(h.validator_key) for h in network_homes(home.root.parent, 4)]
+    replica = driver.replica
+    height = replica.engine.height
+
+    def fetches(proposal: Proposal) -> int:
+        wire = to_wire(proposal, (b"\x08\x01", [b"\x99" * 32]))
+        return sum(isinstance(e, FetchProposal) for e in replica.receive(wire, 0))
+
+    slot = [(r, replica.engine.proposer(height, r)) for r in range(12)]
+    others = [(r, p) for r, p in slot if p != 0]
+    wrong = [(r, (p + 1) % 4 or 1) for r, p in others]
+    assert sum(fetches(signed_compact(keys[p], p, height, r)) for r, p in wrong if p != 0) == 0
+    assert fetches(signed_compact(keys[others[0][1]], others[0][1], height + 2, 0)) == 0
+    made = sum(fetches(signed_compact(keys[p], p, height, r)) for r, p in others)
+    assert made == PROPOSAL_FETCHES_MAX
+
+
+@pytest.mark.parametrize("field", ["valid_round", "vote block_hash", "proposal block_hash"])
+def test_decodable_but_out_of_range_fields_are_dropped_before_anything_reads_them(
+    driver: ConsensusDriver, field: str
+) -> None:
+    """Found by the review: a valid_round below -1 or a block hash of another length made
+    the signature check raise on an unsigned message."""
+    if field == "valid_round":
+        wire = to_wire(Proposal(1, 0, b"\x01" * 32, b"x", -5, 1, b"\x00" * 64))
+    elif field == "vote block_hash":
+        wire = to_wire(Vote(VoteType.PREVOTE, 1, 0, b"\x01" * 7, 1, b"\x00" * 64))
+    else:
+        wire = to_wire(Proposal(1, 0, b"\x01" * 7, b"x", -1, 1, b"\x00" * 64))
+    assert driver.replica.receive(wire, 0) == []
+
+
+def test_own_inputs_are_never_dropped_when_peers_fill_the_queue() -> None:
+    """Found by the review: a full queue dropped a fetch's result, and catch-up waited
+    for it forever. Peer messages are bounded; timeouts and fetch results are not."""
+
+    async def scenario() -> list[object]:
+        inputs = Inputs(peer_messages_max=2)
+        votes = [Vote(VoteType.PREVOTE, 1, 0, None, v) for v in (1, 2, 3)]
+        assert inputs.offer_peer(votes[0])
+        assert inputs.offer_peer(votes[1])
+        assert not inputs.offer_peer(votes[2])
+        inputs.offer_own(Fired(Timeout(Step.PROPOSE, 1, 0)))
+        return [await inputs.get() for _ in range(3)]
+
+    got = asyncio.run(scenario())
+    assert got == [
+        Fired(Timeout(Step.PROPOSE, 1, 0)),
+        Vote(VoteType.PREVOTE, 1, 0, None, 1),
+        Vote(VoteType.PREVOTE, 1, 0, None, 2),
+    ]

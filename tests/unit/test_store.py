@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import threading
 from pathlib import Path
 
 import lmdb
@@ -163,4 +164,40 @@ def test_capacity_is_what_the_disk_can_still_hold(
     monkeypatch.setattr(shutil, "disk_usage", nearly_full)
     used, capacity = store.usage()
     assert capacity == used + 4096
+    store.close()
+
+
+def test_reads_beside_a_growing_map_neither_fail_nor_see_a_torn_view(tmp_path: Path) -> None:
+    """LMDB remaps only with no transaction open in the process: readers in other threads
+    (the event loop, gRPC reads) wait for a resize, and a resize for them. Found by the
+    review: reading the map's usage during a remap raised."""
+    store = ChainStore(tmp_path / "data", 1024 * 1024, 64 * 1024 * 1024)
+    store.init_genesis(GENESIS)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                used, capacity = store.usage()
+                assert 0 < used <= capacity
+                height = store.head.height
+                if height:
+                    assert store.block(height) is not None
+            except BaseException as error:  # reported below
+                errors.append(error)
+                return
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in readers:
+        thread.start()
+    try:
+        for height in range(1, 25):
+            big_commit(store, height, 256 * 1024)
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert not errors, errors[:3]
+    assert store.map_size >= 8 * 1024 * 1024
     store.close()

@@ -167,12 +167,28 @@ class ChainStore:
         return min(self._map_size_max, used + shutil.disk_usage(self._path).free)
 
     def _map_usage(self) -> tuple[int, int]:
-        info = self._env.info()
-        return (info["last_pgno"] + 1) * self._env.stat()["psize"], info["map_size"]
+        with self._reading():  # LMDB's info and stat are not safe during a remap either
+            info = self._env.info()
+            return (info["last_pgno"] + 1) * self._env.stat()["psize"], info["map_size"]
 
     @property
     def map_size(self) -> int:
-        return int(self._env.info()["map_size"])
+        return self._map_usage()[1]
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Registers a reader of the environment for as long as the block runs."""
+        with self._gate:
+            while self._resizing:
+                self._gate.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._gate.notify_all()
 
     def grow_if_needed(self) -> None:
         """Doubles the map (up to the capacity) once it is GROW_AT_FRACTION full. Called
@@ -228,26 +244,16 @@ class ChainStore:
 
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:
-        with self._gate:
-            while self._resizing:
-                self._gate.wait()
-            self._readers += 1
-        try:
-            with self._env.begin() as txn:
-                view = Snapshot(txn, self._dbs)
-                try:
-                    yield view
-                finally:
-                    # py-lmdb frees a read transaction's reader slot only when the
-                    # transaction object dies; a snapshot variable outliving its block
-                    # (in a coroutine that then awaits) must not hold it, or concurrent
-                    # requests exhaust max_readers.
-                    view.release()
-        finally:
-            with self._gate:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._gate.notify_all()
+        with self._reading(), self._env.begin() as txn:
+            view = Snapshot(txn, self._dbs)
+            try:
+                yield view
+            finally:
+                # py-lmdb frees a read transaction's reader slot only when the transaction
+                # object dies; a snapshot variable outliving its block (in a coroutine
+                # that then awaits) must not hold it, or concurrent requests exhaust
+                # max_readers.
+                view.release()
 
     def get(self, table: str, key: bytes) -> bytes | None:
         with self.snapshot() as snapshot:

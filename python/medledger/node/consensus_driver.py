@@ -12,6 +12,7 @@ messages are re-sent periodically because the algorithm assumes gossip.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -85,7 +86,49 @@ Input = StepInput | Fetched | ProposalArrived
 
 
 def now_ms() -> int:
+    """Wall-clock time: what a proposed block carries."""
     return int(time.time() * 1000)
+
+
+def monotonic_ms() -> int:
+    """What paces catch-up: a wall clock stepped back must not stall it."""
+    return int(time.monotonic() * 1000)
+
+
+class Inputs:
+    """The consensus task's inputs in two lanes. Peer messages (verified, but a validator
+    can send many, and anyone can replay them) are bounded and dropped when full; this
+    node's own inputs (timeouts, the next height, fetch results: a handful at a time by
+    construction) are never dropped, for losing one would stall consensus or catch-up."""
+
+    def __init__(self, peer_messages_max: int) -> None:
+        self._own: collections.deque[Input] = collections.deque()
+        self._peers: collections.deque[Input] = collections.deque()
+        self._peers_max = peer_messages_max
+        self._ready = asyncio.Event()
+
+    def offer_peer(self, item: Input) -> bool:
+        if len(self._peers) >= self._peers_max:
+            return False
+        self._peers.append(item)
+        self._ready.set()
+        return True
+
+    def offer_own(self, item: Input) -> None:
+        self._own.append(item)
+        self._ready.set()
+
+    def qsize(self) -> int:
+        return len(self._own) + len(self._peers)
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    async def get(self) -> Input:
+        while self.empty():
+            self._ready.clear()
+            await self._ready.wait()
+        return self._own.popleft() if self._own else self._peers.popleft()
 
 
 class ConsensusDriver:
@@ -117,7 +160,7 @@ class ConsensusDriver:
             block_tx_bytes_max=config.block_tx_bytes_max,
         )
         self.public_keys = self.replica.public_keys
-        self.inputs: asyncio.Queue[Input] = asyncio.Queue(INPUTS_MAX)
+        self.inputs = Inputs(INPUTS_MAX)
         self._gossip: list[envelope_pb2.SignedTransaction] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped_gossip = 0  # gossip batches over the count limit
@@ -187,17 +230,19 @@ class ConsensusDriver:
             if len(message.txs.txs) <= self.config.submit_batch_txs_max:
                 self.node.submit(message.txs.txs, gossip=False)
             return
-        self._start_io(self.replica.receive(message, now_ms()))
+        self._start_io(self.replica.receive(message, monotonic_ms()))
 
     def held_block(self, height: int, block_hash: bytes) -> bytes | None:
         """A block of the current height this node proposed or validated."""
         return self.replica.held_block(height, block_hash)
 
     def _offer(self, item: Input) -> None:
-        try:
-            self.inputs.put_nowait(item)
-        except asyncio.QueueFull:
-            log.warning("consensus input queue full; dropping %s", type(item).__name__)
+        """This node's own input (a timeout, the next height, a fetch's result)."""
+        self.inputs.offer_own(item)
+
+    def _offer_peer_message(self, item: Input) -> None:
+        if not self.inputs.offer_peer(item):
+            log.warning("consensus input queue full; dropping a peer's %s", type(item).__name__)
 
     # ------------------------------------------------------------------ the loop
 
@@ -207,7 +252,7 @@ class ConsensusDriver:
             item = await self.inputs.get()
             if isinstance(item, Fetched):
                 committed = await self._commit_fetched(item)
-                effects = self.replica.blocks_fetched(committed, now_ms())
+                effects = self.replica.blocks_fetched(committed, monotonic_ms(), now_ms())
             elif isinstance(item, ProposalArrived):
                 effects = self.replica.proposal_fetched(item.proposal, item.block)
             else:
@@ -239,7 +284,7 @@ class ConsensusDriver:
         """Effects of a peer message, handled where it arrived (not in the loop)."""
         for effect in effects:
             if isinstance(effect, ToEngine):
-                self._offer(effect.message)
+                self._offer_peer_message(effect.message)
             elif isinstance(effect, FetchProposal):
                 self._spawn(self._fetch_proposal(effect.proposal))
             elif isinstance(effect, FetchBlocks):

@@ -49,6 +49,7 @@ from medledger.consensus import (
     Vote,
     VoteType,
 )
+from medledger.consensus.engine import ROUNDS_AHEAD_MAX
 from medledger.consensus.guard import SigningGuard
 from medledger.consensus.messages import guard_step, sign_bytes, signer, with_signature
 from medledger.crypto import SigningKey, sha256, verify
@@ -73,6 +74,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+HASH_BYTES = 32
+PROPOSAL_FETCHES_MAX = 4
+"""Whole-block fetches of compact proposals in flight at once (one height's worth)."""
 CATCH_UP_RETRY_MS = 2_000
 """A peer is asked again for blocks at most this often, whatever it signs."""
 CATCH_UP_EVIDENCE_MS = 10_000
@@ -219,15 +223,21 @@ def to_wire(
 
 
 def from_wire(message: peer_pb2.PeerMessage) -> Proposal | Vote | None:
+    """The consensus message a peer sent, or None when it is not one or a field is out of
+    range (these are checked before anything, the signature included, looks at them)."""
     kind = message.WhichOneof("body")
     if kind == "proposal":
         p = message.proposal
+        if p.valid_round < -1 or len(p.block_hash) != HASH_BYTES:
+            return None
         return Proposal(
             p.height, p.round, p.block_hash, p.block, p.valid_round, p.proposer, p.signature
         )
     if kind == "vote":
         v = message.vote
         if int(v.type) not in (int(VoteType.PREVOTE), int(VoteType.PRECOMMIT)):
+            return None
+        if len(v.block_hash) not in (0, HASH_BYTES):
             return None
         return Vote(
             VoteType(v.type), v.height, v.round, v.block_hash or None, v.validator, v.signature
@@ -302,14 +312,16 @@ class Replica:
             self._resume = None
         return effects
 
-    def receive(self, message: peer_pb2.PeerMessage, now_ms: int) -> list[Effect]:
+    def receive(self, message: peer_pb2.PeerMessage, monotonic_ms: int) -> list[Effect]:
         """A consensus message from the network, hostile until verified: it must decode,
-        name a validator other than this one, and carry that validator's signature; a
-        proposal's bytes must be the block its signed id names. What passes comes out as
-        `ToEngine`; nothing else from an unverified message changes any state."""
+        be for this height or a later one, name a validator other than this one, and carry
+        that validator's signature; a proposal's bytes must be the block its signed id
+        names. What passes comes out as `ToEngine`; nothing else from an unverified
+        message changes any state. `monotonic_ms` paces catch-up (a monotonic clock: a
+        wall clock stepped back would stall it)."""
         decoded = from_wire(message)
-        if decoded is None:
-            return []
+        if decoded is None or decoded.height < self.engine.height:
+            return []  # unusable, or replayed from a decided height: not worth a verify
         sender = signer(decoded)
         if not 0 <= sender < len(self.public_keys) or sender == self.index:
             return []
@@ -323,14 +335,14 @@ class Replica:
             # Signed evidence that `sender` is past the next height, so it committed
             # blocks this node lacks. The unsigned `committed_height` of a message is
             # never trusted: anyone can write any number there.
-            self._ahead[sender] = now_ms
-            effects += self._next_fetch(now_ms)
+            self._ahead[sender] = monotonic_ms
+            effects += self._next_fetch(monotonic_ms)
         if isinstance(decoded, Proposal) and not decoded.value:
             if decoded.height <= head:
                 return effects  # decided already
             rebuilt = self._resolve_compact(message.proposal)
             if rebuilt is None:
-                if decoded.value_id not in self._fetching:
+                if self._worth_fetching(decoded):
                     self._fetching.add(decoded.value_id)
                     effects.append(FetchProposal(decoded))
                 return effects
@@ -342,15 +354,30 @@ class Replica:
             effects.append(ToEngine(decoded))
         return effects
 
+    def _worth_fetching(self, proposal: Proposal) -> bool:
+        """A compact proposal's block is fetched only for the current height, from that
+        slot's proposer, within the rounds the engine would accept, and a few at a time:
+        a validator signing compact proposals with unknown transactions must not make
+        this node open connection after connection."""
+        engine = self.engine
+        return (
+            proposal.value_id not in self._fetching
+            and len(self._fetching) < PROPOSAL_FETCHES_MAX
+            and proposal.height == engine.height
+            and proposal.round <= engine.round + ROUNDS_AHEAD_MAX
+            and proposal.proposer == engine.proposer(proposal.height, proposal.round)
+        )
+
     def proposal_fetched(self, proposal: Proposal, block: bytes | None) -> list[Effect]:
         """The proposer's answer to a `FetchProposal` (None: it failed)."""
         self._fetching.discard(proposal.value_id)
-        if block is None:
+        if block is None or proposal.height != self.engine.height:
             return []
         return self._bound(dataclasses.replace(proposal, value=block))
 
     def step(self, item: StepInput, now_ms: int) -> list[Effect]:
-        """One input for the engine: a verified message, a timeout, or the next height."""
+        """One input for the engine: a verified message, a timeout, or the next height.
+        `now_ms` is wall-clock time (a block this node proposes carries it)."""
         self.now_ms = now_ms
         if isinstance(item, Proposal):
             return self._process(self.engine.on_proposal(item))
@@ -363,13 +390,13 @@ class Replica:
         self._new_height()
         return self._process(self.engine.advance())
 
-    def blocks_fetched(self, committed: int, now_ms: int) -> list[Effect]:
+    def blocks_fetched(self, committed: int, monotonic_ms: int, now_ms: int) -> list[Effect]:
         """After the shell committed `committed` blocks of what a `FetchBlocks` brought
         (perhaps none): the next fetch is chosen, and the engine jumps to the height after
         the new head."""
         self.now_ms = now_ms
         self._fetching_blocks = False
-        effects = self._next_fetch(now_ms)  # more to fetch if peers are still seen ahead
+        effects = self._next_fetch(monotonic_ms)  # more to fetch if peers are seen ahead
         if committed:
             self._new_height()
             effects += self._process(self.engine.skip_to(self.ledger.head.height + 1))
@@ -450,6 +477,7 @@ class Replica:
 
     def _new_height(self) -> None:
         self.sent = []
+        self._fetching.clear()  # an answer that comes after is dropped: no longer needed
         self._entries.clear()
         self._blocks.clear()
         self._compact.clear()
@@ -538,34 +566,43 @@ class Replica:
             log.exception("validating a proposal at height %d failed; prevoting nil", height)
             return False
 
-    def _well_formed(self, height: int, value_id: bytes, value: bytes) -> list[TxEntry] | None:
+    def _well_formed(
+        self, height: int, value_id: bytes, value: bytes
+    ) -> tuple[list[TxEntry], list[bytes]] | None:
         """The proposal's transactions, if each is well formed (stateless checks only: no
-        storage read yet); None otherwise."""
+        storage read yet), and the ids of those this node has not admitted; None when
+        one is malformed."""
         entries = self._entries.get(value_id) if self._blocks.get(value_id) == value else None
         if entries is None:
             try:
                 entries = self.ledger.block_entries(value)
             except (MedledgerError, ProtobufDecodeError):
                 return None
+        unadmitted = []
         for index, entry in enumerate(entries):
             if self.ledger.admitted(entry.tx_hash) is not None:
                 continue  # admitted here: check_tx ran these checks already
+            unadmitted.append(entry.tx_id)
             try:
                 check_body(entry.body, self.chain_id, entry.signer)
             except Rejected as error:
                 log.info("invalid proposal at height %d: txs[%d]: %s", height, index, error)
                 return None
-        return entries
+        return entries, unadmitted
 
     def _valid(self, height: int, value_id: bytes, value: bytes) -> bool:
         head = self.ledger.head
         if height != head.height + 1:
             return False
-        entries = self._well_formed(height, value_id, value)
-        if entries is None:
+        checked = self._well_formed(height, value_id, value)
+        if checked is None:
             return False
+        entries, unadmitted = checked
         tx_ids = [e.tx_id for e in entries]
-        if len(set(tx_ids)) != len(tx_ids) or self.ledger.any_committed(tx_ids):
+        # An admitted transaction is not committed (admission looked, and a commit takes
+        # its transactions out of the mempool before the next proposal is judged): only
+        # the others need a storage read.
+        if len(set(tx_ids)) != len(tx_ids) or self.ledger.any_committed(unadmitted):
             return False
         try:
             validated = validate_block(
