@@ -384,6 +384,8 @@ class SimProcess:
     def broadcast(self, message: peer_pb2.PeerMessage) -> None:
         message.sender = self.index
         message.committed_height = self.ledger.head.height
+        if self.honest:
+            self.sim.check_lock(self.index, message)
         if self.honest or not self.sim.misbehave(self, message):
             self.sim.broadcast(self, message.SerializeToString())
         if (
@@ -505,6 +507,8 @@ class Simulation:
             self.nodes.append(SimProcess(self, 0, self.keys[0], Disk(), honest=False))
         self.decisions: dict[int, dict[int, Committed]] = {}  # height -> node -> committed
         self.evidence: list[object] = []
+        self.prevotes: dict[tuple[int, int, bytes], set[int]] = {}
+        self.locks: dict[int, list[tuple[int, int, bytes]]] = {}  # honest precommits
         self.pending_crash: int | None = None
 
     # -- the event queue ------------------------------------------------------
@@ -534,6 +538,8 @@ class Simulation:
             copies = (
                 2 if self.faults_active() and self.rng.random() < self.scenario.duplicate else 1
             )
+            if sender is not None and isinstance(message, bytes):
+                self.record_prevote(message)
             for _ in range(copies):
                 delay = self.rng.randint(1, self.scenario.delay_max_ms)
                 self.schedule(delay, Deliver(node, node.epoch, message))
@@ -711,6 +717,44 @@ class Simulation:
         node.alive = False
         node.epoch += 1
         self.pending_crash = None
+
+    def record_prevote(self, message: bytes) -> None:
+        """Every prevote a validator signed and sent to anyone: a superset of what any
+        one validator could have seen (for `check_lock`)."""
+        wire = peer_pb2.PeerMessage.FromString(message)
+        if wire.WhichOneof("body") == "vote" and wire.vote.type == envelope_pb2.VOTE_TYPE_PREVOTE:
+            vote = wire.vote
+            if vote.block_hash:
+                key = (vote.height, vote.round, vote.block_hash)
+                self.prevotes.setdefault(key, set()).add(vote.validator)
+
+    def check_lock(self, index: int, message: peer_pb2.PeerMessage) -> None:
+        """Algorithm 1's locking rule, across crashes: after an honest validator
+        precommits X in round r of a height, it prevotes another value V in a later round
+        only with a proof of lock change, a quorum of prevotes for V in a round from r on
+        (line 28). Checked against every prevote anyone sent, a superset of what it saw:
+        a prevote that fails this check violated its lock whatever it heard."""
+        if message.WhichOneof("body") != "vote" or not message.vote.block_hash:
+            return
+        vote = message.vote
+        if vote.validator != index:
+            return  # another validator's prevote, relayed as evidence
+        locks = self.locks.setdefault(index, [])
+        if vote.type == envelope_pb2.VOTE_TYPE_PRECOMMIT:
+            locks.append((vote.height, vote.round, vote.block_hash))
+            return
+        quorum = 2 * self.scenario.validators // 3 + 1
+        for height, locked_round, locked_id in locks:
+            if height != vote.height or locked_round >= vote.round or locked_id == vote.block_hash:
+                continue
+            released = any(
+                len(self.prevotes.get((height, r, vote.block_hash), ())) >= quorum
+                for r in range(locked_round, vote.round)
+            )
+            assert released, (
+                f"LOCK: validator {index} prevoted {vote.block_hash.hex()[:8]} at height "
+                f"{height} round {vote.round} against its lock from round {locked_round}"
+            )
 
     def record_decision(self, node: SimProcess, committed: Committed) -> None:
         at_height = self.decisions.setdefault(committed.height, {})
