@@ -275,8 +275,14 @@ class ConsensusDriver:
                 await self.node.commit_block(effect.block, effect.commit, effect.entries)
                 self._spawn(self._next_height_after_pause(effect.height))
             elif isinstance(effect, Reported):
-                equivocation = effect.equivocation
-                log.warning("equivocation: %s then %s", equivocation.first, equivocation.second)
+                first = effect.equivocation.first
+                log.warning(
+                    "equivocation by validator %d at height %d round %d (a %s)",
+                    first.proposer if isinstance(first, Proposal) else first.validator,
+                    first.height,
+                    first.round,
+                    type(first).__name__.lower(),
+                )
             else:
                 self._start_io([effect])
 
