@@ -22,7 +22,14 @@ from medledger.keys import load_key
 from medledger.network import init_network, network_homes
 from medledger.node.consensus_driver import ConsensusDriver, Inputs, to_wire
 from medledger.node.ledger_node import LedgerNode
-from medledger.node.replica import PROPOSAL_FETCHES_MAX, FetchProposal, Fired
+from medledger.node.replica import (
+    CATCH_UP_RETRY_MS,
+    PROPOSAL_FETCHES_MAX,
+    Effect,
+    FetchBlocks,
+    FetchProposal,
+    Fired,
+)
 from medledger.tx import sign_transaction
 from medledger.wire.v1 import envelope_pb2, tx_pb2
 
@@ -271,3 +278,34 @@ def test_own_inputs_are_never_dropped_when_peers_fill_the_queue() -> None:
         Vote(VoteType.PREVOTE, 1, 0, None, 1),
         Vote(VoteType.PREVOTE, 1, 0, None, 2),
     ]
+
+
+def signed_vote(key: SigningKey, validator: int, height: int) -> Vote:
+    vote = Vote(VoteType.PREVOTE, height, 0, None, validator)
+    return dataclasses.replace(vote, signature=key.sign(sign_bytes(CHAIN_ID, vote)))
+
+
+def test_catch_up_starts_on_signed_evidence_one_fetch_at_a_time_and_moves_on(
+    home: Home, driver: ConsensusDriver
+) -> None:
+    """The replica's catch-up policy, with time passed in: a validator's signed message
+    for a later height starts one fetch; more evidence meanwhile starts none; a fetch
+    that brought nothing moves on to another peer seen ahead, at once; the first peer is
+    asked again only after CATCH_UP_RETRY_MS. An unsigned claim starts nothing."""
+    keys = [load_key(h.validator_key) for h in network_homes(home.root.parent, 4)]
+    replica = driver.replica
+    ahead = replica.engine.height + 5
+
+    def fetches(effects: list[Effect]) -> list[FetchBlocks]:
+        return [e for e in effects if isinstance(e, FetchBlocks)]
+
+    unsigned = to_wire(Vote(VoteType.PREVOTE, ahead, 0, None, 1))
+    assert fetches(replica.receive(unsigned, 1_000)) == []
+    first = fetches(replica.receive(to_wire(signed_vote(keys[1], 1, ahead)), 1_000))
+    assert first == [FetchBlocks(1, replica.engine.height)]
+    assert fetches(replica.receive(to_wire(signed_vote(keys[2], 2, ahead)), 1_001)) == []
+    # Peer 1 had nothing: peer 2, seen ahead too, is asked at once; not peer 1 again.
+    assert fetches(replica.blocks_fetched(0, 1_002, NOW)) == [FetchBlocks(2, replica.engine.height)]
+    assert fetches(replica.blocks_fetched(0, 1_003, NOW)) == []
+    replica.receive(to_wire(signed_vote(keys[1], 1, ahead)), 1_000 + CATCH_UP_RETRY_MS)
+    assert replica._fetching_blocks  # peer 1 asked again, once its pause was over
