@@ -39,6 +39,7 @@ import grpc
 from medledger.block import assemble_block, block_hash
 from medledger.client import LedgerClient
 from medledger.consensus import Proposal, Vote, VoteType
+from medledger.consensus.guard import STEP_PRECOMMIT, FileGuardStore, GuardFileError
 from medledger.consensus.messages import sign_bytes, with_signature
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis
@@ -194,15 +195,14 @@ class ByzantineValidator(peer_pb2_grpc.PeerServiceServicer):
 def locked_precommit(signer_state: Path) -> bytes | None:
     """The value a validator's guard file says it precommitted, locked, at HEIGHT round 0."""
     try:
-        record = json.loads(signer_state.read_text())
-    except (OSError, ValueError):
+        record = FileGuardStore(signer_state).load()
+    except GuardFileError:
         return None
-    lock = record.get("lock") or {}
-    if (record["height"], record["round"], record["step"]) != (HEIGHT, 0, 2):
+    if record is None or record.position != (HEIGHT, 0, STEP_PRECOMMIT):
         return None
-    if lock.get("locked_round") != 0:
+    if record.lock is None or record.lock.locked_round != 0:
         return None
-    return bytes.fromhex(lock["locked_id"])
+    return record.lock.locked_id
 
 
 def test_a_validator_killed_after_precommit_keeps_its_lock_against_a_byzantine_proposer(

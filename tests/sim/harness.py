@@ -538,8 +538,6 @@ class Simulation:
             copies = (
                 2 if self.faults_active() and self.rng.random() < self.scenario.duplicate else 1
             )
-            if sender is not None and isinstance(message, bytes):
-                self.record_prevote(message)
             for _ in range(copies):
                 delay = self.rng.randint(1, self.scenario.delay_max_ms)
                 self.schedule(delay, Deliver(node, node.epoch, message))
@@ -549,6 +547,8 @@ class Simulation:
                         self.schedule(delay, Deliver(node, node.epoch, tampered))
 
     def broadcast(self, sender: SimProcess | None, message: bytes) -> None:
+        if sender is not None:
+            self.record_prevote(message)
         for index in range(self.scenario.validators):
             self.send(sender, index, message)
 
@@ -632,12 +632,7 @@ class Simulation:
                 return False
             if kind == "equivocating_proposer":
                 other = self.fresh_proposal(node, signed, block, time_shift=1)
-                for index in range(self.scenario.validators):
-                    self.send(
-                        node,
-                        index,
-                        message.SerializeToString() if self.rng.random() < 0.5 else other,
-                    )
+                self.split(node, message.SerializeToString(), other)
                 return True
             if kind == "lock_violator" and signed.round > 0:
                 # Ignores its lock and valid value: a fresh value in every later round.
@@ -653,11 +648,7 @@ class Simulation:
             seen = self.round_value(node, signed.round)
             flipped = None if signed.value_id is not None else seen
             other_vote = Vote(signed.type, signed.height, signed.round, flipped, node.index)
-            other = self.signed_wire(node, other_vote)
-            for index in range(self.scenario.validators):
-                self.send(
-                    node, index, message.SerializeToString() if self.rng.random() < 0.5 else other
-                )
+            self.split(node, message.SerializeToString(), self.signed_wire(node, other_vote))
             return True
         if kind == "lock_violator" and signed.value_id is None:
             seen = self.round_value(node, signed.round)
@@ -666,6 +657,16 @@ class Simulation:
                 self.broadcast(node, self.signed_wire(node, vote))
                 return True
         return False
+
+    def split(self, node: SimProcess, first: bytes, second: bytes) -> None:
+        """Each peer gets one of two conflicting messages, both signed by `node`."""
+        recorded: set[bytes] = set()
+        for index in range(self.scenario.validators):
+            chosen = first if self.rng.random() < 0.5 else second
+            if chosen not in recorded:
+                recorded.add(chosen)
+                self.record_prevote(chosen)
+            self.send(node, index, chosen)
 
     def block_of(self, node: SimProcess, proposal: Proposal) -> bytes | None:
         return proposal.value or node.replica.held_block(proposal.height, proposal.value_id)

@@ -222,8 +222,9 @@ class LedgerNode:
         self, fraction: float = STORAGE_FULL_FRACTION, usage: tuple[int, int] | None = None
     ) -> Rejected | None:
         """Why new transactions are refused while the chain's storage is past `fraction`
-        of its map: a block that no longer fits would stop this node (health NOT_SERVING,
-        exit 1), so clients hear it first, naming the storage; None while there is room.
+        of its capacity (`ChainStore.usage`): a block that no longer fits would stop this
+        node (health NOT_SERVING, exit 1), so clients hear it first, naming the storage;
+        None while there is room.
         Time-critical transactions (a payee's challenge) are let in up to a higher
         fraction: a dispute must not be lost to a nearly full disk."""
         used, size = usage or self.store.usage()
