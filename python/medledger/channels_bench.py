@@ -117,7 +117,18 @@ def run_channels_bench(
                 expiry = ledger.status().height + 1_000
             bank = TxBuilder(payee, CHAIN_ID)
             everyone = [*payers, hub_key, *hub_payers]
+            year_later_ms = int(time.time() * 1000) + 365 * 24 * 3600 * 1000
             setup = [
+                [  # the payee's key is its organisation's admin: it enrols everyone
+                    bank.issue_credential(
+                        subject=p.public_key,
+                        role=tx_pb2.ROLE_PAYMENT_PROCESSOR if p is hub_key else tx_pb2.ROLE_PAYER,
+                        organisation="org-0",
+                        expires_ms=year_later_ms,
+                        expiry_height=expiry,
+                    )
+                    for p in everyone
+                ],
                 [
                     TxBuilder(p, CHAIN_ID).sign(
                         tx_pb2.TransactionBody(create_account=tx_pb2.CreateAccount()),

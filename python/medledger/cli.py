@@ -26,12 +26,19 @@ from google.protobuf.message import Message
 
 from medledger import __version__
 from medledger.cli_channels import add_commands as add_channel_commands
+from medledger.cli_members import add_commands as add_member_commands
 from medledger.cli_records import add_commands as add_record_commands
 from medledger.cli_support import CliError, client_key, hex_bytes, node_address
 from medledger.config import DEFAULT_LISTEN, Home, NodeConfig
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
-from medledger.genesis import DEFAULT_MIN_CHALLENGE_BLOCKS, Allocation, Genesis, GenesisValidator
+from medledger.genesis import (
+    DEFAULT_MIN_CHALLENGE_BLOCKS,
+    Allocation,
+    Genesis,
+    GenesisValidator,
+    founding_organisation,
+)
 from medledger.keys import KeyFileError, load_key, save_key
 from medledger.wire.v1 import tx_pb2
 
@@ -58,7 +65,8 @@ def init_home(
     min_challenge_blocks: int = DEFAULT_MIN_CHALLENGE_BLOCKS,
 ) -> Genesis:
     """Creates a one-validator home: keys (mode 0600), genesis with a funded client
-    account (and `extra_allocations`), and config."""
+    account (and `extra_allocations`), one organisation (`org-0`, whose admin is the
+    client key and which runs the validator), and config."""
     if home.config.exists():
         raise CliError(f"{home.root} is already initialised")
     home.root.mkdir(parents=True, exist_ok=True)
@@ -71,6 +79,7 @@ def init_home(
         validators=(GenesisValidator("validator-0", validator.public_key, 10),),
         allocations=(Allocation(client.public_key, fund_micros), *extra_allocations),
         min_challenge_blocks=min_challenge_blocks,
+        organisations=(founding_organisation(0, client, validator),),
     )
     genesis.validator_set()
     home.genesis.write_text(genesis.to_json())
@@ -416,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     )
     demo.set_defaults(run=cmd_demo)
 
+    add_member_commands(commands)
     add_record_commands(commands)
     add_channel_commands(commands)
 

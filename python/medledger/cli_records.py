@@ -232,6 +232,34 @@ def cmd_access_log(args: argparse.Namespace) -> None:
     Console(width=200).print(access_table(events, title, lambda key: key.hex()[:16]))
 
 
+def cmd_access_review(args: argparse.Namespace) -> None:
+    from rich.console import Console  # noqa: PLC0415
+
+    key = client_key(args)
+    with _records(args) as client:
+        events = client.reviews(key)
+    if args.json:
+        print(json.dumps([_review_json(e) for e in events], indent=2))
+        return
+    title = "Break-glass releases awaiting the privacy officer's review"
+    Console(width=200).print(access_table(events, title, lambda k: k.hex()[:16]))
+
+
+def _review_json(event: records_pb2.AccessEvent) -> dict[str, object]:
+    access = event.access
+    return {
+        "height": event.height,
+        "tx_id": event.tx_id.hex(),
+        "patient": event.patient.hex(),
+        "requester": access.requester.hex(),
+        "record_id": access.record_id.hex(),
+        "version": access.version,
+        "reason": access.reason,
+        "emergency_reason": access.emergency_reason,
+        "time_ms": access.time_ms,
+    }
+
+
 # ---------------------------------------------------------------------- the parser
 
 
@@ -298,3 +326,9 @@ def add_commands(commands: Any) -> None:  # noqa: PLR0915 - one table
     log.add_argument("--fhir", action="store_true", help="print FHIR AuditEvent JSON")
     add_connection(log, key=False)
     log.set_defaults(run=cmd_access_log)
+    review = access_actions.add_parser(
+        "review", help="the vault's break-glass releases (its custodian or an auditor)"
+    )
+    review.add_argument("--json", action="store_true", help="print JSON, not a table")
+    add_connection(review)
+    review.set_defaults(run=cmd_access_review)

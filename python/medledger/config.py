@@ -29,6 +29,9 @@ class NodeConfig:
     mempool_bytes_max: int = 128 * 1024 * 1024
     # One key's share of the ordinary lane: a quarter, so no signer holds the whole pool.
     mempool_signer_txs_max: int = 50_000
+    # One organisation's share (all its members' keys together): half, so a member whose
+    # people or systems flood cannot crowd out the others (permissioned chains only).
+    mempool_organisation_txs_max: int = 100_000
     submit_batch_txs_max: int = 4_096
     message_bytes_max: int = 16 * 1024 * 1024
     expiry_horizon_blocks: int = 10_000

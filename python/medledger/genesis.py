@@ -1,4 +1,5 @@
-"""The genesis file: the chain id, the validator set and the initial balances.
+"""The genesis file: the chain id, the validator set, the initial balances, and the
+consortium's founding organisations and policy.
 
 Every node of a network starts from the same genesis; its hash is the app hash of height
 0, so two nodes started from different genesis files disagree from the first block on.
@@ -7,19 +8,31 @@ Every node of a network starts from the same genesis; its hash is the app hash o
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from medledger.block import ValidatorSet
-from medledger.crypto import sha256
+from medledger.crypto import SigningKey, sha256
 
-__all__ = ["Allocation", "Genesis", "GenesisValidator"]
+__all__ = [
+    "Allocation",
+    "Genesis",
+    "GenesisOrganisation",
+    "GenesisPolicy",
+    "GenesisValidator",
+    "founding_organisation",
+]
 
 
 CHALLENGE_BLOCKS_MAX = 100_000
 """The longest challenge window a channel may have (medledger.app.channels)."""
 DEFAULT_MIN_CHALLENGE_BLOCKS = 10
 """A new chain's shortest channel challenge window (`Genesis.min_challenge_blocks`)."""
+DEFAULT_BREAK_GLASS_MAX_MS = 60 * 60 * 1000
+"""The longest break-glass window a vault may open unless the genesis sets another."""
+ORGANISATION_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}", re.ASCII)
+"""An organisation's id: lowercase ASCII letters, digits and '-', at most 32 bytes."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +40,38 @@ class GenesisValidator:
     name: str
     public_key: bytes
     power: int
+
+
+@dataclass(frozen=True)
+class GenesisOrganisation:
+    """A founding member of the consortium: its admins enrol its people's keys."""
+
+    id: str
+    name: str
+    admins: tuple[bytes, ...]
+    weight: int = 1
+    validators: tuple[bytes, ...] = ()  # the validator keys it runs
+
+
+def founding_organisation(
+    index: int, admin: SigningKey, validator: SigningKey
+) -> GenesisOrganisation:
+    """The organisation `init` writes for node `index`: `org-<index>`, administered by
+    the node's client key and running its validator."""
+    return GenesisOrganisation(
+        id=f"org-{index}",
+        name=f"Organisation {index}",
+        admins=(admin.public_key,),
+        validators=(validator.public_key,),
+    )
+
+
+@dataclass(frozen=True)
+class GenesisPolicy:
+    """The consortium's rules at height 0 (`state_pb2.Policy`)."""
+
+    break_glass_max_ms: int = DEFAULT_BREAK_GLASS_MAX_MS
+    emergency_overrides_deny: bool = True
 
 
 @dataclass(frozen=True)
@@ -44,6 +89,15 @@ class Genesis:
     # The shortest challenge window a channel may have: a payee needs that many blocks to
     # answer an old state, even under load. 1 (no minimum) when a genesis names none.
     min_challenge_blocks: int = 1
+    # The consortium. A genesis that names no organisation is an open development chain:
+    # anyone may submit, and no key holds a role (so no record can be anchored).
+    organisations: tuple[GenesisOrganisation, ...] = ()
+    policy: GenesisPolicy = field(default_factory=GenesisPolicy)
+
+    @property
+    def permissioned(self) -> bool:
+        """Only keys enrolled by a member organisation may submit transactions."""
+        return bool(self.organisations)
 
     def validator_set(self) -> ValidatorSet:
         return ValidatorSet([(v.public_key, v.power) for v in self.validators])
@@ -54,8 +108,17 @@ class Genesis:
             validator["public_key"] = validator["public_key"].hex()
         for allocation in data["allocations"]:
             allocation["owner"] = allocation["owner"].hex()
+        for organisation in data["organisations"]:
+            organisation["admins"] = [key.hex() for key in organisation["admins"]]
+            organisation["validators"] = [key.hex() for key in organisation["validators"]]
+        # Fields at their old defaults are left out: genesis files written before them
+        # keep their hash.
         if data["min_challenge_blocks"] == 1:
-            del data["min_challenge_blocks"]  # genesis files written before it keep their hash
+            del data["min_challenge_blocks"]
+        if not data["organisations"]:
+            del data["organisations"]
+        if self.policy == GenesisPolicy():
+            del data["policy"]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -73,7 +136,26 @@ class Genesis:
                 for a in data.get("allocations", [])
             ),
             min_challenge_blocks=int(data.get("min_challenge_blocks", 1)),
+            organisations=tuple(
+                GenesisOrganisation(
+                    id=str(o["id"]),
+                    name=str(o["name"]),
+                    admins=tuple(bytes.fromhex(key) for key in o["admins"]),
+                    weight=int(o.get("weight", 1)),
+                    validators=tuple(bytes.fromhex(key) for key in o.get("validators", [])),
+                )
+                for o in data.get("organisations", [])
+            ),
+            policy=GenesisPolicy(
+                break_glass_max_ms=int(
+                    data.get("policy", {}).get("break_glass_max_ms", DEFAULT_BREAK_GLASS_MAX_MS)
+                ),
+                emergency_overrides_deny=bool(
+                    data.get("policy", {}).get("emergency_overrides_deny", True)
+                ),
+            ),
         )
+        genesis.check_organisations()
         if not 1 <= genesis.min_challenge_blocks <= CHALLENGE_BLOCKS_MAX:
             raise ValueError(f"genesis min_challenge_blocks: must be 1 to {CHALLENGE_BLOCKS_MAX}")
         genesis.validator_set()  # validates keys and powers
@@ -83,6 +165,41 @@ class Genesis:
                     f"genesis allocation {allocation.owner.hex()}: bad owner or balance"
                 )
         return genesis
+
+    def organisation_of(self, admin: bytes) -> str:
+        """The id of the organisation `admin` administers; KeyError if none."""
+        for org in self.organisations:
+            if admin in org.admins:
+                return org.id
+        raise KeyError(f"{admin.hex()} administers no organisation of this genesis")
+
+    def check_organisations(self) -> None:
+        """Raises ValueError naming the organisation whose entry breaks a rule."""
+        validators = {v.public_key for v in self.validators}
+        seen_ids: set[str] = set()
+        enrolled: set[bytes] = set()
+        run: set[bytes] = set()
+        for org in self.organisations:
+            where = f"genesis organisation {org.id!r}"
+            if not ORGANISATION_ID.fullmatch(org.id):
+                raise ValueError(f"{where}: id must be lowercase ASCII letters, digits and '-'")
+            if org.id in seen_ids:
+                raise ValueError(f"{where}: named twice")
+            seen_ids.add(org.id)
+            if not org.admins or any(len(key) != 32 for key in org.admins):
+                raise ValueError(f"{where}: admins must be one or more 32-byte keys")
+            if enrolled & set(org.admins):
+                raise ValueError(f"{where}: an admin key already belongs to another organisation")
+            enrolled |= set(org.admins)
+            if not 1 <= org.weight < 2**32:
+                raise ValueError(f"{where}: weight must be 1 to 2^32 - 1")
+            if not set(org.validators) <= validators or run & set(org.validators):
+                raise ValueError(
+                    f"{where}: validators must be genesis validators run by no other organisation"
+                )
+            run |= set(org.validators)
+        if not 0 < self.policy.break_glass_max_ms <= 24 * 60 * 60 * 1000:
+            raise ValueError("genesis policy break_glass_max_ms: must be 1 ms to 24 h")
 
     @classmethod
     def load(cls, path: Path) -> Genesis:

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from medledger.config import Home, NodeConfig
 from medledger.crypto import SigningKey
-from medledger.genesis import DEFAULT_MIN_CHALLENGE_BLOCKS, Allocation, Genesis, GenesisValidator
+from medledger.genesis import (
+    DEFAULT_MIN_CHALLENGE_BLOCKS,
+    Allocation,
+    Genesis,
+    GenesisValidator,
+    founding_organisation,
+)
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_node
 
@@ -61,7 +67,8 @@ def init_network(
     min_challenge_blocks: int = DEFAULT_MIN_CHALLENGE_BLOCKS,
 ) -> Genesis:
     """Homes for `validators` validators under `root` (node0, node1, …): each with its own
-    validator key and funded client key, one shared genesis (which also funds
+    validator key and funded client key (the admin of its organisation, `org-<i>`, which
+    runs that validator), one shared genesis (which also funds
     `extra_allocations`), and configs that list every validator's address (127.0.0.1,
     consecutive ports from `base_port`)."""
     homes = network_homes(root, validators)
@@ -81,6 +88,10 @@ def init_network(
             *extra_allocations,
         ),
         min_challenge_blocks=min_challenge_blocks,
+        organisations=tuple(
+            founding_organisation(i, client, key)
+            for i, (client, key) in enumerate(zip(clients, keys, strict=True))
+        ),
     )
     genesis.validator_set()
     addresses = [f"127.0.0.1:{base_port + i}" for i in range(validators)]

@@ -45,7 +45,7 @@ def run_records_bench(
     *, anchors: int, fetches: int, transfers: int, json_path: Path | None = None
 ) -> RecordsBenchResult:
     from medledger.cli import init_home  # noqa: PLC0415
-    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+    from medledger.client import LedgerClient, TxBuilder, enrol  # noqa: PLC0415
     from medledger.client.records import RecordsClient  # noqa: PLC0415
     from medledger.config import Home  # noqa: PLC0415
     from medledger.crypto import SigningKey  # noqa: PLC0415
@@ -81,6 +81,19 @@ def run_records_bench(
         ]
         node = start_node(home.root)
         try:
+            # Set-up, not measured: the organisation's admin (the custodian's own key here)
+            # issues the roles.
+            with LedgerClient(node.address) as ledger:
+                enrol(
+                    ledger,
+                    custodian,
+                    "org-0",
+                    {
+                        custodian.public_key: [tx_pb2.ROLE_CUSTODIAN],
+                        patient.public_key: [tx_pb2.ROLE_PATIENT],
+                        reader.public_key: [tx_pb2.ROLE_RESEARCHER],
+                    },
+                )
             anchor_s = _commit_all(node.address, anchor_txs)
             transfer_s = _commit_all(node.address, transfer_txs)
             # Records in the vault and a consent covering them, then the fetches.

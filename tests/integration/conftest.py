@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from medledger.cli import init_home
-from medledger.client import LedgerClient, TxBuilder
+from medledger.client import LedgerClient, TxBuilder, enrol
 from medledger.config import Home
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis
 from medledger.keys import load_key
 from medledger.node.launcher import NodeProcess, start_node
+from medledger.wire.v1 import tx_pb2
 
 CHAIN_ID = "integration-1"
 
@@ -35,6 +36,17 @@ class RunningNode:
 
     def builder(self, key: SigningKey | None = None) -> TxBuilder:
         return TxBuilder(key or self.payer, CHAIN_ID)
+
+    def enrol(self, roles: Mapping[bytes, Iterable[int]]) -> None:
+        """The node's organisation (`org-0`, whose admin is `payer`) issues these roles."""
+        with self.client() as client:
+            enrol(client, self.payer, "org-0", roles)
+
+    def member(self, role: int = tx_pb2.ROLE_PAYER) -> SigningKey:
+        """A fresh key, enrolled by the node's organisation in `role`."""
+        key = SigningKey.generate()
+        self.enrol({key.public_key: [role]})
+        return key
 
     def restart(self) -> None:
         """Stops the node (if it still runs) and starts it again on its home."""

@@ -11,7 +11,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_requests import Client
 
 from medledger.client import AsyncLedgerClient, ProofError, verify_transaction_proof
-from medledger.crypto import SigningKey
 from medledger.wire.v1 import tx_pb2
 from tests.integration.conftest import CHAIN_ID, RunningNode
 
@@ -93,7 +92,7 @@ def test_the_asyncio_client_submits_and_reads(node: RunningNode) -> None:
     async def scenario() -> None:
         async with AsyncLedgerClient(node.address) as client:
             status = await client.status()
-            builder = node.builder(SigningKey.generate())
+            builder = node.builder(node.member())
             receipt = await client.submit(builder.create_account(expiry_height=status.height + 10))
             assert receipt.code == tx_pb2.RESULT_CODE_OK
             txs = [

@@ -88,6 +88,19 @@ def test_a_signature_for_another_chain_does_not_verify(
     assert (error.status, error.field) == ("INVALID_ARGUMENT", "tx.signature")
 
 
+def test_a_key_no_member_organisation_enrolled_is_permission_denied(
+    node: RunningNode, client: LedgerClient
+) -> None:
+    """Permissioned submission: a fresh key cannot even open an account (so a stranger
+    cannot flood the network with free accounts); the refusal names the key and changes
+    nothing."""
+    before = client.status()
+    tx = node.builder(SigningKey.generate()).create_account(expiry_height=expiry(client))
+    error = refused(client, tx)
+    assert (error.status, error.field) == ("PERMISSION_DENIED", "tx.public_key")
+    assert_unchanged_after(client, before)
+
+
 def test_a_body_for_another_chain_is_named(node: RunningNode, client: LedgerClient) -> None:
     body = tx_pb2.TransactionBody(
         chain_id="another-chain",
@@ -103,7 +116,7 @@ def test_a_body_for_another_chain_is_named(node: RunningNode, client: LedgerClie
 def test_an_expired_transaction_is_failed_precondition(
     node: RunningNode, client: LedgerClient
 ) -> None:
-    client.submit(node.builder(SigningKey.generate()).create_account(expiry_height=expiry(client)))
+    client.submit(node.builder(node.member()).create_account(expiry_height=expiry(client)))
     tx = node.builder().transfer(to=node.payer.public_key, amount_micros=1, expiry_height=1)
     error = refused(client, tx)
     assert (error.status, error.field) == ("FAILED_PRECONDITION", "body.expiry_height")
@@ -112,7 +125,7 @@ def test_an_expired_transaction_is_failed_precondition(
 def test_a_replay_returns_the_first_outcome_and_applies_once(
     node: RunningNode, client: LedgerClient
 ) -> None:
-    bob = SigningKey.generate()
+    bob = node.member()
     client.submit(node.builder(bob).create_account(expiry_height=expiry(client)))
     tx = node.builder().transfer(to=bob.public_key, amount_micros=7, expiry_height=expiry(client))
     first = client.submit(tx)
@@ -143,7 +156,7 @@ def test_a_conflicting_body_under_a_used_id_is_already_exists(
 def test_unknown_accounts_and_insufficient_funds_are_committed_as_failed(
     node: RunningNode, client: LedgerClient
 ) -> None:
-    stranger, poor = SigningKey.generate(), SigningKey.generate()
+    stranger, poor = SigningKey.generate(), node.member()
     client.submit(node.builder(poor).create_account(expiry_height=expiry(client)))
     payer_before = client.get_account(node.payer.public_key).balance_micros
     unknown = client.submit(

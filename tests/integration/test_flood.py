@@ -1,8 +1,10 @@
 """A payer closes its channel with an old state and floods the ledger around it with
-120,000 free transactions from fresh keys, so that the provider's challenge would wait
-behind them past the 10-block window (issue 15, case 10). The node's mempool keeps a
-reserved lane for challenges and settlements: the provider is paid in full. A real node
-process on 127.0.0.1, its watcher and the payer's real channel wallet."""
+100,000 transactions, so that the provider's challenge would wait behind them past the
+10-block window (issue 15, case 10). Fresh keys can no longer submit at all (permissioned
+submission), so the flood comes from five keys a member organisation enrolled, as much
+as its quota lets it hold. The node's mempool keeps a reserved lane for challenges and
+settlements: the provider is paid in full. A real node process on 127.0.0.1, its watcher
+and the payer's real channel wallet."""
 
 from __future__ import annotations
 
@@ -14,23 +16,23 @@ from pathlib import Path
 from medledger.cli import init_home
 from medledger.client import LedgerClient, TxBuilder
 from medledger.config import Home
-from medledger.crypto import SigningKey
 from medledger.keys import load_key
 from medledger.node.launcher import start_node
 from medledger.wire.v1 import channels_pb2, envelope_pb2, tx_pb2
 from tests.integration.conftest import CHAIN_ID, RunningNode
 from tests.integration.test_channels import DEPOSIT, new_wallet, open_channel, pay, wait_for
 
-FLOOD = 120_000
+FLOOD = 100_000
+FLOODERS = 5
 BATCH = 4_000
 WINDOW = 10
 
 
-def flood_txs(height: int) -> list[list[envelope_pb2.SignedTransaction]]:
-    txs = [
-        TxBuilder(SigningKey.generate(), CHAIN_ID).create_account(expiry_height=height + 500)
-        for _ in range(FLOOD)
-    ]
+def flood_txs(node: RunningNode, height: int) -> list[list[envelope_pb2.SignedTransaction]]:
+    """Account openings from enrolled keys (all but the first committed as ACCOUNT_EXISTS:
+    block space all the same)."""
+    flooders = [TxBuilder(node.member(), CHAIN_ID) for _ in range(FLOODERS)]
+    txs = [flooders[i % FLOODERS].create_account(expiry_height=height + 500) for i in range(FLOOD)]
     return [txs[i : i + BATCH] for i in range(0, FLOOD, BATCH)]
 
 
@@ -57,7 +59,7 @@ def test_a_flood_does_not_push_the_providers_challenge_past_the_window(tmp_path:
         owed = 357
 
         client = node.client()
-        batches = flood_txs(client.status().height)
+        batches = flood_txs(node, client.status().height)
         cheat = wallet.builder.force_close_channel(
             channel_id=channel_id, state=old, expiry_height=client.status().height + 50
         )

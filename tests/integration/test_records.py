@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from medledger.cli import init_home
-from medledger.client import LedgerClient, TxBuilder
+from medledger.client import LedgerClient, TxBuilder, enrol
 from medledger.client.records import RecordsClient
 from medledger.config import Home
 from medledger.crypto import SigningKey
@@ -85,14 +85,19 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     try:
         network = Network(home, node)
         try:
-            receipt = network.commit(
-                network.clinician,
-                "register_participant",
-                kind=tx_pb2.PARTICIPANT_KIND_PERSON,
-                role=tx_pb2.ROLE_CLINICIAN,
-                display_name="clinician-7",
+            # The hospital's admin (its client key, which its vault also signs with)
+            # issues the roles: nobody declares their own.
+            enrol(
+                network.ledger,
+                network.hospital,
+                "org-0",
+                {
+                    network.hospital.public_key: [tx_pb2.ROLE_CUSTODIAN],
+                    network.patient.public_key: [tx_pb2.ROLE_PATIENT],
+                    network.researcher.public_key: [tx_pb2.ROLE_RESEARCHER],
+                    network.clinician.public_key: [tx_pb2.ROLE_CLINICIAN],
+                },
             )
-            assert receipt.code == tx_pb2.RESULT_CODE_OK
             yield network
         finally:
             network.ledger.close()
@@ -208,6 +213,111 @@ def test_a_patient_always_reads_their_own_records_and_a_deny_overrides_a_permit(
     )
     why = refused(lambda: net.records.fetch(reader, record, purpose=records_pb2.PURPOSE_TREATMENT))
     assert "denied by" in why.reason
+
+
+def deny_to(net: Network, grantee: bytes, record: bytes) -> None:
+    receipt = net.commit(
+        net.patient,
+        "grant_consent",
+        grantee=grantee,
+        purposes=list(records_pb2.Purpose.values())[1:],
+        deny=True,
+        record_ids=[record],
+        valid_from_ms=now_ms() - 1000,
+        valid_until_ms=now_ms() + DAY_MS,
+    )
+    assert receipt.code == tx_pb2.RESULT_CODE_OK
+
+
+def test_no_key_opens_a_break_glass_window_for_itself_past_a_denial(net: Network) -> None:
+    """Issue 16, case 1. The patient denies Mallory. Mallory cannot anchor a record for
+    the patient without a custodian role; even holding one (issued by a member), the
+    window her own RecordAccess opens is capped to the policy's hour and covers only her
+    own records: the hospital's vault refuses her, and the refusal is in the log."""
+    condition = net.put(CONDITION)
+    mallory = SigningKey.generate()
+    enrol(net.ledger, net.hospital, "org-0", {mallory.public_key: [tx_pb2.ROLE_RESEARCHER]})
+    deny_to(net, mallory.public_key, condition)
+    fake = b"\x66" * 16
+    anchor = tx_pb2.TransactionBody(
+        anchor_record=records_pb2.AnchorRecord(
+            record_id=fake, version=1, patient=net.patient.public_key,
+            commitment=b"\x00" * 32, resource_type="Condition",
+        )
+    )  # fmt: skip
+    expiry = net.ledger.status().height + 100
+    refused_anchor = net.ledger.submit(
+        TxBuilder(mallory, CHAIN_ID).sign(anchor, expiry_height=expiry)
+    )
+    assert refused_anchor.code == tx_pb2.RESULT_CODE_NOT_PERMITTED
+    assert "custodian role" in refused_anchor.message
+
+    # The worst case: Mallory holds a custodian role (her organisation's vault).
+    enrol(net.ledger, net.hospital, "org-0", {mallory.public_key: [tx_pb2.ROLE_CUSTODIAN]})
+    expiry = net.ledger.status().height + 100
+    anchored = net.ledger.submit(TxBuilder(mallory, CHAIN_ID).sign(anchor, expiry_height=expiry))
+    assert anchored.code == tx_pb2.RESULT_CODE_OK
+    year_3000 = 32_503_680_000_000
+    opening = tx_pb2.TransactionBody(
+        record_access=records_pb2.RecordAccess(
+            record_id=fake, version=1, requester=mallory.public_key,
+            purpose=records_pb2.PURPOSE_EMERGENCY, outcome=records_pb2.ACCESS_OUTCOME_RELEASED,
+            reason="break-glass declared", break_glass=True, emergency_reason="x",
+            break_glass_until_ms=year_3000,
+        )
+    )  # fmt: skip
+    expiry = net.ledger.status().height + 100
+    opened = net.ledger.submit(TxBuilder(mallory, CHAIN_ID).sign(opening, expiry_height=expiry))
+    assert opened.code == tx_pb2.RESULT_CODE_NOT_PERMITTED  # she holds no clinician role
+    assert "record_access.requester" in opened.message
+
+    before = len(net.records.access_events(net.patient.public_key))
+    why = refused(
+        lambda: net.records.fetch(mallory, condition, purpose=records_pb2.PURPOSE_TREATMENT)
+    )
+    assert (why.field, "denied by" in why.reason) == ("record_id", True)
+    why = refused(
+        lambda: net.records.fetch(
+            mallory, condition, purpose=records_pb2.PURPOSE_EMERGENCY, emergency_reason="x"
+        )
+    )
+    assert why.field == "requester"
+    log = net.records.access_events(net.patient.public_key)[before:]
+    assert [(e.access.requester, e.access.outcome) for e in log] == [
+        (mallory.public_key, records_pb2.ACCESS_OUTCOME_REFUSED)
+    ] * 2
+
+
+def test_a_self_declared_clinician_gets_no_break_glass(net: Network) -> None:
+    """Issue 16, case 2. A fresh key cannot register at all (it is no member); a member
+    who labels itself a clinician holds no clinician role. Either way the vault refuses
+    the emergency, naming the requester, and the refusal is in the patient's log."""
+    condition = net.put(CONDITION)
+    fresh = SigningKey.generate()
+    register = {
+        "kind": tx_pb2.PARTICIPANT_KIND_PERSON,
+        "role": tx_pb2.ROLE_CLINICIAN,
+        "display_name": "dr-mallory",
+    }
+    why = refused(lambda: net.commit(fresh, "register_participant", **register))
+    assert why.field == "tx.public_key"
+    labelled = SigningKey.generate()
+    enrol(net.ledger, net.hospital, "org-0", {labelled.public_key: [tx_pb2.ROLE_PATIENT]})
+    assert net.commit(labelled, "register_participant", **register).code == tx_pb2.RESULT_CODE_OK
+    before = len(net.records.access_events(net.patient.public_key))
+    for requester in (fresh, labelled):
+        why = refused(
+            lambda requester=requester: net.records.fetch(
+                requester, condition, purpose=records_pb2.PURPOSE_EMERGENCY, emergency_reason="x"
+            )
+        )
+        assert why.field == "requester"
+        assert "clinician role" in why.reason
+    log = net.records.access_events(net.patient.public_key)[before:]
+    assert [(e.access.requester, e.access.outcome, e.access.break_glass) for e in log] == [
+        (fresh.public_key, records_pb2.ACCESS_OUTCOME_REFUSED, False),
+        (labelled.public_key, records_pb2.ACCESS_OUTCOME_REFUSED, False),
+    ]
 
 
 def test_expired_consent_is_refused(net: Network) -> None:

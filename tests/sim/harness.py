@@ -150,6 +150,7 @@ class Committed:
     app_hash: bytes  # after applying the block
     block: bytes
     commit: bytes
+    time_ms: int  # the block's time
 
 
 @dataclass
@@ -183,6 +184,11 @@ class SimLedger:
         if not chain:
             return Head(0, bytes(32), self.sim.genesis_hash, 0)
         return Head(chain[-1].height, chain[-1].block_hash, chain[-1].app_hash, 0)
+
+    @property
+    def head_time_ms(self) -> int:
+        chain = self.disk.chain
+        return chain[-1].time_ms if chain else self.sim.genesis.genesis_time_ms
 
     def admitted(self, tx_hash: bytes) -> PendingTx | None:
         pending = self.sim.pool.get(tx_hash)
@@ -224,11 +230,20 @@ class SimLedger:
         state = self.disk.state
         assert state is not None
         result = self.app.finalize_block(
-            height, head.app_hash, state, [(e.signer, e.body) for e in entries]
+            height,
+            head.app_hash,
+            state,
+            [(e.signer, e.body) for e in entries],
+            time_ms=validated.time_unix_ms,
         )
         state.apply(result.writes)
         committed = Committed(
-            height, validated.block_hash, result.app_hash, block_bytes, commit_bytes
+            height,
+            validated.block_hash,
+            result.app_hash,
+            block_bytes,
+            commit_bytes,
+            validated.time_unix_ms,
         )
         self.disk.chain.append(committed)
         self.disk.committed_ids.update(e.tx_id for e in entries)

@@ -47,7 +47,7 @@ def balance(state: MemoryState, key: SigningKey) -> int:
 
 
 def run(state: MemoryState, *txs: tuple[bytes, tx_pb2.TransactionBody]) -> list[int]:
-    result = Application(CHAIN, 1000).finalize_block(1, bytes(32), state, list(txs))
+    result = Application(CHAIN, 1000).finalize_block(1, bytes(32), state, list(txs), time_ms=1)
     state.apply(result.writes)
     return [outcome.code for outcome in result.outcomes]
 
@@ -101,13 +101,13 @@ def test_transactions_apply_in_order_within_a_block() -> None:
 def test_the_same_block_gives_the_same_app_hash_and_another_does_not() -> None:
     txs = [body(TxBuilder(ALICE, CHAIN), to=BOB.public_key, amount_micros=n) for n in (1, 2, 3)]
     app = Application(CHAIN, 1000)
-    first = app.finalize_block(1, bytes(32), state_with(alice=100, bob=0), txs)
-    second = app.finalize_block(1, bytes(32), state_with(alice=100, bob=0), txs)
-    reordered = app.finalize_block(1, bytes(32), state_with(alice=100, bob=0), txs[::-1])
+    first = app.finalize_block(1, bytes(32), state_with(alice=100, bob=0), txs, time_ms=1)
+    second = app.finalize_block(1, bytes(32), state_with(alice=100, bob=0), txs, time_ms=1)
+    reordered = app.finalize_block(1, bytes(32), state_with(alice=100, bob=0), txs[::-1], time_ms=1)
     assert first.app_hash == second.app_hash
     assert (
         first.app_hash
-        != app.finalize_block(1, bytes(32), state_with(alice=99, bob=0), txs).app_hash
+        != app.finalize_block(1, bytes(32), state_with(alice=99, bob=0), txs, time_ms=1).app_hash
     )
     assert reordered.writes == first.writes  # same end state…
     assert reordered.app_hash == first.app_hash  # …so the same app hash
@@ -138,7 +138,9 @@ def test_accounts_and_participants_cannot_be_created_twice() -> None:
 def test_a_transaction_past_its_expiry_has_no_effect() -> None:
     state = state_with(alice=10, bob=0)
     signer, late = body(TxBuilder(ALICE, CHAIN), to=BOB.public_key, amount_micros=1)
-    result = Application(CHAIN, 1000).finalize_block(101, bytes(32), state, [(signer, late)])
+    result = Application(CHAIN, 1000).finalize_block(
+        101, bytes(32), state, [(signer, late)], time_ms=1
+    )
     assert [o.code for o in result.outcomes] == [tx_pb2.RESULT_CODE_EXPIRED]
     assert result.writes == []
 
@@ -190,7 +192,9 @@ def test_a_channel_window_below_the_genesis_minimum_is_refused_at_admission_and_
     with pytest.raises(Rejected) as refused:
         app.check_tx(body, 1, payer.public_key)
     assert refused.value.field == "body.open_channel.challenge_blocks"
-    result = app.finalize_block(1, bytes(32), MemoryState([]), [(payer.public_key, body)])
+    result = app.finalize_block(
+        1, bytes(32), MemoryState([]), [(payer.public_key, body)], time_ms=1
+    )
     assert result.outcomes[0].code == tx_pb2.RESULT_CODE_MALFORMED
     body.open_channel.challenge_blocks = 10
     app.check_tx(body, 1, payer.public_key)  # the minimum itself is fine

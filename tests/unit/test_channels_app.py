@@ -58,7 +58,9 @@ class Ledger:
         """Commits `txs` as one block `wait` heights above the last."""
         self.height += wait
         decoded = [(tx.public_key, tx_pb2.TransactionBody.FromString(tx.body)) for tx in txs]
-        result = APP.finalize_block(self.height, bytes(32), self.state, decoded)
+        result = APP.finalize_block(
+            self.height, bytes(32), self.state, decoded, time_ms=self.height
+        )
         self.state.apply(result.writes)
         self.writes = result.writes
         self.messages = [outcome.message for outcome in result.outcomes]
@@ -650,7 +652,7 @@ def test_a_malformed_channel_transaction_in_a_block_changes_nothing() -> None:
     ledger = opened()
     body = _body(open_tx(channel_id=CID2))
     body.open_channel.deposit_micros = 0
-    result = APP.finalize_block(2, bytes(32), ledger.state, [(PAYER.public_key, body)])
+    result = APP.finalize_block(2, bytes(32), ledger.state, [(PAYER.public_key, body)], time_ms=2)
     assert [o.code for o in result.outcomes] == [tx_pb2.RESULT_CODE_MALFORMED]
     assert result.writes == []
 

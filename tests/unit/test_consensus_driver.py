@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from medledger.network import init_network, network_homes
 from medledger.node.consensus_driver import ConsensusDriver, Inputs, to_wire
 from medledger.node.ledger_node import LedgerNode
 from medledger.node.replica import (
+    BLOCK_TIME_AHEAD_MAX_MS,
     CATCH_UP_RETRY_MS,
     PROPOSAL_FETCHES_MAX,
     Effect,
@@ -35,7 +37,11 @@ from medledger.wire.v1 import envelope_pb2, tx_pb2
 
 CHAIN_ID = "driver-unit"
 FUNDS = 10**12
-NOW = 1_800_000_000_000
+
+
+def now() -> int:
+    """Wall-clock time: a block must not run ahead of the validators' clocks."""
+    return int(time.time() * 1000)
 
 
 @pytest.fixture
@@ -48,7 +54,9 @@ def home(tmp_path: Path) -> Home:
 def driver(home: Home) -> Iterator[ConsensusDriver]:
     config = home.load_config()
     node = LedgerNode(home, config, Genesis.load(home.genesis), load_key(home.validator_key))
-    yield ConsensusDriver(node, config, SigningGuard(FileGuardStore(home.signer_state)))
+    driver = ConsensusDriver(node, config, SigningGuard(FileGuardStore(home.signer_state)))
+    driver.replica.now_ms = int(time.time() * 1000)  # what `start` would set
+    yield driver
     node.store.close()
 
 
@@ -69,10 +77,14 @@ def transfer_body(tx_id: bytes, *, chain_id: str = CHAIN_ID) -> bytes:
 
 
 def proposal(
-    driver: ConsensusDriver, txs: list[envelope_pb2.SignedTransaction]
+    driver: ConsensusDriver,
+    txs: list[envelope_pb2.SignedTransaction],
+    *,
+    time_ms: int | None = None,
 ) -> tuple[bytes, bytes]:
     """A block for the next height as validator 1 would propose it: (value id, bytes)."""
     head = driver.node.head
+    head_time = driver.node.head_time_ms
     block = assemble_block(
         chain_id=CHAIN_ID,
         height=head.height + 1,
@@ -81,7 +93,7 @@ def proposal(
         proposer=driver.public_keys[1],
         validators=driver.node.validators,
         app_hash=head.app_hash,
-        time_unix_ms=1_800_000_000_000,
+        time_unix_ms=time_ms if time_ms is not None else max(now(), head_time + 1),
     )
     return block_hash(block.header.SerializeToString()), block.SerializeToString()
 
@@ -91,6 +103,25 @@ def test_a_well_formed_block_is_valid(driver: ConsensusDriver, key: SigningKey) 
         driver, [sign_transaction(key, CHAIN_ID, transfer_body(b"\x07" * 16))]
     )
     assert driver.replica.valid(1, value_id, value)
+
+
+def test_a_block_time_must_pass_the_parents_and_not_run_ahead_of_this_clock(
+    driver: ConsensusDriver, key: SigningKey
+) -> None:
+    """Credentials expire and break-glass windows end against block time: a Byzantine
+    proposer may not wind it back to revive an expired role, nor forward to end them."""
+    txs = [sign_transaction(key, CHAIN_ID, transfer_body(b"\x07" * 16))]
+    parent = driver.node.head_time_ms
+    now = driver.replica.now_ms
+    for time_ms, valid in (
+        (parent, False),
+        (parent - 60_000, False),
+        (now + BLOCK_TIME_AHEAD_MAX_MS + 1, False),
+        (now + BLOCK_TIME_AHEAD_MAX_MS, True),
+        (parent + 1, True),
+    ):
+        value_id, value = proposal(driver, txs, time_ms=time_ms)
+        assert driver.replica.valid(1, value_id, value) is valid, time_ms
 
 
 MALFORMED = {
@@ -179,9 +210,9 @@ def test_a_restarted_validator_keeps_its_lock_and_prevotes_nil_for_a_conflicting
         proposer = engine.proposer(1, 0)
         assert proposer != 0
         x_id, x = proposal(driver, [sign_transaction(key, CHAIN_ID, transfer_body(b"\x0d" * 16))])
-        await driver._execute(driver.replica.step(Proposal(1, 0, x_id, x, -1, proposer), NOW))
+        await driver._execute(driver.replica.step(Proposal(1, 0, x_id, x, -1, proposer), now()))
         for validator in [*[v for v in range(1, 4) if v != proposer][:1], proposer]:
-            await driver._execute(driver.replica.step(signed_prevote(validator, x_id), NOW))
+            await driver._execute(driver.replica.step(signed_prevote(validator, x_id), now()))
         assert (engine.locked_round, engine.locked_value and engine.locked_value[0]) == (0, x_id)
         assert driver.guard.last is not None
         assert driver.guard.last.step == 2
@@ -197,11 +228,11 @@ def test_a_restarted_validator_keeps_its_lock_and_prevotes_nil_for_a_conflicting
         # Its last vote, the precommit for X, is signed again (to the same bytes: the
         # guard allows only that) and sent again, for peers that missed it.
         assert driver.replica._resume == Vote(VoteType.PRECOMMIT, 1, 0, x_id, 0)
-        await driver._execute(driver.replica.start(NOW))
+        await driver._execute(driver.replica.start(now()))
         assert [
             (m.vote.type, m.vote.block_hash) for m in driver.replica.sent if m.HasField("vote")
         ] == [(envelope_pb2.VOTE_TYPE_PRECOMMIT, x_id)]
-        await driver._execute(driver.replica.step(Fired(Timeout(Step.PRECOMMIT, 1, 0)), NOW))
+        await driver._execute(driver.replica.step(Fired(Timeout(Step.PRECOMMIT, 1, 0)), now()))
         assert engine.round == 1
         y_id, y = proposal(driver, [sign_transaction(key, CHAIN_ID, transfer_body(b"\x0e" * 16))])
         outputs = engine.on_proposal(Proposal(1, 1, y_id, y, -1, engine.proposer(1, 1)))
@@ -305,7 +336,9 @@ def test_catch_up_starts_on_signed_evidence_one_fetch_at_a_time_and_moves_on(
     assert first == [FetchBlocks(1, replica.engine.height)]
     assert fetches(replica.receive(to_wire(signed_vote(keys[2], 2, ahead)), 1_001)) == []
     # Peer 1 had nothing: peer 2, seen ahead too, is asked at once; not peer 1 again.
-    assert fetches(replica.blocks_fetched(0, 1_002, NOW)) == [FetchBlocks(2, replica.engine.height)]
-    assert fetches(replica.blocks_fetched(0, 1_003, NOW)) == []
+    assert fetches(replica.blocks_fetched(0, 1_002, now())) == [
+        FetchBlocks(2, replica.engine.height)
+    ]
+    assert fetches(replica.blocks_fetched(0, 1_003, now())) == []
     replica.receive(to_wire(signed_vote(keys[1], 1, ahead)), 1_000 + CATCH_UP_RETRY_MS)
     assert replica._fetching_blocks  # peer 1 asked again, once its pause was over

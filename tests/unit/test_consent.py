@@ -12,16 +12,18 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from medledger.app import Application
-from medledger.app.consent import BREAK_GLASS_WINDOW_MS, decide
+from medledger.app.consent import decide
 from medledger.app.state import MemoryState
 from medledger.client import TxBuilder
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.fhir.export import access_event_to_fhir, consent_to_fhir
 from medledger.fhir.ingest import BundleError, resources_of_bundle
+from medledger.genesis import GenesisPolicy
 from medledger.vault import envelope
-from medledger.wire.v1 import records_pb2, tx_pb2
+from medledger.wire.v1 import records_pb2, state_pb2, tx_pb2
 from tests.conftest import load_vector
+from tests.consortium import NOW_MS, enrol
 
 PATIENT, CUSTODIAN, READER = b"P" * 32, b"C" * 32, b"R" * 32
 NOW = 1_800_000_000_000
@@ -35,6 +37,9 @@ RECORD = records_pb2.RecordState(
     security_labels=["N"],
     latest_version=1,
 )
+
+
+POLICY = state_pb2.Policy(break_glass_max_ms=3_600_000, emergency_overrides_deny=True)
 
 
 def consent(
@@ -62,10 +67,11 @@ def decision(*consents: records_pb2.ConsentState, **kwargs: Any) -> tuple[bool, 
     arguments: dict[str, Any] = {
         "record": RECORD,
         "requester": READER,
-        "requester_role": 0,
+        "requester_is_clinician": False,
         "purpose": RESEARCH,
         "consents": consents,
         "now_ms": NOW,
+        "policy": POLICY,
     }
     arguments.update(kwargs)
     made = decide(**arguments)
@@ -115,37 +121,77 @@ def test_the_patient_and_the_custodian_need_no_consent_and_erasure_stops_everyon
 
 
 def test_break_glass_is_for_clinicians_opens_a_window_and_closes() -> None:
-    clinician = tx_pb2.ROLE_CLINICIAN
     deny = consent(decision=records_pb2.CONSENT_DECISION_DENY)
     refused = decide(
-        record=RECORD, requester=READER, requester_role=tx_pb2.ROLE_RESEARCHER, purpose=RESEARCH,
-        consents=(), now_ms=NOW, emergency_reason="curious",
+        record=RECORD, requester=READER, requester_is_clinician=False, purpose=RESEARCH,
+        consents=(), now_ms=NOW, policy=POLICY, emergency_reason="curious",
     )  # fmt: skip
     assert not refused.permitted
-    assert "not a registered clinician" in refused.reason
+    assert refused.field == "requester"
+    assert "holds no clinician role" in refused.reason
     declared = decide(
-        record=RECORD, requester=READER, requester_role=clinician, purpose=RESEARCH,
-        consents=(deny,), now_ms=NOW, emergency_reason="cardiac arrest",
+        record=RECORD, requester=READER, requester_is_clinician=True, purpose=RESEARCH,
+        consents=(deny,), now_ms=NOW, policy=POLICY, emergency_reason="cardiac arrest",
     )  # fmt: skip
     assert declared.permitted
     assert declared.break_glass
-    assert declared.window_until_ms == NOW + BREAK_GLASS_WINDOW_MS
+    assert "overrode the patient's denial" in declared.reason
+    assert declared.window_until_ms == NOW + POLICY.break_glass_max_ms
     window = records_pb2.BreakGlassWindow(
         requester=READER, patient=PATIENT, until_ms=declared.window_until_ms,
-        emergency_reason="cardiac arrest",
+        emergency_reason="cardiac arrest", custodian=CUSTODIAN,
     )  # fmt: skip
     inside = decide(
-        record=RECORD, requester=READER, requester_role=clinician, purpose=TREATMENT,
-        consents=(), now_ms=NOW + 1000, window=window,
+        record=RECORD, requester=READER, requester_is_clinician=True, purpose=TREATMENT,
+        consents=(), now_ms=NOW + 1000, policy=POLICY, window=window,
     )  # fmt: skip
     assert inside.permitted
     assert inside.break_glass
     assert inside.window_until_ms == 0
     after = decide(
-        record=RECORD, requester=READER, requester_role=clinician, purpose=TREATMENT,
-        consents=(), now_ms=window.until_ms, window=window,
+        record=RECORD, requester=READER, requester_is_clinician=True, purpose=TREATMENT,
+        consents=(), now_ms=window.until_ms, policy=POLICY, window=window,
     )  # fmt: skip
     assert not after.permitted
+    # A clinician whose role was revoked meanwhile reads nothing more under the window.
+    revoked = decide(
+        record=RECORD, requester=READER, requester_is_clinician=False, purpose=TREATMENT,
+        consents=(), now_ms=NOW + 1000, policy=POLICY, window=window,
+    )  # fmt: skip
+    assert not revoked.permitted
+
+
+def test_a_window_another_custodian_opened_covers_none_of_this_custodians_records() -> None:
+    """Case 1 of issue 16: a window is keyed to the custodian whose vault opened it."""
+    elsewhere = records_pb2.BreakGlassWindow(
+        requester=READER, patient=PATIENT, until_ms=NOW + 10_000, emergency_reason="x",
+        custodian=b"M" * 32,
+    )  # fmt: skip
+    made = decide(
+        record=RECORD, requester=READER, requester_is_clinician=True, purpose=TREATMENT,
+        consents=(consent(decision=records_pb2.CONSENT_DECISION_DENY, purposes=(TREATMENT,)),),
+        now_ms=NOW, policy=POLICY, window=elsewhere,
+    )  # fmt: skip
+    assert not made.permitted
+    assert "denied by" in made.reason
+
+
+def test_the_policy_decides_whether_an_emergency_overrides_a_denial() -> None:
+    strict = state_pb2.Policy(break_glass_max_ms=3_600_000, emergency_overrides_deny=False)
+    deny = consent(decision=records_pb2.CONSENT_DECISION_DENY, purposes=(TREATMENT,))
+    made = decide(
+        record=RECORD, requester=READER, requester_is_clinician=True, purpose=TREATMENT,
+        consents=(deny,), now_ms=NOW, policy=strict, emergency_reason="stroke",
+    )  # fmt: skip
+    assert not made.permitted
+    assert "lets no emergency override" in made.reason
+    # Without a denial the emergency is released, under either policy.
+    made = decide(
+        record=RECORD, requester=READER, requester_is_clinician=True, purpose=TREATMENT,
+        consents=(), now_ms=NOW, policy=strict, emergency_reason="stroke",
+    )  # fmt: skip
+    assert made.permitted
+    assert "overrode" not in made.reason
 
 
 # ------------------------------------------------------------------ application rules
@@ -153,18 +199,45 @@ def test_break_glass_is_for_clinicians_opens_a_window_and_closes() -> None:
 CHAIN = "records-unit"
 
 
-def apply(*txs: tuple[SigningKey, tx_pb2.TransactionBody]) -> list[int]:
-    state = MemoryState([])
+CUSTODIANS = [SigningKey.from_seed(bytes([200 + i]) * 32) for i in range(3)]
+CLINICIAN = SigningKey.from_seed(b"c" * 32)
+
+
+def apply(
+    *txs: tuple[SigningKey, tx_pb2.TransactionBody], state: MemoryState | None = None
+) -> list[int]:
+    """Applies each transaction in its own block, on a consortium where CUSTODIANS[0]
+    and CUSTODIANS[1] hold the custodian role (hospital-a) and CLINICIAN the clinician's."""
+    if state is None:
+        state = consortium_state()
     results: list[int] = []
-    for height, (key, body) in enumerate(txs, start=1):
+    for height, (key, body) in enumerate(txs, start=2):
         signed = TxBuilder(key, CHAIN).sign(body, expiry_height=100)
         decoded = tx_pb2.TransactionBody.FromString(signed.body)
-        result = Application(CHAIN, 1000).finalize_block(
-            height, bytes(32), state, [(key.public_key, decoded)]
+        result = Application(CHAIN, 1000, permissioned=True).finalize_block(
+            height, bytes(32), state, [(key.public_key, decoded)], time_ms=NOW_MS + height
         )
         state.apply(result.writes)
         results.append(result.outcomes[0].code)
     return results
+
+
+def consortium_state(policy: GenesisPolicy | None = None) -> MemoryState:
+    custodian = [tx_pb2.ROLE_CUSTODIAN]
+    return enrol(
+        CHAIN,
+        {
+            CUSTODIANS[0].public_key: custodian,
+            CUSTODIANS[1].public_key: custodian,
+            CUSTODIANS[2].public_key: [tx_pb2.ROLE_RESEARCHER],
+            CLINICIAN.public_key: [tx_pb2.ROLE_CLINICIAN],
+            PATIENT_KEY.public_key: [tx_pb2.ROLE_PATIENT],
+        },
+        policy=policy,
+    )
+
+
+PATIENT_KEY = SigningKey.from_seed(b"p" * 32)
 
 
 def anchor(version: int, patient: bytes = PATIENT) -> tx_pb2.TransactionBody:
@@ -180,7 +253,7 @@ def anchor(version: int, patient: bytes = PATIENT) -> tx_pb2.TransactionBody:
 
 
 def test_anchors_version_in_order_by_their_custodian_only() -> None:
-    custodian, other = SigningKey.generate(), SigningKey.generate()
+    custodian, other = CUSTODIANS[0], CUSTODIANS[1]
     access = tx_pb2.TransactionBody(
         record_access=records_pb2.RecordAccess(
             record_id=b"r" * 16, requester=READER, purpose=RESEARCH, reason="no consent",
@@ -211,7 +284,7 @@ def test_anchors_version_in_order_by_their_custodian_only() -> None:
 
 
 def test_consents_are_granted_once_and_revoked_once_by_their_patient() -> None:
-    patient = SigningKey.generate()
+    patient = PATIENT_KEY
     builder = TxBuilder(patient, CHAIN)
     grant = builder.grant_consent(
         grantee=READER, purposes=[RESEARCH], valid_from_ms=0, valid_until_ms=NOW,
@@ -360,11 +433,11 @@ def test_resource_types_are_checked_by_an_ascii_rule_every_validator_shares(
     tables: validators on different Python versions would compute different app hashes."""
     body = anchor(1)
     body.anchor_record.resource_type = resource_type
-    assert apply((SigningKey.generate(), body)) == [tx_pb2.RESULT_CODE_MALFORMED]
+    assert apply((CUSTODIANS[0], body)) == [tx_pb2.RESULT_CODE_MALFORMED]
 
 
 def test_fhir_resource_type_names_are_anchored() -> None:
     for name in ("Observation", "MedicationRequest", "Patient"):
         body = anchor(1)
         body.anchor_record.resource_type = name
-        assert apply((SigningKey.generate(), body)) == [tx_pb2.RESULT_CODE_OK]
+        assert apply((CUSTODIANS[0], body)) == [tx_pb2.RESULT_CODE_OK]

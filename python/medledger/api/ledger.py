@@ -4,6 +4,7 @@ module only translates between gRPC and them."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any, NoReturn
@@ -175,6 +176,31 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         if account is None:
             await abort(context, Rejected("NOT_FOUND", "owner", "no account for this key"))
         return ledger_pb2.GetAccountResponse(account=account)
+
+    async def GetMember(  # noqa: N802
+        self,
+        request: ledger_pb2.GetMemberRequest,
+        context: grpc.aio.ServicerContext[
+            ledger_pb2.GetMemberRequest, ledger_pb2.GetMemberResponse
+        ],
+    ) -> ledger_pb2.GetMemberResponse:
+        if len(request.public_key) != 32:
+            reason = f"must be a 32-byte public key, got {len(request.public_key)} bytes"
+            await abort(context, Rejected("INVALID_ARGUMENT", "public_key", reason))
+        with self.node.store.snapshot() as snapshot:
+            member = queries.member(snapshot, request.public_key)
+            if member is None:
+                await abort(
+                    context,
+                    Rejected("NOT_FOUND", "public_key", "no member organisation enrolled it"),
+                )
+            organisation = queries.organisation(snapshot, member.organisation)
+            roles = queries.roles(snapshot, request.public_key, int(time.time() * 1000))
+        return ledger_pb2.GetMemberResponse(
+            member=member,
+            organisation=organisation,
+            active_roles=sorted(roles),  # type: ignore[arg-type]
+        )
 
     async def GetChannel(  # noqa: N802
         self,

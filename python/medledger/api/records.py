@@ -96,3 +96,11 @@ class VaultServicer:
         except Rejected as rejected:
             await abort(context, rejected)
         return records_pb2.EraseResponse(tx_id=receipt.tx_id, height=receipt.height)
+
+    async def ListReviews(  # noqa: N802
+        self, request: records_pb2.ListReviewsRequest, context: Context
+    ) -> records_pb2.ListReviewsResponse:
+        try:
+            return records_pb2.ListReviewsResponse(events=self.vault.reviews(request))
+        except Rejected as rejected:
+            await abort(context, rejected)

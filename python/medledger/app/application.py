@@ -6,11 +6,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medledger.app import accounts, channels, consent, identity, records
+from medledger.app import accounts, channels, consent, identity, members, records
 from medledger.app.outcome import TxOutcome
-from medledger.app.state import BlockState, StateReader, next_app_hash
+from medledger.app.state import (
+    MEMBERS,
+    ORGANISATIONS,
+    BlockState,
+    StateReader,
+    next_app_hash,
+)
 from medledger.errors import Rejected
-from medledger.wire.v1 import tx_pb2
+from medledger.wire.v1 import state_pb2, tx_pb2
 
 __all__ = ["Application", "BlockResult", "TxOutcome"]
 
@@ -35,6 +41,8 @@ HANDLERS: dict[str, Handler] = {
     "force_close_channel": channels.force_close_channel,
     "challenge_channel": channels.challenge_channel,
     "settle_channel": channels.settle_channel,
+    "issue_credential": members.issue_credential,
+    "revoke_credential": members.revoke_credential,
 }
 
 # Stateless rules of the kinds that have them beyond check_body's; they may depend on the
@@ -51,6 +59,8 @@ CHECKS: dict[str, Callable[[Any, bytes], None]] = {
     "force_close_channel": channels.check_force_close,
     "challenge_channel": channels.check_challenge,
     "settle_channel": channels.check_settle,
+    "issue_credential": members.check_issue,
+    "revoke_credential": members.check_revoke,
 }
 
 
@@ -102,11 +112,38 @@ class Application:
     """The healthcare ledger's rules, behind an ABCI-like boundary."""
 
     def __init__(
-        self, chain_id: str, expiry_horizon_blocks: int, *, min_challenge_blocks: int = 1
+        self,
+        chain_id: str,
+        expiry_horizon_blocks: int,
+        *,
+        min_challenge_blocks: int = 1,
+        permissioned: bool = False,
     ) -> None:
         self.chain_id = chain_id
         self.expiry_horizon_blocks = expiry_horizon_blocks
         self.min_challenge_blocks = min_challenge_blocks
+        # Only members' keys may submit (`Genesis.permissioned`); an open chain lets anyone.
+        self.permissioned = permissioned
+
+    def submitter_organisation(self, reader: StateReader, signer: bytes, time_ms: int) -> str:
+        """The organisation whose member `signer` is, if it may submit at `time_ms`;
+        raises PERMISSION_DENIED naming the key otherwise. "" on an open chain."""
+        if not self.permissioned:
+            return ""
+        raw = reader.get(MEMBERS, signer)
+        member = None if raw is None else state_pb2.Member.FromString(raw)
+        organisation = None
+        if member is not None:
+            raw_org = reader.get(ORGANISATIONS, member.organisation.encode())
+            organisation = None if raw_org is None else state_pb2.Organisation.FromString(raw_org)
+        if not members.submitter(member, organisation, time_ms):
+            raise Rejected(
+                "PERMISSION_DENIED",
+                "tx.public_key",
+                "not enrolled by a member organisation, or holds no current role",
+            )
+        assert member is not None
+        return member.organisation
 
     def _check_genesis_rules(self, body: tx_pb2.TransactionBody) -> None:
         """Rules the genesis sets for this chain."""
@@ -141,10 +178,13 @@ class Application:
         previous_app_hash: bytes,
         reader: StateReader,
         txs: Sequence[tuple[bytes, tx_pb2.TransactionBody]],
+        *,
+        time_ms: int,
     ) -> BlockResult:
-        """Applies `txs` (signer, body) in order. Deterministic: the same committed state
-        and the same transactions give the same outcomes, writes and app hash."""
-        state = BlockState(reader, self.chain_id)
+        """Applies `txs` (signer, body) in order, at the block's time `time_ms`.
+        Deterministic: the same committed state, transactions and block time give the
+        same outcomes, writes and app hash."""
+        state = BlockState(reader, self.chain_id, time_ms)
         outcomes = []
         for signer, body in txs:
             outcomes.append(self._apply(state, height, signer, body))
@@ -161,7 +201,23 @@ class Application:
             return TxOutcome(tx_pb2.RESULT_CODE_MALFORMED, str(rejected))
         if body.expiry_height < height:
             return TxOutcome(tx_pb2.RESULT_CODE_EXPIRED, f"expired at height {body.expiry_height}")
+        if self.permissioned and not members.submitter(
+            state.get(MEMBERS, signer, state_pb2.Member),
+            self._organisation_of(state, signer),
+            state.time_ms,
+        ):
+            return TxOutcome(
+                tx_pb2.RESULT_CODE_NOT_PERMITTED,
+                "signer: not enrolled by a member organisation, or holds no current role",
+            )
         kind = body.WhichOneof("kind")
         assert kind is not None, "check_body guarantees a kind"
         state.tx_id = body.tx_id
         return HANDLERS[kind](state, height, signer, getattr(body, kind))
+
+    @staticmethod
+    def _organisation_of(state: BlockState, key: bytes) -> state_pb2.Organisation | None:
+        member = state.get(MEMBERS, key, state_pb2.Member)
+        if member is None:
+            return None
+        return state.get(ORGANISATIONS, member.organisation.encode(), state_pb2.Organisation)

@@ -11,10 +11,9 @@ from medledger.app.outcome import TxOutcome
 from medledger.app.records import RECORD_ID_BYTES
 from medledger.app.state import CONSENTS, BlockState
 from medledger.errors import Rejected
-from medledger.wire.v1 import records_pb2, tx_pb2
+from medledger.wire.v1 import records_pb2, state_pb2, tx_pb2
 
 __all__ = [
-    "BREAK_GLASS_WINDOW_MS",
     "Decision",
     "check_grant",
     "check_revoke",
@@ -24,8 +23,6 @@ __all__ = [
     "revoke_consent",
 ]
 
-BREAK_GLASS_WINDOW_MS = 60 * 60 * 1000
-"""How long one break-glass declaration lets a clinician read a patient's records."""
 SCOPE_ITEMS_MAX = 32
 TEXT_BYTES_MAX = 64
 KEY_BYTES = 32
@@ -132,6 +129,8 @@ class Decision:
     emergency_reason: str = ""
     # A new break-glass declaration opens a window until this time (0: none opened).
     window_until_ms: int = 0
+    # The request field a refusal is about (what PERMISSION_DENIED names).
+    field: str = "record_id"
 
 
 def _in_scope(scope: records_pb2.ConsentScope, record: records_pb2.RecordState) -> bool:
@@ -152,14 +151,20 @@ def decide(  # noqa: PLR0911 - one return per rule reads best
     *,
     record: records_pb2.RecordState,
     requester: bytes,
-    requester_role: int,
+    requester_is_clinician: bool,
     purpose: int,
     consents: Sequence[records_pb2.ConsentState],
     now_ms: int,
+    policy: state_pb2.Policy,
     emergency_reason: str = "",
     window: records_pb2.BreakGlassWindow | None = None,
 ) -> Decision:
-    """Whether `requester` may read `record` for `purpose` at `now_ms`, and why."""
+    """Whether `requester` may read `record` for `purpose` at `now_ms`, and why.
+
+    `requester_is_clinician` is the requester's clinician role as issued on the ledger
+    (never a role it declared itself); `window` is a break-glass window this record's
+    custodian opened for the requester. Whether an emergency overrides the patient's
+    explicit denial is the consortium's `policy`; either way the reason says so."""
     if record.erased_height:
         return Decision(False, "the record was erased")
     if requester == record.patient:
@@ -178,24 +183,40 @@ def decide(  # noqa: PLR0911 - one return per rule reads best
     current = [c for c in active if c.grant.valid_from_ms <= now_ms < c.grant.valid_until_ms]
     denies = [c for c in current if c.grant.decision == records_pb2.CONSENT_DECISION_DENY]
     permits = [c for c in current if c.grant.decision == records_pb2.CONSENT_DECISION_PERMIT]
-    if emergency_reason:
-        if requester_role != tx_pb2.ROLE_CLINICIAN:
-            return Decision(False, "break-glass: the requester is not a registered clinician")
-        return Decision(
-            True,
-            "break-glass declared",
-            break_glass=True,
-            emergency_reason=emergency_reason,
-            window_until_ms=now_ms + BREAK_GLASS_WINDOW_MS,
-        )
-    window_open = window is not None and now_ms < window.until_ms
+    window_open = (
+        window is not None and window.custodian == record.custodian and now_ms < window.until_ms
+    )
     if permits and not denies:
         return Decision(True, f"permitted by {_name(permits[0])}", permits[0])
-    if window_open:
+    if (emergency_reason or window_open) and not requester_is_clinician:
+        return Decision(
+            False,
+            "break-glass: the requester holds no clinician role from a member organisation",
+            field="requester",
+        )
+    if emergency_reason or window_open:
+        if denies and not policy.emergency_overrides_deny:
+            return Decision(
+                False,
+                f"denied by {_name(denies[0])}; this network's policy lets no emergency "
+                "override a patient's denial",
+                denies[0],
+            )
+        overrode = f"; overrode the patient's denial ({_name(denies[0])})" if denies else ""
+        if emergency_reason:
+            return Decision(
+                True,
+                "break-glass declared" + overrode,
+                denies[0] if denies else None,
+                break_glass=True,
+                emergency_reason=emergency_reason,
+                window_until_ms=now_ms + policy.break_glass_max_ms,
+            )
         assert window is not None
         return Decision(
             True,
-            "within a break-glass window",
+            "within a break-glass window" + overrode,
+            denies[0] if denies else None,
             break_glass=True,
             emergency_reason=window.emergency_reason,
         )

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from medledger.app.records import version_key
+from medledger.app.members import active_roles
+from medledger.app.records import break_glass_key, version_key
 from medledger.app.state import (
     ACCESS_EVENTS,
     BREAK_GLASS,
+    BREAK_GLASS_REVIEW,
     CHANNELS,
     CONSENTS,
+    MEMBERS,
+    ORGANISATIONS,
     PARTICIPANTS,
+    POLICY,
+    POLICY_KEY,
     RECORD_VERSIONS,
     RECORDS,
 )
@@ -19,13 +25,18 @@ from medledger.wire.v1 import channels_pb2, records_pb2, state_pb2
 __all__ = [
     "LIST_MAX",
     "access_events",
+    "break_glass_reviews",
     "break_glass_window",
     "channel",
     "consents",
+    "member",
+    "organisation",
     "participant",
+    "policy",
     "record",
     "record_version",
     "record_versions",
+    "roles",
 ]
 
 LIST_MAX = 10_000
@@ -70,10 +81,41 @@ def access_events(reader: Reader, patient: bytes) -> list[records_pb2.AccessEven
 
 
 def break_glass_window(
-    reader: Reader, patient: bytes, requester: bytes
+    reader: Reader, patient: bytes, custodian: bytes, requester: bytes
 ) -> records_pb2.BreakGlassWindow | None:
-    raw = reader.get(BREAK_GLASS, patient + requester)
+    raw = reader.get(BREAK_GLASS, break_glass_key(patient, custodian, requester))
     return None if raw is None else records_pb2.BreakGlassWindow.FromString(raw)
+
+
+def break_glass_reviews(reader: Reader, custodian: bytes) -> list[records_pb2.AccessEvent]:
+    """Every break-glass release a custodian reported, oldest first."""
+    return [
+        records_pb2.AccessEvent.FromString(v)
+        for _, v in reader.scan(BREAK_GLASS_REVIEW, custodian, LIST_MAX)
+    ]
+
+
+def member(reader: Reader, public_key: bytes) -> state_pb2.Member | None:
+    raw = reader.get(MEMBERS, public_key)
+    return None if raw is None else state_pb2.Member.FromString(raw)
+
+
+def organisation(reader: Reader, org_id: str) -> state_pb2.Organisation | None:
+    raw = reader.get(ORGANISATIONS, org_id.encode())
+    return None if raw is None else state_pb2.Organisation.FromString(raw)
+
+
+def roles(reader: Reader, public_key: bytes, time_ms: int) -> frozenset[int]:
+    """The roles `public_key` holds at `time_ms`, as issued on the ledger."""
+    held = member(reader, public_key)
+    if held is None:
+        return frozenset()
+    return active_roles(held, organisation(reader, held.organisation), time_ms)
+
+
+def policy(reader: Reader) -> state_pb2.Policy:
+    raw = reader.get(POLICY, POLICY_KEY)
+    return state_pb2.Policy() if raw is None else state_pb2.Policy.FromString(raw)
 
 
 def participant(reader: Reader, public_key: bytes) -> state_pb2.Participant | None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 import struct
 
+from medledger.app import members
 from medledger.app.outcome import TxOutcome
 from medledger.app.state import (
     ACCESS_EVENTS,
     BREAK_GLASS,
+    BREAK_GLASS_REVIEW,
     RECORD_VERSIONS,
     RECORDS,
     BlockState,
@@ -21,11 +23,13 @@ __all__ = [
     "RECORD_ID_BYTES",
     "access_event_key",
     "anchor_record",
+    "break_glass_key",
     "check_anchor",
     "check_erase",
     "check_record_access",
     "erase_record",
     "record_access",
+    "review_key",
     "version_key",
 ]
 
@@ -43,6 +47,22 @@ def version_key(record_id: bytes, version: int) -> bytes:
 
 def access_event_key(patient: bytes, height: int, tx_id: bytes) -> bytes:
     return patient + struct.pack(">Q", height) + tx_id
+
+
+def break_glass_key(patient: bytes, custodian: bytes, requester: bytes) -> bytes:
+    """A window covers one custodian's records: another custodian's vault never finds it."""
+    return patient + custodian + requester
+
+
+def review_key(custodian: bytes, height: int, tx_id: bytes) -> bytes:
+    return custodian + struct.pack(">Q", height) + tx_id
+
+
+def _not_custodian_role(field: str) -> TxOutcome:
+    return TxOutcome(
+        tx_pb2.RESULT_CODE_NOT_PERMITTED,
+        f"{field}: the signer holds no custodian role issued by a member organisation",
+    )
 
 
 # FHIR resource type names are ASCII letters starting with a capital (Observation,
@@ -106,9 +126,11 @@ def check_record_access(msg: records_pb2.RecordAccess, _signer: bytes) -> None:
         raise _invalid(f"{field}.emergency_reason", "is required for break-glass access")
 
 
-def anchor_record(
+def anchor_record(  # noqa: PLR0911 - one return per rule reads best
     state: BlockState, height: int, signer: bytes, msg: records_pb2.AnchorRecord
 ) -> TxOutcome:
+    if not members.holds(state, signer, tx_pb2.ROLE_CUSTODIAN, state.time_ms):
+        return _not_custodian_role("anchor_record")
     record = state.get(RECORDS, msg.record_id, records_pb2.RecordState)
     if record is None:
         if msg.version != 1:
@@ -169,6 +191,11 @@ def erase_record(
 def record_access(
     state: BlockState, height: int, signer: bytes, msg: records_pb2.RecordAccess
 ) -> TxOutcome:
+    """An access event, reported by the record's custodian (who must still hold the
+    custodian role: a vault whose credential was revoked can no longer release). A
+    break-glass release needs a requester holding the clinician role; one that opens a
+    window opens it for this custodian's records only, ending at most the policy's
+    `break_glass_max_ms` after the block's time, and never extends an open one."""
     record = state.get(RECORDS, msg.record_id, records_pb2.RecordState)
     if record is None:
         return TxOutcome(tx_pb2.RESULT_CODE_UNKNOWN_RECORD, "record_access.record_id: unknown")
@@ -176,20 +203,47 @@ def record_access(
         return TxOutcome(
             tx_pb2.RESULT_CODE_NOT_CUSTODIAN, "only the record's custodian reports its access"
         )
+    if not members.holds(state, signer, tx_pb2.ROLE_CUSTODIAN, state.time_ms):
+        return _not_custodian_role("record_access")
+    released = msg.outcome == records_pb2.ACCESS_OUTCOME_RELEASED
+    if (
+        msg.break_glass
+        and released
+        and not members.holds(state, msg.requester, tx_pb2.ROLE_CLINICIAN, state.time_ms)
+    ):
+        return TxOutcome(
+            tx_pb2.RESULT_CODE_NOT_PERMITTED,
+            "record_access.requester: holds no clinician role issued by a member organisation",
+        )
     event = records_pb2.AccessEvent(
         access=msg, custodian=signer, patient=record.patient, height=height, tx_id=state.tx_id
     )
     state.put(ACCESS_EVENTS, access_event_key(record.patient, height, state.tx_id), event)
-    opens_window = msg.break_glass and msg.break_glass_until_ms > 0
-    if opens_window and msg.outcome == records_pb2.ACCESS_OUTCOME_RELEASED:
-        state.put(
-            BREAK_GLASS,
-            record.patient + msg.requester,
-            records_pb2.BreakGlassWindow(
-                requester=msg.requester,
-                patient=record.patient,
-                until_ms=msg.break_glass_until_ms,
-                emergency_reason=msg.emergency_reason,
-            ),
-        )
+    if msg.break_glass and released:
+        # The custodian's privacy officer reviews every emergency release.
+        state.put(BREAK_GLASS_REVIEW, review_key(signer, height, state.tx_id), event)
+    if msg.break_glass and released and msg.break_glass_until_ms > 0:
+        _open_window(state, height, signer, record.patient, msg)
     return OK
+
+
+def _open_window(
+    state: BlockState, height: int, custodian: bytes, patient: bytes, msg: records_pb2.RecordAccess
+) -> None:
+    key = break_glass_key(patient, custodian, msg.requester)
+    current = state.get(BREAK_GLASS, key, records_pb2.BreakGlassWindow)
+    if current is not None and state.time_ms < current.until_ms:
+        return  # an open window is never extended
+    longest = members.policy(state).break_glass_max_ms
+    state.put(
+        BREAK_GLASS,
+        key,
+        records_pb2.BreakGlassWindow(
+            requester=msg.requester,
+            patient=patient,
+            until_ms=min(msg.break_glass_until_ms, state.time_ms + longest),
+            emergency_reason=msg.emergency_reason,
+            custodian=custodian,
+            opened_height=height,
+        ),
+    )

@@ -19,9 +19,14 @@ __all__ = [
     "ACCESS_EVENTS",
     "ACCOUNTS",
     "BREAK_GLASS",
+    "BREAK_GLASS_REVIEW",
     "CHANNELS",
     "CONSENTS",
+    "MEMBERS",
+    "ORGANISATIONS",
     "PARTICIPANTS",
+    "POLICY",
+    "POLICY_KEY",
     "RECORDS",
     "RECORD_VERSIONS",
     "TABLES",
@@ -39,8 +44,13 @@ RECORDS = "records"  # record id
 RECORD_VERSIONS = "record_versions"  # record id || version (u32 BE)
 CONSENTS = "consents"  # patient || consent id
 ACCESS_EVENTS = "access_events"  # patient || height (u64 BE) || tx id
-BREAK_GLASS = "break_glass"  # patient || requester
+BREAK_GLASS = "break_glass"  # patient || custodian || requester
+BREAK_GLASS_REVIEW = "break_glass_review"  # custodian || height (u64 BE) || tx id
 CHANNELS = "channels"  # channel id
+ORGANISATIONS = "organisations"  # organisation id (ASCII)
+MEMBERS = "members"  # public key
+POLICY = "policy"  # POLICY_KEY: the one Policy record
+POLICY_KEY = b"policy"
 TABLES = (
     ACCOUNTS,
     PARTICIPANTS,
@@ -49,7 +59,11 @@ TABLES = (
     CONSENTS,
     ACCESS_EVENTS,
     BREAK_GLASS,
+    BREAK_GLASS_REVIEW,
     CHANNELS,
+    ORGANISATIONS,
+    MEMBERS,
+    POLICY,
 )
 
 M = TypeVar("M", bound=Message)
@@ -62,13 +76,15 @@ class StateReader(Protocol):
 class BlockState:
     """Decoded records cached per block; every modified record is a pending write."""
 
-    def __init__(self, reader: StateReader, chain_id: str = "") -> None:
+    def __init__(self, reader: StateReader, chain_id: str = "", time_ms: int = 0) -> None:
         self._reader = reader
         self._records: dict[tuple[str, bytes], Message | None] = {}
         self._dirty: set[tuple[str, bytes]] = set()
         self.tx_id = b""  # the transaction being applied (keys of records it creates)
         # Signatures made off the ledger (channel states) are bound to the chain.
         self.chain_id = chain_id
+        # The block's time (its header's `time_unix_ms`): what credentials expire against.
+        self.time_ms = time_ms
 
     def get(self, table: str, key: bytes, kind: type[M]) -> M | None:
         """The record at `key` as this block sees it, decoded as `kind`."""
@@ -124,8 +140,10 @@ def next_app_hash(previous: bytes, writes: list[tuple[str, bytes, bytes]]) -> by
 
 
 def genesis_writes(genesis: Genesis) -> list[tuple[str, bytes, bytes]]:
-    """The state at height 0: one account per genesis allocation."""
-    return [
+    """The state at height 0: one account per genesis allocation; on a permissioned
+    chain also its organisations, their admins (enrolled, holding no role) and the
+    policy."""
+    writes = [
         (
             ACCOUNTS,
             allocation.owner,
@@ -135,6 +153,28 @@ def genesis_writes(genesis: Genesis) -> list[tuple[str, bytes, bytes]]:
         )
         for allocation in genesis.allocations
     ]
+    if not genesis.permissioned:
+        return writes  # an open chain's state is what it always was (same app hashes)
+    for org in genesis.organisations:
+        record = state_pb2.Organisation(
+            id=org.id,
+            name=org.name,
+            admins=org.admins,
+            weight=org.weight,
+            validators=org.validators,
+        )
+        writes.append(
+            (ORGANISATIONS, org.id.encode(), record.SerializeToString(deterministic=True))
+        )
+        for admin in org.admins:
+            member = state_pb2.Member(public_key=admin, organisation=org.id, admin=True)
+            writes.append((MEMBERS, admin, member.SerializeToString(deterministic=True)))
+    policy = state_pb2.Policy(
+        break_glass_max_ms=genesis.policy.break_glass_max_ms,
+        emergency_overrides_deny=genesis.policy.emergency_overrides_deny,
+    )
+    writes.append((POLICY, POLICY_KEY, policy.SerializeToString(deterministic=True)))
+    return writes
 
 
 class MemoryState:
@@ -146,6 +186,11 @@ class MemoryState:
 
     def get(self, table: str, key: bytes) -> bytes | None:
         return self._tables[table].get(key)
+
+    def scan(self, table: str, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Entries whose key starts with `prefix`, in key order (as LMDB returns them)."""
+        found = sorted((k, v) for k, v in self._tables[table].items() if k.startswith(prefix))
+        return found[:limit]
 
     def apply(self, writes: list[tuple[str, bytes, bytes]]) -> None:
         for table, key, value in writes:

@@ -42,7 +42,10 @@ def verify_chain(
     """Checks every block from 1 to the head; reports the first broken height."""
     validators = genesis.validator_set()
     app = Application(
-        genesis.chain_id, expiry_horizon_blocks=0, min_challenge_blocks=genesis.min_challenge_blocks
+        genesis.chain_id,
+        expiry_horizon_blocks=0,
+        min_challenge_blocks=genesis.min_challenge_blocks,
+        permissioned=genesis.permissioned,
     )
     state = MemoryState(genesis_writes(genesis))
     parent_hash, app_hash = bytes(32), genesis.hash()
@@ -66,7 +69,7 @@ def verify_chain(
             return ChainReport(height - 1, transactions, height, str(error))
         block = envelope_pb2.Block.FromString(block_bytes)
         bodies = [(tx.public_key, tx_pb2.TransactionBody.FromString(tx.body)) for tx in block.txs]
-        result = app.finalize_block(height, app_hash, state, bodies)
+        result = app.finalize_block(height, app_hash, state, bodies, time_ms=validated.time_unix_ms)
         if store.app_hash_after(height) != result.app_hash:
             return ChainReport(
                 height - 1, transactions, height, "stored app hash differs from replay"

@@ -9,14 +9,17 @@ or in streamed batches, waiting for commits, and checking inclusion proofs offli
 
 from medledger.client.aio import AsyncLedgerClient
 from medledger.client.builder import TxBuilder, new_tx_id
+from medledger.client.members import EnrolmentError, enrol
 from medledger.client.proofs import ProofError, verify_transaction_proof
 from medledger.client.sync import LedgerClient
 
 __all__ = [
     "AsyncLedgerClient",
+    "EnrolmentError",
     "LedgerClient",
     "ProofError",
     "TxBuilder",
+    "enrol",
     "new_tx_id",
     "verify_transaction_proof",
 ]

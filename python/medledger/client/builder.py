@@ -71,6 +71,40 @@ class TxBuilder:
         )
         return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)
 
+    def issue_credential(
+        self,
+        *,
+        subject: bytes,
+        role: tx_pb2.Role.ValueType | int,
+        organisation: str,
+        expires_ms: int,
+        expiry_height: int,
+        tx_id: bytes | None = None,
+    ) -> envelope_pb2.SignedTransaction:
+        """As an admin of `organisation`: `subject` holds `role` until `expires_ms`."""
+        body = tx_pb2.TransactionBody(
+            issue_credential=tx_pb2.IssueCredential(
+                subject=subject,
+                role=role,  # type: ignore[arg-type]
+                organisation=organisation,
+                expires_ms=expires_ms,
+            )
+        )
+        return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)
+
+    def revoke_credential(
+        self,
+        *,
+        subject: bytes,
+        role: tx_pb2.Role.ValueType | int,
+        expiry_height: int,
+        tx_id: bytes | None = None,
+    ) -> envelope_pb2.SignedTransaction:
+        body = tx_pb2.TransactionBody(
+            revoke_credential=tx_pb2.RevokeCredential(subject=subject, role=role)  # type: ignore[arg-type]
+        )
+        return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)
+
     def grant_consent(
         self,
         *,

@@ -158,6 +158,16 @@ class RecordsClient:
                 sign_request(request, custodian, self.chain_id), timeout=self.timeout_s
             )
 
+    def reviews(self, requester: SigningKey) -> list[records_pb2.AccessEvent]:
+        """The vault's break-glass review queue, as its custodian or one of its
+        organisation's auditors."""
+        request = records_pb2.ListReviewsRequest(requester=requester.public_key)
+        with translated_errors():
+            response = self._vault.ListReviews(
+                sign_request(request, requester, self.chain_id), timeout=self.timeout_s
+            )
+        return list(response.events)
+
     # ------------------------------------------------------------------- queries
 
     def record(self, record_id: bytes) -> records_pb2.GetRecordResponse:

@@ -113,6 +113,13 @@ class LedgerClient:
             )
         return response.account
 
+    def get_member(self, public_key: bytes) -> ledger_pb2.GetMemberResponse:
+        """A key's organisation and roles; raises Rejected NOT_FOUND if none enrolled it."""
+        with translated_errors():
+            return self._stub.GetMember(
+                ledger_pb2.GetMemberRequest(public_key=public_key), timeout=self.timeout_s
+            )
+
     def get_channel(self, channel_id: bytes) -> ledger_pb2.GetChannelResponse:
         with translated_errors():
             return self._stub.GetChannel(

@@ -23,6 +23,7 @@ from medledger.config import Home
 from medledger.crypto import SigningKey
 from medledger.demo.cast import Cast
 from medledger.demo.channels import ChannelDemo
+from medledger.demo.members import run_enrolment
 from medledger.demo.payments import run_payments
 from medledger.demo.records import PHI, run_records
 from medledger.demo.story import DemoFailed, Story
@@ -91,6 +92,9 @@ def run_demo(
 
             def at(index: int) -> str:
                 return nodes[index % len(nodes)].address
+
+            story.section("Organisations issue roles")
+            run_enrolment(story, at(0), cast, genesis, homes)
 
             story.section("Payments on the ledger")
             run_payments(story, at(1), cast, genesis, transfers=transfers)

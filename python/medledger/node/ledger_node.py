@@ -191,10 +191,17 @@ class LedgerNode:
             self.chain_id,
             config.expiry_horizon_blocks,
             min_challenge_blocks=genesis.min_challenge_blocks,
+            permissioned=genesis.permissioned,
         )
+        if not genesis.permissioned:
+            log.warning("open chain: the genesis names no organisation, so anyone may submit")
         self.mempool = Mempool(
-            config.mempool_txs_max, config.mempool_bytes_max, config.mempool_signer_txs_max
+            config.mempool_txs_max,
+            config.mempool_bytes_max,
+            config.mempool_signer_txs_max,
+            config.mempool_organisation_txs_max,
         )
+        self.head_time_ms = self._stored_head_time()
         # Taken from the mempool, not yet durable: still answers resubmissions.
         self.in_flight: dict[bytes, PendingTx] = {}
         self.new_block = asyncio.Condition()
@@ -202,10 +209,19 @@ class LedgerNode:
         self.on_admitted: Callable[[list[envelope_pb2.SignedTransaction]], None] | None = None
         self._stopping = False
         self._usage: tuple[int, int] | None = None  # the store's usage, per admitted batch
+        self._now_ms = 0  # the time of the batch being admitted
 
     @property
     def head(self) -> Head:
         return self.store.head
+
+    def _stored_head_time(self) -> int:
+        height = self.store.head.height
+        if height == 0:
+            return self.genesis.genesis_time_ms
+        block = self.store.block(height)
+        assert block is not None, "the head block is stored with the head"
+        return envelope_pb2.Block.FromString(block).header.time_unix_ms
 
     # ----------------------------------------------------------------- admission
 
@@ -277,6 +293,9 @@ class LedgerNode:
         added_before = self.mempool.added
         next_height = self.head.height + 1
         self._usage = self.store.usage()  # once per batch, not per transaction
+        # What credentials are judged against at admission: the clock, never behind the
+        # head block (the block that commits them is later still).
+        self._now_ms = max(int(time.time() * 1000), self.head_time_ms)
         with self.store.snapshot() as snapshot:  # one read transaction for the batch
             for (i, body), (encoded, tx_hash, body_hash, valid) in zip(
                 decoded, prepared, strict=True
@@ -325,6 +344,7 @@ class LedgerNode:
                 )
             waiter = known.wait() if wait else None
             return Admitted(pending=waiter, tx_id=body.tx_id, tx_hash=tx_hash)
+        organisation = self.app.submitter_organisation(snapshot, tx.public_key, self._now_ms)
         pending = PendingTx(tx, body, encoded, tx_hash, body_hash)
         urgent = time_critical(snapshot, body, tx.public_key, self.head.height + 1, self.chain_id)
         full = self.storage_full(
@@ -333,7 +353,7 @@ class LedgerNode:
         )
         if full is not None:
             raise full
-        self.mempool.add(pending, urgent=urgent)
+        self.mempool.add(pending, urgent=urgent, organisation=organisation)
         waiter = pending.wait() if wait else None
         return Admitted(pending=waiter, tx_id=body.tx_id, tx_hash=tx_hash)
 
@@ -408,7 +428,7 @@ class LedgerNode:
             proposer=self.key.public_key,
             validators=self.validators,
             app_hash=head.app_hash,
-            time_unix_ms=int(time.time() * 1000),
+            time_unix_ms=max(int(time.time() * 1000), self.head_time_ms + 1),
             leaves=[p.encoded for p in batch],
         )
         commit = make_commit(
@@ -445,7 +465,11 @@ class LedgerNode:
         )
         with self.store.snapshot() as snapshot:
             result = self.app.finalize_block(
-                height, head.app_hash, snapshot, [(e.signer, e.body) for e in entries]
+                height,
+                head.app_hash,
+                snapshot,
+                [(e.signer, e.body) for e in entries],
+                time_ms=validated.time_unix_ms,
             )
         records = []
         tx_records = []
@@ -470,6 +494,7 @@ class LedgerNode:
             tx_index=records,
             writes=result.writes,
         )
+        self.head_time_ms = validated.time_unix_ms
         # Now durable: whoever waits for these transactions, wherever they were admitted,
         # gets a receipt (built only for transactions someone waits on).
         for entry, record in zip(entries, tx_records, strict=True):

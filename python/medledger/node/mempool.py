@@ -72,10 +72,21 @@ class PendingTx:
 class Mempool:
     """FIFO of admitted transactions. Full means `RESOURCE_EXHAUSTED`, never unbounded."""
 
-    def __init__(self, txs_max: int, bytes_max: int, signer_txs_max: int | None = None) -> None:
+    def __init__(
+        self,
+        txs_max: int,
+        bytes_max: int,
+        signer_txs_max: int | None = None,
+        organisation_txs_max: int | None = None,
+    ) -> None:
         self.txs_max = txs_max
         self.bytes_max = bytes_max
         self.signer_txs_max = signer_txs_max if signer_txs_max is not None else txs_max
+        self.organisation_txs_max = (
+            organisation_txs_max if organisation_txs_max is not None else txs_max
+        )
+        self._by_organisation: dict[str, int] = {}  # ordinary transactions per organisation
+        self._organisation_of: dict[bytes, str] = {}  # tx id -> its signer's organisation
         self._txs: OrderedDict[bytes, PendingTx] = OrderedDict()
         self._urgent: OrderedDict[bytes, PendingTx] = OrderedDict()
         self._by_signer: dict[bytes, int] = {}  # ordinary transactions waiting per signer
@@ -101,10 +112,12 @@ class Mempool:
     def by_hash(self, tx_hash: bytes) -> PendingTx | None:
         return self._by_hash.get(tx_hash)
 
-    def add(self, pending: PendingTx, *, urgent: int = NOT_URGENT) -> None:
+    def add(self, pending: PendingTx, *, urgent: int = NOT_URGENT, organisation: str = "") -> None:
         """Queues an admitted transaction; `urgent` (URGENT, or URGENT_FOR_PAYEE when the
         channel's payee signed it) puts it in the reserved lane (the caller decides, from
-        the committed state). A full lane or an exhausted quota is RESOURCE_EXHAUSTED."""
+        the committed state). `organisation` enrolled the signer ("" on an open chain).
+        A full lane or an exhausted quota (per signer, per organisation) is
+        RESOURCE_EXHAUSTED."""
         assert pending.tx_id not in self._txs, "admission checks for duplicates first"
         assert pending.tx_id not in self._urgent, "admission checks for duplicates first"
         if urgent != NOT_URGENT:
@@ -126,6 +139,17 @@ class Mempool:
                 "tx.public_key",
                 f"this signer already has {held} transactions waiting; retry later",
             )
+        if organisation:
+            members_held = self._by_organisation.get(organisation, 0)
+            if members_held >= self.organisation_txs_max:
+                raise Rejected(
+                    "RESOURCE_EXHAUSTED",
+                    "tx.public_key",
+                    f"organisation {organisation!r} already has {members_held} transactions "
+                    "waiting; retry later",
+                )
+            self._by_organisation[organisation] = members_held + 1
+            self._organisation_of[pending.tx_id] = organisation
         self._by_signer[signer] = held + 1
         self._txs[pending.tx_id] = pending
         self._track(pending)
@@ -160,6 +184,9 @@ class Mempool:
         pending = self._txs.pop(tx_id, None)
         if pending is not None:
             _decrement(self._by_signer, pending.tx.public_key)
+            organisation = self._organisation_of.pop(tx_id, None)
+            if organisation is not None:
+                _decrement(self._by_organisation, organisation)
         else:
             pending = self._urgent.pop(tx_id, None)
             if pending is None:

@@ -80,6 +80,10 @@ PROPOSAL_FETCHES_MAX = 4
 CATCH_UP_RETRY_MS = 2_000
 """A peer is asked again for blocks at most this often, whatever it signs."""
 CATCH_UP_EVIDENCE_MS = 10_000
+BLOCK_TIME_AHEAD_MAX_MS = 10_000
+"""How far ahead of this node's clock a proposed block's time may be. Block time is what
+credentials expire against and break-glass windows are bounded by, so it is checked: it
+must pass the parent's and not run ahead of the validators' clocks."""
 """How long a signed message for a later height keeps its sender a candidate to ask."""
 
 
@@ -94,6 +98,11 @@ class Ledger(Protocol):
 
     @property
     def head(self) -> Head: ...
+
+    @property
+    def head_time_ms(self) -> int:
+        """The head block's time (the genesis time at height 0)."""
+        ...
 
     def admitted(self, tx_hash: bytes) -> PendingTx | None:
         """A transaction this node admitted (verified, application-checked), by hash."""
@@ -540,7 +549,7 @@ class Replica:
             proposer=self.ledger.key.public_key,
             validators=self.ledger.validators,
             app_hash=head.app_hash,
-            time_unix_ms=self.now_ms,
+            time_unix_ms=max(self.now_ms, self.ledger.head_time_ms + 1),
             leaves=[p.encoded for p in pending],
         )
         header = block.header.SerializeToString()
@@ -620,11 +629,25 @@ class Replica:
         except MedledgerError as error:
             log.info("invalid proposal at height %d: %s", height, error)
             return False
-        if validated.block_hash != value_id:
+        if validated.block_hash != value_id or not self._timely(height, validated.time_unix_ms):
             return False
         self._entries[value_id] = entries
         self._blocks[value_id] = value
         return True
+
+    def _timely(self, height: int, time_ms: int) -> bool:
+        """A block's time must pass its parent's and not run ahead of this clock."""
+        if self.ledger.head_time_ms < time_ms <= self.now_ms + BLOCK_TIME_AHEAD_MAX_MS:
+            return True
+        log.info(
+            "invalid proposal at height %d: time %d is not after the parent's %d or runs "
+            "ahead of this clock (%d)",
+            height,
+            time_ms,
+            self.ledger.head_time_ms,
+            self.now_ms,
+        )
+        return False
 
     # ------------------------------------------------------------------ catch-up
 

@@ -132,16 +132,19 @@ class Vault:
             anchored = queries.record_version(snapshot, record.record_id, version)
             if anchored is None:
                 raise Rejected("NOT_FOUND", "version", f"record has no version {version}")
-            requester = queries.participant(snapshot, request.requester)
+            roles = queries.roles(snapshot, request.requester, now_ms)
             decision = decide(
                 record=record,
                 requester=request.requester,
-                requester_role=requester.role if requester is not None else 0,
+                requester_is_clinician=tx_pb2.ROLE_CLINICIAN in roles,
                 purpose=request.purpose,
                 consents=queries.consents(snapshot, record.patient),
                 now_ms=now_ms,
+                policy=queries.policy(snapshot),
                 emergency_reason=request.emergency_reason,
-                window=queries.break_glass_window(snapshot, record.patient, request.requester),
+                window=queries.break_glass_window(
+                    snapshot, record.patient, self.custodian.public_key, request.requester
+                ),
             )
         access = records_pb2.RecordAccess(
             record_id=record.record_id,
@@ -163,7 +166,7 @@ class Vault:
         if receipt.code != tx_pb2.RESULT_CODE_OK:
             raise Rejected("UNAVAILABLE", "ledger", f"audit refused: {receipt.message}")
         if not decision.permitted:
-            raise Rejected("PERMISSION_DENIED", "record_id", decision.reason)
+            raise Rejected("PERMISSION_DENIED", decision.field, decision.reason)
         data_key = self.store.data_key(record.record_id)
         salt = self.store.salt(record.record_id, version)
         sealed = self.store.body(record.record_id, version)
@@ -186,6 +189,29 @@ class Vault:
             ),
             access=event,
         )
+
+    # ------------------------------------------------------------------- review
+
+    def reviews(self, request: records_pb2.ListReviewsRequest) -> list[records_pb2.AccessEvent]:
+        """Every break-glass release of this vault's records, for its privacy officer: the
+        custodian's own key, or a key holding the auditor role from its organisation."""
+        now_ms = _now_ms()
+        check_request(request, request.requester, self.node.chain_id, now_ms)
+        custodian = self.custodian.public_key
+        with self.node.store.snapshot() as snapshot:
+            if request.requester != custodian:
+                own = queries.member(snapshot, custodian)
+                requester = queries.member(snapshot, request.requester)
+                auditor = tx_pb2.ROLE_AUDITOR in queries.roles(snapshot, request.requester, now_ms)
+                if own is None or requester is None or requester.organisation != own.organisation:
+                    auditor = False
+                if not auditor:
+                    raise Rejected(
+                        "PERMISSION_DENIED",
+                        "requester",
+                        "neither this vault's custodian nor an auditor of its organisation",
+                    )
+            return queries.break_glass_reviews(snapshot, custodian)
 
     # -------------------------------------------------------------------- erase
 

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from medledger.wire.v1 import channels_pb2 as _channels_pb2
 from medledger.wire.v1 import envelope_pb2 as _envelope_pb2
+from medledger.wire.v1 import state_pb2 as _state_pb2
 from medledger.wire.v1 import tx_pb2 as _tx_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +21,55 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class GetMemberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMemberRequest: _TypeAlias = GetMemberRequest  # noqa: Y015
+
+@_typing.final
+class GetMemberResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    ACTIVE_ROLES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def member(self) -> _state_pb2.Member: ...
+    @_builtins.property
+    def organisation(self) -> _state_pb2.Organisation: ...
+    @_builtins.property
+    def active_roles(self) -> _containers.RepeatedScalarFieldContainer[_tx_pb2.Role.ValueType]:
+        """The roles that count now (issued, not revoked, not expired), by the node's clock."""
+
+    def __init__(
+        self,
+        *,
+        member: _state_pb2.Member | None = ...,
+        organisation: _state_pb2.Organisation | None = ...,
+        active_roles: _abc.Iterable[_tx_pb2.Role.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "organisation", b"organisation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_roles", b"active_roles", "member", b"member", "organisation", b"organisation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMemberResponse: _TypeAlias = GetMemberResponse  # noqa: Y015
 
 @_typing.final
 class GetChannelRequest(_message.Message):

@@ -74,6 +74,11 @@ class LedgerServiceStub:
                 request_serializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelRequest.SerializeToString,
                 response_deserializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelResponse.FromString,
                 _registered_method=True)
+        self.GetMember = channel.unary_unary(
+                '/medledger.wire.v1.LedgerService/GetMember',
+                request_serializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetMemberRequest.SerializeToString,
+                response_deserializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetMemberResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -133,6 +138,13 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMember(self, request, context):
+        """A key's enrolment: its organisation and the roles issued to it (NOT_FOUND if none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +187,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.GetChannel,
                     request_deserializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelRequest.FromString,
                     response_serializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelResponse.SerializeToString,
+            ),
+            'GetMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMember,
+                    request_deserializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetMemberRequest.FromString,
+                    response_serializer=medledger_dot_wire_dot_v1_dot_ledger__pb2.GetMemberResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -393,6 +410,33 @@ class LedgerService:
             '/medledger.wire.v1.LedgerService/GetChannel',
             medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelRequest.SerializeToString,
             medledger_dot_wire_dot_v1_dot_ledger__pb2.GetChannelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medledger.wire.v1.LedgerService/GetMember',
+            medledger_dot_wire_dot_v1_dot_ledger__pb2.GetMemberRequest.SerializeToString,
+            medledger_dot_wire_dot_v1_dot_ledger__pb2.GetMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,8 @@ class LedgerServiceStub:
     GetStatus: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetStatusRequest, _ledger_pb2.GetStatusResponse]
     GetChannel: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetChannelRequest, _ledger_pb2.GetChannelResponse]
     """A payment channel as the ledger sees it: deposit, status, a pending close."""
+    GetMember: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetMemberRequest, _ledger_pb2.GetMemberResponse]
+    """A key's enrolment: its organisation and the roles issued to it (NOT_FOUND if none)."""
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -67,6 +69,8 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     GetStatus: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetStatusRequest, _ledger_pb2.GetStatusResponse]  # type: ignore[assignment]
     GetChannel: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetChannelRequest, _ledger_pb2.GetChannelResponse]  # type: ignore[assignment]
     """A payment channel as the ledger sees it: deposit, status, a pending close."""
+    GetMember: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetMemberRequest, _ledger_pb2.GetMemberResponse]  # type: ignore[assignment]
+    """A key's enrolment: its organisation and the roles issued to it (NOT_FOUND if none)."""
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -132,5 +136,13 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_pb2.GetChannelResponse, _abc.Awaitable[_ledger_pb2.GetChannelResponse]]:
         """A payment channel as the ledger sees it: deposit, status, a pending close."""
+
+    @_abc_1.abstractmethod
+    def GetMember(
+        self,
+        request: _ledger_pb2.GetMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.GetMemberResponse, _abc.Awaitable[_ledger_pb2.GetMemberResponse]]:
+        """A key's enrolment: its organisation and the roles issued to it (NOT_FOUND if none)."""
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -520,16 +520,25 @@ Global___AccessEvent: _TypeAlias = AccessEvent  # noqa: Y015
 
 @_typing.final
 class BreakGlassWindow(_message.Message):
+    """Opened by a custodian's vault for one clinician and one patient: it covers only that
+    custodian's records, and ends at most `Policy.break_glass_max_ms` after the block that
+    opened it. Nothing extends it.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTER_FIELD_NUMBER: _builtins.int
     PATIENT_FIELD_NUMBER: _builtins.int
     UNTIL_MS_FIELD_NUMBER: _builtins.int
     EMERGENCY_REASON_FIELD_NUMBER: _builtins.int
+    CUSTODIAN_FIELD_NUMBER: _builtins.int
+    OPENED_HEIGHT_FIELD_NUMBER: _builtins.int
     requester: _builtins.bytes
     patient: _builtins.bytes
     until_ms: _builtins.int
     emergency_reason: _builtins.str
+    custodian: _builtins.bytes
+    opened_height: _builtins.int
     def __init__(
         self,
         *,
@@ -537,10 +546,12 @@ class BreakGlassWindow(_message.Message):
         patient: _builtins.bytes = ...,
         until_ms: _builtins.int = ...,
         emergency_reason: _builtins.str = ...,
+        custodian: _builtins.bytes = ...,
+        opened_height: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["emergency_reason", b"emergency_reason", "patient", b"patient", "requester", b"requester", "until_ms", b"until_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custodian", b"custodian", "emergency_reason", b"emergency_reason", "opened_height", b"opened_height", "patient", b"patient", "requester", b"requester", "until_ms", b"until_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -888,3 +899,49 @@ class EraseResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EraseResponse: _TypeAlias = EraseResponse  # noqa: Y015
+
+@_typing.final
+class ListReviewsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    requester: _builtins.bytes
+    """the custodian, or a key holding its organisation's auditor role"""
+    time_ms: _builtins.int
+    signature: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        requester: _builtins.bytes = ...,
+        time_ms: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requester", b"requester", "signature", b"signature", "time_ms", b"time_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReviewsRequest: _TypeAlias = ListReviewsRequest  # noqa: Y015
+
+@_typing.final
+class ListReviewsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___AccessEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReviewsResponse: _TypeAlias = ListReviewsResponse  # noqa: Y015

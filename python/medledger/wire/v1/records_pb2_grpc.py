@@ -216,6 +216,11 @@ class VaultServiceStub:
                 request_serializer=medledger_dot_wire_dot_v1_dot_records__pb2.EraseRequest.SerializeToString,
                 response_deserializer=medledger_dot_wire_dot_v1_dot_records__pb2.EraseResponse.FromString,
                 _registered_method=True)
+        self.ListReviews = channel.unary_unary(
+                '/medledger.wire.v1.VaultService/ListReviews',
+                request_serializer=medledger_dot_wire_dot_v1_dot_records__pb2.ListReviewsRequest.SerializeToString,
+                response_deserializer=medledger_dot_wire_dot_v1_dot_records__pb2.ListReviewsResponse.FromString,
+                _registered_method=True)
 
 
 class VaultServiceServicer:
@@ -245,6 +250,14 @@ class VaultServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReviews(self, request, context):
+        """The privacy officer's review queue: every break-glass release of this vault's
+        records, oldest first. Only for the custodian's key or an auditor of its organisation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VaultServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -262,6 +275,11 @@ def add_VaultServiceServicer_to_server(servicer, server):
                     servicer.Erase,
                     request_deserializer=medledger_dot_wire_dot_v1_dot_records__pb2.EraseRequest.FromString,
                     response_serializer=medledger_dot_wire_dot_v1_dot_records__pb2.EraseResponse.SerializeToString,
+            ),
+            'ListReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReviews,
+                    request_deserializer=medledger_dot_wire_dot_v1_dot_records__pb2.ListReviewsRequest.FromString,
+                    response_serializer=medledger_dot_wire_dot_v1_dot_records__pb2.ListReviewsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -347,6 +365,33 @@ class VaultService:
             '/medledger.wire.v1.VaultService/Erase',
             medledger_dot_wire_dot_v1_dot_records__pb2.EraseRequest.SerializeToString,
             medledger_dot_wire_dot_v1_dot_records__pb2.EraseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medledger.wire.v1.VaultService/ListReviews',
+            medledger_dot_wire_dot_v1_dot_records__pb2.ListReviewsRequest.SerializeToString,
+            medledger_dot_wire_dot_v1_dot_records__pb2.ListReviewsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -93,6 +93,10 @@ class VaultServiceStub:
     """
     Erase: _grpc.UnaryUnaryMultiCallable[_records_pb2.EraseRequest, _records_pb2.EraseResponse]
     """Crypto-shredding: destroys the data key and salt, then anchors an erasure receipt."""
+    ListReviews: _grpc.UnaryUnaryMultiCallable[_records_pb2.ListReviewsRequest, _records_pb2.ListReviewsResponse]
+    """The privacy officer's review queue: every break-glass release of this vault's
+    records, oldest first. Only for the custodian's key or an auditor of its organisation.
+    """
 
 @_typing.type_check_only
 class VaultServiceAsyncStub(VaultServiceStub):
@@ -107,6 +111,10 @@ class VaultServiceAsyncStub(VaultServiceStub):
     """
     Erase: _aio.UnaryUnaryMultiCallable[_records_pb2.EraseRequest, _records_pb2.EraseResponse]  # type: ignore[assignment]
     """Crypto-shredding: destroys the data key and salt, then anchors an erasure receipt."""
+    ListReviews: _aio.UnaryUnaryMultiCallable[_records_pb2.ListReviewsRequest, _records_pb2.ListReviewsResponse]  # type: ignore[assignment]
+    """The privacy officer's review queue: every break-glass release of this vault's
+    records, oldest first. Only for the custodian's key or an auditor of its organisation.
+    """
 
 class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- the vault"""
@@ -136,5 +144,15 @@ class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_records_pb2.EraseResponse, _abc.Awaitable[_records_pb2.EraseResponse]]:
         """Crypto-shredding: destroys the data key and salt, then anchors an erasure receipt."""
+
+    @_abc_1.abstractmethod
+    def ListReviews(
+        self,
+        request: _records_pb2.ListReviewsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_records_pb2.ListReviewsResponse, _abc.Awaitable[_records_pb2.ListReviewsResponse]]:
+        """The privacy officer's review queue: every break-glass release of this vault's
+        records, oldest first. Only for the custodian's key or an auditor of its organisation.
+        """
 
 def add_VaultServiceServicer_to_server(servicer: VaultServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

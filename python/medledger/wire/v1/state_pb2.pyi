@@ -5,8 +5,10 @@ How the node stores application state and the transaction index in LMDB. Not par
 the client API; versioned with it so stored data can be migrated deliberately.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from medledger.wire.v1 import tx_pb2 as _tx_pb2
 import builtins as _builtins
 import sys
@@ -86,3 +88,145 @@ class TxRecord(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TxRecord: _TypeAlias = TxRecord  # noqa: Y015
+
+@_typing.final
+class Organisation(_message.Message):
+    """A member organisation of the consortium (genesis names the founders)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ADMINS_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    VALIDATORS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """lowercase ASCII letters, digits and '-', at most 32 bytes"""
+    name: _builtins.str
+    weight: _builtins.int
+    """its governance weight"""
+    @_builtins.property
+    def admins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """public keys that issue and revoke its members' roles"""
+
+    @_builtins.property
+    def validators(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """the validator keys it runs"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        admins: _abc.Iterable[_builtins.bytes] | None = ...,
+        weight: _builtins.int = ...,
+        validators: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admins", b"admins", "id", b"id", "name", b"name", "validators", b"validators", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Organisation: _TypeAlias = Organisation  # noqa: Y015
+
+@_typing.final
+class RoleGrant(_message.Message):
+    """One role held by a member key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    EXPIRES_MS_FIELD_NUMBER: _builtins.int
+    ISSUED_HEIGHT_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
+    REVOKED_HEIGHT_FIELD_NUMBER: _builtins.int
+    role: _tx_pb2.Role.ValueType
+    expires_ms: _builtins.int
+    """block time after which it no longer counts"""
+    issued_height: _builtins.int
+    issuer: _builtins.bytes
+    """the admin who signed it"""
+    revoked_height: _builtins.int
+    """0 while not revoked"""
+    def __init__(
+        self,
+        *,
+        role: _tx_pb2.Role.ValueType = ...,
+        expires_ms: _builtins.int = ...,
+        issued_height: _builtins.int = ...,
+        issuer: _builtins.bytes = ...,
+        revoked_height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_ms", b"expires_ms", "issued_height", b"issued_height", "issuer", b"issuer", "revoked_height", b"revoked_height", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoleGrant: _TypeAlias = RoleGrant  # noqa: Y015
+
+@_typing.final
+class Member(_message.Message):
+    """A key enrolled by an organisation, with the roles its admins issued."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    ENROLLED_HEIGHT_FIELD_NUMBER: _builtins.int
+    ADMIN_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    organisation: _builtins.str
+    enrolled_height: _builtins.int
+    admin: _builtins.bool
+    """one of the organisation's admins (named in genesis)"""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoleGrant]:
+        """at most one per role, in the order first issued"""
+
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+        organisation: _builtins.str = ...,
+        roles: _abc.Iterable[Global___RoleGrant] | None = ...,
+        enrolled_height: _builtins.int = ...,
+        admin: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "enrolled_height", b"enrolled_height", "organisation", b"organisation", "public_key", b"public_key", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Member: _TypeAlias = Member  # noqa: Y015
+
+@_typing.final
+class Policy(_message.Message):
+    """Rules the consortium sets (at genesis; governance will change them)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BREAK_GLASS_MAX_MS_FIELD_NUMBER: _builtins.int
+    EMERGENCY_OVERRIDES_DENY_FIELD_NUMBER: _builtins.int
+    break_glass_max_ms: _builtins.int
+    """The longest break-glass window a vault may open, in milliseconds of block time."""
+    emergency_overrides_deny: _builtins.bool
+    """Whether a clinician's emergency declaration may override a patient's explicit DENY
+    (the release is audited and says so either way).
+    """
+    def __init__(
+        self,
+        *,
+        break_glass_max_ms: _builtins.int = ...,
+        emergency_overrides_deny: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["break_glass_max_ms", b"break_glass_max_ms", "emergency_overrides_deny", b"emergency_overrides_deny"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Policy: _TypeAlias = Policy  # noqa: Y015

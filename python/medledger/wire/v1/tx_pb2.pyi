@@ -37,6 +37,12 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_AUDITOR: _Role.ValueType  # 7
     ROLE_CLINICIAN: _Role.ValueType  # 8
     """A person treating patients for a hospital; may declare break-glass access."""
+    ROLE_CUSTODIAN: _Role.ValueType  # 9
+    """Holds records in a vault and anchors them: a record's custodian must hold this role."""
+    ROLE_PAYER: _Role.ValueType  # 10
+    """Pays for care (opens payment channels)."""
+    ROLE_PROVIDER: _Role.ValueType  # 11
+    """Provides care and is paid for it (receives payment channels)."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper): ...
 
@@ -50,6 +56,12 @@ ROLE_PATIENT: Role.ValueType  # 6
 ROLE_AUDITOR: Role.ValueType  # 7
 ROLE_CLINICIAN: Role.ValueType  # 8
 """A person treating patients for a hospital; may declare break-glass access."""
+ROLE_CUSTODIAN: Role.ValueType  # 9
+"""Holds records in a vault and anchors them: a record's custodian must hold this role."""
+ROLE_PAYER: Role.ValueType  # 10
+"""Pays for care (opens payment channels)."""
+ROLE_PROVIDER: Role.ValueType  # 11
+"""Provides care and is paid for it (receives payment channels)."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _ParticipantKind:
@@ -111,6 +123,13 @@ class _ResultCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultCode
     """A challenge whose sequence is not higher than the pending state's."""
     RESULT_CODE_CHALLENGE_WINDOW: _ResultCode.ValueType  # 23
     """A challenge after the window closed, or a settlement before."""
+    RESULT_CODE_UNKNOWN_ORGANISATION: _ResultCode.ValueType  # 24
+    RESULT_CODE_WRONG_ORGANISATION: _ResultCode.ValueType  # 25
+    """The subject is enrolled by another organisation."""
+    RESULT_CODE_INVALID_CREDENTIAL: _ResultCode.ValueType  # 26
+    """A credential that would expire before the block's time."""
+    RESULT_CODE_UNKNOWN_CREDENTIAL: _ResultCode.ValueType  # 27
+    """The subject holds no such role (or is not enrolled at all)."""
 
 class ResultCode(_ResultCode, metaclass=_ResultCodeEnumTypeWrapper):
     """The deterministic result of applying a committed transaction."""
@@ -151,6 +170,13 @@ RESULT_CODE_STALE_CHANNEL_STATE: ResultCode.ValueType  # 22
 """A challenge whose sequence is not higher than the pending state's."""
 RESULT_CODE_CHALLENGE_WINDOW: ResultCode.ValueType  # 23
 """A challenge after the window closed, or a settlement before."""
+RESULT_CODE_UNKNOWN_ORGANISATION: ResultCode.ValueType  # 24
+RESULT_CODE_WRONG_ORGANISATION: ResultCode.ValueType  # 25
+"""The subject is enrolled by another organisation."""
+RESULT_CODE_INVALID_CREDENTIAL: ResultCode.ValueType  # 26
+"""A credential that would expire before the block's time."""
+RESULT_CODE_UNKNOWN_CREDENTIAL: ResultCode.ValueType  # 27
+"""The subject holds no such role (or is not enrolled at all)."""
 Global___ResultCode: _TypeAlias = ResultCode  # noqa: Y015
 
 class _TxStatus:
@@ -211,6 +237,67 @@ class RegisterParticipant(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterParticipant: _TypeAlias = RegisterParticipant  # noqa: Y015
+
+@_typing.final
+class IssueCredential(_message.Message):
+    """An organisation's admin issues a role to a key: a credential on the ledger, valid until
+    `expires_ms` (block time). A key is enrolled by one organisation; its first credential
+    enrols it, and only that organisation's admins issue it more. Issuing a role the key
+    already holds replaces its expiry (and lifts a revocation).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    EXPIRES_MS_FIELD_NUMBER: _builtins.int
+    subject: _builtins.bytes
+    """the key's public key, 32 bytes"""
+    role: Global___Role.ValueType
+    organisation: _builtins.str
+    """the issuing organisation's id; the signer must be its admin"""
+    expires_ms: _builtins.int
+    """Unix milliseconds, compared with block time"""
+    def __init__(
+        self,
+        *,
+        subject: _builtins.bytes = ...,
+        role: Global___Role.ValueType = ...,
+        organisation: _builtins.str = ...,
+        expires_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_ms", b"expires_ms", "organisation", b"organisation", "role", b"role", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueCredential: _TypeAlias = IssueCredential  # noqa: Y015
+
+@_typing.final
+class RevokeCredential(_message.Message):
+    """An admin of the organisation that enrolled `subject` revokes one of its roles."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    subject: _builtins.bytes
+    role: Global___Role.ValueType
+    def __init__(
+        self,
+        *,
+        subject: _builtins.bytes = ...,
+        role: Global___Role.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeCredential: _TypeAlias = RevokeCredential  # noqa: Y015
 
 @_typing.final
 class CreateAccount(_message.Message):
@@ -279,6 +366,8 @@ class TransactionBody(_message.Message):
     FORCE_CLOSE_CHANNEL_FIELD_NUMBER: _builtins.int
     CHALLENGE_CHANNEL_FIELD_NUMBER: _builtins.int
     SETTLE_CHANNEL_FIELD_NUMBER: _builtins.int
+    ISSUE_CREDENTIAL_FIELD_NUMBER: _builtins.int
+    REVOKE_CREDENTIAL_FIELD_NUMBER: _builtins.int
     chain_id: _builtins.str
     tx_id: _builtins.bytes
     """Chosen by the client, 16 bytes. Resubmitting the same id and body returns the first
@@ -314,6 +403,10 @@ class TransactionBody(_message.Message):
     def challenge_channel(self) -> _channels_pb2.ChallengeChannel: ...
     @_builtins.property
     def settle_channel(self) -> _channels_pb2.SettleChannel: ...
+    @_builtins.property
+    def issue_credential(self) -> Global___IssueCredential: ...
+    @_builtins.property
+    def revoke_credential(self) -> Global___RevokeCredential: ...
     def __init__(
         self,
         *,
@@ -334,12 +427,14 @@ class TransactionBody(_message.Message):
         force_close_channel: _channels_pb2.ForceCloseChannel | None = ...,
         challenge_channel: _channels_pb2.ChallengeChannel | None = ...,
         settle_channel: _channels_pb2.SettleChannel | None = ...,
+        issue_credential: Global___IssueCredential | None = ...,
+        revoke_credential: Global___RevokeCredential | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "challenge_channel", b"challenge_channel", "close_channel", b"close_channel", "create_account", b"create_account", "erase_record", b"erase_record", "force_close_channel", b"force_close_channel", "grant_consent", b"grant_consent", "kind", b"kind", "open_channel", b"open_channel", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "settle_channel", b"settle_channel", "top_up_channel", b"top_up_channel", "transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "challenge_channel", b"challenge_channel", "close_channel", b"close_channel", "create_account", b"create_account", "erase_record", b"erase_record", "force_close_channel", b"force_close_channel", "grant_consent", b"grant_consent", "issue_credential", b"issue_credential", "kind", b"kind", "open_channel", b"open_channel", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "revoke_credential", b"revoke_credential", "settle_channel", b"settle_channel", "top_up_channel", b"top_up_channel", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "chain_id", b"chain_id", "challenge_channel", b"challenge_channel", "close_channel", b"close_channel", "create_account", b"create_account", "erase_record", b"erase_record", "expiry_height", b"expiry_height", "force_close_channel", b"force_close_channel", "grant_consent", b"grant_consent", "kind", b"kind", "open_channel", b"open_channel", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "settle_channel", b"settle_channel", "top_up_channel", b"top_up_channel", "transfer", b"transfer", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "chain_id", b"chain_id", "challenge_channel", b"challenge_channel", "close_channel", b"close_channel", "create_account", b"create_account", "erase_record", b"erase_record", "expiry_height", b"expiry_height", "force_close_channel", b"force_close_channel", "grant_consent", b"grant_consent", "issue_credential", b"issue_credential", "kind", b"kind", "open_channel", b"open_channel", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "revoke_credential", b"revoke_credential", "settle_channel", b"settle_channel", "top_up_channel", b"top_up_channel", "transfer", b"transfer", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register_participant", "create_account", "transfer", "anchor_record", "erase_record", "grant_consent", "revoke_consent", "record_access", "open_channel", "top_up_channel", "close_channel", "force_close_channel", "challenge_channel", "settle_channel"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register_participant", "create_account", "transfer", "anchor_record", "erase_record", "grant_consent", "revoke_consent", "record_access", "open_channel", "top_up_channel", "close_channel", "force_close_channel", "challenge_channel", "settle_channel", "issue_credential", "revoke_credential"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
