@@ -26,6 +26,9 @@ def test_payer_and_provider_run_a_channel_from_the_command_line(tmp_path: Path) 
     try:
         at = ["--node", node.address]
         payer = ["--key", str(insurer_key), "--store", str(tmp_path / "insurer-channels"), *at]
+        medledger(
+            "member", "issue", "--subject", insurer, "--role", "payer", "--home", str(home), *at
+        )
         medledger("tx", "create-account", "--key", str(insurer_key), *at)
         medledger(
             "tx", "transfer", "--home", str(home), "--to", insurer, "--amount", "5000000", *at
@@ -126,7 +129,13 @@ def test_a_payer_pays_a_provider_through_a_hub_from_the_command_line(tmp_path: P
     hub = None
     try:
         at = ["--node", node.address]
-        for key, account in ((hub_key, hub_pub), (insurer_key, insurer)):
+        for key, account, role in (
+            (hub_key, hub_pub, "payment-processor"),
+            (insurer_key, insurer, "payer"),
+        ):
+            medledger(
+                "member", "issue", "--subject", account, "--role", role, "--home", str(home), *at
+            )
             medledger("tx", "create-account", "--key", str(key), *at)
             medledger(
                 "tx", "transfer", "--home", str(home), "--to", account, "--amount", "5000000", *at

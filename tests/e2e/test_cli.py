@@ -45,6 +45,14 @@ def test_init_transfer_query_and_verify_chain(tmp_path: Path) -> None:
     node = start_node(home)
     try:
         at = ["--node", node.address]
+        # Bob's key may submit once the home's organisation (its client key) enrols it.
+        refused = medledger("tx", "create-account", "--key", str(bob_key), *at, check=False)
+        assert refused.returncode == 1
+        assert "PERMISSION_DENIED" in refused.stderr
+        assert "tx.public_key" in refused.stderr
+        medledger("member", "issue", "--subject", bob, "--role", "payer", "--home", str(home), *at)
+        shown = json.loads(medledger("member", "show", bob, *at).stdout)
+        assert (shown["organisation"], shown["active_roles"]) == ("org-0", ["payer"])
         medledger("tx", "create-account", "--key", str(bob_key), *at)
         receipt = json.loads(
             medledger(
@@ -69,7 +77,7 @@ def test_init_transfer_query_and_verify_chain(tmp_path: Path) -> None:
     finally:
         node.stop()
     verified = medledger("verify-chain", "--home", str(home))
-    assert "chain OK: 2 blocks" in verified.stdout
+    assert "chain OK: 3 blocks, 3 transactions" in verified.stdout  # enrol, open, transfer
 
 
 def test_verify_chain_reports_the_first_tampered_height(tmp_path: Path) -> None:

@@ -72,10 +72,15 @@ def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:
 
     try:
         medledger("devnet", "up", "--home", str(root))
-        medledger(
-            "tx", "register", "--kind", "person", "--role", "clinician", "--name", "dr-7",
-            "--key", str(clinician_key), "--node", nodes[3],
-        )  # fmt: skip
+        # node0's organisation admin issues the roles (its vault's custodian role too).
+        custodian = medledger("keys", "show", str(root / "node0" / "keys" / "client.json"))
+        for subject, role in (
+            (custodian.stdout.strip(), "custodian"),
+            (patient, "patient"),
+            (researcher, "researcher"),
+            (clinician, "clinician"),
+        ):
+            medledger("member", "issue", "--subject", subject, "--role", role, *hospital)
         stored = medledger("record", "put", str(bundle), "--patient", patient, *hospital)
         lines = [json.loads(line) for line in stored.stdout.splitlines()]
         assert [line["resource_type"] for line in lines] == ["Observation", "Condition"]
@@ -108,6 +113,10 @@ def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:
             "unresponsive on arrival", "--key", str(clinician_key), "--node", nodes[0],
         )  # fmt: skip
         assert json.loads(glass.stdout)["code"]["text"] == "Essential hypertension"
+        # The hospital's privacy officer sees the emergency release in its review queue.
+        review = json.loads(medledger("access", "review", "--json", *hospital).stdout)
+        assert [(r["requester"], r["record_id"]) for r in review] == [(clinician, condition)]
+        assert review[0]["emergency_reason"] == "unresponsive on arrival"
 
         # The patient's view, from any validator.
         log = medledger("access", "log", "--patient", patient, "--node", nodes[3]).stdout

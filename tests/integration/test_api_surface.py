@@ -4,6 +4,7 @@ inclusion proofs that verify offline, and the asyncio client."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import pytest
@@ -11,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_requests import Client
 
 from medledger.client import AsyncLedgerClient, ProofError, verify_transaction_proof
-from medledger.wire.v1 import tx_pb2
+from medledger.wire.v1 import channels_pb2, ledger_pb2, records_pb2, tx_pb2
 from tests.integration.conftest import CHAIN_ID, RunningNode
 
 
@@ -39,6 +40,43 @@ def test_a_reflection_client_lists_and_calls_the_api_without_generated_code(
     height = int(status["height"])
     block = client.request("medledger.wire.v1.LedgerService", "GetBlock", {"height": height})
     assert int(block["block"]["header"]["height"]) == height
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"],
+        records_pb2.DESCRIPTOR.services_by_name["RecordService"],
+        records_pb2.DESCRIPTOR.services_by_name["VaultService"],
+        channels_pb2.DESCRIPTOR.services_by_name["ChannelService"],
+    ],
+    ids=lambda service: service.name,
+)
+def test_every_method_the_schema_declares_is_served(node: RunningNode, service: Any) -> None:
+    """A method in the .proto that the node does not route answers UNIMPLEMENTED: each
+    one is called with an empty request and must answer anything else."""
+    with grpc.insecure_channel(node.address) as channel:
+        for method in service.methods:
+            path = f"/{service.full_name}/{method.name}"
+            if method.client_streaming:
+                call = channel.stream_stream(path)(iter([b""]), timeout=5)
+            elif method.server_streaming:
+                call = channel.unary_stream(path)(b"", timeout=5)
+            else:
+                call = channel.unary_unary(path)
+                try:
+                    call(b"", timeout=5)
+                except grpc.RpcError as error:
+                    assert error.code() != grpc.StatusCode.UNIMPLEMENTED, path
+                continue
+            try:
+                next(iter(call))
+            except StopIteration:
+                pass
+            except grpc.RpcError as error:
+                assert error.code() not in (grpc.StatusCode.UNIMPLEMENTED,), path
+            finally:
+                call.cancel()
 
 
 def test_the_health_service_reports_serving(node: RunningNode) -> None:

@@ -320,6 +320,27 @@ def test_a_self_declared_clinician_gets_no_break_glass(net: Network) -> None:
     ]
 
 
+def test_every_break_glass_release_is_queued_for_the_custodians_privacy_officer(
+    net: Network,
+) -> None:
+    record = net.put(CONDITION)
+    deny_to(net, net.clinician.public_key, record)
+    glass = net.records.fetch(
+        net.clinician, record, purpose=records_pb2.PURPOSE_EMERGENCY, emergency_reason="stroke"
+    )
+    assert glass.access.access.break_glass
+    assert "overrode the patient's denial" in glass.access.access.reason  # the default policy
+    queued = [e for e in net.records.reviews(net.hospital) if e.access.record_id == record]
+    assert [(e.access.requester, e.patient) for e in queued] == [
+        (net.clinician.public_key, net.patient.public_key)
+    ]
+    officer = SigningKey.generate()
+    enrol(net.ledger, net.hospital, "org-0", {officer.public_key: [tx_pb2.ROLE_AUDITOR]})
+    assert net.records.reviews(officer) == net.records.reviews(net.hospital)
+    why = refused(lambda: net.records.reviews(net.researcher))
+    assert why.field == "requester"
+
+
 def test_expired_consent_is_refused(net: Network) -> None:
     record = net.put(OBSERVATION)
     reader = SigningKey.generate()

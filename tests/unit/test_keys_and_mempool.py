@@ -178,6 +178,26 @@ def test_one_signer_cannot_hold_the_whole_pool() -> None:
     asyncio.run(scenario())
 
 
+def test_one_organisation_cannot_hold_the_whole_pool() -> None:
+    """Its members' keys together: fresh keys of one organisation do not add room."""
+
+    async def scenario() -> None:
+        pool = Mempool(txs_max=100, bytes_max=10**6, signer_txs_max=100, organisation_txs_max=2)
+        pool.add(pending(1), organisation="org-a")
+        pool.add(pending(2), organisation="org-a")
+        with pytest.raises(Rejected) as raised:
+            pool.add(pending(3), organisation="org-a")
+        assert (raised.value.status, raised.value.field) == ("RESOURCE_EXHAUSTED", "tx.public_key")
+        assert "org-a" in raised.value.reason
+        pool.add(pending(4), organisation="org-b")  # another organisation has its own share
+        pool.take(1, 10**6)
+        pool.add(pending(3), organisation="org-a")  # room again once one left
+        pool.remove((4).to_bytes(16, "big"))
+        pool.add(pending(5), organisation="org-b")
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("message_bytes_max", [1024 * 1024, 1024 * 1024 + 4096, 32 * 1024 * 1024])
 def test_a_config_whose_blocks_could_not_travel_or_hold_a_transaction_is_refused(
     message_bytes_max: int,

@@ -125,6 +125,7 @@ def vault_handler(servicer: VaultServicer) -> grpc.GenericRpcHandler:
             "Put": (servicer.Put, pb.PutRecordRequest, pb.PutRecordResponse),
             "Fetch": (servicer.Fetch, pb.FetchRequest, pb.FetchResponse),
             "Erase": (servicer.Erase, pb.EraseRequest, pb.EraseResponse),
+            "ListReviews": (servicer.ListReviews, pb.ListReviewsRequest, pb.ListReviewsResponse),
         },
     )
 
@@ -164,6 +165,7 @@ def ledger_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler:
             "GetAccount": (servicer.GetAccount, pb.GetAccountRequest, pb.GetAccountResponse),
             "GetStatus": (servicer.GetStatus, pb.GetStatusRequest, pb.GetStatusResponse),
             "GetChannel": (servicer.GetChannel, pb.GetChannelRequest, pb.GetChannelResponse),
+            "GetMember": (servicer.GetMember, pb.GetMemberRequest, pb.GetMemberResponse),
         }
     )
     handlers["SubmitStream"] = grpc.stream_stream_rpc_method_handler(
