@@ -24,7 +24,7 @@ from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.keys import load_key
 from medledger.node.launcher import NodeProcess, start_node
-from medledger.vault.envelope import EnvelopeError, unwrap_key
+from medledger.vault.envelope import EnvelopeError, open_body, unwrap_key
 from medledger.vault.requests import sign_request
 from medledger.wire.v1 import records_pb2, records_pb2_grpc, tx_pb2
 
@@ -458,8 +458,24 @@ def test_amendments_chain_versions_and_erasure_shreds_the_key_material(net: Netw
     response = stub.Fetch(sign_request(request, net.patient, CHAIN_ID), timeout=10)
     data_key, salt = unwrap_key(response.wrapped_key, recipient, record, 2)
 
-    key_file = net.home.root / "vault" / "keys" / "data.mdb"
-    assert data_key in key_file.read_bytes()  # what the scan below must no longer find
+    # Each version has its own data key: version 1's, as released, opens not version 2.
+    request.version = 1
+    first_key, _ = unwrap_key(
+        stub.Fetch(sign_request(request, net.patient, CHAIN_ID), timeout=10).wrapped_key,
+        recipient,
+        record,
+        1,
+    )
+    assert first_key != data_key
+    with pytest.raises(EnvelopeError):
+        open_body(first_key, record, 2, response.commitment, response.ciphertext)
+    assert open_body(data_key, record, 2, response.commitment, response.ciphertext)
+    # At rest the keys are wrapped under the vault's key-encryption key (a 0600 file).
+    assert (net.home.keys_dir / "vault-kek.json").stat().st_mode & 0o777 == 0o600
+    for path in (net.home.root / "vault").rglob("*"):
+        if path.is_file():
+            assert data_key not in path.read_bytes(), path
+            assert first_key not in path.read_bytes(), path
     stranger = SigningKey.generate()
     refused(lambda: net.records.erase(stranger, record, "not mine"))
     net.records.erase(net.hospital, record, "patient request")
@@ -477,6 +493,34 @@ def test_amendments_chain_versions_and_erasure_shreds_the_key_material(net: Netw
             content = path.read_bytes()
             assert data_key not in content, path
             assert salt not in content, path
+
+
+def vault_bodies(net: Network) -> int:
+    env = lmdb.open(str(net.home.root / "vault" / "bodies"), map_size=4 << 30, readonly=True)
+    try:
+        return int(env.stat()["entries"])
+    finally:
+        env.close()
+
+
+def test_a_body_whose_anchor_is_refused_leaves_nothing_behind(net: Network) -> None:
+    """Issue 16, case 4: the vault stored a body before its anchor committed, and kept it
+    when the anchor failed. Now a refused anchor removes the body and its keys."""
+    before = vault_bodies(net)
+    revoke = TxBuilder(net.hospital, CHAIN_ID).revoke_credential(
+        subject=net.hospital.public_key,
+        role=tx_pb2.ROLE_CUSTODIAN,
+        expiry_height=net.ledger.status().height + 100,
+    )
+    assert net.ledger.submit(revoke).code == tx_pb2.RESULT_CODE_OK
+    try:
+        why = refused(lambda: net.put(OBSERVATION), "FAILED_PRECONDITION")
+        assert "custodian role" in why.reason
+        assert vault_bodies(net) == before
+    finally:
+        enrol(net.ledger, net.hospital, "org-0", {net.hospital.public_key: [tx_pb2.ROLE_CUSTODIAN]})
+    assert net.put(OBSERVATION)
+    assert vault_bodies(net) == before + 1
 
 
 def test_hundreds_of_concurrent_fetches_are_all_answered(net: Network) -> None:

@@ -128,8 +128,13 @@ class Application:
     def submitter_organisation(self, reader: StateReader, signer: bytes, time_ms: int) -> str:
         """The organisation whose member `signer` is, if it may submit at `time_ms`;
         raises PERMISSION_DENIED naming the key otherwise. "" on an open chain."""
+        return self.submitter(reader, signer, time_ms)[0]
+
+    def submitter(self, reader: StateReader, signer: bytes, time_ms: int) -> tuple[str, int]:
+        """`submitter_organisation`, and the time until which the answer holds unless
+        the state changes (the latest expiry of the roles that admit the key)."""
         if not self.permissioned:
-            return ""
+            return "", 2**63
         raw = reader.get(MEMBERS, signer)
         member = None if raw is None else state_pb2.Member.FromString(raw)
         organisation = None
@@ -143,7 +148,10 @@ class Application:
                 "not enrolled by a member organisation, or holds no current role",
             )
         assert member is not None
-        return member.organisation
+        if member.admin:
+            return member.organisation, 2**63
+        until = max(grant.expires_ms for grant in member.roles if grant.revoked_height == 0)
+        return member.organisation, until
 
     def _check_genesis_rules(self, body: tx_pb2.TransactionBody) -> None:
         """Rules the genesis sets for this chain."""
@@ -201,11 +209,7 @@ class Application:
             return TxOutcome(tx_pb2.RESULT_CODE_MALFORMED, str(rejected))
         if body.expiry_height < height:
             return TxOutcome(tx_pb2.RESULT_CODE_EXPIRED, f"expired at height {body.expiry_height}")
-        if self.permissioned and not members.submitter(
-            state.get(MEMBERS, signer, state_pb2.Member),
-            self._organisation_of(state, signer),
-            state.time_ms,
-        ):
+        if self.permissioned and not self._may_submit(state, signer):
             return TxOutcome(
                 tx_pb2.RESULT_CODE_NOT_PERMITTED,
                 "signer: not enrolled by a member organisation, or holds no current role",
@@ -216,8 +220,15 @@ class Application:
         return HANDLERS[kind](state, height, signer, getattr(body, kind))
 
     @staticmethod
-    def _organisation_of(state: BlockState, key: bytes) -> state_pb2.Organisation | None:
-        member = state.get(MEMBERS, key, state_pb2.Member)
-        if member is None:
-            return None
-        return state.get(ORGANISATIONS, member.organisation.encode(), state_pb2.Organisation)
+    def _may_submit(state: BlockState, signer: bytes) -> bool:
+        allowed = state.submitters.get(signer)
+        if allowed is None:
+            member = state.get(MEMBERS, signer, state_pb2.Member)
+            organisation = None
+            if member is not None:
+                organisation = state.get(
+                    ORGANISATIONS, member.organisation.encode(), state_pb2.Organisation
+                )
+            allowed = members.submitter(member, organisation, state.time_ms)
+            state.submitters[signer] = allowed
+        return allowed

@@ -85,6 +85,9 @@ class BlockState:
         self.chain_id = chain_id
         # The block's time (its header's `time_unix_ms`): what credentials expire against.
         self.time_ms = time_ms
+        # Whether each signer may submit, as far as this block has seen: asked for every
+        # transaction, answered once per signer until a write to members or organisations.
+        self.submitters: dict[bytes, bool] = {}
 
     def get(self, table: str, key: bytes, kind: type[M]) -> M | None:
         """The record at `key` as this block sees it, decoded as `kind`."""
@@ -97,6 +100,8 @@ class BlockState:
     def put(self, table: str, key: bytes, record: Message) -> None:
         self._records[(table, key)] = record
         self._dirty.add((table, key))
+        if table in (MEMBERS, ORGANISATIONS):
+            self.submitters.clear()
 
     def account(self, owner: bytes) -> ledger_pb2.Account | None:
         return self.get(ACCOUNTS, owner, ledger_pb2.Account)

@@ -210,6 +210,8 @@ class LedgerNode:
         self._stopping = False
         self._usage: tuple[int, int] | None = None  # the store's usage, per admitted batch
         self._now_ms = 0  # the time of the batch being admitted
+        # Signers admitted since the last commit: organisation, and until when it holds.
+        self._submitters: dict[bytes, tuple[str, int]] = {}
 
     @property
     def head(self) -> Head:
@@ -344,7 +346,7 @@ class LedgerNode:
                 )
             waiter = known.wait() if wait else None
             return Admitted(pending=waiter, tx_id=body.tx_id, tx_hash=tx_hash)
-        organisation = self.app.submitter_organisation(snapshot, tx.public_key, self._now_ms)
+        organisation = self._submitter(snapshot, tx.public_key)
         pending = PendingTx(tx, body, encoded, tx_hash, body_hash)
         urgent = time_critical(snapshot, body, tx.public_key, self.head.height + 1, self.chain_id)
         full = self.storage_full(
@@ -356,6 +358,17 @@ class LedgerNode:
         self.mempool.add(pending, urgent=urgent, organisation=organisation)
         waiter = pending.wait() if wait else None
         return Admitted(pending=waiter, tx_id=body.tx_id, tx_hash=tx_hash)
+
+    def _submitter(self, snapshot: Snapshot, signer: bytes) -> str:
+        """The signer's organisation if it may submit now (PERMISSION_DENIED otherwise):
+        looked up once per signer between commits, since only a commit changes who is
+        a member (an answer also lapses when the roles behind it expire)."""
+        known = self._submitters.get(signer)
+        if known is not None and self._now_ms < known[1]:
+            return known[0]
+        organisation, until = self.app.submitter(snapshot, signer, self._now_ms)
+        self._submitters[signer] = (organisation, until)
+        return organisation
 
     def pending_receipt(self, tx_id: bytes) -> tx_pb2.Receipt | None:
         known = self.in_flight.get(tx_id) or self.mempool.get(tx_id)
@@ -495,6 +508,7 @@ class LedgerNode:
             writes=result.writes,
         )
         self.head_time_ms = validated.time_unix_ms
+        self._submitters.clear()  # the block may have issued or revoked roles
         # Now durable: whoever waits for these transactions, wherever they were admitted,
         # gets a receipt (built only for transactions someone waits on).
         for entry, record in zip(entries, tx_records, strict=True):

@@ -20,6 +20,7 @@ from medledger.node.channels import ChannelWatcher, NodeChannelLedger
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
 from medledger.node.supervisor import Supervisor
+from medledger.vault.kek import FileKek
 from medledger.vault.service import Vault
 from medledger.vault.store import VaultStore
 
@@ -60,7 +61,8 @@ async def run_node(home: Home, listen: str | None = None) -> str | None:
         # The organisation's key signs as the custodian of the records this vault holds,
         # and as the payee of the channels paying it.
         key = load_key(organisation_key)
-        vault = Vault(node, key, VaultStore(home.root / "vault"))
+        kek = FileKek.load_or_create(home.keys_dir / "vault-kek.json")
+        vault = Vault(node, key, VaultStore(home.root / "vault", kek))
         payee = Payee(
             key,
             node.chain_id,

@@ -18,7 +18,7 @@ from medledger.errors import Rejected
 from medledger.node.ledger_node import LedgerNode
 from medledger.vault import envelope
 from medledger.vault.requests import check_request
-from medledger.vault.store import VaultStore
+from medledger.vault.store import SlotTaken, VaultStore
 from medledger.wire.v1 import records_pb2, tx_pb2
 
 __all__ = ["CONTENT_BYTES_MAX", "Vault"]
@@ -50,6 +50,7 @@ class Vault:
         self.custodian = custodian
         self.store = store
         self.builder = TxBuilder(custodian, node.chain_id)
+        self.reconcile()  # a crash may have left a version stored but never anchored
 
     async def _commit(self, body: tx_pb2.TransactionBody) -> tx_pb2.Receipt:
         """Signs `body` as the custodian, submits it to this node and waits for it to be
@@ -66,7 +67,7 @@ class Vault:
 
     # ---------------------------------------------------------------------- put
 
-    async def put(self, request: records_pb2.PutRecordRequest) -> Stored:
+    def _check_put(self, request: records_pb2.PutRecordRequest) -> None:
         if request.custodian != self.custodian.public_key:
             raise Rejected("PERMISSION_DENIED", "custodian", "not this vault's custodian")
         check_request(request, request.custodian, self.node.chain_id, _now_ms())
@@ -82,6 +83,10 @@ class Vault:
             )
         if len(request.patient) != 32:
             raise Rejected("INVALID_ARGUMENT", "patient", "must be a 32-byte public key")
+
+    async def put(self, request: records_pb2.PutRecordRequest) -> Stored:
+        self._check_put(request)
+        self.reconcile()
         with self.node.store.snapshot() as snapshot:
             existing = queries.record(snapshot, request.record_id) if request.record_id else None
         if request.record_id and existing is None:
@@ -89,16 +94,15 @@ class Vault:
         if existing is not None:
             if existing.custodian != self.custodian.public_key:
                 raise Rejected("PERMISSION_DENIED", "record_id", "held by another custodian")
-            key = self.store.data_key(existing.record_id)
-            if key is None or existing.erased_height:
+            if existing.erased_height or not self.store.holds(existing.record_id):
                 raise Rejected("FAILED_PRECONDITION", "record_id", "the record was erased")
-            record_id, version, data_key = existing.record_id, existing.latest_version + 1, key
+            record_id, version = existing.record_id, existing.latest_version + 1
         else:
-            record_id, version, data_key = os.urandom(16), 1, envelope.new_data_key()
-        salt = envelope.new_salt()
+            record_id, version = os.urandom(16), 1
+        # A data key of its own for every version: a key released for one opens no other.
+        data_key, salt = envelope.new_data_key(), envelope.new_salt()
         commitment = envelope.commitment(salt, request.content)
         sealed = envelope.seal_body(data_key, record_id, version, commitment, request.content)
-        self.store.put(record_id, version, data_key, salt, sealed)
         anchor = records_pb2.AnchorRecord(
             record_id=record_id,
             version=version,
@@ -108,10 +112,55 @@ class Vault:
             category=request.category,
             security_labels=request.security_labels,
         )
-        receipt = await self._commit(tx_pb2.TransactionBody(anchor_record=anchor))
-        if receipt.code != tx_pb2.RESULT_CODE_OK:
-            raise Rejected("FAILED_PRECONDITION", "record_id", receipt.message)
+        expiry_height = self.node.head.height + EXPIRY_BLOCKS
+        tx = self.builder.sign(
+            tx_pb2.TransactionBody(anchor_record=anchor), expiry_height=expiry_height
+        )
+        # Stored pending first: once the anchor can commit, the body must exist. It
+        # becomes visible only when the anchor is seen committed, and is discarded if the
+        # anchor is refused (or, see `reconcile`, can no longer commit).
+        try:
+            self.store.put_pending(
+                record_id, version, (data_key, salt), sealed, (commitment, expiry_height)
+            )
+        except SlotTaken:
+            raise Rejected(
+                "ABORTED", "record_id", f"version {version} is being stored already; retry"
+            ) from None
+        (admitted,) = self.node.submit([tx])
+        try:
+            receipt = await admitted.result(COMMIT_WAIT_S)
+        except TimeoutError:
+            raise Rejected(
+                "UNAVAILABLE", "ledger", "the anchor was not committed in time; retry later"
+            ) from None
+        if receipt.status != tx_pb2.TX_STATUS_COMMITTED or receipt.code != tx_pb2.RESULT_CODE_OK:
+            self.store.discard(record_id, version)
+            status = "FAILED_PRECONDITION" if receipt.code else "UNAVAILABLE"
+            raise Rejected(status, "record_id", f"the anchor was refused: {receipt.message}")
+        self.store.mark_anchored(record_id, version)
         return Stored(record_id, version, commitment, receipt.tx_id, receipt.height)
+
+    def reconcile(self) -> int:
+        """Settles versions stored pending: one whose anchor committed (with its
+        commitment) becomes visible; one whose anchor can no longer commit (past its
+        expiry height, and not anchored) is discarded. Returns how many were discarded.
+        Run at start (a crash between storing and anchoring) and before each put."""
+        discarded = 0
+        for pending in self.store.pending():
+            with self.node.store.snapshot() as snapshot:
+                anchored = queries.record_version(snapshot, pending.record_id, pending.version)
+            if anchored is not None and anchored.commitment == pending.commitment:
+                self.store.mark_anchored(pending.record_id, pending.version)
+            elif anchored is not None or self.node.head.height > pending.expiry_height:
+                self.store.discard(pending.record_id, pending.version)
+                log.warning(
+                    "discarded record %s v%d: its anchor never committed",
+                    pending.record_id.hex(),
+                    pending.version,
+                )
+                discarded += 1
+        return discarded
 
     # -------------------------------------------------------------------- fetch
 
@@ -167,11 +216,13 @@ class Vault:
             raise Rejected("UNAVAILABLE", "ledger", f"audit refused: {receipt.message}")
         if not decision.permitted:
             raise Rejected("PERMISSION_DENIED", decision.field, decision.reason)
-        data_key = self.store.data_key(record.record_id)
-        salt = self.store.salt(record.record_id, version)
+        if self.store.is_pending(record.record_id, version):
+            self.reconcile()  # its anchor is committed: this version is visible now
+        material = self.store.key_material(record.record_id, version)
         sealed = self.store.body(record.record_id, version)
-        if data_key is None or salt is None or sealed is None:
+        if material is None or sealed is None:
             raise Rejected("NOT_FOUND", "record_id", "the record's key material is gone")
+        data_key, salt = material
         event = records_pb2.AccessEvent(
             access=access,
             custodian=record.custodian,
