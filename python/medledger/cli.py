@@ -190,7 +190,10 @@ def cmd_tx_register(args: argparse.Namespace) -> None:
 def cmd_query(args: argparse.Namespace) -> None:
     from medledger.client import LedgerClient, verify_transaction_proof  # noqa: PLC0415
 
-    with LedgerClient(node_address(args)) as client:
+    # A signed reader gets what its key is entitled to: a transaction's body and proof
+    # if it signed it (or is an auditor or validator), whole blocks if it is one of those.
+    reader = client_key(args) if args.key or args.home else None
+    with LedgerClient(node_address(args), reader=reader) as client:
         if args.what == "status":
             print_message(client.status())
         elif args.what == "account":
@@ -200,7 +203,12 @@ def cmd_query(args: argparse.Namespace) -> None:
         else:
             response = client.get_transaction(tx_id=hex_bytes(args.id))
             print_message(response)
-            if args.genesis and response.HasField("proof"):
+            if args.genesis and not response.HasField("proof"):
+                raise CliError(
+                    "the node serves a transaction's proof only to its signer, an auditor or "
+                    "a validator: give --key or --home"
+                )
+            if args.genesis:
                 genesis = Genesis.load(args.genesis)
                 block_hash = verify_transaction_proof(
                     response, genesis.validator_set(), genesis.chain_id
@@ -395,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     query.add_argument(
         "--genesis", type=Path, help="with `tx`: verify the proof against this genesis"
     )
+    query.add_argument("--key", type=Path, help="sign the read with this key (see the README)")
     connection(query)
     query.set_defaults(run=cmd_query)
 

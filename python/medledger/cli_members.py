@@ -31,7 +31,7 @@ def _submit(args: argparse.Namespace, body_of: Any) -> None:
     from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
 
     admin = client_key(args)
-    with LedgerClient(node_address(args)) as client:
+    with LedgerClient(node_address(args), reader=admin) as client:
         status = client.status()
         builder = TxBuilder(admin, status.chain_id)
         tx = body_of(client, builder, admin, status.height + EXPIRY_BLOCKS)
@@ -76,7 +76,7 @@ def cmd_member_revoke(args: argparse.Namespace) -> None:
 def cmd_member_show(args: argparse.Namespace) -> None:
     from medledger.client import LedgerClient  # noqa: PLC0415
 
-    with LedgerClient(node_address(args)) as client:
+    with LedgerClient(node_address(args), reader=client_key(args)) as client:
         response = client.get_member(args.public_key)
     member = response.member
     print(
@@ -117,7 +117,9 @@ def add_commands(commands: Any) -> None:
     revoke.add_argument("--role", choices=sorted(ROLES), required=True)
     add_connection(revoke)
     revoke.set_defaults(run=cmd_member_revoke)
-    show = actions.add_parser("show", help="a key's organisation and roles")
+    show = actions.add_parser(
+        "show", help="a key's organisation and roles (as the key, an admin or an auditor)"
+    )
     show.add_argument("public_key", type=hex_bytes)
-    add_connection(show, key=False)
+    add_connection(show)
     show.set_defaults(run=cmd_member_show)

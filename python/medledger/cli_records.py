@@ -111,13 +111,16 @@ def cmd_record_proof(args: argparse.Namespace) -> None:
     from medledger.client import LedgerClient  # noqa: PLC0415
     from medledger.client.anchor_proof import anchor_proof_document  # noqa: PLC0415
 
+    reader = client_key(args)  # the custodian, who signed the anchor, or an auditor
     with _records(args) as records:
-        versions = records.record(args.record_id).versions
+        versions = records.record(args.record_id, reader).versions
     chosen = [v for v in versions if v.version == args.version] if args.version else versions
     if not chosen:
         raise CliError(f"version: record has no version {args.version}")
-    with LedgerClient(_address(args)) as ledger:
+    with LedgerClient(_address(args), reader=reader) as ledger:
         response = ledger.get_transaction(tx_id=chosen[-1].tx_id)
+    if not response.HasField("tx"):
+        raise CliError("the node serves this anchor's proof only to its custodian or an auditor")
     args.out.write_text(json.dumps(anchor_proof_document(response), indent=2) + "\n")
     print(f"wrote {args.out}")
 
@@ -184,7 +187,7 @@ def cmd_consent_list(args: argparse.Namespace) -> None:
     from medledger.fhir.export import consent_to_fhir  # noqa: PLC0415
 
     with _records(args) as client:
-        consents = client.consents(args.patient)
+        consents = client.consents(args.patient, client_key(args))
     print(json.dumps([consent_to_fhir(c) for c in consents], indent=2))
 
 
@@ -224,7 +227,7 @@ def cmd_access_log(args: argparse.Namespace) -> None:
     from medledger.fhir.export import access_event_to_fhir  # noqa: PLC0415
 
     with _records(args) as client:
-        events = client.access_events(args.patient)
+        events = client.access_events(args.patient, client_key(args))
     if args.fhir:
         print(json.dumps([access_event_to_fhir(e) for e in events], indent=2))
         return
@@ -287,7 +290,7 @@ def add_commands(commands: Any) -> None:  # noqa: PLR0915 - one table
     proof.add_argument("record_id", type=hex_bytes)
     proof.add_argument("--version", type=int, default=0, help="default: the latest")
     proof.add_argument("--out", type=Path, required=True)
-    add_connection(proof, key=False)
+    add_connection(proof)
     proof.set_defaults(run=cmd_record_proof)
 
     verify = commands.add_parser(
@@ -316,7 +319,7 @@ def add_commands(commands: Any) -> None:  # noqa: PLR0915 - one table
     revoke.set_defaults(run=cmd_consent_revoke)
     listing = consent_actions.add_parser("list", help="a patient's consents as FHIR Consent")
     listing.add_argument("--patient", type=hex_bytes, required=True)
-    add_connection(listing, key=False)
+    add_connection(listing)  # signed: the patient, a custodian, a grantee or an auditor
     listing.set_defaults(run=cmd_consent_list)
 
     access = commands.add_parser("access", help="the access audit")
@@ -324,7 +327,7 @@ def add_commands(commands: Any) -> None:  # noqa: PLR0915 - one table
     log = access_actions.add_parser("log", help="who accessed a patient's records, when and why")
     log.add_argument("--patient", type=hex_bytes, required=True)
     log.add_argument("--fhir", action="store_true", help="print FHIR AuditEvent JSON")
-    add_connection(log, key=False)
+    add_connection(log)  # signed: the patient, a custodian, a requester or an auditor
     log.set_defaults(run=cmd_access_log)
     review = access_actions.add_parser(
         "review", help="the vault's break-glass releases (its custodian or an auditor)"

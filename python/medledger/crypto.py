@@ -46,6 +46,8 @@ Domain = Literal[
     "channel-refund",
     "vault-request",
     "channel-request",
+    "read-request",
+    "governance",
 ]
 
 

@@ -51,7 +51,7 @@ def test_init_transfer_query_and_verify_chain(tmp_path: Path) -> None:
         assert "PERMISSION_DENIED" in refused.stderr
         assert "tx.public_key" in refused.stderr
         medledger("member", "issue", "--subject", bob, "--role", "payer", "--home", str(home), *at)
-        shown = json.loads(medledger("member", "show", bob, *at).stdout)
+        shown = json.loads(medledger("member", "show", bob, "--key", str(bob_key), *at).stdout)
         assert (shown["organisation"], shown["active_roles"]) == ("org-0", ["payer"])
         medledger("tx", "create-account", "--key", str(bob_key), *at)
         receipt = json.loads(
@@ -64,8 +64,13 @@ def test_init_transfer_query_and_verify_chain(tmp_path: Path) -> None:
         account = json.loads(medledger("query", "account", bob, *at).stdout)
         assert account["balanceMicros"] == "2500"
         tx_id = base64.b64decode(receipt["txId"]).hex()
-        shown = medledger("query", "tx", tx_id, "--genesis", str(home / "genesis.json"), *at).stdout
-        assert "proof verified against" in shown
+        genesis = str(home / "genesis.json")
+        # The body and proof go to the transaction's signer (the home's client key).
+        unsigned = medledger("query", "tx", tx_id, "--genesis", genesis, *at, check=False)
+        assert unsigned.returncode == 1
+        assert "only to its signer" in unsigned.stderr
+        shown = medledger("query", "tx", tx_id, "--genesis", genesis, "--home", str(home), *at)
+        assert "proof verified against" in shown.stdout
         status = json.loads(medledger("query", "status", *at).stdout)
         assert status["chainId"] == "cli-test-1"
         refused = medledger(

@@ -119,7 +119,9 @@ def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:
         assert review[0]["emergency_reason"] == "unresponsive on arrival"
 
         # The patient's view, from any validator.
-        log = medledger("access", "log", "--patient", patient, "--node", nodes[3]).stdout
+        as_patient = ["--key", str(patient_key)]
+        log = medledger("access", "log", "--patient", patient, *as_patient, "--node", nodes[3])
+        log = log.stdout
         assert log.count("refused") == 3
         assert log.count("released") == 2
         assert "BREAK-GLASS: unresponsive on arrival" in log
@@ -127,7 +129,9 @@ def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:
         assert "revoked" in log
         assert "permitted by consent" in log
         audit = json.loads(
-            medledger("access", "log", "--patient", patient, "--fhir", "--node", nodes[2]).stdout
+            medledger(
+                "access", "log", "--patient", patient, "--fhir", *as_patient, "--node", nodes[2]
+            ).stdout
         )
         assert [event["resourceType"] for event in audit] == ["AuditEvent"] * 5
         assert [event["agent"][0]["who"]["identifier"]["value"] for event in audit] == [
@@ -138,7 +142,9 @@ def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:
 
         # Erasure: the record cannot be read any more; its old anchor's proof still holds.
         proof = tmp_path / "observation-proof.json"
-        medledger("record", "proof", observation, "--out", str(proof), "--node", nodes[1])
+        medledger(
+            "record", "proof", observation, "--out", str(proof), "--node", nodes[1], *hospital
+        )
         medledger("record", "erase", observation, "--reason", "patient request", *hospital)
         gone = medledger(
             "record", "get", observation, "--purpose", "treatment", "--key", str(patient_key),

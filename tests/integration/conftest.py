@@ -31,8 +31,8 @@ class RunningNode:
     def address(self) -> str:
         return self.process.address
 
-    def client(self) -> LedgerClient:
-        return LedgerClient(self.address, timeout_s=30)
+    def client(self, reader: SigningKey | None = None) -> LedgerClient:
+        return LedgerClient(self.address, timeout_s=30, reader=reader)
 
     def builder(self, key: SigningKey | None = None) -> TxBuilder:
         return TxBuilder(key or self.payer, CHAIN_ID)

@@ -119,7 +119,9 @@ def _take(stream, count: int) -> list:  # type: ignore[no-untyped-def, type-arg]
 
 def test_an_inclusion_proof_verifies_offline_and_tampering_is_caught(node: RunningNode) -> None:
     receipts = commit_some(node, 20)
-    with node.client() as client:
+    with node.client() as stranger:  # an unsigned read: the receipt, not the body
+        assert not stranger.get_transaction(tx_id=receipts[13].tx_id).HasField("tx")
+    with node.client(reader=node.payer) as client:  # the signer reads its own
         response = client.get_transaction(tx_id=receipts[13].tx_id)
     validators = node.genesis.validator_set()
     block_hash = verify_transaction_proof(response, validators, CHAIN_ID)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medledger.block import BLOCK_BYTES_MAX
 from medledger.config import NodeConfig
+from medledger.keys import load_key
 from medledger.tx import sign_transaction
 from medledger.wire.v1 import tx_pb2
 from tests.integration.conftest import CHAIN_ID, launch
@@ -41,7 +42,8 @@ def test_padded_transactions_fill_several_blocks_and_all_commit(tmp_path: Path) 
     node = launch(tmp_path / "home")
     try:
         assert TXS * PAD_BYTES > BLOCK_BYTES_MAX > NodeConfig().block_tx_bytes_max
-        with node.client() as client:
+        # A validator key reads whole blocks (a full reader).
+        with node.client(reader=load_key(node.home.validator_key)) as client:
             height = client.status().height
             txs = [
                 sign_transaction(node.payer, CHAIN_ID, padded_body(n + 1, height, b"\x05" * 32))
@@ -60,6 +62,7 @@ def test_padded_transactions_fill_several_blocks_and_all_commit(tmp_path: Path) 
             assert len(heights) >= 3  # at most ~15 MiB of transactions per block
             for block_height in heights:
                 block = client.get_block(block_height)
+                assert not block.redacted
                 assert block.block.ByteSize() <= NodeConfig().block_tx_bytes_max + 1024 * 1024
             assert client.status().height >= max(heights)
     finally:

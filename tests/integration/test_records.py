@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from medledger.cli import init_home
 from medledger.client import LedgerClient, TxBuilder, enrol
+from medledger.client.reads import sign_read
 from medledger.client.records import RecordsClient
 from medledger.config import Home
 from medledger.crypto import SigningKey
@@ -133,7 +134,7 @@ def test_consent_grants_scoped_reads_revocation_refuses_and_all_is_audited(
         valid_until_ms=now_ms() + 30 * DAY_MS,
     )
     assert consent.code == tx_pb2.RESULT_CODE_OK
-    (granted,) = net.records.consents(net.patient.public_key)
+    (granted,) = net.records.consents(net.patient.public_key, net.patient)
     consent_id = granted.grant.consent_id
 
     fetched = net.records.fetch(net.researcher, observation, purpose=research)
@@ -169,7 +170,7 @@ def test_consent_grants_scoped_reads_revocation_refuses_and_all_is_audited(
     )
 
     # The patient's view: every access, with outcome, reason and consent.
-    events = net.records.access_events(net.patient.public_key)
+    events = net.records.access_events(net.patient.public_key, net.patient)
     summary = [
         (e.access.requester, e.access.record_id, e.access.outcome, e.access.break_glass)
         for e in events
@@ -271,7 +272,7 @@ def test_no_key_opens_a_break_glass_window_for_itself_past_a_denial(net: Network
     assert opened.code == tx_pb2.RESULT_CODE_NOT_PERMITTED  # she holds no clinician role
     assert "record_access.requester" in opened.message
 
-    before = len(net.records.access_events(net.patient.public_key))
+    before = len(net.records.access_events(net.patient.public_key, net.patient))
     why = refused(
         lambda: net.records.fetch(mallory, condition, purpose=records_pb2.PURPOSE_TREATMENT)
     )
@@ -282,7 +283,7 @@ def test_no_key_opens_a_break_glass_window_for_itself_past_a_denial(net: Network
         )
     )
     assert why.field == "requester"
-    log = net.records.access_events(net.patient.public_key)[before:]
+    log = net.records.access_events(net.patient.public_key, net.patient)[before:]
     assert [(e.access.requester, e.access.outcome) for e in log] == [
         (mallory.public_key, records_pb2.ACCESS_OUTCOME_REFUSED)
     ] * 2
@@ -304,7 +305,7 @@ def test_a_self_declared_clinician_gets_no_break_glass(net: Network) -> None:
     labelled = SigningKey.generate()
     enrol(net.ledger, net.hospital, "org-0", {labelled.public_key: [tx_pb2.ROLE_PATIENT]})
     assert net.commit(labelled, "register_participant", **register).code == tx_pb2.RESULT_CODE_OK
-    before = len(net.records.access_events(net.patient.public_key))
+    before = len(net.records.access_events(net.patient.public_key, net.patient))
     for requester in (fresh, labelled):
         why = refused(
             lambda requester=requester: net.records.fetch(
@@ -313,7 +314,7 @@ def test_a_self_declared_clinician_gets_no_break_glass(net: Network) -> None:
         )
         assert why.field == "requester"
         assert "clinician role" in why.reason
-    log = net.records.access_events(net.patient.public_key)[before:]
+    log = net.records.access_events(net.patient.public_key, net.patient)[before:]
     assert [(e.access.requester, e.access.outcome, e.access.break_glass) for e in log] == [
         (fresh.public_key, records_pb2.ACCESS_OUTCOME_REFUSED, False),
         (labelled.public_key, records_pb2.ACCESS_OUTCOME_REFUSED, False),
@@ -341,6 +342,68 @@ def test_every_break_glass_release_is_queued_for_the_custodians_privacy_officer(
     assert why.field == "requester"
 
 
+def test_health_metadata_is_read_only_by_those_entitled_to_it(net: Network) -> None:
+    """Issue 16, case 3: consents, access events, anchors and the blocks that carry them
+    were served to anyone. Now a read is signed, and each reader sees its part."""
+    record = net.put(CONDITION)
+    net.commit(
+        net.patient,
+        "grant_consent",
+        grantee=net.researcher.public_key,
+        purposes=[records_pb2.PURPOSE_RESEARCH],
+        valid_from_ms=now_ms() - 1000,
+        valid_until_ms=now_ms() + DAY_MS,
+    )
+    patient = net.patient.public_key
+    stub = records_pb2_grpc.RecordServiceStub(grpc.insecure_channel(net.node.address))
+    reads: list[tuple[Any, Any]] = [
+        (stub.GetRecord, records_pb2.GetRecordRequest(record_id=record)),
+        (stub.ListConsents, records_pb2.ListConsentsRequest(patient=patient)),
+        (stub.ListAccessEvents, records_pb2.ListAccessEventsRequest(patient=patient)),
+    ]
+    for call, request in reads:
+        with pytest.raises(grpc.RpcError) as raised:
+            call(request, timeout=10)  # unsigned
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "requester" in (raised.value.details() or "")
+        forged = sign_read(request, net.patient, CHAIN_ID)
+        forged.requester = net.researcher.public_key  # someone else's name on it
+        with pytest.raises(grpc.RpcError) as raised:
+            call(forged, timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    stranger = SigningKey.generate()
+    refused(lambda: net.records.consents(patient, stranger))
+    refused(lambda: net.records.access_events(patient, stranger))
+    refused(lambda: net.records.record(record, stranger), "NOT_FOUND")  # reveals nothing
+    everything = net.records.consents(patient, net.patient)
+    mine = net.records.consents(patient, net.researcher)
+    assert 0 < len(mine) < len(everything)
+    assert {c.grant.grantee for c in mine} == {net.researcher.public_key}
+    assert net.records.record(record, net.researcher).record.patient == patient
+    auditor = SigningKey.generate()
+    enrol(net.ledger, net.hospital, "org-0", {auditor.public_key: [tx_pb2.ROLE_AUDITOR]})
+    assert net.records.consents(patient, auditor) == everything
+    assert net.records.access_events(patient, auditor) == net.records.access_events(
+        patient, net.patient
+    )
+    # The blocks that carry them: headers to anyone, transactions to full readers.
+    height = net.ledger.status().height
+    assert net.ledger.get_block(height).redacted
+    assert not net.ledger.get_block(height).block.txs
+    with LedgerClient(net.node.address, reader=auditor) as full:
+        assert not full.get_block(height).redacted
+        consent_tx = full.get_block(height - 1)
+    with LedgerClient(net.node.address, reader=stranger) as other:
+        assert other.get_block(height).redacted
+        receipts = [
+            other.get_transaction(tx_id=tx_pb2.TransactionBody.FromString(tx.body).tx_id)
+            for tx in consent_tx.block.txs
+        ]
+    assert receipts
+    assert not any(r.HasField("tx") for r in receipts)
+
+
 def test_expired_consent_is_refused(net: Network) -> None:
     record = net.put(OBSERVATION)
     reader = SigningKey.generate()
@@ -357,7 +420,7 @@ def test_expired_consent_is_refused(net: Network) -> None:
 
 
 def test_forged_or_foreign_consents_are_refused_and_change_nothing(net: Network) -> None:
-    before = net.records.consents(net.patient.public_key)
+    before = net.records.consents(net.patient.public_key, net.patient)
     stranger = SigningKey.generate()
     # A grant for the patient signed by someone else: refused at admission.
     builder = TxBuilder(stranger, CHAIN_ID)
@@ -381,7 +444,7 @@ def test_forged_or_foreign_consents_are_refused_and_change_nothing(net: Network)
     forged.public_key = net.patient.public_key
     why = refused(lambda: net.ledger.submit(forged, wait=True), "INVALID_ARGUMENT")
     assert why.field == "tx.signature"
-    assert net.records.consents(net.patient.public_key) == before
+    assert net.records.consents(net.patient.public_key, net.patient) == before
 
 
 def test_tampered_ciphertext_unknown_record_and_bad_requests_get_clear_errors(
@@ -392,7 +455,7 @@ def test_tampered_ciphertext_unknown_record_and_bad_requests_get_clear_errors(
         lambda: net.records.fetch(net.patient, b"\x09" * 16, purpose=records_pb2.PURPOSE_TREATMENT),
         "NOT_FOUND",
     )
-    events_before = net.records.access_events(net.patient.public_key)
+    events_before = net.records.access_events(net.patient.public_key, net.patient)
     stub = records_pb2_grpc.VaultServiceStub(grpc.insecure_channel(net.node.address))
     request = records_pb2.FetchRequest(
         record_id=record,
@@ -412,7 +475,7 @@ def test_tampered_ciphertext_unknown_record_and_bad_requests_get_clear_errors(
         raw_fetch(b"\xff\xff\xff", timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "FetchRequest" in (raised.value.details() or "")
-    assert net.records.access_events(net.patient.public_key) == events_before
+    assert net.records.access_events(net.patient.public_key, net.patient) == events_before
 
     # Flip one byte of the stored ciphertext in the vault's LMDB: the fetch fails
     # authentication instead of returning altered content.
@@ -440,7 +503,7 @@ def test_amendments_chain_versions_and_erasure_shreds_the_key_material(net: Netw
         record_id=record,
     )
     assert second.version == 2
-    assert [v.version for v in net.records.record(record).versions] == [1, 2]
+    assert [v.version for v in net.records.record(record, net.hospital).versions] == [1, 2]
     first = net.records.fetch(net.patient, record, purpose=records_pb2.PURPOSE_TREATMENT, version=1)
     assert json.loads(first.content) == OBSERVATION
     latest = net.records.fetch(net.patient, record, purpose=records_pb2.PURPOSE_TREATMENT)
@@ -479,7 +542,7 @@ def test_amendments_chain_versions_and_erasure_shreds_the_key_material(net: Netw
     stranger = SigningKey.generate()
     refused(lambda: net.records.erase(stranger, record, "not mine"))
     net.records.erase(net.hospital, record, "patient request")
-    state = net.records.record(record).record
+    state = net.records.record(record, net.hospital).record
     assert state.erased_height > 0
     assert state.erasure_reason == "patient request"
     why = refused(

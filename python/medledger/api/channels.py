@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from medledger.api.ledger import abort
+from medledger.api.status import abort
 from medledger.channels.payee import Payee, Verdict
 from medledger.channels.rules import ChannelRuleError
 from medledger.errors import Rejected

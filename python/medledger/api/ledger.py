@@ -7,11 +7,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
 from medledger import merkle
+from medledger.api.reads import reading, requester_of
+from medledger.api.status import abort
 from medledger.app import queries
 from medledger.channels.rules import ChannelRuleError, check_channel_id
 from medledger.client.errors import STATUS_BY_CODE
@@ -25,12 +27,6 @@ WAIT_FOR_COMMIT_S = 30.0
 """Longest a submit waits for a commit when the client set no deadline."""
 STREAM_BATCHES_IN_FLIGHT_MAX = 64
 """Batches one SubmitStream may have admitted but not yet answered (back-pressure)."""
-
-
-async def abort(context: grpc.aio.ServicerContext[Any, Any], rejected: Rejected) -> NoReturn:
-    """Ends the call with `rejected`'s status and "field: reason" message."""
-    await context.abort(grpc.StatusCode[rejected.status], str(rejected))
-    raise AssertionError("context.abort raises")  # pragma: no cover
 
 
 def wait_budget_s(context: grpc.aio.ServicerContext[Any, Any]) -> float:
@@ -128,6 +124,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                     context, Rejected("INVALID_ARGUMENT", "tx_id", "tx_id or tx_hash is required")
                 )
             await abort(context, Rejected("NOT_FOUND", field, "no such transaction"))
+        requester = await requester_of(context, self.node, request, required=False)
         record = store.tx_record(tx_id)
         if record is None:
             pending = self.node.pending_receipt(tx_id)
@@ -136,6 +133,17 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             return ledger_pb2.GetTransactionResponse(receipt=pending)
         block = envelope_pb2.Block.FromString(store.block(record.height) or b"")
         commit = envelope_pb2.CommitCertificate.FromString(store.commit(record.height) or b"")
+        tx = block.txs[record.index]
+        if requester is None:
+            entitled = False
+        else:
+            with store.snapshot() as snapshot:
+                entitled = reading(self.node, snapshot, requester).transaction(tx.public_key)
+        if not entitled:
+            # The receipt is no health metadata; the body may be (a consent, an anchor).
+            return ledger_pb2.GetTransactionResponse(
+                receipt=committed_receipt(tx_id, record), header=block.header, commit=commit
+            )
         leaves = [tx.SerializeToString(deterministic=True) for tx in block.txs]
         proof = ledger_pb2.InclusionProof(
             leaf_index=record.index,
@@ -144,7 +152,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
         return ledger_pb2.GetTransactionResponse(
             receipt=committed_receipt(tx_id, record),
-            tx=block.txs[record.index],
+            tx=tx,
             proof=proof,
             header=block.header,
             commit=commit,
@@ -155,8 +163,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         request: ledger_pb2.GetBlockRequest,
         context: grpc.aio.ServicerContext[ledger_pb2.GetBlockRequest, ledger_pb2.GetBlockResponse],
     ) -> ledger_pb2.GetBlockResponse:
+        requester = await requester_of(context, self.node, request, required=False)
         height = request.height or self.node.head.height
-        response = self._block(height)
+        response = self._block(height, self._entitled_to_blocks(requester))
         if response is None:
             await abort(context, Rejected("NOT_FOUND", "height", f"no block at height {height}"))
         assert response is not None
@@ -187,7 +196,13 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         if len(request.public_key) != 32:
             reason = f"must be a 32-byte public key, got {len(request.public_key)} bytes"
             await abort(context, Rejected("INVALID_ARGUMENT", "public_key", reason))
+        requester = await requester_of(context, self.node, request, required=True)
+        assert requester is not None
         with self.node.store.snapshot() as snapshot:
+            try:
+                reading(self.node, snapshot, requester).member(request.public_key)
+            except Rejected as refused:
+                await abort(context, refused)
             member = queries.member(snapshot, request.public_key)
             if member is None:
                 await abort(
@@ -227,10 +242,12 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             ledger_pb2.StreamBlocksRequest, ledger_pb2.GetBlockResponse
         ],
     ) -> AsyncIterator[ledger_pb2.GetBlockResponse]:
+        requester = await requester_of(context, self.node, request, required=False)
+        whole = self._entitled_to_blocks(requester)
         height = max(1, request.from_height)
         while True:
             while height <= self.node.head.height:
-                response = self._block(height)
+                response = self._block(height, whole)
                 assert response is not None, "every height up to the head is stored"
                 yield response
                 height += 1
@@ -249,10 +266,22 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def _reached(self, height: int) -> bool:
         return self.node.head.height >= height
 
-    def _block(self, height: int) -> ledger_pb2.GetBlockResponse | None:
+    def _entitled_to_blocks(self, requester: bytes | None) -> bool:
+        """Blocks carry every anchor, consent and access event: whole only to a full
+        reader (an auditor, a validator); to anyone else, headers and certificates."""
+        if requester is None:
+            return False
+        with self.node.store.snapshot() as snapshot:
+            return reading(self.node, snapshot, requester).full
+
+    def _block(self, height: int, whole: bool) -> ledger_pb2.GetBlockResponse | None:
         raw = self.node.store.block(height)
         if raw is None:
             return None
         block = envelope_pb2.Block.FromString(raw)
+        if not whole:
+            del block.txs[:]
         commit = envelope_pb2.CommitCertificate.FromString(self.node.store.commit(height) or b"")
-        return ledger_pb2.GetBlockResponse(block=block, commit=commit, block_hash=commit.block_hash)
+        return ledger_pb2.GetBlockResponse(
+            block=block, commit=commit, block_hash=commit.block_hash, redacted=not whole
+        )

@@ -7,7 +7,8 @@ from typing import Any
 
 import grpc
 
-from medledger.api.ledger import abort
+from medledger.api.reads import reading, requester_of
+from medledger.api.status import abort
 from medledger.app import queries
 from medledger.errors import Rejected
 from medledger.node.ledger_node import LedgerNode
@@ -28,6 +29,8 @@ async def _require_key(context: Context, field: str, value: bytes, length: int) 
 
 
 class RecordServicer:
+    """Anchors, consents and access events, each to a signed reader entitled to it."""
+
     def __init__(self, node: LedgerNode) -> None:
         self.node = node
 
@@ -35,10 +38,19 @@ class RecordServicer:
         self, request: records_pb2.GetRecordRequest, context: Context
     ) -> records_pb2.GetRecordResponse:
         await _require_key(context, "record_id", request.record_id, 16)
+        requester = await requester_of(context, self.node, request, required=True)
+        assert requester is not None
         with self.node.store.snapshot() as snapshot:
             record = queries.record(snapshot, request.record_id)
-            if record is None:
-                await abort(context, Rejected("NOT_FOUND", "record_id", "unknown record"))
+            try:
+                # An unknown record and a forbidden one answer alike: an id reveals nothing.
+                if record is None:
+                    raise Rejected("NOT_FOUND", "record_id", "unknown record")
+                reading(self.node, snapshot, requester).record(record)
+            except Rejected as refused:
+                if refused.status == "PERMISSION_DENIED":
+                    refused = Rejected("NOT_FOUND", "record_id", "unknown record")
+                await abort(context, refused)
             versions = queries.record_versions(snapshot, request.record_id)
         return records_pb2.GetRecordResponse(record=record, versions=versions)
 
@@ -46,19 +58,27 @@ class RecordServicer:
         self, request: records_pb2.ListConsentsRequest, context: Context
     ) -> records_pb2.ListConsentsResponse:
         await _require_key(context, "patient", request.patient, 32)
+        requester = await requester_of(context, self.node, request, required=True)
+        assert requester is not None
         with self.node.store.snapshot() as snapshot:
-            return records_pb2.ListConsentsResponse(
-                consents=queries.consents(snapshot, request.patient)
-            )
+            try:
+                consents = reading(self.node, snapshot, requester).consents(request.patient)
+            except Rejected as refused:
+                await abort(context, refused)
+        return records_pb2.ListConsentsResponse(consents=consents)
 
     async def ListAccessEvents(  # noqa: N802
         self, request: records_pb2.ListAccessEventsRequest, context: Context
     ) -> records_pb2.ListAccessEventsResponse:
         await _require_key(context, "patient", request.patient, 32)
+        requester = await requester_of(context, self.node, request, required=True)
+        assert requester is not None
         with self.node.store.snapshot() as snapshot:
-            return records_pb2.ListAccessEventsResponse(
-                events=queries.access_events(snapshot, request.patient)
-            )
+            try:
+                events = reading(self.node, snapshot, requester).access_events(request.patient)
+            except Rejected as refused:
+                await abort(context, refused)
+        return records_pb2.ListAccessEventsResponse(events=events)
 
 
 class VaultServicer:

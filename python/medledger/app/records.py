@@ -12,6 +12,7 @@ from medledger.app.state import (
     ACCESS_EVENTS,
     BREAK_GLASS,
     BREAK_GLASS_REVIEW,
+    PATIENT_CUSTODIANS,
     RECORD_VERSIONS,
     RECORDS,
     BlockState,
@@ -138,6 +139,15 @@ def anchor_record(  # noqa: PLR0911 - one return per rule reads best
         record = records_pb2.RecordState(
             record_id=msg.record_id, custodian=signer, patient=msg.patient, created_height=height
         )
+        holds_key = msg.patient + signer
+        if state.get(PATIENT_CUSTODIANS, holds_key, records_pb2.PatientCustodian) is None:
+            state.put(
+                PATIENT_CUSTODIANS,
+                holds_key,
+                records_pb2.PatientCustodian(
+                    patient=msg.patient, custodian=signer, first_height=height
+                ),
+            )
     else:
         if record.custodian != signer:
             return TxOutcome(tx_pb2.RESULT_CODE_NOT_CUSTODIAN, "only the custodian amends")

@@ -25,6 +25,7 @@ __all__ = [
     "MEMBERS",
     "ORGANISATIONS",
     "PARTICIPANTS",
+    "PATIENT_CUSTODIANS",
     "POLICY",
     "POLICY_KEY",
     "RECORDS",
@@ -50,6 +51,7 @@ CHANNELS = "channels"  # channel id
 ORGANISATIONS = "organisations"  # organisation id (ASCII)
 MEMBERS = "members"  # public key
 POLICY = "policy"  # POLICY_KEY: the one Policy record
+PATIENT_CUSTODIANS = "patient_custodians"  # patient || custodian
 POLICY_KEY = b"policy"
 TABLES = (
     ACCOUNTS,
@@ -64,6 +66,7 @@ TABLES = (
     ORGANISATIONS,
     MEMBERS,
     POLICY,
+    PATIENT_CUSTODIANS,
 )
 
 M = TypeVar("M", bound=Message)

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from medledger.client.errors import translated_errors
+from medledger.client.reads import sign_read
 from medledger.client.sync import DEFAULT_TIMEOUT_S, channel_options
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
@@ -138,7 +139,7 @@ class RecordsClient:
                 sign_request(request, requester, self.chain_id), timeout=self.timeout_s
             )
         content = open_fetched(response, recipient)
-        anchored = self.record(record_id).versions
+        anchored = self.record(record_id, requester).versions
         if not any(
             v.version == response.version and v.commitment == response.commitment for v in anchored
         ):
@@ -170,22 +171,28 @@ class RecordsClient:
 
     # ------------------------------------------------------------------- queries
 
-    def record(self, record_id: bytes) -> records_pb2.GetRecordResponse:
+    def record(self, record_id: bytes, reader: SigningKey) -> records_pb2.GetRecordResponse:
+        """A record's anchors, read as `reader` (its patient, custodian, a grantee of the
+        patient, or an auditor; anyone else hears NOT_FOUND)."""
+        request = sign_read(
+            records_pb2.GetRecordRequest(record_id=record_id), reader, self.chain_id
+        )
         with translated_errors():
-            return self._records.GetRecord(
-                records_pb2.GetRecordRequest(record_id=record_id), timeout=self.timeout_s
-            )
+            return self._records.GetRecord(request, timeout=self.timeout_s)
 
-    def consents(self, patient: bytes) -> list[records_pb2.ConsentState]:
+    def consents(self, patient: bytes, reader: SigningKey) -> list[records_pb2.ConsentState]:
+        """A patient's consents as `reader` sees them (a grantee: those naming it)."""
+        request = sign_read(records_pb2.ListConsentsRequest(patient=patient), reader, self.chain_id)
         with translated_errors():
-            response = self._records.ListConsents(
-                records_pb2.ListConsentsRequest(patient=patient), timeout=self.timeout_s
-            )
+            response = self._records.ListConsents(request, timeout=self.timeout_s)
         return list(response.consents)
 
-    def access_events(self, patient: bytes) -> list[records_pb2.AccessEvent]:
+    def access_events(self, patient: bytes, reader: SigningKey) -> list[records_pb2.AccessEvent]:
+        """A patient's access log as `reader` sees it (a custodian or requester: its own
+        part)."""
+        request = sign_read(
+            records_pb2.ListAccessEventsRequest(patient=patient), reader, self.chain_id
+        )
         with translated_errors():
-            response = self._records.ListAccessEvents(
-                records_pb2.ListAccessEventsRequest(patient=patient), timeout=self.timeout_s
-            )
+            response = self._records.ListAccessEvents(request, timeout=self.timeout_s)
         return list(response.events)

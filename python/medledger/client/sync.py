@@ -11,7 +11,9 @@ import grpc
 from medledger.block import ValidatorSet
 from medledger.client.errors import from_rpc_error, translated_errors
 from medledger.client.proofs import verify_transaction_proof
+from medledger.client.reads import R, sign_read
 from medledger.config import PEER_MESSAGE_BYTES_MAX
+from medledger.crypto import SigningKey
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
 
 __all__ = ["LedgerClient"]
@@ -31,10 +33,29 @@ def channel_options() -> list[tuple[str, int]]:
 class LedgerClient:
     """A connection to one node. Every call has a deadline; refusals raise `Rejected`."""
 
-    def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        reader: SigningKey | None = None,
+    ) -> None:
+        """`reader` signs reads of health metadata (whole blocks, transaction bodies,
+        memberships): the node serves what that key is entitled to. Without it, blocks
+        come as headers and transactions as receipts."""
         self.timeout_s = timeout_s
+        self.reader = reader
+        self._chain_id: str | None = None
         self._channel = grpc.insecure_channel(target, options=channel_options())
         self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
+
+    def _signed(self, request: R) -> R:
+        """`request` signed by the reader, if this client has one."""
+        if self.reader is None:
+            return request
+        if self._chain_id is None:
+            self._chain_id = self.status().chain_id
+        return sign_read(request, self.reader, self._chain_id)
 
     def __enter__(self) -> LedgerClient:
         return self
@@ -85,7 +106,9 @@ class LedgerClient:
     def get_transaction(
         self, *, tx_id: bytes = b"", tx_hash: bytes = b""
     ) -> ledger_pb2.GetTransactionResponse:
-        request = ledger_pb2.GetTransactionRequest(tx_id=tx_id, tx_hash=tx_hash)
+        """The receipt; with the transaction and its proof when the reader signed it or
+        is an auditor or a validator."""
+        request = self._signed(ledger_pb2.GetTransactionRequest(tx_id=tx_id, tx_hash=tx_hash))
         with translated_errors():
             return self._stub.GetTransaction(request, timeout=self.timeout_s)
 
@@ -101,10 +124,9 @@ class LedgerClient:
             time.sleep(POLL_INTERVAL_S)
 
     def get_block(self, height: int = 0) -> ledger_pb2.GetBlockResponse:
+        request = self._signed(ledger_pb2.GetBlockRequest(height=height))
         with translated_errors():
-            return self._stub.GetBlock(
-                ledger_pb2.GetBlockRequest(height=height), timeout=self.timeout_s
-            )
+            return self._stub.GetBlock(request, timeout=self.timeout_s)
 
     def get_account(self, owner: bytes) -> ledger_pb2.Account:
         with translated_errors():
@@ -115,10 +137,9 @@ class LedgerClient:
 
     def get_member(self, public_key: bytes) -> ledger_pb2.GetMemberResponse:
         """A key's organisation and roles; raises Rejected NOT_FOUND if none enrolled it."""
+        request = self._signed(ledger_pb2.GetMemberRequest(public_key=public_key))
         with translated_errors():
-            return self._stub.GetMember(
-                ledger_pb2.GetMemberRequest(public_key=public_key), timeout=self.timeout_s
-            )
+            return self._stub.GetMember(request, timeout=self.timeout_s)
 
     def get_channel(self, channel_id: bytes) -> ledger_pb2.GetChannelResponse:
         with translated_errors():
@@ -131,7 +152,7 @@ class LedgerClient:
     ) -> Iterator[ledger_pb2.GetBlockResponse]:
         """Committed blocks from `from_height` on, then new ones as they commit, until the
         deadline. Resume after a disconnect from the last height seen plus one."""
-        request = ledger_pb2.StreamBlocksRequest(from_height=from_height)
+        request = self._signed(ledger_pb2.StreamBlocksRequest(from_height=from_height))
         try:
             yield from self._stub.StreamBlocks(request, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as error:

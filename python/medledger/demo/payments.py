@@ -116,7 +116,9 @@ def run_payments(
             expected="ALREADY_EXISTS",
         )
 
-        response = client.get_transaction(tx_id=batch[2].tx_id)
+        # The insurer, who signed the claim, is entitled to its body and proof.
+        with LedgerClient(address, reader=cast.insurer) as insurer_client:
+            response = insurer_client.get_transaction(tx_id=batch[2].tx_id)
         block_hash = verify_transaction_proof(response, genesis.validator_set(), chain_id)
         body = bytearray(response.tx.body)
         body[-1] ^= 0x01  # one flipped bit: a forged claim

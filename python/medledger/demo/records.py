@@ -156,7 +156,7 @@ def run_records(
     chain_id = genesis.chain_id
     with (
         RecordsClient(vault_address, chain_id) as records,
-        LedgerClient(vault_address) as vault_node,
+        LedgerClient(vault_address, reader=cast.hospital) as vault_node,
         LedgerClient(patient_address) as patient_node,
     ):
 
@@ -195,7 +195,7 @@ def run_records(
                 content=resource.content,
             )
         observation, condition = stored["Observation"].record_id, stored["Condition"].record_id
-        anchors = [records.record(s.record_id).record for s in stored.values()]
+        anchors = [records.record(s.record_id, cast.hospital).record for s in stored.values()]
         story.check(
             "the hospital stores a FHIR Bundle (Patient, Observation, Condition)",
             f"{len(stored)} records encrypted in its vault and anchored at heights "
@@ -274,7 +274,7 @@ def run_records(
             expected="PERMISSION_DENIED",
         )
 
-        events = records.access_events(cast.patient.public_key)
+        events = records.access_events(cast.patient.public_key, cast.patient)
         outcomes = [
             records_pb2.AccessOutcome.Name(e.access.outcome).removeprefix("ACCESS_OUTCOME_")
             for e in events

@@ -23,6 +23,11 @@ pub enum Domain {
     /// A channel party's request to the payee's ChannelService (read the state, ask for
     /// invoices), signed by the payer or the payee.
     ChannelRequest,
+    /// A read of health metadata (consents, access events, anchors, blocks), signed by
+    /// the reader so the node can tell who asks.
+    ReadRequest,
+    /// A governance proposal, signed by the admins of the organisations that approve it.
+    Governance,
 }
 
 impl Domain {
@@ -35,6 +40,8 @@ impl Domain {
             Self::ChannelRefund => b"medledger/v1/channel-refund",
             Self::VaultRequest => b"medledger/v1/vault-request",
             Self::ChannelRequest => b"medledger/v1/channel-request",
+            Self::ReadRequest => b"medledger/v1/read-request",
+            Self::Governance => b"medledger/v1/governance",
         }
     }
 
@@ -48,10 +55,12 @@ impl Domain {
             "channel-refund" => Ok(Self::ChannelRefund),
             "vault-request" => Ok(Self::VaultRequest),
             "channel-request" => Ok(Self::ChannelRequest),
+            "read-request" => Ok(Self::ReadRequest),
+            "governance" => Ok(Self::Governance),
             other => Err(Error::invalid_argument(
                 "domain",
                 format!(
-                    "unknown domain {other:?}; expected tx, vote, proposal, channel-state, channel-refund, vault-request or channel-request"
+                    "unknown domain {other:?}; expected tx, vote, proposal, channel-state, channel-refund, vault-request, channel-request, read-request or governance"
                 ),
             )),
         }

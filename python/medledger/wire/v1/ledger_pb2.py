@@ -28,7 +28,7 @@ from medledger.wire.v1 import state_pb2 as medledger_dot_wire_dot_v1_dot_state__
 from medledger.wire.v1 import tx_pb2 as medledger_dot_wire_dot_v1_dot_tx__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emedledger/wire/v1/ledger.proto\x12\x11medledger.wire.v1\x1a medledger/wire/v1/channels.proto\x1a medledger/wire/v1/envelope.proto\x1a\x1dmedledger/wire/v1/state.proto\x1a\x1amedledger/wire/v1/tx.proto\"&\n\x10GetMemberRequest\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\"\xa4\x01\n\x11GetMemberResponse\x12)\n\x06member\x18\x01 \x01(\x0b\x32\x19.medledger.wire.v1.Member\x12\x35\n\x0corganisation\x18\x02 \x01(\x0b\x32\x1f.medledger.wire.v1.Organisation\x12-\n\x0c\x61\x63tive_roles\x18\x03 \x03(\x0e\x32\x17.medledger.wire.v1.Role\"\'\n\x11GetChannelRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\"Q\n\x12GetChannelResponse\x12+\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x1a.medledger.wire.v1.Channel\x12\x0e\n\x06height\x18\x02 \x01(\x04\"Z\n\rSubmitRequest\x12\x30\n\x02tx\x18\x01 \x01(\x0b\x32$.medledger.wire.v1.SignedTransaction\x12\x17\n\x0fwait_for_commit\x18\x02 \x01(\x08\"=\n\x0eSubmitResponse\x12+\n\x07receipt\x18\x01 \x01(\x0b\x32\x1a.medledger.wire.v1.Receipt\"R\n\x0bSubmitBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x31\n\x03txs\x18\x02 \x03(\x0b\x32$.medledger.wire.v1.SignedTransaction\"S\n\x11SubmitBatchResult\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12,\n\x08receipts\x18\x02 \x03(\x0b\x32\x1a.medledger.wire.v1.Receipt\"7\n\x15GetTransactionRequest\x12\r\n\x05tx_id\x18\x01 \x01(\x0c\x12\x0f\n\x07tx_hash\x18\x02 \x01(\x0c\"G\n\x0eInclusionProof\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"\x8f\x02\n\x16GetTransactionResponse\x12+\n\x07receipt\x18\x01 \x01(\x0b\x32\x1a.medledger.wire.v1.Receipt\x12\x30\n\x02tx\x18\x02 \x01(\x0b\x32$.medledger.wire.v1.SignedTransaction\x12\x30\n\x05proof\x18\x03 \x01(\x0b\x32!.medledger.wire.v1.InclusionProof\x12.\n\x06header\x18\x04 \x01(\x0b\x32\x1e.medledger.wire.v1.BlockHeader\x12\x34\n\x06\x63ommit\x18\x05 \x01(\x0b\x32$.medledger.wire.v1.CommitCertificate\"!\n\x0fGetBlockRequest\x12\x0e\n\x06height\x18\x01 \x01(\x04\"\x85\x01\n\x10GetBlockResponse\x12\'\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x18.medledger.wire.v1.Block\x12\x34\n\x06\x63ommit\x18\x02 \x01(\x0b\x32$.medledger.wire.v1.CommitCertificate\x12\x12\n\nblock_hash\x18\x03 \x01(\x0c\"H\n\x07\x41\x63\x63ount\x12\r\n\x05owner\x18\x01 \x01(\x0c\x12\x16\n\x0e\x62\x61lance_micros\x18\x02 \x01(\x04\x12\x16\n\x0e\x63reated_height\x18\x03 \x01(\x04\"\"\n\x11GetAccountRequest\x12\r\n\x05owner\x18\x01 \x01(\x0c\"A\n\x12GetAccountResponse\x12+\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1a.medledger.wire.v1.Account\"*\n\x13StreamBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\"\x12\n\x10GetStatusRequest\"\xd2\x01\n\x11GetStatusResponse\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x17\n\x0flast_block_hash\x18\x03 \x01(\x0c\x12\x10\n\x08\x61pp_hash\x18\x04 \x01(\x0c\x12\x13\n\x0bmempool_txs\x18\x05 \x01(\x04\x12\x15\n\rmempool_bytes\x18\x06 \x01(\x04\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x1c\n\x14validator_public_key\x18\x08 \x01(\x0c\x12\x15\n\rcommitted_txs\x18\t \x01(\x04\x32\xb9\x06\n\rLedgerService\x12M\n\x06Submit\x12 .medledger.wire.v1.SubmitRequest\x1a!.medledger.wire.v1.SubmitResponse\x12X\n\x0cSubmitStream\x12\x1e.medledger.wire.v1.SubmitBatch\x1a$.medledger.wire.v1.SubmitBatchResult(\x01\x30\x01\x12\x65\n\x0eGetTransaction\x12(.medledger.wire.v1.GetTransactionRequest\x1a).medledger.wire.v1.GetTransactionResponse\x12S\n\x08GetBlock\x12\".medledger.wire.v1.GetBlockRequest\x1a#.medledger.wire.v1.GetBlockResponse\x12Y\n\nGetAccount\x12$.medledger.wire.v1.GetAccountRequest\x1a%.medledger.wire.v1.GetAccountResponse\x12]\n\x0cStreamBlocks\x12&.medledger.wire.v1.StreamBlocksRequest\x1a#.medledger.wire.v1.GetBlockResponse0\x01\x12V\n\tGetStatus\x12#.medledger.wire.v1.GetStatusRequest\x1a$.medledger.wire.v1.GetStatusResponse\x12Y\n\nGetChannel\x12$.medledger.wire.v1.GetChannelRequest\x1a%.medledger.wire.v1.GetChannelResponse\x12V\n\tGetMember\x12#.medledger.wire.v1.GetMemberRequest\x1a$.medledger.wire.v1.GetMemberResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emedledger/wire/v1/ledger.proto\x12\x11medledger.wire.v1\x1a medledger/wire/v1/channels.proto\x1a medledger/wire/v1/envelope.proto\x1a\x1dmedledger/wire/v1/state.proto\x1a\x1amedledger/wire/v1/tx.proto\"]\n\x10GetMemberRequest\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12\x0f\n\x07time_ms\x18\x03 \x01(\x04\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\xa4\x01\n\x11GetMemberResponse\x12)\n\x06member\x18\x01 \x01(\x0b\x32\x19.medledger.wire.v1.Member\x12\x35\n\x0corganisation\x18\x02 \x01(\x0b\x32\x1f.medledger.wire.v1.Organisation\x12-\n\x0c\x61\x63tive_roles\x18\x03 \x03(\x0e\x32\x17.medledger.wire.v1.Role\"\'\n\x11GetChannelRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\x0c\"Q\n\x12GetChannelResponse\x12+\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x1a.medledger.wire.v1.Channel\x12\x0e\n\x06height\x18\x02 \x01(\x04\"Z\n\rSubmitRequest\x12\x30\n\x02tx\x18\x01 \x01(\x0b\x32$.medledger.wire.v1.SignedTransaction\x12\x17\n\x0fwait_for_commit\x18\x02 \x01(\x08\"=\n\x0eSubmitResponse\x12+\n\x07receipt\x18\x01 \x01(\x0b\x32\x1a.medledger.wire.v1.Receipt\"R\n\x0bSubmitBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x31\n\x03txs\x18\x02 \x03(\x0b\x32$.medledger.wire.v1.SignedTransaction\"S\n\x11SubmitBatchResult\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12,\n\x08receipts\x18\x02 \x03(\x0b\x32\x1a.medledger.wire.v1.Receipt\"n\n\x15GetTransactionRequest\x12\r\n\x05tx_id\x18\x01 \x01(\x0c\x12\x0f\n\x07tx_hash\x18\x02 \x01(\x0c\x12\x11\n\trequester\x18\x03 \x01(\x0c\x12\x0f\n\x07time_ms\x18\x04 \x01(\x04\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"G\n\x0eInclusionProof\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"\x8f\x02\n\x16GetTransactionResponse\x12+\n\x07receipt\x18\x01 \x01(\x0b\x32\x1a.medledger.wire.v1.Receipt\x12\x30\n\x02tx\x18\x02 \x01(\x0b\x32$.medledger.wire.v1.SignedTransaction\x12\x30\n\x05proof\x18\x03 \x01(\x0b\x32!.medledger.wire.v1.InclusionProof\x12.\n\x06header\x18\x04 \x01(\x0b\x32\x1e.medledger.wire.v1.BlockHeader\x12\x34\n\x06\x63ommit\x18\x05 \x01(\x0b\x32$.medledger.wire.v1.CommitCertificate\"X\n\x0fGetBlockRequest\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12\x0f\n\x07time_ms\x18\x03 \x01(\x04\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\x97\x01\n\x10GetBlockResponse\x12\'\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x18.medledger.wire.v1.Block\x12\x34\n\x06\x63ommit\x18\x02 \x01(\x0b\x32$.medledger.wire.v1.CommitCertificate\x12\x12\n\nblock_hash\x18\x03 \x01(\x0c\x12\x10\n\x08redacted\x18\x04 \x01(\x08\"H\n\x07\x41\x63\x63ount\x12\r\n\x05owner\x18\x01 \x01(\x0c\x12\x16\n\x0e\x62\x61lance_micros\x18\x02 \x01(\x04\x12\x16\n\x0e\x63reated_height\x18\x03 \x01(\x04\"\"\n\x11GetAccountRequest\x12\r\n\x05owner\x18\x01 \x01(\x0c\"A\n\x12GetAccountResponse\x12+\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1a.medledger.wire.v1.Account\"a\n\x13StreamBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12\x0f\n\x07time_ms\x18\x03 \x01(\x04\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\x12\n\x10GetStatusRequest\"\xd2\x01\n\x11GetStatusResponse\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x17\n\x0flast_block_hash\x18\x03 \x01(\x0c\x12\x10\n\x08\x61pp_hash\x18\x04 \x01(\x0c\x12\x13\n\x0bmempool_txs\x18\x05 \x01(\x04\x12\x15\n\rmempool_bytes\x18\x06 \x01(\x04\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x1c\n\x14validator_public_key\x18\x08 \x01(\x0c\x12\x15\n\rcommitted_txs\x18\t \x01(\x04\x32\xb9\x06\n\rLedgerService\x12M\n\x06Submit\x12 .medledger.wire.v1.SubmitRequest\x1a!.medledger.wire.v1.SubmitResponse\x12X\n\x0cSubmitStream\x12\x1e.medledger.wire.v1.SubmitBatch\x1a$.medledger.wire.v1.SubmitBatchResult(\x01\x30\x01\x12\x65\n\x0eGetTransaction\x12(.medledger.wire.v1.GetTransactionRequest\x1a).medledger.wire.v1.GetTransactionResponse\x12S\n\x08GetBlock\x12\".medledger.wire.v1.GetBlockRequest\x1a#.medledger.wire.v1.GetBlockResponse\x12Y\n\nGetAccount\x12$.medledger.wire.v1.GetAccountRequest\x1a%.medledger.wire.v1.GetAccountResponse\x12]\n\x0cStreamBlocks\x12&.medledger.wire.v1.StreamBlocksRequest\x1a#.medledger.wire.v1.GetBlockResponse0\x01\x12V\n\tGetStatus\x12#.medledger.wire.v1.GetStatusRequest\x1a$.medledger.wire.v1.GetStatusResponse\x12Y\n\nGetChannel\x12$.medledger.wire.v1.GetChannelRequest\x1a%.medledger.wire.v1.GetChannelResponse\x12V\n\tGetMember\x12#.medledger.wire.v1.GetMemberRequest\x1a$.medledger.wire.v1.GetMemberResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,43 +36,43 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'medledger.wire.v1.ledger_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETMEMBERREQUEST']._serialized_start=180
-  _globals['_GETMEMBERREQUEST']._serialized_end=218
-  _globals['_GETMEMBERRESPONSE']._serialized_start=221
-  _globals['_GETMEMBERRESPONSE']._serialized_end=385
-  _globals['_GETCHANNELREQUEST']._serialized_start=387
-  _globals['_GETCHANNELREQUEST']._serialized_end=426
-  _globals['_GETCHANNELRESPONSE']._serialized_start=428
-  _globals['_GETCHANNELRESPONSE']._serialized_end=509
-  _globals['_SUBMITREQUEST']._serialized_start=511
-  _globals['_SUBMITREQUEST']._serialized_end=601
-  _globals['_SUBMITRESPONSE']._serialized_start=603
-  _globals['_SUBMITRESPONSE']._serialized_end=664
-  _globals['_SUBMITBATCH']._serialized_start=666
-  _globals['_SUBMITBATCH']._serialized_end=748
-  _globals['_SUBMITBATCHRESULT']._serialized_start=750
-  _globals['_SUBMITBATCHRESULT']._serialized_end=833
-  _globals['_GETTRANSACTIONREQUEST']._serialized_start=835
-  _globals['_GETTRANSACTIONREQUEST']._serialized_end=890
-  _globals['_INCLUSIONPROOF']._serialized_start=892
-  _globals['_INCLUSIONPROOF']._serialized_end=963
-  _globals['_GETTRANSACTIONRESPONSE']._serialized_start=966
-  _globals['_GETTRANSACTIONRESPONSE']._serialized_end=1237
-  _globals['_GETBLOCKREQUEST']._serialized_start=1239
-  _globals['_GETBLOCKREQUEST']._serialized_end=1272
-  _globals['_GETBLOCKRESPONSE']._serialized_start=1275
-  _globals['_GETBLOCKRESPONSE']._serialized_end=1408
-  _globals['_ACCOUNT']._serialized_start=1410
-  _globals['_ACCOUNT']._serialized_end=1482
-  _globals['_GETACCOUNTREQUEST']._serialized_start=1484
-  _globals['_GETACCOUNTREQUEST']._serialized_end=1518
-  _globals['_GETACCOUNTRESPONSE']._serialized_start=1520
-  _globals['_GETACCOUNTRESPONSE']._serialized_end=1585
-  _globals['_STREAMBLOCKSREQUEST']._serialized_start=1587
-  _globals['_STREAMBLOCKSREQUEST']._serialized_end=1629
-  _globals['_GETSTATUSREQUEST']._serialized_start=1631
-  _globals['_GETSTATUSREQUEST']._serialized_end=1649
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1652
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1862
-  _globals['_LEDGERSERVICE']._serialized_start=1865
-  _globals['_LEDGERSERVICE']._serialized_end=2690
+  _globals['_GETMEMBERREQUEST']._serialized_end=273
+  _globals['_GETMEMBERRESPONSE']._serialized_start=276
+  _globals['_GETMEMBERRESPONSE']._serialized_end=440
+  _globals['_GETCHANNELREQUEST']._serialized_start=442
+  _globals['_GETCHANNELREQUEST']._serialized_end=481
+  _globals['_GETCHANNELRESPONSE']._serialized_start=483
+  _globals['_GETCHANNELRESPONSE']._serialized_end=564
+  _globals['_SUBMITREQUEST']._serialized_start=566
+  _globals['_SUBMITREQUEST']._serialized_end=656
+  _globals['_SUBMITRESPONSE']._serialized_start=658
+  _globals['_SUBMITRESPONSE']._serialized_end=719
+  _globals['_SUBMITBATCH']._serialized_start=721
+  _globals['_SUBMITBATCH']._serialized_end=803
+  _globals['_SUBMITBATCHRESULT']._serialized_start=805
+  _globals['_SUBMITBATCHRESULT']._serialized_end=888
+  _globals['_GETTRANSACTIONREQUEST']._serialized_start=890
+  _globals['_GETTRANSACTIONREQUEST']._serialized_end=1000
+  _globals['_INCLUSIONPROOF']._serialized_start=1002
+  _globals['_INCLUSIONPROOF']._serialized_end=1073
+  _globals['_GETTRANSACTIONRESPONSE']._serialized_start=1076
+  _globals['_GETTRANSACTIONRESPONSE']._serialized_end=1347
+  _globals['_GETBLOCKREQUEST']._serialized_start=1349
+  _globals['_GETBLOCKREQUEST']._serialized_end=1437
+  _globals['_GETBLOCKRESPONSE']._serialized_start=1440
+  _globals['_GETBLOCKRESPONSE']._serialized_end=1591
+  _globals['_ACCOUNT']._serialized_start=1593
+  _globals['_ACCOUNT']._serialized_end=1665
+  _globals['_GETACCOUNTREQUEST']._serialized_start=1667
+  _globals['_GETACCOUNTREQUEST']._serialized_end=1701
+  _globals['_GETACCOUNTRESPONSE']._serialized_start=1703
+  _globals['_GETACCOUNTRESPONSE']._serialized_end=1768
+  _globals['_STREAMBLOCKSREQUEST']._serialized_start=1770
+  _globals['_STREAMBLOCKSREQUEST']._serialized_end=1867
+  _globals['_GETSTATUSREQUEST']._serialized_start=1869
+  _globals['_GETSTATUSREQUEST']._serialized_end=1887
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1890
+  _globals['_GETSTATUSRESPONSE']._serialized_end=2100
+  _globals['_LEDGERSERVICE']._serialized_start=2103
+  _globals['_LEDGERSERVICE']._serialized_end=2928
 # @@protoc_insertion_point(module_scope)

@@ -27,15 +27,25 @@ class GetMemberRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     public_key: _builtins.bytes
+    requester: _builtins.bytes
+    """The key itself, an admin of its organisation, or a full reader."""
+    time_ms: _builtins.int
+    signature: _builtins.bytes
     def __init__(
         self,
         *,
         public_key: _builtins.bytes = ...,
+        requester: _builtins.bytes = ...,
+        time_ms: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key", "requester", b"requester", "signature", b"signature", "time_ms", b"time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -206,22 +216,39 @@ Global___SubmitBatchResult: _TypeAlias = SubmitBatchResult  # noqa: Y015
 
 @_typing.final
 class GetTransactionRequest(_message.Message):
+    """Reads of health metadata are signed (`requester`, `time_ms`, `signature`, domain
+    "medledger/v1/read-request", as vault requests are): the node serves each reader what its
+    role entitles it to. Unsigned, these calls answer only what is not health metadata.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TX_ID_FIELD_NUMBER: _builtins.int
     TX_HASH_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     tx_id: _builtins.bytes
     """Either the client-chosen id or the transaction hash."""
     tx_hash: _builtins.bytes
+    requester: _builtins.bytes
+    """The transaction itself and its proof go to its signer or a full reader (an auditor,
+    a validator); anyone else gets the receipt alone.
+    """
+    time_ms: _builtins.int
+    signature: _builtins.bytes
     def __init__(
         self,
         *,
         tx_id: _builtins.bytes = ...,
         tx_hash: _builtins.bytes = ...,
+        requester: _builtins.bytes = ...,
+        time_ms: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tx_hash", b"tx_hash", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requester", b"requester", "signature", b"signature", "time_ms", b"time_ms", "tx_hash", b"tx_hash", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,16 +323,28 @@ class GetBlockRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HEIGHT_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     height: _builtins.int
     """0 means the latest block."""
+    requester: _builtins.bytes
+    """A full reader (an auditor, a validator) gets the transactions; anyone else the
+    header and commit certificate only (`redacted`).
+    """
+    time_ms: _builtins.int
+    signature: _builtins.bytes
     def __init__(
         self,
         *,
         height: _builtins.int = ...,
+        requester: _builtins.bytes = ...,
+        time_ms: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "requester", b"requester", "signature", b"signature", "time_ms", b"time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,7 +357,10 @@ class GetBlockResponse(_message.Message):
     BLOCK_FIELD_NUMBER: _builtins.int
     COMMIT_FIELD_NUMBER: _builtins.int
     BLOCK_HASH_FIELD_NUMBER: _builtins.int
+    REDACTED_FIELD_NUMBER: _builtins.int
     block_hash: _builtins.bytes
+    redacted: _builtins.bool
+    """The reader is not entitled to the transactions: `block` holds the header alone."""
     @_builtins.property
     def block(self) -> _envelope_pb2.Block: ...
     @_builtins.property
@@ -329,10 +371,11 @@ class GetBlockResponse(_message.Message):
         block: _envelope_pb2.Block | None = ...,
         commit: _envelope_pb2.CommitCertificate | None = ...,
         block_hash: _builtins.bytes = ...,
+        redacted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "commit", b"commit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "block_hash", b"block_hash", "commit", b"commit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "block_hash", b"block_hash", "commit", b"commit", "redacted", b"redacted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -407,15 +450,25 @@ class StreamBlocksRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FROM_HEIGHT_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     from_height: _builtins.int
+    requester: _builtins.bytes
+    """as GetBlockRequest"""
+    time_ms: _builtins.int
+    signature: _builtins.bytes
     def __init__(
         self,
         *,
         from_height: _builtins.int = ...,
+        requester: _builtins.bytes = ...,
+        time_ms: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_height", b"from_height"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_height", b"from_height", "requester", b"requester", "signature", b"signature", "time_ms", b"time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

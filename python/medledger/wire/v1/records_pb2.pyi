@@ -487,6 +487,35 @@ class ConsentState(_message.Message):
 Global___ConsentState: _TypeAlias = ConsentState  # noqa: Y015
 
 @_typing.final
+class PatientCustodian(_message.Message):
+    """That a custodian holds records of a patient (written with the first anchor): lets the
+    custodian read the patient's consents.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATIENT_FIELD_NUMBER: _builtins.int
+    CUSTODIAN_FIELD_NUMBER: _builtins.int
+    FIRST_HEIGHT_FIELD_NUMBER: _builtins.int
+    patient: _builtins.bytes
+    custodian: _builtins.bytes
+    first_height: _builtins.int
+    def __init__(
+        self,
+        *,
+        patient: _builtins.bytes = ...,
+        custodian: _builtins.bytes = ...,
+        first_height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custodian", b"custodian", "first_height", b"first_height", "patient", b"patient"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatientCustodian: _TypeAlias = PatientCustodian  # noqa: Y015
+
+@_typing.final
 class AccessEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -559,18 +588,31 @@ Global___BreakGlassWindow: _TypeAlias = BreakGlassWindow  # noqa: Y015
 
 @_typing.final
 class GetRecordRequest(_message.Message):
+    """Signed reads (domain "medledger/v1/read-request"): the patient, the record's custodian,
+    a grantee of the patient, or a full reader (an auditor, a validator).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORD_ID_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     record_id: _builtins.bytes
+    requester: _builtins.bytes
+    time_ms: _builtins.int
+    signature: _builtins.bytes
     def __init__(
         self,
         *,
         record_id: _builtins.bytes = ...,
+        requester: _builtins.bytes = ...,
+        time_ms: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["record_id", b"record_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record_id", b"record_id", "requester", b"requester", "signature", b"signature", "time_ms", b"time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -602,18 +644,31 @@ Global___GetRecordResponse: _TypeAlias = GetRecordResponse  # noqa: Y015
 
 @_typing.final
 class ListConsentsRequest(_message.Message):
+    """The patient and full readers see every consent; a custodian of the patient's records
+    too; a grantee only those that name it.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PATIENT_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     patient: _builtins.bytes
+    requester: _builtins.bytes
+    time_ms: _builtins.int
+    signature: _builtins.bytes
     def __init__(
         self,
         *,
         patient: _builtins.bytes = ...,
+        requester: _builtins.bytes = ...,
+        time_ms: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["patient", b"patient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["patient", b"patient", "requester", b"requester", "signature", b"signature", "time_ms", b"time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -641,18 +696,31 @@ Global___ListConsentsResponse: _TypeAlias = ListConsentsResponse  # noqa: Y015
 
 @_typing.final
 class ListAccessEventsRequest(_message.Message):
+    """The patient and full readers see every event; a custodian those it reported; a
+    requester its own accesses.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PATIENT_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    TIME_MS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     patient: _builtins.bytes
+    requester: _builtins.bytes
+    time_ms: _builtins.int
+    signature: _builtins.bytes
     def __init__(
         self,
         *,
         patient: _builtins.bytes = ...,
+        requester: _builtins.bytes = ...,
+        time_ms: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["patient", b"patient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["patient", b"patient", "requester", b"requester", "signature", b"signature", "time_ms", b"time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

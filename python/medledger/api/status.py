@@ -1,0 +1,17 @@
+"""Ending a call with a `Rejected`: its gRPC status and a message naming the field."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import grpc
+
+from medledger.errors import Rejected
+
+__all__ = ["abort"]
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], rejected: Rejected) -> NoReturn:
+    """Ends the call with `rejected`'s status and "field: reason" message."""
+    await context.abort(grpc.StatusCode[rejected.status], str(rejected))
+    raise AssertionError("context.abort raises")  # pragma: no cover

@@ -1,0 +1,108 @@
+"""Who may read which health metadata: consents, access events, anchors, and the blocks
+and transactions that carry them. Pure rules over a committed snapshot; the API asks
+them after checking the request's signature (the `read-request` domain).
+
+A *full reader* sees everything: a key holding the auditor role from a member
+organisation, or a validator key (a member node). Others see their own part: the patient
+its records, consents and access log; a custodian the records it holds, the consents of
+their patients and the accesses it reported; a grantee the consents that name it and
+the records of patients who granted it; a requester its own accesses and the anchors of
+records released to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from medledger.app import queries
+from medledger.app.state import MEMBERS, ORGANISATIONS, PATIENT_CUSTODIANS
+from medledger.errors import Rejected
+from medledger.wire.v1 import records_pb2, state_pb2, tx_pb2
+
+__all__ = ["Reading"]
+
+
+def _denied(field: str, reason: str) -> Rejected:
+    return Rejected("PERMISSION_DENIED", field, reason)
+
+
+class Reading:
+    """One signed reader's view of one snapshot."""
+
+    def __init__(
+        self,
+        snapshot: queries.Reader,
+        requester: bytes,
+        now_ms: int,
+        validators: Collection[bytes],
+    ) -> None:
+        self.snapshot = snapshot
+        self.requester = requester
+        self.full = requester in validators or tx_pb2.ROLE_AUDITOR in queries.roles(
+            snapshot, requester, now_ms
+        )
+
+    def _custodian_of(self, patient: bytes) -> bool:
+        return self.snapshot.get(PATIENT_CUSTODIANS, patient + self.requester) is not None
+
+    def consents(self, patient: bytes) -> list[records_pb2.ConsentState]:
+        every = queries.consents(self.snapshot, patient)
+        if self.full or self.requester == patient or self._custodian_of(patient):
+            return every
+        mine = [c for c in every if c.grant.grantee == self.requester]
+        if not mine:
+            raise _denied(
+                "requester", "neither the patient, its custodian, a grantee nor an auditor"
+            )
+        return mine
+
+    def access_events(self, patient: bytes) -> list[records_pb2.AccessEvent]:
+        every = queries.access_events(self.snapshot, patient)
+        if self.full or self.requester == patient:
+            return every
+        mine = [e for e in every if self.requester in (e.custodian, e.access.requester)]
+        if not mine and not self._custodian_of(patient):
+            raise _denied(
+                "requester", "neither the patient, its custodian, a requester nor an auditor"
+            )
+        return mine
+
+    def record(self, record: records_pb2.RecordState) -> None:
+        """Raises PERMISSION_DENIED unless the reader may see this record's anchors."""
+        if self.full or self.requester in (record.patient, record.custodian):
+            return
+        granted = any(
+            c.grant.grantee == self.requester
+            for c in queries.consents(self.snapshot, record.patient)
+        )
+        # A record released to the requester (a break-glass read, say): it may check what
+        # it received against the anchors.
+        released = any(
+            e.access.requester == self.requester
+            and e.access.record_id == record.record_id
+            and e.access.outcome == records_pb2.ACCESS_OUTCOME_RELEASED
+            for e in queries.access_events(self.snapshot, record.patient)
+        )
+        if not granted and not released:
+            raise _denied(
+                "requester", "neither the patient, the custodian, a grantee nor an auditor"
+            )
+
+    def member(self, public_key: bytes) -> None:
+        """The key itself, an admin of its organisation, or a full reader."""
+        if self.full or self.requester == public_key:
+            return
+        raw = self.snapshot.get(MEMBERS, public_key)
+        if raw is not None:
+            org_id = state_pb2.Member.FromString(raw).organisation
+            org_raw = self.snapshot.get(ORGANISATIONS, org_id.encode())
+            if (
+                org_raw is not None
+                and self.requester in state_pb2.Organisation.FromString(org_raw).admins
+            ):
+                return
+        raise _denied("requester", "neither the key, an admin of its organisation nor an auditor")
+
+    def transaction(self, signer: bytes) -> bool:
+        """Whether the reader may see a committed transaction's body (and its proof)."""
+        return self.full or self.requester == signer
