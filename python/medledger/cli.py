@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 
 from medledger import __version__
 from medledger.cli_channels import add_commands as add_channel_commands
+from medledger.cli_governance import add_commands as add_governance_commands
 from medledger.cli_members import add_commands as add_member_commands
 from medledger.cli_records import add_commands as add_record_commands
 from medledger.cli_support import CliError, client_key, hex_bytes, node_address
@@ -435,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     demo.set_defaults(run=cmd_demo)
 
     add_member_commands(commands)
+    add_governance_commands(commands)
     add_record_commands(commands)
     add_channel_commands(commands)
 

@@ -72,6 +72,14 @@ class GenesisPolicy:
 
     break_glass_max_ms: int = DEFAULT_BREAK_GLASS_MAX_MS
     emergency_overrides_deny: bool = True
+    # A governance proposal needs approvals holding more than this share of the weight.
+    governance_threshold: tuple[int, int] = (2, 3)
+
+
+def _threshold(value: object) -> tuple[int, int]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError("genesis policy governance_threshold: [numerator, denominator]")
+    return int(value[0]), int(value[1])
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,9 @@ class Genesis:
                 emergency_overrides_deny=bool(
                     data.get("policy", {}).get("emergency_overrides_deny", True)
                 ),
+                governance_threshold=_threshold(
+                    data.get("policy", {}).get("governance_threshold", [2, 3])
+                ),
             ),
         )
         genesis.check_organisations()
@@ -200,6 +211,12 @@ class Genesis:
             run |= set(org.validators)
         if not 0 < self.policy.break_glass_max_ms <= 24 * 60 * 60 * 1000:
             raise ValueError("genesis policy break_glass_max_ms: must be 1 ms to 24 h")
+        numerator, denominator = self.policy.governance_threshold
+        if not (0 < denominator <= 1000 and denominator <= 2 * numerator < 2 * denominator):
+            raise ValueError(
+                "genesis policy governance_threshold: [numerator, denominator], at least 1/2 "
+                "and below 1"
+            )
 
     @classmethod
     def load(cls, path: Path) -> Genesis:

@@ -120,8 +120,9 @@ def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:
 
         # The patient's view, from any validator.
         as_patient = ["--key", str(patient_key)]
-        log = medledger("access", "log", "--patient", patient, *as_patient, "--node", nodes[3])
-        log = log.stdout
+        log = medledger(
+            "access", "log", "--patient", patient, *as_patient, "--node", nodes[3]
+        ).stdout
         assert log.count("refused") == 3
         assert log.count("released") == 2
         assert "BREAK-GLASS: unresponsive on arrival" in log

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medledger.app import accounts, channels, consent, identity, members, records
+from medledger.app import accounts, channels, consent, governance, identity, members, records
 from medledger.app.outcome import TxOutcome
 from medledger.app.state import (
     MEMBERS,
@@ -43,6 +43,7 @@ HANDLERS: dict[str, Handler] = {
     "settle_channel": channels.settle_channel,
     "issue_credential": members.issue_credential,
     "revoke_credential": members.revoke_credential,
+    "govern": governance.govern,
 }
 
 # Stateless rules of the kinds that have them beyond check_body's; they may depend on the
@@ -61,6 +62,7 @@ CHECKS: dict[str, Callable[[Any, bytes], None]] = {
     "settle_channel": channels.check_settle,
     "issue_credential": members.check_issue,
     "revoke_credential": members.check_revoke,
+    "govern": governance.check_govern,
 }
 
 

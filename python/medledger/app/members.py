@@ -9,7 +9,14 @@ submit, who may be a record's custodian, who may declare an emergency) is asked 
 from __future__ import annotations
 
 from medledger.app.outcome import TxOutcome
-from medledger.app.state import MEMBERS, ORGANISATIONS, POLICY, POLICY_KEY, BlockState
+from medledger.app.state import (
+    CONSORTIUM_KEY,
+    MEMBERS,
+    ORGANISATIONS,
+    POLICY,
+    POLICY_KEY,
+    BlockState,
+)
 from medledger.errors import Rejected
 from medledger.genesis import ORGANISATION_ID
 from medledger.wire.v1 import state_pb2, tx_pb2
@@ -19,9 +26,12 @@ __all__ = [
     "active_roles",
     "check_issue",
     "check_revoke",
+    "consortium",
     "holds",
     "issue_credential",
+    "organisation_of",
     "policy",
+    "put_consortium",
     "revoke_credential",
     "submitter",
 ]
@@ -61,7 +71,7 @@ def active_roles(
 ) -> frozenset[int]:
     """The roles `member` holds at `time_ms`: issued, not revoked, not expired, by an
     organisation that is still a member."""
-    if member is None or organisation is None:
+    if member is None or organisation is None or organisation.removed_height:
         return frozenset()
     return frozenset(
         grant.role
@@ -74,8 +84,26 @@ def _member(state: BlockState, key: bytes) -> state_pb2.Member | None:
     return state.get(MEMBERS, key, state_pb2.Member)
 
 
-def _organisation(state: BlockState, org_id: str) -> state_pb2.Organisation | None:
-    return state.get(ORGANISATIONS, org_id.encode(), state_pb2.Organisation)
+def organisation_of(state: BlockState, org_id: str) -> state_pb2.Organisation | None:
+    """A member organisation (None if unknown or removed)."""
+    found = state.get(ORGANISATIONS, org_id.encode(), state_pb2.Organisation)
+    return None if found is None or found.removed_height else found
+
+
+_organisation = organisation_of
+
+
+def consortium(state: BlockState) -> state_pb2.Consortium:
+    """The member organisations and their total weight (a copy to change and put)."""
+    registry = state_pb2.Consortium()
+    stored = state.get(POLICY, CONSORTIUM_KEY, state_pb2.Consortium)
+    if stored is not None:
+        registry.CopyFrom(stored)
+    return registry
+
+
+def put_consortium(state: BlockState, registry: state_pb2.Consortium) -> None:
+    state.put(POLICY, CONSORTIUM_KEY, registry)
 
 
 def holds(state: BlockState, key: bytes, role: int, time_ms: int) -> bool:
@@ -91,17 +119,24 @@ def submitter(
 ) -> bool:
     """Whether a key may submit transactions: an admin of a member organisation, or a
     member holding at least one role now."""
-    if member is None or organisation is None:
+    if member is None or organisation is None or organisation.removed_height:
         return False
     return member.admin or bool(active_roles(member, organisation, time_ms))
 
 
 def policy(state: BlockState) -> state_pb2.Policy:
-    return state.get(POLICY, POLICY_KEY, state_pb2.Policy) or state_pb2.Policy()
+    """The consortium's policy (a copy to change and put)."""
+    current = state_pb2.Policy()
+    stored = state.get(POLICY, POLICY_KEY, state_pb2.Policy)
+    if stored is not None:
+        current.CopyFrom(stored)
+    return current
 
 
 def _is_admin(organisation: state_pb2.Organisation | None, key: bytes) -> bool:
-    return organisation is not None and key in organisation.admins
+    return (
+        organisation is not None and not organisation.removed_height and key in organisation.admins
+    )
 
 
 def issue_credential(

@@ -12,6 +12,7 @@ from medledger.app.state import (
     BREAK_GLASS_REVIEW,
     CHANNELS,
     CONSENTS,
+    CONSORTIUM_KEY,
     MEMBERS,
     ORGANISATIONS,
     PARTICIPANTS,
@@ -126,3 +127,9 @@ def participant(reader: Reader, public_key: bytes) -> state_pb2.Participant | No
 def channel(reader: Reader, channel_id: bytes) -> channels_pb2.Channel | None:
     raw = reader.get(CHANNELS, channel_id)
     return None if raw is None else channels_pb2.Channel.FromString(raw)
+
+
+def consortium(reader: Reader) -> state_pb2.Consortium:
+    """The member organisations' ids and total governance weight."""
+    raw = reader.get(POLICY, CONSORTIUM_KEY)
+    return state_pb2.Consortium() if raw is None else state_pb2.Consortium.FromString(raw)

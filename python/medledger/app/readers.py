@@ -98,6 +98,7 @@ class Reading:
             org_raw = self.snapshot.get(ORGANISATIONS, org_id.encode())
             if (
                 org_raw is not None
+                and not state_pb2.Organisation.FromString(org_raw).removed_height
                 and self.requester in state_pb2.Organisation.FromString(org_raw).admins
             ):
                 return

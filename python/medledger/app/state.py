@@ -22,6 +22,8 @@ __all__ = [
     "BREAK_GLASS_REVIEW",
     "CHANNELS",
     "CONSENTS",
+    "CONSORTIUM_KEY",
+    "GOVERNANCE",
     "MEMBERS",
     "ORGANISATIONS",
     "PARTICIPANTS",
@@ -53,6 +55,8 @@ MEMBERS = "members"  # public key
 POLICY = "policy"  # POLICY_KEY: the one Policy record
 PATIENT_CUSTODIANS = "patient_custodians"  # patient || custodian
 POLICY_KEY = b"policy"
+CONSORTIUM_KEY = b"consortium"  # in POLICY: the Consortium record
+GOVERNANCE = "governance"  # proposal id -> GovernanceRecord
 TABLES = (
     ACCOUNTS,
     PARTICIPANTS,
@@ -67,6 +71,7 @@ TABLES = (
     MEMBERS,
     POLICY,
     PATIENT_CUSTODIANS,
+    GOVERNANCE,
 )
 
 M = TypeVar("M", bound=Message)
@@ -177,11 +182,20 @@ def genesis_writes(genesis: Genesis) -> list[tuple[str, bytes, bytes]]:
         for admin in org.admins:
             member = state_pb2.Member(public_key=admin, organisation=org.id, admin=True)
             writes.append((MEMBERS, admin, member.SerializeToString(deterministic=True)))
+    numerator, denominator = genesis.policy.governance_threshold
     policy = state_pb2.Policy(
         break_glass_max_ms=genesis.policy.break_glass_max_ms,
         emergency_overrides_deny=genesis.policy.emergency_overrides_deny,
+        governance_numerator=numerator,
+        governance_denominator=denominator,
     )
     writes.append((POLICY, POLICY_KEY, policy.SerializeToString(deterministic=True)))
+    registry = state_pb2.Consortium(
+        organisations=sorted(org.id for org in genesis.organisations),
+        total_weight=sum(org.weight for org in genesis.organisations),
+    )
+    writes.append((POLICY, CONSORTIUM_KEY, registry.SerializeToString(deterministic=True)))
+    writes.sort()
     return writes
 
 

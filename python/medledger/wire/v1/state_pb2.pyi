@@ -100,11 +100,14 @@ class Organisation(_message.Message):
     ADMINS_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
     VALIDATORS_FIELD_NUMBER: _builtins.int
+    REMOVED_HEIGHT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """lowercase ASCII letters, digits and '-', at most 32 bytes"""
     name: _builtins.str
     weight: _builtins.int
     """its governance weight"""
+    removed_height: _builtins.int
+    """0 while a member; its roles stop counting once removed"""
     @_builtins.property
     def admins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """public keys that issue and revoke its members' roles"""
@@ -121,10 +124,11 @@ class Organisation(_message.Message):
         admins: _abc.Iterable[_builtins.bytes] | None = ...,
         weight: _builtins.int = ...,
         validators: _abc.Iterable[_builtins.bytes] | None = ...,
+        removed_height: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admins", b"admins", "id", b"id", "name", b"name", "validators", b"validators", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admins", b"admins", "id", b"id", "name", b"name", "removed_height", b"removed_height", "validators", b"validators", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -211,22 +215,58 @@ class Policy(_message.Message):
 
     BREAK_GLASS_MAX_MS_FIELD_NUMBER: _builtins.int
     EMERGENCY_OVERRIDES_DENY_FIELD_NUMBER: _builtins.int
+    GOVERNANCE_NUMERATOR_FIELD_NUMBER: _builtins.int
+    GOVERNANCE_DENOMINATOR_FIELD_NUMBER: _builtins.int
     break_glass_max_ms: _builtins.int
     """The longest break-glass window a vault may open, in milliseconds of block time."""
     emergency_overrides_deny: _builtins.bool
     """Whether a clinician's emergency declaration may override a patient's explicit DENY
     (the release is audited and says so either way).
     """
+    governance_numerator: _builtins.int
+    """A governance proposal takes effect when the approving organisations' weight is more
+    than numerator/denominator of the members' total (by default 2/3).
+    """
+    governance_denominator: _builtins.int
     def __init__(
         self,
         *,
         break_glass_max_ms: _builtins.int = ...,
         emergency_overrides_deny: _builtins.bool = ...,
+        governance_numerator: _builtins.int = ...,
+        governance_denominator: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["break_glass_max_ms", b"break_glass_max_ms", "emergency_overrides_deny", b"emergency_overrides_deny"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["break_glass_max_ms", b"break_glass_max_ms", "emergency_overrides_deny", b"emergency_overrides_deny", "governance_denominator", b"governance_denominator", "governance_numerator", b"governance_numerator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Policy: _TypeAlias = Policy  # noqa: Y015
+
+@_typing.final
+class Consortium(_message.Message):
+    """The member organisations and their total governance weight (kept with the policy)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANISATIONS_FIELD_NUMBER: _builtins.int
+    TOTAL_WEIGHT_FIELD_NUMBER: _builtins.int
+    total_weight: _builtins.int
+    @_builtins.property
+    def organisations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ids, sorted"""
+
+    def __init__(
+        self,
+        *,
+        organisations: _abc.Iterable[_builtins.str] | None = ...,
+        total_weight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organisations", b"organisations", "total_weight", b"total_weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Consortium: _TypeAlias = Consortium  # noqa: Y015

@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from medledger.wire.v1 import channels_pb2 as _channels_pb2
+from medledger.wire.v1 import governance_pb2 as _governance_pb2
 from medledger.wire.v1 import records_pb2 as _records_pb2
 import builtins as _builtins
 import sys
@@ -130,6 +131,13 @@ class _ResultCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultCode
     """A credential that would expire before the block's time."""
     RESULT_CODE_UNKNOWN_CREDENTIAL: _ResultCode.ValueType  # 27
     """The subject holds no such role (or is not enrolled at all)."""
+    RESULT_CODE_NOT_APPROVED: _ResultCode.ValueType  # 28
+    """A governance proposal whose counted approvals do not reach the policy's threshold
+    (or that names another chain).
+    """
+    RESULT_CODE_PROPOSAL_USED: _ResultCode.ValueType  # 29
+    """A governance proposal that already took effect."""
+    RESULT_CODE_ORGANISATION_EXISTS: _ResultCode.ValueType  # 30
 
 class ResultCode(_ResultCode, metaclass=_ResultCodeEnumTypeWrapper):
     """The deterministic result of applying a committed transaction."""
@@ -177,6 +185,13 @@ RESULT_CODE_INVALID_CREDENTIAL: ResultCode.ValueType  # 26
 """A credential that would expire before the block's time."""
 RESULT_CODE_UNKNOWN_CREDENTIAL: ResultCode.ValueType  # 27
 """The subject holds no such role (or is not enrolled at all)."""
+RESULT_CODE_NOT_APPROVED: ResultCode.ValueType  # 28
+"""A governance proposal whose counted approvals do not reach the policy's threshold
+(or that names another chain).
+"""
+RESULT_CODE_PROPOSAL_USED: ResultCode.ValueType  # 29
+"""A governance proposal that already took effect."""
+RESULT_CODE_ORGANISATION_EXISTS: ResultCode.ValueType  # 30
 Global___ResultCode: _TypeAlias = ResultCode  # noqa: Y015
 
 class _TxStatus:
@@ -368,6 +383,7 @@ class TransactionBody(_message.Message):
     SETTLE_CHANNEL_FIELD_NUMBER: _builtins.int
     ISSUE_CREDENTIAL_FIELD_NUMBER: _builtins.int
     REVOKE_CREDENTIAL_FIELD_NUMBER: _builtins.int
+    GOVERN_FIELD_NUMBER: _builtins.int
     chain_id: _builtins.str
     tx_id: _builtins.bytes
     """Chosen by the client, 16 bytes. Resubmitting the same id and body returns the first
@@ -407,6 +423,8 @@ class TransactionBody(_message.Message):
     def issue_credential(self) -> Global___IssueCredential: ...
     @_builtins.property
     def revoke_credential(self) -> Global___RevokeCredential: ...
+    @_builtins.property
+    def govern(self) -> _governance_pb2.Govern: ...
     def __init__(
         self,
         *,
@@ -429,12 +447,13 @@ class TransactionBody(_message.Message):
         settle_channel: _channels_pb2.SettleChannel | None = ...,
         issue_credential: Global___IssueCredential | None = ...,
         revoke_credential: Global___RevokeCredential | None = ...,
+        govern: _governance_pb2.Govern | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "challenge_channel", b"challenge_channel", "close_channel", b"close_channel", "create_account", b"create_account", "erase_record", b"erase_record", "force_close_channel", b"force_close_channel", "grant_consent", b"grant_consent", "issue_credential", b"issue_credential", "kind", b"kind", "open_channel", b"open_channel", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "revoke_credential", b"revoke_credential", "settle_channel", b"settle_channel", "top_up_channel", b"top_up_channel", "transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "challenge_channel", b"challenge_channel", "close_channel", b"close_channel", "create_account", b"create_account", "erase_record", b"erase_record", "force_close_channel", b"force_close_channel", "govern", b"govern", "grant_consent", b"grant_consent", "issue_credential", b"issue_credential", "kind", b"kind", "open_channel", b"open_channel", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "revoke_credential", b"revoke_credential", "settle_channel", b"settle_channel", "top_up_channel", b"top_up_channel", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "chain_id", b"chain_id", "challenge_channel", b"challenge_channel", "close_channel", b"close_channel", "create_account", b"create_account", "erase_record", b"erase_record", "expiry_height", b"expiry_height", "force_close_channel", b"force_close_channel", "grant_consent", b"grant_consent", "issue_credential", b"issue_credential", "kind", b"kind", "open_channel", b"open_channel", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "revoke_credential", b"revoke_credential", "settle_channel", b"settle_channel", "top_up_channel", b"top_up_channel", "transfer", b"transfer", "tx_id", b"tx_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_record", b"anchor_record", "chain_id", b"chain_id", "challenge_channel", b"challenge_channel", "close_channel", b"close_channel", "create_account", b"create_account", "erase_record", b"erase_record", "expiry_height", b"expiry_height", "force_close_channel", b"force_close_channel", "govern", b"govern", "grant_consent", b"grant_consent", "issue_credential", b"issue_credential", "kind", b"kind", "open_channel", b"open_channel", "record_access", b"record_access", "register_participant", b"register_participant", "revoke_consent", b"revoke_consent", "revoke_credential", b"revoke_credential", "settle_channel", b"settle_channel", "top_up_channel", b"top_up_channel", "transfer", b"transfer", "tx_id", b"tx_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register_participant", "create_account", "transfer", "anchor_record", "erase_record", "grant_consent", "revoke_consent", "record_access", "open_channel", "top_up_channel", "close_channel", "force_close_channel", "challenge_channel", "settle_channel", "issue_credential", "revoke_credential"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register_participant", "create_account", "transfer", "anchor_record", "erase_record", "grant_consent", "revoke_consent", "record_access", "open_channel", "top_up_channel", "close_channel", "force_close_channel", "challenge_channel", "settle_channel", "issue_credential", "revoke_credential", "govern"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

@@ -1,0 +1,178 @@
+"""Consortium governance through the real Application: approvals counted once per
+organisation from its current admins' valid signatures, the weight threshold, replays
+and expiry, and what each action changes."""
+
+from __future__ import annotations
+
+import os
+
+from medledger.app import Application, governance, queries
+from medledger.app.state import MemoryState, genesis_writes
+from medledger.client import TxBuilder
+from medledger.crypto import SigningKey
+from medledger.genesis import Genesis, GenesisOrganisation, GenesisValidator
+from medledger.wire.v1 import governance_pb2, tx_pb2
+
+CHAIN = "governance-unit"
+NOW_MS = 1_800_000_000_000
+ORGS = ["org-a", "org-b", "org-c", "org-d"]
+ADMINS = {org: SigningKey.from_seed(bytes([60 + i]) * 32) for i, org in enumerate(ORGS)}
+APP = Application(CHAIN, 1000, permissioned=True)
+R = tx_pb2
+
+
+class Chain:
+    def __init__(self) -> None:
+        validator = SigningKey.from_seed(b"v" * 32)
+        genesis = Genesis(
+            CHAIN,
+            0,
+            (GenesisValidator("v", validator.public_key, 10),),
+            organisations=tuple(
+                GenesisOrganisation(
+                    org,
+                    org.upper(),
+                    (ADMINS[org].public_key,),
+                    validators=(validator.public_key,) if org == "org-a" else (),
+                )
+                for org in ORGS
+            ),
+        )
+        self.state = MemoryState(genesis_writes(genesis))
+        self.height = 0
+
+    def apply(self, key: SigningKey, body: tx_pb2.TransactionBody) -> tuple[str, str]:
+        self.height += 1
+        signed = TxBuilder(key, CHAIN).sign(body, expiry_height=self.height + 10)
+        decoded = tx_pb2.TransactionBody.FromString(signed.body)
+        result = APP.finalize_block(
+            self.height, bytes(32), self.state, [(key.public_key, decoded)], time_ms=NOW_MS
+        )
+        self.state.apply(result.writes)
+        outcome = result.outcomes[0]
+        return R.ResultCode.Name(outcome.code).removeprefix("RESULT_CODE_"), outcome.message
+
+
+def proposal(
+    action: str, value: object, *, chain_id: str = CHAIN, expires: int = 100
+) -> governance_pb2.GovernanceProposal:
+    made = governance_pb2.GovernanceProposal(
+        chain_id=chain_id, proposal_id=os.urandom(16), expires_height=expires
+    )
+    target = getattr(made, action) if action != "remove_organisation" else None
+    if target is None:
+        made.remove_organisation = str(value)
+    else:
+        target.CopyFrom(value)
+    return made
+
+
+def govern(
+    made: governance_pb2.GovernanceProposal,
+    *orgs: str,
+    signer_of: dict[str, SigningKey] | None = None,
+) -> tx_pb2.TransactionBody:
+    raw = made.SerializeToString(deterministic=True)
+    message = governance.signed_bytes(made.chain_id, raw)
+    keys = signer_of or ADMINS
+    approvals = [
+        governance_pb2.Approval(
+            organisation=org, admin=keys[org].public_key, signature=keys[org].sign(message)
+        )
+        for org in orgs
+    ]
+    return tx_pb2.TransactionBody(govern=governance_pb2.Govern(proposal=raw, approvals=approvals))
+
+
+def new_org(org_id: str, admin: SigningKey, weight: int = 1) -> governance_pb2.NewOrganisation:
+    return governance_pb2.NewOrganisation(
+        id=org_id, name=org_id.upper(), admins=[admin.public_key], weight=weight
+    )
+
+
+def test_more_than_two_thirds_of_the_weight_must_approve() -> None:
+    chain = Chain()
+    newcomer = SigningKey.generate()
+    add = proposal("add_organisation", new_org("org-e", newcomer))
+    code, message = chain.apply(ADMINS["org-a"], govern(add, "org-a", "org-b"))
+    assert code == "NOT_APPROVED"
+    assert "weight 2 of 4" in message
+    # The same organisation twice, a stranger's signature, a forged one: still two.
+    stranger = SigningKey.generate()
+    forged = govern(
+        add, "org-a", "org-b", "org-a", "org-c", signer_of={**ADMINS, "org-c": stranger}
+    )
+    assert chain.apply(ADMINS["org-a"], forged)[0] == "NOT_APPROVED"
+    assert chain.apply(ADMINS["org-a"], govern(add, "org-a", "org-b", "org-c")) == ("OK", "")
+    # The new organisation's admin enrols a key, which may then submit.
+    member = SigningKey.generate()
+    issue = tx_pb2.TransactionBody(
+        issue_credential=tx_pb2.IssueCredential(
+            subject=member.public_key,
+            role=R.ROLE_PAYER,
+            organisation="org-e",
+            expires_ms=NOW_MS + 10_000,
+        )
+    )
+    assert chain.apply(newcomer, issue)[0] == "OK"
+    create = tx_pb2.TransactionBody(create_account=tx_pb2.CreateAccount())
+    assert chain.apply(member, create)[0] == "OK"
+    # Replayed, it is refused; now five organisations weigh in.
+    assert chain.apply(ADMINS["org-a"], govern(add, "org-a", "org-b", "org-c"))[0] == (
+        "PROPOSAL_USED"
+    )
+    registry = queries.consortium(chain.state)
+    assert (list(registry.organisations), registry.total_weight) == ([*ORGS, "org-e"], 5)
+
+
+def test_an_expired_or_foreign_proposal_and_a_taken_id_or_admin_are_refused() -> None:
+    chain = Chain()
+    everyone = ("org-a", "org-b", "org-c", "org-d")
+    late = proposal("add_organisation", new_org("org-e", SigningKey.generate()), expires=0)
+    assert chain.apply(ADMINS["org-a"], govern(late, *everyone))[0] == "EXPIRED"
+    foreign = proposal("add_organisation", new_org("org-e", SigningKey.generate()), chain_id="x")
+    assert chain.apply(ADMINS["org-a"], govern(foreign, *everyone))[0] == "NOT_APPROVED"
+    taken = proposal("add_organisation", new_org("org-b", SigningKey.generate()))
+    assert chain.apply(ADMINS["org-a"], govern(taken, *everyone))[0] == "ORGANISATION_EXISTS"
+    poached = proposal("add_organisation", new_org("org-e", ADMINS["org-b"]))
+    assert chain.apply(ADMINS["org-a"], govern(poached, *everyone))[0] == "WRONG_ORGANISATION"
+    junk = tx_pb2.TransactionBody(govern=governance_pb2.Govern(proposal=b"\xff\xff"))
+    assert chain.apply(ADMINS["org-a"], junk)[0] == "MALFORMED"
+
+
+def test_a_removed_organisations_members_lose_their_roles_at_once() -> None:
+    chain = Chain()
+    member = SigningKey.generate()
+    issue = tx_pb2.TransactionBody(
+        issue_credential=tx_pb2.IssueCredential(
+            subject=member.public_key,
+            role=R.ROLE_PAYER,
+            organisation="org-d",
+            expires_ms=NOW_MS + 10_000,
+        )
+    )
+    assert chain.apply(ADMINS["org-d"], issue)[0] == "OK"
+    remove = proposal("remove_organisation", "org-d")
+    assert chain.apply(ADMINS["org-a"], govern(remove, "org-a", "org-b", "org-c")) == ("OK", "")
+    create = tx_pb2.TransactionBody(create_account=tx_pb2.CreateAccount())
+    assert chain.apply(member, create)[0] == "NOT_PERMITTED"
+    assert chain.apply(ADMINS["org-d"], issue)[0] == "NOT_PERMITTED"
+    assert queries.roles(chain.state, member.public_key, NOW_MS) == frozenset()
+    # Three organisations remain: two of them are not more than 2/3.
+    back = proposal("add_organisation", new_org("org-e", SigningKey.generate()))
+    assert chain.apply(ADMINS["org-a"], govern(back, "org-a", "org-b"))[0] == "NOT_APPROVED"
+    # An organisation that runs validators stays until validator-set changes exist.
+    keep = proposal("remove_organisation", "org-a")
+    code, message = chain.apply(ADMINS["org-b"], govern(keep, "org-a", "org-b", "org-c"))
+    assert code == "NOT_PERMITTED"
+    assert "validator" in message
+
+
+def test_the_policy_changes_by_proposal() -> None:
+    chain = Chain()
+    change = governance_pb2.PolicyChange(break_glass_max_ms=600_000, emergency_overrides_deny=2)
+    made = proposal("set_policy", change)
+    assert chain.apply(ADMINS["org-b"], govern(made, "org-b", "org-c", "org-d")) == ("OK", "")
+    policy = queries.policy(chain.state)
+    assert (policy.break_glass_max_ms, policy.emergency_overrides_deny) == (600_000, False)
+    assert (policy.governance_numerator, policy.governance_denominator) == (2, 3)
