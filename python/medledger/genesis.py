@@ -74,6 +74,14 @@ class GenesisPolicy:
     emergency_overrides_deny: bool = True
     # A governance proposal needs approvals holding more than this share of the weight.
     governance_threshold: tuple[int, int] = (2, 3)
+    # The consortium's auditors: keys that read all health metadata.
+    auditors: tuple[bytes, ...] = ()
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("genesis policy emergency_overrides_deny: must be true or false")
+    return value
 
 
 def _threshold(value: object) -> tuple[int, int]:
@@ -116,6 +124,7 @@ class Genesis:
             validator["public_key"] = validator["public_key"].hex()
         for allocation in data["allocations"]:
             allocation["owner"] = allocation["owner"].hex()
+        data["policy"]["auditors"] = [key.hex() for key in self.policy.auditors]
         for organisation in data["organisations"]:
             organisation["admins"] = [key.hex() for key in organisation["admins"]]
             organisation["validators"] = [key.hex() for key in organisation["validators"]]
@@ -158,8 +167,11 @@ class Genesis:
                 break_glass_max_ms=int(
                     data.get("policy", {}).get("break_glass_max_ms", DEFAULT_BREAK_GLASS_MAX_MS)
                 ),
-                emergency_overrides_deny=bool(
+                emergency_overrides_deny=_boolean(
                     data.get("policy", {}).get("emergency_overrides_deny", True)
+                ),
+                auditors=tuple(
+                    bytes.fromhex(key) for key in data.get("policy", {}).get("auditors", [])
                 ),
                 governance_threshold=_threshold(
                     data.get("policy", {}).get("governance_threshold", [2, 3])
@@ -211,6 +223,8 @@ class Genesis:
             run |= set(org.validators)
         if not 0 < self.policy.break_glass_max_ms <= 24 * 60 * 60 * 1000:
             raise ValueError("genesis policy break_glass_max_ms: must be 1 ms to 24 h")
+        if any(len(key) != 32 for key in self.policy.auditors):
+            raise ValueError("genesis policy auditors: 32-byte keys")
         numerator, denominator = self.policy.governance_threshold
         if not (0 < denominator <= 1000 and denominator <= 2 * numerator < 2 * denominator):
             raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from medledger.app.governance import signed_bytes
 from medledger.cli import init_home
 from medledger.client import LedgerClient, TxBuilder, enrol
 from medledger.client.reads import sign_read
@@ -27,7 +29,7 @@ from medledger.keys import load_key
 from medledger.node.launcher import NodeProcess, start_node
 from medledger.vault.envelope import EnvelopeError, open_body, unwrap_key
 from medledger.vault.requests import sign_request
-from medledger.wire.v1 import records_pb2, records_pb2_grpc, tx_pb2
+from medledger.wire.v1 import governance_pb2, records_pb2, records_pb2_grpc, tx_pb2
 
 CHAIN_ID = "records-1"
 DAY_MS = 24 * 3600 * 1000
@@ -66,6 +68,28 @@ class Network:
         expiry = self.ledger.status().height + 100
         tx = getattr(builder, build)(expiry_height=expiry, **fields)
         return self.ledger.submit(tx, wait=True)
+
+    def govern(self, change: governance_pb2.PolicyChange) -> None:
+        """A policy change by governance: the network's one organisation approves."""
+        proposal = governance_pb2.GovernanceProposal(
+            chain_id=CHAIN_ID,
+            proposal_id=os.urandom(16),
+            expires_height=self.ledger.status().height + 100,
+            set_policy=change,
+        )
+        raw = proposal.SerializeToString(deterministic=True)
+        signature = self.hospital.sign(signed_bytes(CHAIN_ID, raw))
+        approval = governance_pb2.Approval(
+            organisation="org-0", admin=self.hospital.public_key, signature=signature
+        )
+        body = tx_pb2.TransactionBody(
+            govern=governance_pb2.Govern(proposal=raw, approvals=[approval])
+        )
+        tx = TxBuilder(self.hospital, CHAIN_ID).sign(
+            body, expiry_height=self.ledger.status().height + 100
+        )
+        receipt = self.ledger.submit(tx, wait=True)
+        assert receipt.code == tx_pb2.RESULT_CODE_OK, receipt.message
 
     def put(self, resource: Mapping[str, Any], **extra: Any) -> bytes:
         stored = self.records.put(
@@ -381,8 +405,12 @@ def test_health_metadata_is_read_only_by_those_entitled_to_it(net: Network) -> N
     assert 0 < len(mine) < len(everything)
     assert {c.grant.grantee for c in mine} == {net.researcher.public_key}
     assert net.records.record(record, net.researcher).record.patient == patient
+    # An organisation's own auditor role opens nothing here (an admin could issue it to
+    # itself); the consortium's auditors are appointed by governance.
     auditor = SigningKey.generate()
     enrol(net.ledger, net.hospital, "org-0", {auditor.public_key: [tx_pb2.ROLE_AUDITOR]})
+    refused(lambda: net.records.consents(patient, auditor))
+    net.govern(governance_pb2.PolicyChange(add_auditors=[auditor.public_key]))
     assert net.records.consents(patient, auditor) == everything
     assert net.records.access_events(patient, auditor) == net.records.access_events(
         patient, net.patient
@@ -402,6 +430,23 @@ def test_health_metadata_is_read_only_by_those_entitled_to_it(net: Network) -> N
         ]
     assert receipts
     assert not any(r.HasField("tx") for r in receipts)
+
+
+def test_a_dismissed_auditors_block_stream_turns_to_headers(net: Network) -> None:
+    """Entitlement is asked for every block a stream sends, not once when it opens."""
+    auditor = SigningKey.generate()
+    net.govern(governance_pb2.PolicyChange(add_auditors=[auditor.public_key]))
+    start = net.ledger.status().height
+    with LedgerClient(net.node.address, reader=auditor) as client:
+        stream = client.stream_blocks(start, timeout_s=60)
+        assert not next(stream).redacted
+        net.govern(governance_pb2.PolicyChange(remove_auditors=[auditor.public_key]))
+        dismissed_at = net.ledger.status().height
+        for block in stream:
+            if block.block.header.height > dismissed_at:
+                assert block.redacted
+                break
+            net.put(OBSERVATION)  # more blocks
 
 
 def test_expired_consent_is_refused(net: Network) -> None:

@@ -201,3 +201,30 @@ def test_reads_beside_a_growing_map_neither_fail_nor_see_a_torn_view(tmp_path: P
     assert not errors, errors[:3]
     assert store.map_size >= 8 * 1024 * 1024
     store.close()
+
+
+def test_the_newest_entries_under_a_prefix_come_back_in_key_order(store: ChainStore) -> None:
+    """`scan_last` (newest access events, reviews): only keys under the prefix, even with
+    a greater prefix after it and another one at the end of the table."""
+    keys = [b"a" * 32 + bytes([h]) for h in range(5)]
+    writes = [("access_events", key, b"v%d" % i) for i, key in enumerate(keys)]
+    writes += [("access_events", b"b" * 32 + b"\x00", b"other")]
+    store.commit_block(
+        height=1,
+        block=b"block",
+        commit=b"commit",
+        block_hash=b"\x01" * 32,
+        app_hash=b"\x02" * 32,
+        tx_index=[],
+        writes=writes,
+    )
+    with store.snapshot() as snapshot:
+        assert snapshot.scan_last("access_events", b"a" * 32, 2) == [
+            (keys[3], b"v3"),
+            (keys[4], b"v4"),
+        ]
+        assert snapshot.scan_last("access_events", b"b" * 32, 5) == [
+            (b"b" * 32 + b"\x00", b"other")
+        ]
+        assert snapshot.scan_last("access_events", b"c" * 32, 5) == []
+        assert snapshot.scan_last("access_events", b"\x00" * 32, 5) == []

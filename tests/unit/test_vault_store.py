@@ -70,3 +70,28 @@ def test_discard_and_erasure_remove_every_trace(tmp_path: Path) -> None:
     assert not store.holds(RECORD)
     assert all(store.key_material(RECORD, v) is None for v in (1, 2, 3))
     assert all(store.body(RECORD, v) is None for v in (1, 2, 3))
+
+
+def test_a_crash_while_compacting_the_key_file_leaves_a_whole_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Erasure rewrites the key file; a crash just before the new file takes the old one's
+    name must leave a vault that opens (a wiped old file would not)."""
+    kek = FileKek(os.urandom(32))
+    store = VaultStore(tmp_path / "vault", kek)
+    material = (envelope.new_data_key(), envelope.new_salt())
+    store.put_pending(RECORD, 1, material, b"sealed", (b"c" * 32, 40))
+    store.mark_anchored(RECORD, 1)
+
+    def crash(*_: object) -> None:
+        raise SystemExit("killed")
+
+    monkeypatch.setattr("medledger.vault.store.os.replace", crash)
+    with pytest.raises(SystemExit):
+        store.erase(RECORD)
+    monkeypatch.undo()
+    store.close()
+    reopened = VaultStore(tmp_path / "vault", kek)  # the process restarts
+    assert reopened.key_material(RECORD, 1) in (material, None)
+    reopened.erase(RECORD)  # and the erasure can be done again
+    assert reopened.key_material(RECORD, 1) is None

@@ -243,11 +243,12 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         ],
     ) -> AsyncIterator[ledger_pb2.GetBlockResponse]:
         requester = await requester_of(context, self.node, request, required=False)
-        whole = self._entitled_to_blocks(requester)
         height = max(1, request.from_height)
         while True:
             while height <= self.node.head.height:
-                response = self._block(height, whole)
+                # Asked again for every block: an auditor dismissed (or a validator
+                # removed) mid-stream gets headers from then on.
+                response = self._block(height, self._entitled_to_blocks(requester))
                 assert response is not None, "every height up to the head is stored"
                 yield response
                 height += 1

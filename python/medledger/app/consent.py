@@ -20,6 +20,7 @@ __all__ = [
     "consent_key",
     "decide",
     "grant_consent",
+    "permits",
     "revoke_consent",
 ]
 
@@ -141,6 +142,28 @@ def _in_scope(scope: records_pb2.ConsentScope, record: records_pb2.RecordState) 
     if scope.security_labels and not set(record.security_labels) <= set(scope.security_labels):
         return False
     return not scope.record_ids or record.record_id in scope.record_ids
+
+
+def permits(
+    record: records_pb2.RecordState,
+    grantee: bytes,
+    consents: Sequence[records_pb2.ConsentState],
+    now_ms: int,
+) -> bool:
+    """Whether an active, current PERMIT to `grantee` covers `record` (for some purpose)
+    and no such DENY does."""
+    current = [
+        c
+        for c in consents
+        if c.grant.grantee == grantee
+        and c.status == records_pb2.CONSENT_STATUS_ACTIVE
+        and c.grant.valid_from_ms <= now_ms < c.grant.valid_until_ms
+        and _in_scope(c.grant.scope, record)
+    ]
+    denied = any(c.grant.decision == records_pb2.CONSENT_DECISION_DENY for c in current)
+    return not denied and any(
+        c.grant.decision == records_pb2.CONSENT_DECISION_PERMIT for c in current
+    )
 
 
 def _name(consent: records_pb2.ConsentState) -> str:

@@ -36,6 +36,7 @@ DESCRIPTION_BYTES_MAX = 512
 NAME_BYTES_MAX = 128
 ADMINS_MAX = 16
 APPROVALS_MAX = 64
+AUDITORS_MAX = 64
 DAY_MS = 24 * 60 * 60 * 1000
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -94,7 +95,12 @@ def _check_action(field: str, proposal: governance_pb2.GovernanceProposal) -> No
             raise _invalid(f"{field}.set_policy.break_glass_max_ms", "at most 24 hours")
         if change.emergency_overrides_deny > 2:
             raise _invalid(f"{field}.set_policy.emergency_overrides_deny", "must be 0, 1 or 2")
-        if not change.break_glass_max_ms and not change.emergency_overrides_deny:
+        keys = [*change.add_auditors, *change.remove_auditors]
+        if len(keys) > AUDITORS_MAX or any(len(key) != KEY_BYTES for key in keys):
+            raise _invalid(
+                f"{field}.set_policy", f"at most {AUDITORS_MAX} auditor keys of 32 bytes"
+            )
+        if not (change.break_glass_max_ms or change.emergency_overrides_deny or keys):
             raise _invalid(f"{field}.set_policy", "changes nothing")
 
 
@@ -247,5 +253,13 @@ def _set_policy(state: BlockState, change: governance_pb2.PolicyChange) -> TxOut
         policy.break_glass_max_ms = change.break_glass_max_ms
     if change.emergency_overrides_deny:
         policy.emergency_overrides_deny = change.emergency_overrides_deny == 1
+    auditors = [a for a in policy.auditors if a not in change.remove_auditors]
+    auditors += [a for a in change.add_auditors if a not in auditors]
+    if len(auditors) > AUDITORS_MAX:
+        return TxOutcome(
+            tx_pb2.RESULT_CODE_NOT_PERMITTED, f"govern.set_policy: over {AUDITORS_MAX} auditors"
+        )
+    del policy.auditors[:]
+    policy.auditors.extend(auditors)
     state.put(POLICY, POLICY_KEY, policy)
     return TxOutcome(tx_pb2.RESULT_CODE_OK, "")

@@ -47,6 +47,7 @@ LIST_MAX = 10_000
 class Reader(Protocol):
     def get(self, table: str, key: bytes) -> bytes | None: ...
     def scan(self, table: str, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]: ...
+    def scan_last(self, table: str, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]: ...
 
 
 def record(reader: Reader, record_id: bytes) -> records_pb2.RecordState | None:
@@ -75,9 +76,11 @@ def consents(reader: Reader, patient: bytes) -> list[records_pb2.ConsentState]:
 
 
 def access_events(reader: Reader, patient: bytes) -> list[records_pb2.AccessEvent]:
+    """A patient's newest LIST_MAX access events, oldest first (a flood of old events
+    never hides the latest)."""
     return [
         records_pb2.AccessEvent.FromString(v)
-        for _, v in reader.scan(ACCESS_EVENTS, patient, LIST_MAX)
+        for _, v in reader.scan_last(ACCESS_EVENTS, patient, LIST_MAX)
     ]
 
 
@@ -89,10 +92,10 @@ def break_glass_window(
 
 
 def break_glass_reviews(reader: Reader, custodian: bytes) -> list[records_pb2.AccessEvent]:
-    """Every break-glass release a custodian reported, oldest first."""
+    """The newest LIST_MAX break-glass releases a custodian reported, oldest first."""
     return [
         records_pb2.AccessEvent.FromString(v)
-        for _, v in reader.scan(BREAK_GLASS_REVIEW, custodian, LIST_MAX)
+        for _, v in reader.scan_last(BREAK_GLASS_REVIEW, custodian, LIST_MAX)
     ]
 
 

@@ -2,12 +2,12 @@
 and transactions that carry them. Pure rules over a committed snapshot; the API asks
 them after checking the request's signature (the `read-request` domain).
 
-A *full reader* sees everything: a key holding the auditor role from a member
-organisation, or a validator key (a member node). Others see their own part: the patient
-its records, consents and access log; a custodian the records it holds, the consents of
-their patients and the accesses it reported; a grantee the consents that name it and
-the records of patients who granted it; a requester its own accesses and the anchors of
-records released to it.
+A *full reader* sees everything: one of the consortium's auditors (`Policy.auditors`,
+named by genesis or governance), or a validator key (a member node). Others see their
+own part: the patient its records, consents and access log; a custodian the records it
+holds and the accesses it reported; a grantee the consents that name it and the records
+a current permit of it covers; a requester its own accesses and the anchors of records
+released to it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from medledger.app import queries
-from medledger.app.state import MEMBERS, ORGANISATIONS, PATIENT_CUSTODIANS
+from medledger.app.consent import permits
+from medledger.app.state import MEMBERS, ORGANISATIONS, RELEASES
 from medledger.errors import Rejected
-from medledger.wire.v1 import records_pb2, state_pb2, tx_pb2
+from medledger.wire.v1 import records_pb2, state_pb2
 
 __all__ = ["Reading"]
 
@@ -38,16 +39,14 @@ class Reading:
     ) -> None:
         self.snapshot = snapshot
         self.requester = requester
-        self.full = requester in validators or tx_pb2.ROLE_AUDITOR in queries.roles(
-            snapshot, requester, now_ms
-        )
-
-    def _custodian_of(self, patient: bytes) -> bool:
-        return self.snapshot.get(PATIENT_CUSTODIANS, patient + self.requester) is not None
+        self.now_ms = now_ms
+        # An organisation cannot make itself a full reader: the consortium's auditors are
+        # named by genesis or governance, not by one organisation's admins.
+        self.full = requester in validators or requester in queries.policy(snapshot).auditors
 
     def consents(self, patient: bytes) -> list[records_pb2.ConsentState]:
         every = queries.consents(self.snapshot, patient)
-        if self.full or self.requester == patient or self._custodian_of(patient):
+        if self.full or self.requester == patient:
             return every
         mine = [c for c in every if c.grant.grantee == self.requester]
         if not mine:
@@ -61,7 +60,7 @@ class Reading:
         if self.full or self.requester == patient:
             return every
         mine = [e for e in every if self.requester in (e.custodian, e.access.requester)]
-        if not mine and not self._custodian_of(patient):
+        if not mine:
             raise _denied(
                 "requester", "neither the patient, its custodian, a requester nor an auditor"
             )
@@ -71,18 +70,13 @@ class Reading:
         """Raises PERMISSION_DENIED unless the reader may see this record's anchors."""
         if self.full or self.requester in (record.patient, record.custodian):
             return
-        granted = any(
-            c.grant.grantee == self.requester
-            for c in queries.consents(self.snapshot, record.patient)
+        # A grantee of a permit that covers the record now, or a requester the record
+        # was released to (a break-glass read, say): either may check what it receives
+        # against the anchors.
+        granted = permits(
+            record, self.requester, queries.consents(self.snapshot, record.patient), self.now_ms
         )
-        # A record released to the requester (a break-glass read, say): it may check what
-        # it received against the anchors.
-        released = any(
-            e.access.requester == self.requester
-            and e.access.record_id == record.record_id
-            and e.access.outcome == records_pb2.ACCESS_OUTCOME_RELEASED
-            for e in queries.access_events(self.snapshot, record.patient)
-        )
+        released = self.snapshot.get(RELEASES, record.record_id + self.requester) is not None
         if not granted and not released:
             raise _denied(
                 "requester", "neither the patient, the custodian, a grantee nor an auditor"

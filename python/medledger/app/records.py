@@ -12,9 +12,9 @@ from medledger.app.state import (
     ACCESS_EVENTS,
     BREAK_GLASS,
     BREAK_GLASS_REVIEW,
-    PATIENT_CUSTODIANS,
     RECORD_VERSIONS,
     RECORDS,
+    RELEASES,
     BlockState,
 )
 from medledger.errors import Rejected
@@ -139,15 +139,6 @@ def anchor_record(  # noqa: PLR0911 - one return per rule reads best
         record = records_pb2.RecordState(
             record_id=msg.record_id, custodian=signer, patient=msg.patient, created_height=height
         )
-        holds_key = msg.patient + signer
-        if state.get(PATIENT_CUSTODIANS, holds_key, records_pb2.PatientCustodian) is None:
-            state.put(
-                PATIENT_CUSTODIANS,
-                holds_key,
-                records_pb2.PatientCustodian(
-                    patient=msg.patient, custodian=signer, first_height=height
-                ),
-            )
     else:
         if record.custodian != signer:
             return TxOutcome(tx_pb2.RESULT_CODE_NOT_CUSTODIAN, "only the custodian amends")
@@ -229,6 +220,13 @@ def record_access(
         access=msg, custodian=signer, patient=record.patient, height=height, tx_id=state.tx_id
     )
     state.put(ACCESS_EVENTS, access_event_key(record.patient, height, state.tx_id), event)
+    if released:
+        # The requester may check what it received against the anchors (`readers`).
+        state.put(
+            RELEASES,
+            msg.record_id + msg.requester,
+            records_pb2.AccessEvent(custodian=signer, patient=record.patient, height=height),
+        )
     if msg.break_glass and released:
         # The custodian's privacy officer reviews every emergency release.
         state.put(BREAK_GLASS_REVIEW, review_key(signer, height, state.tx_id), event)

@@ -27,11 +27,11 @@ __all__ = [
     "MEMBERS",
     "ORGANISATIONS",
     "PARTICIPANTS",
-    "PATIENT_CUSTODIANS",
     "POLICY",
     "POLICY_KEY",
     "RECORDS",
     "RECORD_VERSIONS",
+    "RELEASES",
     "TABLES",
     "BlockState",
     "MemoryState",
@@ -53,7 +53,7 @@ CHANNELS = "channels"  # channel id
 ORGANISATIONS = "organisations"  # organisation id (ASCII)
 MEMBERS = "members"  # public key
 POLICY = "policy"  # POLICY_KEY: the one Policy record
-PATIENT_CUSTODIANS = "patient_custodians"  # patient || custodian
+RELEASES = "releases"  # record id || requester: a record released to the requester
 POLICY_KEY = b"policy"
 CONSORTIUM_KEY = b"consortium"  # in POLICY: the Consortium record
 GOVERNANCE = "governance"  # proposal id -> GovernanceRecord
@@ -70,7 +70,7 @@ TABLES = (
     ORGANISATIONS,
     MEMBERS,
     POLICY,
-    PATIENT_CUSTODIANS,
+    RELEASES,
     GOVERNANCE,
 )
 
@@ -188,6 +188,7 @@ def genesis_writes(genesis: Genesis) -> list[tuple[str, bytes, bytes]]:
         emergency_overrides_deny=genesis.policy.emergency_overrides_deny,
         governance_numerator=numerator,
         governance_denominator=denominator,
+        auditors=genesis.policy.auditors,
     )
     writes.append((POLICY, POLICY_KEY, policy.SerializeToString(deterministic=True)))
     registry = state_pb2.Consortium(
@@ -213,6 +214,10 @@ class MemoryState:
         """Entries whose key starts with `prefix`, in key order (as LMDB returns them)."""
         found = sorted((k, v) for k, v in self._tables[table].items() if k.startswith(prefix))
         return found[:limit]
+
+    def scan_last(self, table: str, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        found = sorted((k, v) for k, v in self._tables[table].items() if k.startswith(prefix))
+        return found[-limit:]
 
     def apply(self, writes: list[tuple[str, bytes, bytes]]) -> None:
         for table, key, value in writes:

@@ -120,6 +120,24 @@ class Snapshot:
                 out.append((bytes(key), bytes(value)))
         return out
 
+    def scan_last(self, table: str, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """The last `limit` (key, value) pairs whose key starts with `prefix`, in key
+        order: the newest, where keys end in a height."""
+        out: list[tuple[bytes, bytes]] = []
+        with self._txn.cursor(db=self._dbs[table]) as cursor:
+            # Past the prefix's last key: the prefix followed by 0xff bytes up to a key
+            # longer than any under it (keys here are at most 128 bytes).
+            past = cursor.set_range(prefix + b"\xff" * 128)
+            found = cursor.prev() if past else cursor.last()
+            while found and len(out) < limit:
+                key = bytes(cursor.key())
+                if not key.startswith(prefix):
+                    break
+                out.append((key, bytes(cursor.value())))
+                found = cursor.prev()
+        out.reverse()
+        return out
+
 
 GROW_AT_FRACTION = 0.75
 RESIZE_WAIT_S = 1.0

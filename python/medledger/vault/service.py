@@ -8,10 +8,12 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from medledger.app import queries
 from medledger.app.consent import decide
+from medledger.app.records import RECORD_ID_BYTES
 from medledger.client.builder import TxBuilder
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
@@ -28,7 +30,19 @@ log = logging.getLogger(__name__)
 CONTENT_BYTES_MAX = 1024 * 1024
 """Largest record body the vault stores."""
 COMMIT_WAIT_S = 30.0
+STRANGER_FETCHES_PER_MINUTE = 60
+"""Fetches by keys no member enrolled that are decided (refused) and audited per minute;
+more are refused without touching the ledger."""
 EXPIRY_BLOCKS = 100
+
+
+def _check_record_id(record_id: bytes) -> None:
+    if len(record_id) != RECORD_ID_BYTES:
+        raise Rejected(
+            "INVALID_ARGUMENT",
+            "record_id",
+            f"must be {RECORD_ID_BYTES} bytes, got {len(record_id)}",
+        )
 
 
 def _now_ms() -> int:
@@ -50,6 +64,7 @@ class Vault:
         self.custodian = custodian
         self.store = store
         self.builder = TxBuilder(custodian, node.chain_id)
+        self._stranger_fetches: deque[int] = deque()  # times of fetches by non-members
         self.reconcile()  # a crash may have left a version stored but never anchored
 
     async def _commit(self, body: tx_pb2.TransactionBody) -> tx_pb2.Receipt:
@@ -83,6 +98,8 @@ class Vault:
             )
         if len(request.patient) != 32:
             raise Rejected("INVALID_ARGUMENT", "patient", "must be a 32-byte public key")
+        if request.record_id:
+            _check_record_id(request.record_id)
 
     async def put(self, request: records_pb2.PutRecordRequest) -> Stored:
         self._check_put(request)
@@ -166,6 +183,7 @@ class Vault:
 
     async def fetch(self, request: records_pb2.FetchRequest) -> records_pb2.FetchResponse:
         check_request(request, request.requester, self.node.chain_id, _now_ms())
+        _check_record_id(request.record_id)
         if len(request.recipient_key) != 32:
             raise Rejected("INVALID_ARGUMENT", "recipient_key", "must be a 32-byte X25519 key")
         if request.purpose == records_pb2.PURPOSE_UNSPECIFIED:
@@ -181,6 +199,13 @@ class Vault:
             anchored = queries.record_version(snapshot, record.record_id, version)
             if anchored is None:
                 raise Rejected("NOT_FOUND", "version", f"record has no version {version}")
+            # A key no member enrolled is refused, and its refusal audited, only within
+            # a budget: fresh keys cost nothing, and must not fill a patient's access log
+            # (or the custodian organisation's quota).
+            try:
+                self.node.app.submitter_organisation(snapshot, request.requester, now_ms)
+            except Rejected:
+                self._stranger_budget(now_ms)
             roles = queries.roles(snapshot, request.requester, now_ms)
             decision = decide(
                 record=record,
@@ -241,6 +266,20 @@ class Vault:
             access=event,
         )
 
+    def _stranger_budget(self, now_ms: int) -> None:
+        """Counts a fetch from a key no member enrolled; past STRANGER_FETCHES_PER_MINUTE
+        in the last minute, refuses it at once, with nothing written on the ledger."""
+        recent = self._stranger_fetches
+        while recent and recent[0] <= now_ms - 60_000:
+            recent.popleft()
+        if len(recent) >= STRANGER_FETCHES_PER_MINUTE:
+            raise Rejected(
+                "RESOURCE_EXHAUSTED",
+                "requester",
+                "not enrolled by a member organisation; too many such requests, not audited",
+            )
+        recent.append(now_ms)
+
     # ------------------------------------------------------------------- review
 
     def reviews(self, request: records_pb2.ListReviewsRequest) -> list[records_pb2.AccessEvent]:
@@ -270,6 +309,7 @@ class Vault:
         if request.custodian != self.custodian.public_key:
             raise Rejected("PERMISSION_DENIED", "custodian", "not this vault's custodian")
         check_request(request, request.custodian, self.node.chain_id, _now_ms())
+        _check_record_id(request.record_id)
         with self.node.store.snapshot() as snapshot:
             record = queries.record(snapshot, request.record_id)
         if record is None or record.custodian != self.custodian.public_key:

@@ -175,20 +175,34 @@ class VaultStore:
         self._compact_keys()
 
     def _compact_keys(self) -> None:
+        """Replaces the key file by a compacted copy, then wipes the old one. The copy is
+        fsynced and renamed over the old name first, so a crash at any point leaves a
+        whole key file under `keys/data.mdb` (the old or the new one); the old file's
+        bytes are zeroed through a handle opened before the rename (its inode outlives
+        the name), so the destroyed keys do not linger in its freed pages."""
         path = self.root / "keys"
         fresh = self.root / "keys.compacting"
         shutil.rmtree(fresh, ignore_errors=True)
         fresh.mkdir(mode=0o700)
         self._keys.copy(str(fresh), compact=True)
         self._keys.close()
+        with (fresh / "data.mdb").open("rb") as copied:
+            os.fsync(copied.fileno())
         old = path / "data.mdb"
-        # Overwrite the old file's bytes before unlinking it, so the freed pages do not
-        # keep the destroyed key on disk (as far as the filesystem lets us).
-        size = old.stat().st_size
         with old.open("r+b") as handle:
+            os.replace(fresh / "data.mdb", old)
+            _fsync_dir(path)
+            size = os.fstat(handle.fileno()).st_size
             handle.write(b"\0" * size)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(fresh / "data.mdb", old)
         shutil.rmtree(fresh, ignore_errors=True)
         self._keys = self._open(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

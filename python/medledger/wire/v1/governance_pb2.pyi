@@ -66,19 +66,29 @@ class PolicyChange(_message.Message):
 
     BREAK_GLASS_MAX_MS_FIELD_NUMBER: _builtins.int
     EMERGENCY_OVERRIDES_DENY_FIELD_NUMBER: _builtins.int
+    ADD_AUDITORS_FIELD_NUMBER: _builtins.int
+    REMOVE_AUDITORS_FIELD_NUMBER: _builtins.int
     break_glass_max_ms: _builtins.int
     """0: unchanged"""
     emergency_overrides_deny: _builtins.int
     """0: unchanged, 1: an emergency may override a patient's denial, 2: it may not."""
+    @_builtins.property
+    def add_auditors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Consortium auditors to appoint and to dismiss (32-byte keys)."""
+
+    @_builtins.property
+    def remove_auditors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
         self,
         *,
         break_glass_max_ms: _builtins.int = ...,
         emergency_overrides_deny: _builtins.int = ...,
+        add_auditors: _abc.Iterable[_builtins.bytes] | None = ...,
+        remove_auditors: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["break_glass_max_ms", b"break_glass_max_ms", "emergency_overrides_deny", b"emergency_overrides_deny"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_auditors", b"add_auditors", "break_glass_max_ms", b"break_glass_max_ms", "emergency_overrides_deny", b"emergency_overrides_deny", "remove_auditors", b"remove_auditors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -487,35 +487,6 @@ class ConsentState(_message.Message):
 Global___ConsentState: _TypeAlias = ConsentState  # noqa: Y015
 
 @_typing.final
-class PatientCustodian(_message.Message):
-    """That a custodian holds records of a patient (written with the first anchor): lets the
-    custodian read the patient's consents.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PATIENT_FIELD_NUMBER: _builtins.int
-    CUSTODIAN_FIELD_NUMBER: _builtins.int
-    FIRST_HEIGHT_FIELD_NUMBER: _builtins.int
-    patient: _builtins.bytes
-    custodian: _builtins.bytes
-    first_height: _builtins.int
-    def __init__(
-        self,
-        *,
-        patient: _builtins.bytes = ...,
-        custodian: _builtins.bytes = ...,
-        first_height: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["custodian", b"custodian", "first_height", b"first_height", "patient", b"patient"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PatientCustodian: _TypeAlias = PatientCustodian  # noqa: Y015
-
-@_typing.final
 class AccessEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

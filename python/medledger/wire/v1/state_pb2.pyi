@@ -217,6 +217,7 @@ class Policy(_message.Message):
     EMERGENCY_OVERRIDES_DENY_FIELD_NUMBER: _builtins.int
     GOVERNANCE_NUMERATOR_FIELD_NUMBER: _builtins.int
     GOVERNANCE_DENOMINATOR_FIELD_NUMBER: _builtins.int
+    AUDITORS_FIELD_NUMBER: _builtins.int
     break_glass_max_ms: _builtins.int
     """The longest break-glass window a vault may open, in milliseconds of block time."""
     emergency_overrides_deny: _builtins.bool
@@ -228,6 +229,13 @@ class Policy(_message.Message):
     than numerator/denominator of the members' total (by default 2/3).
     """
     governance_denominator: _builtins.int
+    @_builtins.property
+    def auditors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The consortium's auditors: keys that read all health metadata (every consent, access
+        event, anchor and whole block). Named by genesis or governance, never by one
+        organisation (an organisation's auditor role reviews its own vault only).
+        """
+
     def __init__(
         self,
         *,
@@ -235,10 +243,11 @@ class Policy(_message.Message):
         emergency_overrides_deny: _builtins.bool = ...,
         governance_numerator: _builtins.int = ...,
         governance_denominator: _builtins.int = ...,
+        auditors: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["break_glass_max_ms", b"break_glass_max_ms", "emergency_overrides_deny", b"emergency_overrides_deny", "governance_denominator", b"governance_denominator", "governance_numerator", b"governance_numerator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auditors", b"auditors", "break_glass_max_ms", b"break_glass_max_ms", "emergency_overrides_deny", b"emergency_overrides_deny", "governance_denominator", b"governance_denominator", "governance_numerator", b"governance_numerator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
