@@ -138,7 +138,9 @@ def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:
         assert [event["agent"][0]["who"]["identifier"]["value"] for event in audit] == [
             researcher, researcher, researcher, researcher, clinician,
         ]  # fmt: skip
-        consents = json.loads(medledger("consent", "list", "--patient", patient, *hospital).stdout)
+        consents = json.loads(
+            medledger("consent", "list", "--patient", patient, *as_patient, *hospital).stdout
+        )
         assert [(c["resourceType"], c["status"]) for c in consents] == [("Consent", "inactive")]
 
         # Erasure: the record cannot be read any more; its old anchor's proof still holds.
