@@ -105,6 +105,22 @@ def test_a_well_formed_block_is_valid(driver: ConsensusDriver, key: SigningKey) 
     assert driver.replica.valid(1, value_id, value)
 
 
+def test_a_fresh_proposal_stamped_long_ago_is_valid_but_untimely(
+    driver: ConsensusDriver, key: SigningKey
+) -> None:
+    """A Byzantine proposer stamps its block just after the parent's time, an hour later,
+    where roles that have since expired would still count: validators prevote nil for it
+    as a fresh value (a value re-proposed from an earlier round is judged by `valid`)."""
+    txs = [sign_transaction(key, CHAIN_ID, transfer_body(b"\x07" * 16))]
+    driver.replica.now_ms = driver.node.head_time_ms + 3_600_000
+    stale_id, stale = proposal(driver, txs, time_ms=driver.node.head_time_ms + 1)
+    assert driver.replica.valid(1, stale_id, stale)
+    assert not driver.replica.timely(1, stale_id)
+    fresh_id, fresh = proposal(driver, txs, time_ms=driver.replica.now_ms - 1_000)
+    assert driver.replica.valid(1, fresh_id, fresh)
+    assert driver.replica.timely(1, fresh_id)
+
+
 def test_a_block_time_must_pass_the_parents_and_not_run_ahead_of_this_clock(
     driver: ConsensusDriver, key: SigningKey
 ) -> None:

@@ -42,6 +42,9 @@ class Values:
         self.proposed += 1
         return b"fresh-%d" % height, b"fresh-bytes-%d" % height
 
+    def timely(self, height: int, value_id: bytes) -> bool:
+        return True
+
     def valid(self, height: int, value_id: bytes, value: bytes) -> bool:
         return value_id != BAD
 
@@ -135,6 +138,28 @@ def test_line_22_an_invalid_proposal_gets_a_nil_prevote() -> None:
     e = engine(not_proposer(e))
     e.start()
     assert votes_sent(feed(e, proposal(e, BAD))) == [(VoteType.PREVOTE, None)]
+
+
+class Stale(Values):
+    """Every value is valid, and every value was stamped too long ago to be fresh."""
+
+    def timely(self, height: int, value_id: bytes) -> bool:
+        return False
+
+
+def test_line_22_an_untimely_fresh_proposal_gets_a_nil_prevote_but_a_reproposal_does_not() -> None:
+    e = engine(None)
+    me = not_proposer(e, 1, 1)
+    e = Engine([1, 1, 1, 1], me, Stale(), TimeoutConfig())
+    e.start()
+    assert votes_sent(feed(e, proposal(e, A))) == [(VoteType.PREVOTE, None)]
+    # Round 1 re-proposes A, which had a prevote quorum in round 0: judged by `valid`
+    # alone, or a slow round would make a locked value unacceptable for ever.
+    feed(e, *(prevote(v, A) for v in others(e)))
+    feed(e, *(precommit(v, None) for v in range(4)))
+    e.on_timeout(Timeout(Step.PRECOMMIT, 1, 0))
+    assert e.round == 1
+    assert votes_sent(feed(e, proposal(e, A, round_=1, valid_round=0))) == [(VoteType.PREVOTE, A)]
 
 
 def test_line_22_a_validator_locked_on_another_value_prevotes_nil() -> None:

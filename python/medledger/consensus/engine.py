@@ -206,6 +206,13 @@ class ValueSource(Protocol):
         """Whether `value` may be decided at `height` and is identified by `value_id`."""
         ...
 
+    def timely(self, height: int, value_id: bytes) -> bool:
+        """Whether a value proposed fresh (valid round -1) was made recently enough to
+        prevote for it, asked after `valid` (as proposer-based timestamps do: a value
+        re-proposed from an earlier round is judged by `valid` alone, so a slow round
+        never makes a locked value unacceptable)."""
+        ...
+
 
 class Tally:
     """Votes of one type in one round, weighted by voting power.
@@ -577,8 +584,10 @@ class Engine:
         if self.step != Step.PROPOSE or proposal is None:
             return False
         if proposal.valid_round == -1:  # line 22: a fresh value
-            acceptable = self._valid(proposal) and (
-                self.locked_round == -1 or self._locked_on(proposal.value_id)
+            acceptable = (
+                self._valid(proposal)
+                and self.values.timely(proposal.height, proposal.value_id)
+                and (self.locked_round == -1 or self._locked_on(proposal.value_id))
             )
         elif self._quorum(self._prevote_power(proposal.valid_round, proposal.value_id)):
             # Line 28: a value that had a prevote quorum in an earlier round.

@@ -83,7 +83,10 @@ CATCH_UP_EVIDENCE_MS = 10_000
 BLOCK_TIME_AHEAD_MAX_MS = 10_000
 """How far ahead of this node's clock a proposed block's time may be. Block time is what
 credentials expire against and break-glass windows are bounded by, so it is checked: it
-must pass the parent's and not run ahead of the validators' clocks."""
+must pass the parent's and not run ahead of the validators' clocks..."""
+BLOCK_TIME_BEHIND_MAX_MS = 10_000
+"""... and a value proposed fresh must not be older than this by this node's clock, so a
+Byzantine proposer cannot stamp its block long ago (where expired roles still count)."""
 """How long a signed message for a later height keeps its sender a candidate to ask."""
 
 
@@ -303,6 +306,7 @@ class Replica:
         # received it compact), and, for its own proposals, the compact form.
         self._entries: dict[bytes, list[TxEntry]] = {}
         self._blocks: dict[bytes, bytes] = {}
+        self._block_times: dict[bytes, int] = {}  # block time of each value validated
         self._compact: dict[bytes, tuple[bytes, list[bytes]]] = {}
         self._fetching: set[bytes] = set()
         self._fetching_blocks = False
@@ -489,6 +493,7 @@ class Replica:
         self._fetching.clear()  # an answer that comes after is dropped: no longer needed
         self._entries.clear()
         self._blocks.clear()
+        self._block_times.clear()
         self._compact.clear()
 
     # ------------------------------------------------------------------ proposals
@@ -559,6 +564,7 @@ class Replica:
         value = encode_block(header, [p.encoded for p in pending])
         self._entries[value_id] = [TxEntry.of(p) for p in pending]
         self._blocks[value_id] = value
+        self._block_times[value_id] = block.header.time_unix_ms
         self._compact[value_id] = (header, [p.tx_hash for p in pending])
         return value_id, value
 
@@ -574,6 +580,17 @@ class Replica:
         except Exception:  # a bug in validation must cost a nil prevote, not the node
             log.exception("validating a proposal at height %d failed; prevoting nil", height)
             return False
+
+    def timely(self, height: int, value_id: bytes) -> bool:
+        """A fresh proposal's block time is at most BLOCK_TIME_BEHIND_MAX_MS old (the
+        engine asks after `valid`, which recorded the time)."""
+        time_ms = self._block_times.get(value_id)
+        if time_ms is not None and time_ms >= self.now_ms - BLOCK_TIME_BEHIND_MAX_MS:
+            return True
+        log.info(
+            "untimely proposal at height %d: block time %s, clock %d", height, time_ms, self.now_ms
+        )
+        return False
 
     def _well_formed(
         self, height: int, value_id: bytes, value: bytes
@@ -633,6 +650,7 @@ class Replica:
             return False
         self._entries[value_id] = entries
         self._blocks[value_id] = value
+        self._block_times[value_id] = validated.time_unix_ms
         return True
 
     def _timely(self, height: int, time_ms: int) -> bool:
