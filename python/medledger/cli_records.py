@@ -35,6 +35,18 @@ OUTCOMES = {
 }
 
 
+ERASURE_REASONS = {
+    name.removeprefix("ERASURE_REASON_").lower().replace("_", "-"): value
+    for name, value in records_pb2.ErasureReason.items()
+    if value
+}
+REVOCATION_REASONS = {
+    name.removeprefix("REVOCATION_REASON_").lower().replace("_", "-"): value
+    for name, value in records_pb2.RevocationReason.items()
+    if value
+}
+
+
 def _address(args: argparse.Namespace) -> str:
     if args.node:
         return str(args.node)
@@ -103,7 +115,7 @@ def cmd_record_get(args: argparse.Namespace) -> None:
 def cmd_record_erase(args: argparse.Namespace) -> None:
     key = client_key(args)
     with _records(args) as client:
-        receipt = client.erase(key, args.record_id, args.reason)
+        receipt = client.erase(key, args.record_id, ERASURE_REASONS[args.reason])
     print(json.dumps({"erasure_tx_id": receipt.tx_id.hex(), "height": receipt.height}))
 
 
@@ -176,7 +188,7 @@ def cmd_consent_revoke(args: argparse.Namespace) -> None:
         status = client.status()
         tx = TxBuilder(client_key(args), status.chain_id).revoke_consent(
             consent_id=args.consent_id,
-            reason=args.reason,
+            reason=REVOCATION_REASONS[args.reason],
             expiry_height=status.height + EXPIRY_BLOCKS,
         )
         receipt = client.submit(tx, wait=True)
@@ -216,7 +228,9 @@ def access_table(
             f"{access.consent_id.hex()[:12]} v{access.consent_version}"
             if access.consent_id
             else "",
-            f"BREAK-GLASS: {access.emergency_reason}" if access.break_glass else "",
+            f"BREAK-GLASS ({access.emergency_reason_hash.hex()[:12]}…)"
+            if access.break_glass
+            else "",
         )
     return table
 
@@ -240,15 +254,18 @@ def cmd_access_review(args: argparse.Namespace) -> None:
 
     key = client_key(args)
     with _records(args) as client:
-        events = client.reviews(key)
+        reviews = client.reviews(key)
     if args.json:
-        print(json.dumps([_review_json(e) for e in events], indent=2))
+        print(json.dumps([_review_json(e, words) for e, words in reviews], indent=2))
         return
     title = "Break-glass releases awaiting the privacy officer's review"
+    events = [event for event, _ in reviews]
     Console(width=200).print(access_table(events, title, lambda k: k.hex()[:16]))
+    for event, words in reviews:
+        print(f"{event.tx_id.hex()[:12]}: {words or '(erased with the record)'}")
 
 
-def _review_json(event: records_pb2.AccessEvent) -> dict[str, object]:
+def _review_json(event: records_pb2.AccessEvent, words: str) -> dict[str, object]:
     access = event.access
     return {
         "height": event.height,
@@ -258,7 +275,8 @@ def _review_json(event: records_pb2.AccessEvent) -> dict[str, object]:
         "record_id": access.record_id.hex(),
         "version": access.version,
         "reason": access.reason,
-        "emergency_reason": access.emergency_reason,
+        "emergency_reason": words,
+        "emergency_reason_hash": access.emergency_reason_hash.hex(),
         "time_ms": access.time_ms,
     }
 
@@ -283,7 +301,7 @@ def add_commands(commands: Any) -> None:  # noqa: PLR0915 - one table
     get.set_defaults(run=cmd_record_get)
     erase = actions.add_parser("erase", help="destroy a record's key and salt (custodian)")
     erase.add_argument("record_id", type=hex_bytes)
-    erase.add_argument("--reason", required=True)
+    erase.add_argument("--reason", choices=sorted(ERASURE_REASONS), required=True)
     add_connection(erase)
     erase.set_defaults(run=cmd_record_erase)
     proof = actions.add_parser("proof", help="write an anchor's offline proof to a file")
@@ -314,7 +332,7 @@ def add_commands(commands: Any) -> None:  # noqa: PLR0915 - one table
     grant.set_defaults(run=cmd_consent_grant)
     revoke = consent_actions.add_parser("revoke", help="revoke a consent (a new version)")
     revoke.add_argument("consent_id", type=hex_bytes)
-    revoke.add_argument("--reason", default="")
+    revoke.add_argument("--reason", choices=sorted(REVOCATION_REASONS), default="patient-withdrew")
     add_connection(revoke)
     revoke.set_defaults(run=cmd_consent_revoke)
     listing = consent_actions.add_parser("list", help="a patient's consents as FHIR Consent")

@@ -172,7 +172,12 @@ def test_consent_grants_scoped_reads_revocation_refuses_and_all_is_audited(
         )
     )
 
-    net.commit(net.patient, "revoke_consent", consent_id=consent_id, reason="study ended")
+    net.commit(
+        net.patient,
+        "revoke_consent",
+        consent_id=consent_id,
+        reason=records_pb2.REVOCATION_REASON_PURPOSE_COMPLETED,
+    )
     why = refused(lambda: net.records.fetch(net.researcher, observation, purpose=research))
     assert "revoked" in why.reason
 
@@ -213,7 +218,11 @@ def test_consent_grants_scoped_reads_revocation_refuses_and_all_is_audited(
     ]
     assert all(e.access.reason for e in events)
     assert events[1].access.consent_id == consent_id
-    assert events[5].access.emergency_reason == "unconscious in ED"
+    # The chain holds the salted hash of the clinician's words; the words stay in the vault.
+    assert len(events[5].access.emergency_reason_hash) == 32
+    assert b"unconscious" not in events[5].SerializeToString()
+    reviewed = dict((e.tx_id, words) for e, words in net.records.reviews(net.hospital))
+    assert reviewed[events[5].tx_id] == "unconscious in ED"
 
 
 def test_a_patient_always_reads_their_own_records_and_a_deny_overrides_a_permit(
@@ -287,7 +296,7 @@ def test_no_key_opens_a_break_glass_window_for_itself_past_a_denial(net: Network
         record_access=records_pb2.RecordAccess(
             record_id=fake, version=1, requester=mallory.public_key,
             purpose=records_pb2.PURPOSE_EMERGENCY, outcome=records_pb2.ACCESS_OUTCOME_RELEASED,
-            reason="break-glass declared", break_glass=True, emergency_reason="x",
+            reason="break-glass declared", break_glass=True, emergency_reason_hash=b"x" * 32,
             break_glass_until_ms=year_3000,
         )
     )  # fmt: skip
@@ -355,7 +364,7 @@ def test_every_break_glass_release_is_queued_for_the_custodians_privacy_officer(
     )
     assert glass.access.access.break_glass
     assert "overrode the patient's denial" in glass.access.access.reason  # the default policy
-    queued = [e for e in net.records.reviews(net.hospital) if e.access.record_id == record]
+    queued = [e for e, _ in net.records.reviews(net.hospital) if e.access.record_id == record]
     assert [(e.access.requester, e.patient) for e in queued] == [
         (net.clinician.public_key, net.patient.public_key)
     ]
@@ -585,16 +594,16 @@ def test_amendments_chain_versions_and_erasure_shreds_the_key_material(net: Netw
             assert data_key not in path.read_bytes(), path
             assert first_key not in path.read_bytes(), path
     stranger = SigningKey.generate()
-    refused(lambda: net.records.erase(stranger, record, "not mine"))
-    net.records.erase(net.hospital, record, "patient request")
+    refused(lambda: net.records.erase(stranger, record))
+    net.records.erase(net.hospital, record, records_pb2.ERASURE_REASON_PATIENT_REQUEST)
     state = net.records.record(record, net.hospital).record
     assert state.erased_height > 0
-    assert state.erasure_reason == "patient request"
+    assert state.erasure_reason == records_pb2.ERASURE_REASON_PATIENT_REQUEST
     why = refused(
         lambda: net.records.fetch(net.patient, record, purpose=records_pb2.PURPOSE_TREATMENT)
     )
     assert "erased" in why.reason
-    refused(lambda: net.records.erase(net.hospital, record, "again"), "FAILED_PRECONDITION")
+    refused(lambda: net.records.erase(net.hospital, record), "FAILED_PRECONDITION")
     # Neither the key nor the salt survives in any byte of the vault's files.
     for path in (net.home.root / "vault").rglob("*"):
         if path.is_file():

@@ -139,7 +139,7 @@ def test_break_glass_is_for_clinicians_opens_a_window_and_closes() -> None:
     assert declared.window_until_ms == NOW + POLICY.break_glass_max_ms
     window = records_pb2.BreakGlassWindow(
         requester=READER, patient=PATIENT, until_ms=declared.window_until_ms,
-        emergency_reason="cardiac arrest", custodian=CUSTODIAN,
+        emergency_reason_hash=b"h" * 32, custodian=CUSTODIAN,
     )  # fmt: skip
     inside = decide(
         record=RECORD, requester=READER, requester_is_clinician=True, purpose=TREATMENT,
@@ -164,7 +164,7 @@ def test_break_glass_is_for_clinicians_opens_a_window_and_closes() -> None:
 def test_a_window_another_custodian_opened_covers_none_of_this_custodians_records() -> None:
     """Case 1 of issue 16: a window is keyed to the custodian whose vault opened it."""
     elsewhere = records_pb2.BreakGlassWindow(
-        requester=READER, patient=PATIENT, until_ms=NOW + 10_000, emergency_reason="x",
+        requester=READER, patient=PATIENT, until_ms=NOW + 10_000, emergency_reason_hash=b"h" * 32,
         custodian=b"M" * 32,
     )  # fmt: skip
     made = decide(
@@ -260,7 +260,11 @@ def test_anchors_version_in_order_by_their_custodian_only() -> None:
             outcome=records_pb2.ACCESS_OUTCOME_REFUSED,
         )
     )  # fmt: skip
-    erase = tx_pb2.TransactionBody(erase_record=records_pb2.EraseRecord(record_id=b"r" * 16))
+    erase = tx_pb2.TransactionBody(
+        erase_record=records_pb2.EraseRecord(
+            record_id=b"r" * 16, reason=records_pb2.ERASURE_REASON_PATIENT_REQUEST
+        )
+    )
     codes = apply(
         (custodian, anchor(2)),
         (custodian, anchor(1)),
@@ -326,7 +330,7 @@ def test_consents_and_access_events_export_as_valid_fhir() -> None:
         access=records_pb2.RecordAccess(
             record_id=b"r" * 16, version=1, requester=READER, purpose=RESEARCH,
             outcome=records_pb2.ACCESS_OUTCOME_RELEASED, reason="permitted by consent",
-            consent_id=b"k" * 16, break_glass=True, emergency_reason="stroke", time_ms=NOW,
+            consent_id=b"k" * 16, break_glass=True, emergency_reason_hash=b"h" * 32, time_ms=NOW,
         ),
         custodian=CUSTODIAN,
         patient=PATIENT,

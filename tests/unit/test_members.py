@@ -166,7 +166,7 @@ def access(
             outcome=records_pb2.ACCESS_OUTCOME_RELEASED,
             reason="break-glass declared",
             break_glass=break_glass,
-            emergency_reason="unconscious" if break_glass else "",
+            emergency_reason_hash=b"h" * 32 if break_glass else b"",
             break_glass_until_ms=until_ms,
         )
     )

@@ -121,6 +121,6 @@ class VaultServicer:
         self, request: records_pb2.ListReviewsRequest, context: Context
     ) -> records_pb2.ListReviewsResponse:
         try:
-            return records_pb2.ListReviewsResponse(events=self.vault.reviews(request))
+            return self.vault.reviews(request)
         except Rejected as rejected:
             await abort(context, rejected)

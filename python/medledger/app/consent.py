@@ -77,8 +77,9 @@ def check_revoke(msg: records_pb2.RevokeConsent, signer: bytes) -> None:
     if len(msg.consent_id) != RECORD_ID_BYTES:
         raise _invalid("body.revoke_consent.consent_id", f"must be {RECORD_ID_BYTES} bytes")
     _check_patient_is_signer("body.revoke_consent.patient", msg.patient, signer)
-    if len(msg.reason.encode()) > 256:
-        raise _invalid("body.revoke_consent.reason", "longer than 256 bytes")
+    known = set(records_pb2.RevocationReason.values()) - {records_pb2.REVOCATION_REASON_UNSPECIFIED}
+    if msg.reason not in known:
+        raise _invalid("body.revoke_consent.reason", "must be a known revocation reason code")
 
 
 def grant_consent(
@@ -127,9 +128,11 @@ class Decision:
     reason: str
     consent: records_pb2.ConsentState | None = None
     break_glass: bool = False
-    emergency_reason: str = ""
+    emergency_reason: str = ""  # a new declaration's words (the vault keeps them)
     # A new break-glass declaration opens a window until this time (0: none opened).
     window_until_ms: int = 0
+    # Within a window: the salted hash of the words that opened it.
+    emergency_reason_hash: bytes = b""
     # The request field a refusal is about (what PERMISSION_DENIED names).
     field: str = "record_id"
 
@@ -241,7 +244,7 @@ def decide(  # noqa: PLR0911 - one return per rule reads best
             "within a break-glass window" + overrode,
             denies[0] if denies else None,
             break_glass=True,
-            emergency_reason=window.emergency_reason,
+            emergency_reason_hash=window.emergency_reason_hash,
         )
     if denies:
         return Decision(False, f"denied by {_name(denies[0])}", denies[0])

@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 RECORD_ID_BYTES = 16
+ERASURE_REASONS = frozenset(records_pb2.ErasureReason.values()) - {
+    records_pb2.ERASURE_REASON_UNSPECIFIED
+}
 KEY_BYTES = 32
 LABEL_BYTES_MAX = 64
 LABELS_MAX = 16
@@ -108,7 +111,8 @@ def check_anchor(msg: records_pb2.AnchorRecord, _signer: bytes) -> None:
 
 def check_erase(msg: records_pb2.EraseRecord, _signer: bytes) -> None:
     _check_length("body.erase_record.record_id", msg.record_id, RECORD_ID_BYTES)
-    _check_text("body.erase_record.reason", msg.reason, REASON_BYTES_MAX)
+    if msg.reason not in ERASURE_REASONS:
+        raise _invalid("body.erase_record.reason", "must be a known erasure reason code")
 
 
 def check_record_access(msg: records_pb2.RecordAccess, _signer: bytes) -> None:
@@ -122,9 +126,9 @@ def check_record_access(msg: records_pb2.RecordAccess, _signer: bytes) -> None:
     if msg.consent_id:
         _check_length(f"{field}.consent_id", msg.consent_id, RECORD_ID_BYTES)
     _check_text(f"{field}.reason", msg.reason, REASON_BYTES_MAX, required=True)
-    _check_text(f"{field}.emergency_reason", msg.emergency_reason, REASON_BYTES_MAX)
-    if msg.break_glass and not msg.emergency_reason:
-        raise _invalid(f"{field}.emergency_reason", "is required for break-glass access")
+    if msg.break_glass or msg.emergency_reason_hash:
+        # The clinician's words stay in the vault; the chain holds their salted hash.
+        _check_length(f"{field}.emergency_reason_hash", msg.emergency_reason_hash, KEY_BYTES)
 
 
 def anchor_record(  # noqa: PLR0911 - one return per rule reads best
@@ -250,7 +254,7 @@ def _open_window(
             requester=msg.requester,
             patient=patient,
             until_ms=min(msg.break_glass_until_ms, state.time_ms + longest),
-            emergency_reason=msg.emergency_reason,
+            emergency_reason_hash=msg.emergency_reason_hash,
             custodian=custodian,
             opened_height=height,
         ),

@@ -145,8 +145,16 @@ class TxBuilder:
         return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)
 
     def revoke_consent(
-        self, *, consent_id: bytes, expiry_height: int, reason: str = "", tx_id: bytes | None = None
+        self,
+        *,
+        consent_id: bytes,
+        expiry_height: int,
+        reason: records_pb2.RevocationReason.ValueType = (
+            records_pb2.REVOCATION_REASON_PATIENT_WITHDREW
+        ),
+        tx_id: bytes | None = None,
     ) -> envelope_pb2.SignedTransaction:
+        """The patient revokes a consent; `reason` is a code (no free text on chain)."""
         revoke = records_pb2.RevokeConsent(
             consent_id=consent_id, patient=self.key.public_key, reason=reason
         )

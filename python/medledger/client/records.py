@@ -149,7 +149,10 @@ class RecordsClient:
         )
 
     def erase(
-        self, custodian: SigningKey, record_id: bytes, reason: str
+        self,
+        custodian: SigningKey,
+        record_id: bytes,
+        reason: records_pb2.ErasureReason.ValueType = records_pb2.ERASURE_REASON_PATIENT_REQUEST,
     ) -> records_pb2.EraseResponse:
         request = records_pb2.EraseRequest(
             record_id=record_id, reason=reason, custodian=custodian.public_key
@@ -159,15 +162,16 @@ class RecordsClient:
                 sign_request(request, custodian, self.chain_id), timeout=self.timeout_s
             )
 
-    def reviews(self, requester: SigningKey) -> list[records_pb2.AccessEvent]:
+    def reviews(self, requester: SigningKey) -> list[tuple[records_pb2.AccessEvent, str]]:
         """The vault's break-glass review queue, as its custodian or one of its
-        organisation's auditors."""
+        organisation's auditors: each release with the clinician's words ("" once the
+        record was erased)."""
         request = records_pb2.ListReviewsRequest(requester=requester.public_key)
         with translated_errors():
             response = self._vault.ListReviews(
                 sign_request(request, requester, self.chain_id), timeout=self.timeout_s
             )
-        return list(response.events)
+        return list(zip(response.events, response.emergency_reasons, strict=True))
 
     # ------------------------------------------------------------------- queries
 

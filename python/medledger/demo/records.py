@@ -257,7 +257,10 @@ def run_records(
         )
 
         revoked = commit(
-            cast.patient, "revoke_consent", consent_id=consent_id, reason="study withdrawn"
+            cast.patient,
+            "revoke_consent",
+            consent_id=consent_id,
+            reason=records_pb2.REVOCATION_REASON_PATIENT_WITHDREW,
         )
         story.expect_equal(
             "the patient revokes the consent",

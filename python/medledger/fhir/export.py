@@ -145,7 +145,11 @@ def access_event_to_fhir(event: records_pb2.AccessEvent) -> dict[str, Any]:
         )
     if access.break_glass:
         document["authorization"].append(
-            {"coding": [{"system": ACT_REASON, "code": "ETREAT"}], "text": access.emergency_reason}
+            {
+                "coding": [{"system": ACT_REASON, "code": "ETREAT"}],
+                "text": "break-glass; the declared reason is held by the custodian, SHA-256 "
+                + access.emergency_reason_hash.hex(),
+            }
         )
         document["category"] = [{"text": "break-glass"}]
     return json.loads(AuditEvent.model_validate(document).model_dump_json(exclude_none=True))  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from medledger.app import queries
 from medledger.app.consent import decide
-from medledger.app.records import RECORD_ID_BYTES
+from medledger.app.records import ERASURE_REASONS, RECORD_ID_BYTES
 from medledger.client.builder import TxBuilder
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
@@ -220,6 +220,13 @@ class Vault:
                     snapshot, record.patient, self.custodian.public_key, request.requester
                 ),
             )
+        reason_hash = decision.emergency_reason_hash
+        if decision.emergency_reason:
+            # The clinician's words stay here, under erasure; the chain gets their salted
+            # hash (which proves them later to whoever is shown them).
+            salt = envelope.new_salt()
+            reason_hash = envelope.commitment(salt, decision.emergency_reason.encode())
+            self.store.put_reason(record.record_id, reason_hash, salt, decision.emergency_reason)
         access = records_pb2.RecordAccess(
             record_id=record.record_id,
             version=version,
@@ -232,7 +239,7 @@ class Vault:
             consent_id=decision.consent.grant.consent_id if decision.consent else b"",
             consent_version=decision.consent.version if decision.consent else 0,
             break_glass=decision.break_glass,
-            emergency_reason=decision.emergency_reason,
+            emergency_reason_hash=reason_hash,
             time_ms=now_ms,
             break_glass_until_ms=decision.window_until_ms,
         )
@@ -282,7 +289,7 @@ class Vault:
 
     # ------------------------------------------------------------------- review
 
-    def reviews(self, request: records_pb2.ListReviewsRequest) -> list[records_pb2.AccessEvent]:
+    def reviews(self, request: records_pb2.ListReviewsRequest) -> records_pb2.ListReviewsResponse:
         """Every break-glass release of this vault's records, for its privacy officer: the
         custodian's own key, or a key holding the auditor role from its organisation."""
         now_ms = _now_ms()
@@ -301,7 +308,12 @@ class Vault:
                         "requester",
                         "neither this vault's custodian nor an auditor of its organisation",
                     )
-            return queries.break_glass_reviews(snapshot, custodian)
+            events = queries.break_glass_reviews(snapshot, custodian)
+        reasons = [
+            self.store.reason(e.access.record_id, e.access.emergency_reason_hash) or ""
+            for e in events
+        ]
+        return records_pb2.ListReviewsResponse(events=events, emergency_reasons=reasons)
 
     # -------------------------------------------------------------------- erase
 
@@ -310,6 +322,8 @@ class Vault:
             raise Rejected("PERMISSION_DENIED", "custodian", "not this vault's custodian")
         check_request(request, request.custodian, self.node.chain_id, _now_ms())
         _check_record_id(request.record_id)
+        if request.reason not in ERASURE_REASONS:  # checked before anything is destroyed
+            raise Rejected("INVALID_ARGUMENT", "reason", "must be a known erasure reason code")
         with self.node.store.snapshot() as snapshot:
             record = queries.record(snapshot, request.record_id)
         if record is None or record.custodian != self.custodian.public_key:

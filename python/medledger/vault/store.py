@@ -3,6 +3,8 @@
     vault/bodies   record id || version (u32 BE) -> nonce || ChaCha20-Poly1305 ciphertext
     vault/keys     b"v" || record id || version -> data key || salt, wrapped under the KEK
                    b"p" || record id || version -> commitment || anchor expiry height (u64)
+                   b"e" || record id || hash -> salt || a clinician's emergency reason,
+                   wrapped (the chain holds the hash: SHA-256(salt || text))
 
 Every version has a data key of its own, so a key released for one version opens no
 other. Data keys and salts are stored wrapped under the vault's key-encryption key
@@ -153,6 +155,22 @@ class VaultStore:
         opened = self.kek.unwrap(wrapped, slot)
         return opened[:DATA_KEY_BYTES], opened[DATA_KEY_BYTES:]
 
+    def put_reason(self, record_id: bytes, digest: bytes, salt: bytes, text: str) -> None:
+        """Keeps a break-glass declaration's words beside the record (erased with it)."""
+        slot = record_id + digest
+        with self._keys.begin(write=True) as txn:
+            txn.put(b"e" + slot, self.kek.wrap(salt + text.encode(), slot))
+
+    def reason(self, record_id: bytes, digest: bytes) -> str | None:
+        """The words whose salted hash is `digest`, if still held."""
+        slot = record_id + digest
+        with self._keys.begin() as txn:
+            wrapped = txn.get(b"e" + slot)
+            if wrapped is None:
+                return None
+            wrapped = bytes(wrapped)
+        return self.kek.unwrap(wrapped, slot)[HASH_BYTES:].decode()
+
     def holds(self, record_id: bytes) -> bool:
         """Whether any version's key material is still here (false once erased)."""
         with self._keys.begin() as txn, txn.cursor() as cursor:
@@ -165,11 +183,13 @@ class VaultStore:
             return None if value is None else bytes(value)
 
     def erase(self, record_id: bytes) -> None:
-        """Crypto-shredding: every version's data key and salt is destroyed and the key
-        file rewritten without them; the ciphertexts are deleted too."""
+        """Crypto-shredding: every version's data key and salt, and the words of every
+        emergency declared on the record, are destroyed and the key file rewritten
+        without them; the ciphertexts are deleted too."""
         with self._keys.begin(write=True) as txn:
             _delete_prefix(txn, b"v" + record_id)
             _delete_prefix(txn, b"p" + record_id)
+            _delete_prefix(txn, b"e" + record_id)
         with self._bodies.begin(write=True) as txn:
             _delete_prefix(txn, record_id)
         self._compact_keys()

@@ -22,6 +22,48 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ErasureReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErasureReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErasureReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERASURE_REASON_UNSPECIFIED: _ErasureReason.ValueType  # 0
+    ERASURE_REASON_PATIENT_REQUEST: _ErasureReason.ValueType  # 1
+    ERASURE_REASON_RETENTION_ENDED: _ErasureReason.ValueType  # 2
+    ERASURE_REASON_LEGAL_ORDER: _ErasureReason.ValueType  # 3
+    ERASURE_REASON_ENTERED_IN_ERROR: _ErasureReason.ValueType  # 4
+    ERASURE_REASON_OTHER: _ErasureReason.ValueType  # 5
+
+class ErasureReason(_ErasureReason, metaclass=_ErasureReasonEnumTypeWrapper): ...
+
+ERASURE_REASON_UNSPECIFIED: ErasureReason.ValueType  # 0
+ERASURE_REASON_PATIENT_REQUEST: ErasureReason.ValueType  # 1
+ERASURE_REASON_RETENTION_ENDED: ErasureReason.ValueType  # 2
+ERASURE_REASON_LEGAL_ORDER: ErasureReason.ValueType  # 3
+ERASURE_REASON_ENTERED_IN_ERROR: ErasureReason.ValueType  # 4
+ERASURE_REASON_OTHER: ErasureReason.ValueType  # 5
+Global___ErasureReason: _TypeAlias = ErasureReason  # noqa: Y015
+
+class _RevocationReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RevocationReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RevocationReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVOCATION_REASON_UNSPECIFIED: _RevocationReason.ValueType  # 0
+    REVOCATION_REASON_PATIENT_WITHDREW: _RevocationReason.ValueType  # 1
+    REVOCATION_REASON_PURPOSE_COMPLETED: _RevocationReason.ValueType  # 2
+    REVOCATION_REASON_OTHER: _RevocationReason.ValueType  # 3
+
+class RevocationReason(_RevocationReason, metaclass=_RevocationReasonEnumTypeWrapper): ...
+
+REVOCATION_REASON_UNSPECIFIED: RevocationReason.ValueType  # 0
+REVOCATION_REASON_PATIENT_WITHDREW: RevocationReason.ValueType  # 1
+REVOCATION_REASON_PURPOSE_COMPLETED: RevocationReason.ValueType  # 2
+REVOCATION_REASON_OTHER: RevocationReason.ValueType  # 3
+Global___RevocationReason: _TypeAlias = RevocationReason  # noqa: Y015
+
 class _ConsentDecision:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -176,12 +218,12 @@ class EraseRecord(_message.Message):
     RECORD_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     record_id: _builtins.bytes
-    reason: _builtins.str
+    reason: Global___ErasureReason.ValueType
     def __init__(
         self,
         *,
         record_id: _builtins.bytes = ...,
-        reason: _builtins.str = ...,
+        reason: Global___ErasureReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -293,13 +335,13 @@ class RevokeConsent(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     consent_id: _builtins.bytes
     patient: _builtins.bytes
-    reason: _builtins.str
+    reason: Global___RevocationReason.ValueType
     def __init__(
         self,
         *,
         consent_id: _builtins.bytes = ...,
         patient: _builtins.bytes = ...,
-        reason: _builtins.str = ...,
+        reason: Global___RevocationReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -326,7 +368,7 @@ class RecordAccess(_message.Message):
     CONSENT_ID_FIELD_NUMBER: _builtins.int
     CONSENT_VERSION_FIELD_NUMBER: _builtins.int
     BREAK_GLASS_FIELD_NUMBER: _builtins.int
-    EMERGENCY_REASON_FIELD_NUMBER: _builtins.int
+    EMERGENCY_REASON_HASH_FIELD_NUMBER: _builtins.int
     TIME_MS_FIELD_NUMBER: _builtins.int
     BREAK_GLASS_UNTIL_MS_FIELD_NUMBER: _builtins.int
     record_id: _builtins.bytes
@@ -340,7 +382,8 @@ class RecordAccess(_message.Message):
     """the consent that permitted it, if one did"""
     consent_version: _builtins.int
     break_glass: _builtins.bool
-    emergency_reason: _builtins.str
+    emergency_reason_hash: _builtins.bytes
+    """SHA-256(salt || text) of them here, 32 bytes, required for break-glass."""
     time_ms: _builtins.int
     break_glass_until_ms: _builtins.int
     """For a break-glass release that opens a window: when it closes."""
@@ -356,13 +399,13 @@ class RecordAccess(_message.Message):
         consent_id: _builtins.bytes = ...,
         consent_version: _builtins.int = ...,
         break_glass: _builtins.bool = ...,
-        emergency_reason: _builtins.str = ...,
+        emergency_reason_hash: _builtins.bytes = ...,
         time_ms: _builtins.int = ...,
         break_glass_until_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["break_glass", b"break_glass", "break_glass_until_ms", b"break_glass_until_ms", "consent_id", b"consent_id", "consent_version", b"consent_version", "emergency_reason", b"emergency_reason", "outcome", b"outcome", "purpose", b"purpose", "reason", b"reason", "record_id", b"record_id", "requester", b"requester", "time_ms", b"time_ms", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["break_glass", b"break_glass", "break_glass_until_ms", b"break_glass_until_ms", "consent_id", b"consent_id", "consent_version", b"consent_version", "emergency_reason_hash", b"emergency_reason_hash", "outcome", b"outcome", "purpose", b"purpose", "reason", b"reason", "record_id", b"record_id", "requester", b"requester", "time_ms", b"time_ms", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -393,7 +436,7 @@ class RecordState(_message.Message):
     created_height: _builtins.int
     erased_height: _builtins.int
     """0 while not erased"""
-    erasure_reason: _builtins.str
+    erasure_reason: Global___ErasureReason.ValueType
     @_builtins.property
     def security_labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -408,7 +451,7 @@ class RecordState(_message.Message):
         latest_version: _builtins.int = ...,
         created_height: _builtins.int = ...,
         erased_height: _builtins.int = ...,
-        erasure_reason: _builtins.str = ...,
+        erasure_reason: Global___ErasureReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -465,7 +508,7 @@ class ConsentState(_message.Message):
     status: Global___ConsentStatus.ValueType
     granted_height: _builtins.int
     updated_height: _builtins.int
-    revocation_reason: _builtins.str
+    revocation_reason: Global___RevocationReason.ValueType
     @_builtins.property
     def grant(self) -> Global___GrantConsent: ...
     def __init__(
@@ -476,7 +519,7 @@ class ConsentState(_message.Message):
         status: Global___ConsentStatus.ValueType = ...,
         granted_height: _builtins.int = ...,
         updated_height: _builtins.int = ...,
-        revocation_reason: _builtins.str = ...,
+        revocation_reason: Global___RevocationReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -530,13 +573,13 @@ class BreakGlassWindow(_message.Message):
     REQUESTER_FIELD_NUMBER: _builtins.int
     PATIENT_FIELD_NUMBER: _builtins.int
     UNTIL_MS_FIELD_NUMBER: _builtins.int
-    EMERGENCY_REASON_FIELD_NUMBER: _builtins.int
+    EMERGENCY_REASON_HASH_FIELD_NUMBER: _builtins.int
     CUSTODIAN_FIELD_NUMBER: _builtins.int
     OPENED_HEIGHT_FIELD_NUMBER: _builtins.int
     requester: _builtins.bytes
     patient: _builtins.bytes
     until_ms: _builtins.int
-    emergency_reason: _builtins.str
+    emergency_reason_hash: _builtins.bytes
     custodian: _builtins.bytes
     opened_height: _builtins.int
     def __init__(
@@ -545,13 +588,13 @@ class BreakGlassWindow(_message.Message):
         requester: _builtins.bytes = ...,
         patient: _builtins.bytes = ...,
         until_ms: _builtins.int = ...,
-        emergency_reason: _builtins.str = ...,
+        emergency_reason_hash: _builtins.bytes = ...,
         custodian: _builtins.bytes = ...,
         opened_height: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["custodian", b"custodian", "emergency_reason", b"emergency_reason", "opened_height", b"opened_height", "patient", b"patient", "requester", b"requester", "until_ms", b"until_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custodian", b"custodian", "emergency_reason_hash", b"emergency_reason_hash", "opened_height", b"opened_height", "patient", b"patient", "requester", b"requester", "until_ms", b"until_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -896,7 +939,7 @@ class EraseRequest(_message.Message):
     CUSTODIAN_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     record_id: _builtins.bytes
-    reason: _builtins.str
+    reason: Global___ErasureReason.ValueType
     time_ms: _builtins.int
     custodian: _builtins.bytes
     signature: _builtins.bytes
@@ -904,7 +947,7 @@ class EraseRequest(_message.Message):
         self,
         *,
         record_id: _builtins.bytes = ...,
-        reason: _builtins.str = ...,
+        reason: Global___ErasureReason.ValueType = ...,
         time_ms: _builtins.int = ...,
         custodian: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
@@ -970,16 +1013,24 @@ class ListReviewsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
+    EMERGENCY_REASONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessEvent]: ...
+    @_builtins.property
+    def emergency_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The clinicians' words, one per event ("" once the record was erased): the chain holds
+        only their salted hash.
+        """
+
     def __init__(
         self,
         *,
         events: _abc.Iterable[Global___AccessEvent] | None = ...,
+        emergency_reasons: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emergency_reasons", b"emergency_reasons", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
