@@ -126,6 +126,8 @@ def cmd_gov_sign(args: argparse.Namespace) -> None:
             raise CliError("the signing key administers no organisation; give --org")
         organisation = member.organisation
     proposal = proposal_of(govern)
+    # What is signed, shown first: the admin approves the bytes, not the file's name.
+    print(json.dumps(_summary(govern)["proposal"], indent=2))
     signature = admin.sign(signed_bytes(proposal.chain_id, govern.proposal))
     kept = [a for a in govern.approvals if a.organisation != organisation]
     del govern.approvals[:]

@@ -256,16 +256,16 @@ def cmd_access_review(args: argparse.Namespace) -> None:
     with _records(args) as client:
         reviews = client.reviews(key)
     if args.json:
-        print(json.dumps([_review_json(e, words) for e, words in reviews], indent=2))
+        print(json.dumps([_review_json(e, words, salt) for e, words, salt in reviews], indent=2))
         return
     title = "Break-glass releases awaiting the privacy officer's review"
-    events = [event for event, _ in reviews]
+    events = [event for event, _, _ in reviews]
     Console(width=200).print(access_table(events, title, lambda k: k.hex()[:16]))
-    for event, words in reviews:
+    for event, words, _ in reviews:
         print(f"{event.tx_id.hex()[:12]}: {words or '(erased with the record)'}")
 
 
-def _review_json(event: records_pb2.AccessEvent, words: str) -> dict[str, object]:
+def _review_json(event: records_pb2.AccessEvent, words: str, salt: bytes) -> dict[str, object]:
     access = event.access
     return {
         "height": event.height,
@@ -277,6 +277,7 @@ def _review_json(event: records_pb2.AccessEvent, words: str) -> dict[str, object
         "reason": access.reason,
         "emergency_reason": words,
         "emergency_reason_hash": access.emergency_reason_hash.hex(),
+        "emergency_reason_salt": salt.hex(),
         "time_ms": access.time_ms,
     }
 

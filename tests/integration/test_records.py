@@ -27,7 +27,7 @@ from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.keys import load_key
 from medledger.node.launcher import NodeProcess, start_node
-from medledger.vault.envelope import EnvelopeError, open_body, unwrap_key
+from medledger.vault.envelope import EnvelopeError, commitment, open_body, unwrap_key
 from medledger.vault.requests import sign_request
 from medledger.wire.v1 import governance_pb2, records_pb2, records_pb2_grpc, tx_pb2
 
@@ -221,8 +221,12 @@ def test_consent_grants_scoped_reads_revocation_refuses_and_all_is_audited(
     # The chain holds the salted hash of the clinician's words; the words stay in the vault.
     assert len(events[5].access.emergency_reason_hash) == 32
     assert b"unconscious" not in events[5].SerializeToString()
-    reviewed = dict((e.tx_id, words) for e, words in net.records.reviews(net.hospital))
-    assert reviewed[events[5].tx_id] == "unconscious in ED"
+    reviewed = {e.tx_id: (words, salt) for e, words, salt in net.records.reviews(net.hospital)}
+    words, salt = reviewed[events[5].tx_id]
+    assert words == "unconscious in ED"
+    assert commitment(salt, words.encode()) == events[5].access.emergency_reason_hash
+    # The read within the window the declaration opened carries the same words.
+    assert reviewed[events[6].tx_id][0] == "unconscious in ED"
 
 
 def test_a_patient_always_reads_their_own_records_and_a_deny_overrides_a_permit(
@@ -364,7 +368,7 @@ def test_every_break_glass_release_is_queued_for_the_custodians_privacy_officer(
     )
     assert glass.access.access.break_glass
     assert "overrode the patient's denial" in glass.access.access.reason  # the default policy
-    queued = [e for e, _ in net.records.reviews(net.hospital) if e.access.record_id == record]
+    queued = [e for e, _, _ in net.records.reviews(net.hospital) if e.access.record_id == record]
     assert [(e.access.requester, e.patient) for e in queued] == [
         (net.clinician.public_key, net.patient.public_key)
     ]

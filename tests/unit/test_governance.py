@@ -11,7 +11,7 @@ from medledger.app.state import MemoryState, genesis_writes
 from medledger.client import TxBuilder
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis, GenesisOrganisation, GenesisValidator
-from medledger.wire.v1 import governance_pb2, tx_pb2
+from medledger.wire.v1 import governance_pb2, records_pb2, tx_pb2
 
 CHAIN = "governance-unit"
 NOW_MS = 1_800_000_000_000
@@ -176,3 +176,66 @@ def test_the_policy_changes_by_proposal() -> None:
     policy = queries.policy(chain.state)
     assert (policy.break_glass_max_ms, policy.emergency_overrides_deny) == (600_000, False)
     assert (policy.governance_numerator, policy.governance_denominator) == (2, 3)
+
+
+def test_no_organisation_is_added_with_the_weight_to_govern_alone() -> None:
+    chain = Chain()
+    everyone = ("org-a", "org-b", "org-c", "org-d")
+    giant = proposal("add_organisation", new_org("org-big", SigningKey.generate(), weight=9))
+    code, message = chain.apply(ADMINS["org-a"], govern(giant, *everyone))
+    assert code == "NOT_PERMITTED"
+    assert "weight" in message
+    # Weight 8 of a total 12 is exactly 2/3: not more, so it cannot pass anything alone.
+    big = proposal("add_organisation", new_org("org-big", SigningKey.generate(), weight=8))
+    assert chain.apply(ADMINS["org-a"], govern(big, *everyone)) == ("OK", "")
+
+
+def test_approvals_do_not_last_for_ever_and_a_policy_change_is_unambiguous() -> None:
+    chain = Chain()
+    everyone = ("org-a", "org-b", "org-c", "org-d")
+    distant = proposal(
+        "add_organisation", new_org("org-e", SigningKey.generate()), expires=2**64 - 1
+    )
+    code, message = chain.apply(ADMINS["org-a"], govern(distant, *everyone))
+    assert code == "NOT_APPROVED"
+    assert "expires_height" in message
+    key = SigningKey.generate().public_key
+    both = proposal(
+        "set_policy", governance_pb2.PolicyChange(add_auditors=[key], remove_auditors=[key])
+    )
+    assert chain.apply(ADMINS["org-a"], govern(both, *everyone))[0] == "MALFORMED"
+
+
+def test_a_custodian_whose_organisation_was_removed_can_still_erase_its_records() -> None:
+    """A patient's erasure must never become impossible (review, issue 16)."""
+    chain = Chain()
+    custodian = SigningKey.generate()
+    issue = tx_pb2.TransactionBody(
+        issue_credential=tx_pb2.IssueCredential(
+            subject=custodian.public_key,
+            role=R.ROLE_CUSTODIAN,
+            organisation="org-d",
+            expires_ms=NOW_MS + 10_000,
+        )
+    )
+    assert chain.apply(ADMINS["org-d"], issue)[0] == "OK"
+    anchor = tx_pb2.TransactionBody(
+        anchor_record=records_pb2.AnchorRecord(
+            record_id=b"r" * 16,
+            version=1,
+            patient=b"p" * 32,
+            commitment=b"c" * 32,
+            resource_type="Observation",
+        )
+    )
+    assert chain.apply(custodian, anchor)[0] == "OK"
+    remove = proposal("remove_organisation", "org-d")
+    assert chain.apply(ADMINS["org-a"], govern(remove, "org-a", "org-b", "org-c"))[0] == "OK"
+    assert chain.apply(custodian, anchor)[0] == "NOT_PERMITTED"  # no longer a member
+    erase = tx_pb2.TransactionBody(
+        erase_record=records_pb2.EraseRecord(
+            record_id=b"r" * 16, reason=records_pb2.ERASURE_REASON_PATIENT_REQUEST
+        )
+    )
+    assert chain.apply(ADMINS["org-a"], erase)[0] == "NOT_CUSTODIAN"  # only its custodian
+    assert chain.apply(custodian, erase) == ("OK", "")

@@ -211,7 +211,11 @@ class Application:
             return TxOutcome(tx_pb2.RESULT_CODE_MALFORMED, str(rejected))
         if body.expiry_height < height:
             return TxOutcome(tx_pb2.RESULT_CODE_EXPIRED, f"expired at height {body.expiry_height}")
-        if self.permissioned and not self._may_submit(state, signer):
+        if (
+            self.permissioned
+            and not self._may_submit(state, signer)
+            and not records.erasing_own_record(state, signer, body)
+        ):
             return TxOutcome(
                 tx_pb2.RESULT_CODE_NOT_PERMITTED,
                 "signer: not enrolled by a member organisation, or holds no current role",

@@ -36,6 +36,9 @@ DESCRIPTION_BYTES_MAX = 512
 NAME_BYTES_MAX = 128
 ADMINS_MAX = 16
 APPROVALS_MAX = 64
+HORIZON_BLOCKS = 100_000
+"""A proposal's expiry height is at most this far ahead when it is submitted: collected
+approvals do not last for ever."""
 AUDITORS_MAX = 64
 DAY_MS = 24 * 60 * 60 * 1000
 KEY_BYTES = 32
@@ -95,6 +98,8 @@ def _check_action(field: str, proposal: governance_pb2.GovernanceProposal) -> No
             raise _invalid(f"{field}.set_policy.break_glass_max_ms", "at most 24 hours")
         if change.emergency_overrides_deny > 2:
             raise _invalid(f"{field}.set_policy.emergency_overrides_deny", "must be 0, 1 or 2")
+        if set(change.add_auditors) & set(change.remove_auditors):
+            raise _invalid(f"{field}.set_policy", "a key both appointed and dismissed")
         keys = [*change.add_auditors, *change.remove_auditors]
         if len(keys) > AUDITORS_MAX or any(len(key) != KEY_BYTES for key in keys):
             raise _invalid(
@@ -133,13 +138,20 @@ def _approving(state: BlockState, msg: governance_pb2.Govern) -> tuple[list[str]
     return sorted(counted), sum(counted.values())
 
 
-def govern(state: BlockState, height: int, _signer: bytes, msg: governance_pb2.Govern) -> TxOutcome:
+def govern(  # noqa: PLR0911 - one return per rule reads best
+    state: BlockState, height: int, _signer: bytes, msg: governance_pb2.Govern
+) -> TxOutcome:
     proposal = proposal_of(msg)
     if proposal.chain_id != state.chain_id:
         return TxOutcome(tx_pb2.RESULT_CODE_NOT_APPROVED, "govern.proposal: for another chain")
     if proposal.expires_height < height:
         return TxOutcome(
             tx_pb2.RESULT_CODE_EXPIRED, f"govern.proposal: expired at {proposal.expires_height}"
+        )
+    if proposal.expires_height > height + HORIZON_BLOCKS:
+        return TxOutcome(
+            tx_pb2.RESULT_CODE_NOT_APPROVED,
+            f"govern.proposal.expires_height: more than {HORIZON_BLOCKS} blocks ahead",
         )
     if state.get(GOVERNANCE, proposal.proposal_id, governance_pb2.GovernanceRecord) is not None:
         return TxOutcome(tx_pb2.RESULT_CODE_PROPOSAL_USED, "govern.proposal: took effect before")
@@ -153,7 +165,7 @@ def govern(state: BlockState, height: int, _signer: bytes, msg: governance_pb2.G
             f"govern.approvals: weight {approved} of {total} ({', '.join(approved_by) or 'none'})"
             f" is not more than {numerator}/{denominator}",
         )
-    outcome = _apply(state, height, proposal)
+    outcome = _apply(state, height, proposal, (numerator, denominator))
     if outcome.code != tx_pb2.RESULT_CODE_OK:
         return outcome
     state.put(
@@ -172,22 +184,36 @@ def govern(state: BlockState, height: int, _signer: bytes, msg: governance_pb2.G
 
 
 def _apply(
-    state: BlockState, height: int, proposal: governance_pb2.GovernanceProposal
+    state: BlockState,
+    height: int,
+    proposal: governance_pb2.GovernanceProposal,
+    threshold: tuple[int, int],
 ) -> TxOutcome:
     action = proposal.WhichOneof("action")
     if action == "add_organisation":
-        return _add_organisation(state, height, proposal.add_organisation)
+        return _add_organisation(state, height, proposal.add_organisation, threshold)
     if action == "remove_organisation":
         return _remove_organisation(state, height, proposal.remove_organisation)
     return _set_policy(state, proposal.set_policy)
 
 
 def _add_organisation(
-    state: BlockState, height: int, new: governance_pb2.NewOrganisation
+    state: BlockState,
+    height: int,
+    new: governance_pb2.NewOrganisation,
+    threshold: tuple[int, int],
 ) -> TxOutcome:
     if state.get(ORGANISATIONS, new.id.encode(), state_pb2.Organisation) is not None:
         return TxOutcome(  # a removed organisation's id is not reused either
             tx_pb2.RESULT_CODE_ORGANISATION_EXISTS, "govern.add_organisation.id: taken"
+        )
+    numerator, denominator = threshold
+    total = consortium(state).total_weight + new.weight
+    if new.weight * denominator > total * numerator:
+        # It could then pass any proposal alone (name its own auditors, remove others).
+        return TxOutcome(
+            tx_pb2.RESULT_CODE_NOT_PERMITTED,
+            "govern.add_organisation.weight: would alone be over the approval threshold",
         )
     for admin in new.admins:
         if state.get(MEMBERS, admin, state_pb2.Member) is not None:

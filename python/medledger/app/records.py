@@ -29,6 +29,7 @@ __all__ = [
     "check_erase",
     "check_record_access",
     "erase_record",
+    "erasing_own_record",
     "record_access",
     "review_key",
     "version_key",
@@ -175,6 +176,16 @@ def anchor_record(  # noqa: PLR0911 - one return per rule reads best
         ),
     )
     return OK
+
+
+def erasing_own_record(state: BlockState, signer: bytes, body: tx_pb2.TransactionBody) -> bool:
+    """Whether `body` erases a record `signer` is the custodian of: allowed even when the
+    custodian is no longer a member (its organisation removed, its role lapsed), so a
+    patient's erasure can always be carried out."""
+    if body.WhichOneof("kind") != "erase_record":
+        return False
+    record = state.get(RECORDS, body.erase_record.record_id, records_pb2.RecordState)
+    return record is not None and record.custodian == signer
 
 
 def erase_record(

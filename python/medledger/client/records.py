@@ -162,16 +162,23 @@ class RecordsClient:
                 sign_request(request, custodian, self.chain_id), timeout=self.timeout_s
             )
 
-    def reviews(self, requester: SigningKey) -> list[tuple[records_pb2.AccessEvent, str]]:
+    def reviews(self, requester: SigningKey) -> list[tuple[records_pb2.AccessEvent, str, bytes]]:
         """The vault's break-glass review queue, as its custodian or one of its
-        organisation's auditors: each release with the clinician's words ("" once the
-        record was erased)."""
+        organisation's auditors: each release with the clinician's words and their salt
+        (SHA-256(salt || words) is the hash on the chain; "" once erased)."""
         request = records_pb2.ListReviewsRequest(requester=requester.public_key)
         with translated_errors():
             response = self._vault.ListReviews(
                 sign_request(request, requester, self.chain_id), timeout=self.timeout_s
             )
-        return list(zip(response.events, response.emergency_reasons, strict=True))
+        return list(
+            zip(
+                response.events,
+                response.emergency_reasons,
+                response.emergency_reason_salts,
+                strict=True,
+            )
+        )
 
     # ------------------------------------------------------------------- queries
 

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from medledger import __version__
 from medledger._core import admit_batch
-from medledger.app import Application
+from medledger.app import Application, queries
 from medledger.app.channels import NOT_URGENT, time_critical
 from medledger.block import (
     TX_BYTES_MAX,
@@ -346,7 +346,18 @@ class LedgerNode:
                 )
             waiter = known.wait() if wait else None
             return Admitted(pending=waiter, tx_id=body.tx_id, tx_hash=tx_hash)
-        organisation = self._submitter(snapshot, tx.public_key)
+        try:
+            organisation = self._submitter(snapshot, tx.public_key)
+        except Rejected:
+            # A record's custodian may always erase it, member or no longer.
+            held = (
+                queries.record(snapshot, body.erase_record.record_id)
+                if body.WhichOneof("kind") == "erase_record"
+                else None
+            )
+            if held is None or held.custodian != tx.public_key:
+                raise
+            organisation = ""
         pending = PendingTx(tx, body, encoded, tx_hash, body_hash)
         urgent = time_critical(snapshot, body, tx.public_key, self.head.height + 1, self.chain_id)
         full = self.storage_full(

@@ -80,6 +80,7 @@ PROPOSAL_FETCHES_MAX = 4
 CATCH_UP_RETRY_MS = 2_000
 """A peer is asked again for blocks at most this often, whatever it signs."""
 CATCH_UP_EVIDENCE_MS = 10_000
+"""How long a signed message for a later height keeps its sender a candidate to ask."""
 BLOCK_TIME_AHEAD_MAX_MS = 10_000
 """How far ahead of this node's clock a proposed block's time may be. Block time is what
 credentials expire against and break-glass windows are bounded by, so it is checked: it
@@ -87,7 +88,6 @@ must pass the parent's and not run ahead of the validators' clocks..."""
 BLOCK_TIME_BEHIND_MAX_MS = 10_000
 """... and a value proposed fresh must not be older than this by this node's clock, so a
 Byzantine proposer cannot stamp its block long ago (where expired roles still count)."""
-"""How long a signed message for a later height keeps its sender a candidate to ask."""
 
 
 class Ledger(Protocol):

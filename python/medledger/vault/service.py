@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 CONTENT_BYTES_MAX = 1024 * 1024
 """Largest record body the vault stores."""
 COMMIT_WAIT_S = 30.0
+EMERGENCY_REASON_BYTES_MAX = 256
+"""Longest break-glass declaration (kept in the vault, shown in its review queue)."""
 STRANGER_FETCHES_PER_MINUTE = 60
 """Fetches by keys no member enrolled that are decided (refused) and audited per minute;
 more are refused without touching the ledger."""
@@ -188,6 +190,12 @@ class Vault:
             raise Rejected("INVALID_ARGUMENT", "recipient_key", "must be a 32-byte X25519 key")
         if request.purpose == records_pb2.PURPOSE_UNSPECIFIED:
             raise Rejected("INVALID_ARGUMENT", "purpose", "must be set")
+        if len(request.emergency_reason.encode()) > EMERGENCY_REASON_BYTES_MAX:
+            raise Rejected(
+                "INVALID_ARGUMENT",
+                "emergency_reason",
+                f"longer than {EMERGENCY_REASON_BYTES_MAX} bytes",
+            )
         now_ms = _now_ms()
         with self.node.store.snapshot() as snapshot:
             record = queries.record(snapshot, request.record_id)
@@ -309,11 +317,12 @@ class Vault:
                         "neither this vault's custodian nor an auditor of its organisation",
                     )
             events = queries.break_glass_reviews(snapshot, custodian)
-        reasons = [
-            self.store.reason(e.access.record_id, e.access.emergency_reason_hash) or ""
-            for e in events
-        ]
-        return records_pb2.ListReviewsResponse(events=events, emergency_reasons=reasons)
+        held = [self.store.reason(e.access.emergency_reason_hash) for e in events]
+        return records_pb2.ListReviewsResponse(
+            events=events,
+            emergency_reasons=[h[1] if h else "" for h in held],
+            emergency_reason_salts=[h[0] if h else b"" for h in held],
+        )
 
     # -------------------------------------------------------------------- erase
 

@@ -3,8 +3,11 @@
     vault/bodies   record id || version (u32 BE) -> nonce || ChaCha20-Poly1305 ciphertext
     vault/keys     b"v" || record id || version -> data key || salt, wrapped under the KEK
                    b"p" || record id || version -> commitment || anchor expiry height (u64)
-                   b"e" || record id || hash -> salt || a clinician's emergency reason,
-                   wrapped (the chain holds the hash: SHA-256(salt || text))
+                   b"h" || hash -> salt || a clinician's emergency reason, wrapped (the
+                   chain holds the hash: SHA-256(salt || text), which reads within the
+                   window it opened carry too)
+                   b"e" || record id || hash -> (empty): the record it was declared for,
+                   so erasing the record erases the words
 
 Every version has a data key of its own, so a key released for one version opens no
 other. Data keys and salts are stored wrapped under the vault's key-encryption key
@@ -156,20 +159,21 @@ class VaultStore:
         return opened[:DATA_KEY_BYTES], opened[DATA_KEY_BYTES:]
 
     def put_reason(self, record_id: bytes, digest: bytes, salt: bytes, text: str) -> None:
-        """Keeps a break-glass declaration's words beside the record (erased with it)."""
-        slot = record_id + digest
+        """Keeps a break-glass declaration's words, under their salted hash `digest`,
+        tied to the record it was declared for (erased with it)."""
         with self._keys.begin(write=True) as txn:
-            txn.put(b"e" + slot, self.kek.wrap(salt + text.encode(), slot))
+            txn.put(b"h" + digest, self.kek.wrap(salt + text.encode(), digest))
+            txn.put(b"e" + record_id + digest, b"")
 
-    def reason(self, record_id: bytes, digest: bytes) -> str | None:
-        """The words whose salted hash is `digest`, if still held."""
-        slot = record_id + digest
+    def reason(self, digest: bytes) -> tuple[bytes, str] | None:
+        """(salt, words) whose salted hash is `digest`, if still held."""
         with self._keys.begin() as txn:
-            wrapped = txn.get(b"e" + slot)
+            wrapped = txn.get(b"h" + digest)
             if wrapped is None:
                 return None
             wrapped = bytes(wrapped)
-        return self.kek.unwrap(wrapped, slot)[HASH_BYTES:].decode()
+        opened = self.kek.unwrap(wrapped, digest)
+        return opened[:HASH_BYTES], opened[HASH_BYTES:].decode()
 
     def holds(self, record_id: bytes) -> bool:
         """Whether any version's key material is still here (false once erased)."""
@@ -189,6 +193,16 @@ class VaultStore:
         with self._keys.begin(write=True) as txn:
             _delete_prefix(txn, b"v" + record_id)
             _delete_prefix(txn, b"p" + record_id)
+            with txn.cursor() as cursor:  # the words declared for this record
+                prefix = b"e" + record_id
+                digests = []
+                if cursor.set_range(prefix):
+                    for key, _ in cursor:
+                        if not bytes(key).startswith(prefix):
+                            break
+                        digests.append(bytes(key)[len(prefix) :])
+            for digest in digests:
+                txn.delete(b"h" + digest)
             _delete_prefix(txn, b"e" + record_id)
         with self._bodies.begin(write=True) as txn:
             _delete_prefix(txn, record_id)

@@ -1014,23 +1014,27 @@ class ListReviewsResponse(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     EMERGENCY_REASONS_FIELD_NUMBER: _builtins.int
+    EMERGENCY_REASON_SALTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessEvent]: ...
     @_builtins.property
     def emergency_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The clinicians' words, one per event ("" once the record was erased): the chain holds
-        only their salted hash.
+        """The clinicians' words, one per event ("" once the record that opened the break-glass
+        was erased), and the salt that, with them, gives the hash on the chain.
         """
 
+    @_builtins.property
+    def emergency_reason_salts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
         self,
         *,
         events: _abc.Iterable[Global___AccessEvent] | None = ...,
         emergency_reasons: _abc.Iterable[_builtins.str] | None = ...,
+        emergency_reason_salts: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["emergency_reasons", b"emergency_reasons", "events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emergency_reason_salts", b"emergency_reason_salts", "emergency_reasons", b"emergency_reasons", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
