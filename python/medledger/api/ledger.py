@@ -13,7 +13,7 @@ import grpc
 
 from medledger import merkle
 from medledger.api.reads import reading, requester_of
-from medledger.api.status import abort
+from medledger.api.status import abort, require_length
 from medledger.app import queries
 from medledger.channels.rules import ChannelRuleError, check_channel_id
 from medledger.client.errors import STATUS_BY_CODE
@@ -178,9 +178,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             ledger_pb2.GetAccountRequest, ledger_pb2.GetAccountResponse
         ],
     ) -> ledger_pb2.GetAccountResponse:
-        if len(request.owner) != 32:
-            reason = f"must be a 32-byte public key, got {len(request.owner)} bytes"
-            await abort(context, Rejected("INVALID_ARGUMENT", "owner", reason))
+        await require_length(context, "owner", request.owner, 32)
         account = self.node.store.account(request.owner)
         if account is None:
             await abort(context, Rejected("NOT_FOUND", "owner", "no account for this key"))
@@ -193,9 +191,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             ledger_pb2.GetMemberRequest, ledger_pb2.GetMemberResponse
         ],
     ) -> ledger_pb2.GetMemberResponse:
-        if len(request.public_key) != 32:
-            reason = f"must be a 32-byte public key, got {len(request.public_key)} bytes"
-            await abort(context, Rejected("INVALID_ARGUMENT", "public_key", reason))
+        await require_length(context, "public_key", request.public_key, 32)
         requester = await requester_of(context, self.node, request, required=True)
         assert requester is not None
         with self.node.store.snapshot() as snapshot:

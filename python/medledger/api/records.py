@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from medledger.api.reads import reading, requester_of
-from medledger.api.status import abort
+from medledger.api.status import abort, require_length
 from medledger.app import queries
 from medledger.errors import Rejected
 from medledger.node.ledger_node import LedgerNode
@@ -20,14 +20,6 @@ __all__ = ["RecordServicer", "VaultServicer"]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-async def _require_key(context: Context, field: str, value: bytes, length: int) -> None:
-    if len(value) != length:
-        await abort(
-            context,
-            Rejected("INVALID_ARGUMENT", field, f"must be {length} bytes, got {len(value)}"),
-        )
-
-
 class RecordServicer:
     """Anchors, consents and access events, each to a signed reader entitled to it."""
 
@@ -37,7 +29,7 @@ class RecordServicer:
     async def GetRecord(  # noqa: N802 - gRPC method name
         self, request: records_pb2.GetRecordRequest, context: Context
     ) -> records_pb2.GetRecordResponse:
-        await _require_key(context, "record_id", request.record_id, 16)
+        await require_length(context, "record_id", request.record_id, 16)
         requester = await requester_of(context, self.node, request, required=True)
         assert requester is not None
         with self.node.store.snapshot() as snapshot:
@@ -57,7 +49,7 @@ class RecordServicer:
     async def ListConsents(  # noqa: N802
         self, request: records_pb2.ListConsentsRequest, context: Context
     ) -> records_pb2.ListConsentsResponse:
-        await _require_key(context, "patient", request.patient, 32)
+        await require_length(context, "patient", request.patient, 32)
         requester = await requester_of(context, self.node, request, required=True)
         assert requester is not None
         with self.node.store.snapshot() as snapshot:
@@ -70,7 +62,7 @@ class RecordServicer:
     async def ListAccessEvents(  # noqa: N802
         self, request: records_pb2.ListAccessEventsRequest, context: Context
     ) -> records_pb2.ListAccessEventsResponse:
-        await _require_key(context, "patient", request.patient, 32)
+        await require_length(context, "patient", request.patient, 32)
         requester = await requester_of(context, self.node, request, required=True)
         assert requester is not None
         with self.node.store.snapshot() as snapshot:

@@ -8,6 +8,10 @@ submit, who may be a record's custodian, who may declare an emergency) is asked 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
 from medledger.app.outcome import TxOutcome
 from medledger.app.state import (
     CONSORTIUM_KEY,
@@ -37,6 +41,7 @@ __all__ = [
 ]
 
 OK = TxOutcome(tx_pb2.RESULT_CODE_OK, "")
+M = TypeVar("M", bound=Message)
 ISSUABLE_ROLES = frozenset(v for v in tx_pb2.Role.values() if v != tx_pb2.ROLE_UNSPECIFIED)
 
 
@@ -90,16 +95,19 @@ def organisation_of(state: BlockState, org_id: str) -> state_pb2.Organisation | 
     return None if found is None or found.removed_height else found
 
 
-_organisation = organisation_of
+def _copy_of(state: BlockState, key: bytes, kind: type[M]) -> M:
+    """A record of the policy table, copied so that changing it changes nothing until
+    it is put back (an empty one if there is none)."""
+    made = kind()
+    stored = state.get(POLICY, key, kind)
+    if stored is not None:
+        made.CopyFrom(stored)
+    return made
 
 
 def consortium(state: BlockState) -> state_pb2.Consortium:
     """The member organisations and their total weight (a copy to change and put)."""
-    registry = state_pb2.Consortium()
-    stored = state.get(POLICY, CONSORTIUM_KEY, state_pb2.Consortium)
-    if stored is not None:
-        registry.CopyFrom(stored)
-    return registry
+    return _copy_of(state, CONSORTIUM_KEY, state_pb2.Consortium)
 
 
 def put_consortium(state: BlockState, registry: state_pb2.Consortium) -> None:
@@ -111,7 +119,7 @@ def holds(state: BlockState, key: bytes, role: int, time_ms: int) -> bool:
     member = _member(state, key)
     if member is None:
         return False
-    return role in active_roles(member, _organisation(state, member.organisation), time_ms)
+    return role in active_roles(member, organisation_of(state, member.organisation), time_ms)
 
 
 def submitter(
@@ -126,11 +134,7 @@ def submitter(
 
 def policy(state: BlockState) -> state_pb2.Policy:
     """The consortium's policy (a copy to change and put)."""
-    current = state_pb2.Policy()
-    stored = state.get(POLICY, POLICY_KEY, state_pb2.Policy)
-    if stored is not None:
-        current.CopyFrom(stored)
-    return current
+    return _copy_of(state, POLICY_KEY, state_pb2.Policy)
 
 
 def _is_admin(organisation: state_pb2.Organisation | None, key: bytes) -> bool:
@@ -142,7 +146,7 @@ def _is_admin(organisation: state_pb2.Organisation | None, key: bytes) -> bool:
 def issue_credential(
     state: BlockState, height: int, signer: bytes, msg: tx_pb2.IssueCredential
 ) -> TxOutcome:
-    organisation = _organisation(state, msg.organisation)
+    organisation = organisation_of(state, msg.organisation)
     if organisation is None:
         return TxOutcome(
             tx_pb2.RESULT_CODE_UNKNOWN_ORGANISATION, "issue_credential.organisation: unknown"
@@ -188,7 +192,7 @@ def revoke_credential(
         return TxOutcome(
             tx_pb2.RESULT_CODE_UNKNOWN_CREDENTIAL, "revoke_credential.subject: not enrolled"
         )
-    if not _is_admin(_organisation(state, member.organisation), signer):
+    if not _is_admin(organisation_of(state, member.organisation), signer):
         return TxOutcome(
             tx_pb2.RESULT_CODE_NOT_PERMITTED,
             "revoke_credential: the signer is not an admin of the subject's organisation",
