@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from medledger.app import Application
 from medledger.app.state import MemoryState, genesis_writes
 from medledger.client import TxBuilder
+from medledger.client.members import enrolment_signature
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis, GenesisOrganisation, GenesisPolicy, GenesisValidator
 from medledger.wire.v1 import tx_pb2
@@ -38,7 +39,7 @@ def consortium_genesis(chain_id: str, policy: GenesisPolicy | None = None) -> Ge
 
 def enrol(
     chain_id: str,
-    roles: Mapping[bytes, Iterable[int]],
+    roles: Mapping[SigningKey, Iterable[int]],
     *,
     organisation: str = "hospital-a",
     policy: GenesisPolicy | None = None,
@@ -51,11 +52,12 @@ def enrol(
     bodies = [
         tx_pb2.TransactionBody.FromString(
             builder.issue_credential(
-                subject=key,
+                subject=key.public_key,
                 role=role,
                 organisation=organisation,
                 expires_ms=FAR_FUTURE_MS,
                 expiry_height=100,
+                subject_signature=enrolment_signature(key, chain_id, organisation),
             ).body
         )
         for key, held in roles.items()

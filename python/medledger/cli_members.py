@@ -59,9 +59,20 @@ def cmd_member_issue(args: argparse.Namespace) -> None:
             organisation=args.org or _own_organisation(client, admin),
             expires_ms=int(time.time() * 1000) + args.days * DAY_MS,
             expiry_height=expiry_height,
+            subject_signature=args.subject_signature or b"",
         )
 
     _submit(args, build)
+
+
+def cmd_member_agree(args: argparse.Namespace) -> None:
+    """The key's agreement to be enrolled by an organisation (its first role needs it)."""
+    from medledger.client import LedgerClient  # noqa: PLC0415
+    from medledger.client.members import enrolment_signature  # noqa: PLC0415
+
+    with LedgerClient(node_address(args)) as client:
+        chain_id = client.status().chain_id
+    print(enrolment_signature(client_key(args), chain_id, args.org).hex())
 
 
 def cmd_member_revoke(args: argparse.Namespace) -> None:
@@ -110,8 +121,19 @@ def add_commands(commands: Any) -> None:
     issue.add_argument("--role", choices=sorted(ROLES), required=True)
     issue.add_argument("--org", help="organisation id (default: the one the key administers)")
     issue.add_argument("--days", type=int, default=365, help="valid for this many days")
+    issue.add_argument(
+        "--subject-signature",
+        type=hex_bytes,
+        help="a key no organisation enrolled yet: its `member agree` output",
+    )
     add_connection(issue)
     issue.set_defaults(run=cmd_member_issue)
+    agree = actions.add_parser(
+        "agree", help="as a key, agree to be enrolled by an organisation (prints a signature)"
+    )
+    agree.add_argument("--org", required=True, help="the organisation's id")
+    add_connection(agree)
+    agree.set_defaults(run=cmd_member_agree)
     revoke = actions.add_parser("revoke", help="as an admin of its organisation, revoke a role")
     revoke.add_argument("--subject", type=hex_bytes, required=True)
     revoke.add_argument("--role", choices=sorted(ROLES), required=True)

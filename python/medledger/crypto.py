@@ -48,6 +48,7 @@ Domain = Literal[
     "channel-request",
     "read-request",
     "governance",
+    "enrolment",
 ]
 
 

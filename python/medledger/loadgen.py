@@ -92,6 +92,7 @@ def _run(
 ) -> NodeBenchResult:
     from medledger.cli import DEFAULT_FUND_MICROS, init_home  # noqa: PLC0415
     from medledger.client import TxBuilder  # noqa: PLC0415
+    from medledger.client.members import enrolment_signature  # noqa: PLC0415
     from medledger.config import Home  # noqa: PLC0415
     from medledger.crypto import SigningKey  # noqa: PLC0415
     from medledger.keys import load_key  # noqa: PLC0415
@@ -120,6 +121,7 @@ def _run(
                 organisation="org-0",
                 expires_ms=day_later_ms,
                 expiry_height=10_000,
+                subject_signature=enrolment_signature(b.key, CHAIN_ID, "org-0"),
             )
             for b in builders
         ],

@@ -89,9 +89,9 @@ def run_records_bench(
                     custodian,
                     "org-0",
                     {
-                        custodian.public_key: [tx_pb2.ROLE_CUSTODIAN],
-                        patient.public_key: [tx_pb2.ROLE_PATIENT],
-                        reader.public_key: [tx_pb2.ROLE_RESEARCHER],
+                        custodian: [tx_pb2.ROLE_CUSTODIAN],
+                        patient: [tx_pb2.ROLE_PATIENT],
+                        reader: [tx_pb2.ROLE_RESEARCHER],
                     },
                 )
             anchor_s = _commit_all(node.address, anchor_txs)

@@ -26,9 +26,11 @@ def test_payer_and_provider_run_a_channel_from_the_command_line(tmp_path: Path) 
     try:
         at = ["--node", node.address]
         payer = ["--key", str(insurer_key), "--store", str(tmp_path / "insurer-channels"), *at]
+        agreed = medledger("member", "agree", "--org", "org-0", "--key", str(insurer_key), *at)
         medledger(
-            "member", "issue", "--subject", insurer, "--role", "payer", "--home", str(home), *at
-        )
+            "member", "issue", "--subject", insurer, "--role", "payer", "--home", str(home),
+            "--subject-signature", agreed.stdout.strip(), *at,
+        )  # fmt: skip
         medledger("tx", "create-account", "--key", str(insurer_key), *at)
         medledger(
             "tx", "transfer", "--home", str(home), "--to", insurer, "--amount", "5000000", *at
@@ -133,9 +135,11 @@ def test_a_payer_pays_a_provider_through_a_hub_from_the_command_line(tmp_path: P
             (hub_key, hub_pub, "payment-processor"),
             (insurer_key, insurer, "payer"),
         ):
+            agreed = medledger("member", "agree", "--org", "org-0", "--key", str(key), *at)
             medledger(
-                "member", "issue", "--subject", account, "--role", role, "--home", str(home), *at
-            )
+                "member", "issue", "--subject", account, "--role", role, "--home", str(home),
+                "--subject-signature", agreed.stdout.strip(), *at,
+            )  # fmt: skip
             medledger("tx", "create-account", "--key", str(key), *at)
             medledger(
                 "tx", "transfer", "--home", str(home), "--to", account, "--amount", "5000000", *at

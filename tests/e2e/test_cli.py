@@ -50,7 +50,12 @@ def test_init_transfer_query_and_verify_chain(tmp_path: Path) -> None:
         assert refused.returncode == 1
         assert "PERMISSION_DENIED" in refused.stderr
         assert "tx.public_key" in refused.stderr
-        medledger("member", "issue", "--subject", bob, "--role", "payer", "--home", str(home), *at)
+        # Only with Bob's agreement to join org-0.
+        issue = ["member", "issue", "--subject", bob, "--role", "payer", "--home", str(home)]
+        unagreed = medledger(*issue, *at, check=False)
+        assert "subject_signature" in unagreed.stdout
+        agreed = medledger("member", "agree", "--org", "org-0", "--key", str(bob_key), *at)
+        medledger(*issue, "--subject-signature", agreed.stdout.strip(), *at)
         shown = json.loads(medledger("member", "show", bob, "--key", str(bob_key), *at).stdout)
         assert (shown["organisation"], shown["active_roles"]) == ("org-0", ["payer"])
         medledger("tx", "create-account", "--key", str(bob_key), *at)
@@ -82,7 +87,8 @@ def test_init_transfer_query_and_verify_chain(tmp_path: Path) -> None:
     finally:
         node.stop()
     verified = medledger("verify-chain", "--home", str(home))
-    assert "chain OK: 3 blocks, 3 transactions" in verified.stdout  # enrol, open, transfer
+    # the enrolment refused (no agreement), the one agreed, the account, the transfer
+    assert "chain OK: 4 blocks, 4 transactions" in verified.stdout
 
 
 def test_verify_chain_reports_the_first_tampered_height(tmp_path: Path) -> None:

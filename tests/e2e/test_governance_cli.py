@@ -51,9 +51,12 @@ def test_organisations_add_a_hospital_by_proposal_and_change_the_policy(tmp_path
 
         # The new organisation's admin enrols a key, which may then transact.
         at = ["--node", f"127.0.0.1:{port + 3}"]
+        agreed = medledger(
+            "member", "agree", "--org", "st-elsewhere", "--key", str(member_key), *at
+        ).stdout.strip()
         medledger(
             "member", "issue", "--subject", member, "--role", "payer", "--key",
-            str(newcomer_key), *at,
+            str(newcomer_key), "--subject-signature", agreed, *at,
         )  # fmt: skip
         shown = json.loads(
             medledger("member", "show", member, "--key", str(member_key), *at).stdout

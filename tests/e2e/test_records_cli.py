@@ -74,13 +74,20 @@ def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:
         medledger("devnet", "up", "--home", str(root))
         # node0's organisation admin issues the roles (its vault's custodian role too).
         custodian = medledger("keys", "show", str(root / "node0" / "keys" / "client.json"))
-        for subject, role in (
-            (custodian.stdout.strip(), "custodian"),
-            (patient, "patient"),
-            (researcher, "researcher"),
-            (clinician, "clinician"),
+        medledger(
+            "member", "issue", "--subject", custodian.stdout.strip(), "--role", "custodian",
+            *hospital,
+        )  # fmt: skip
+        for (path, subject), role in (
+            (keys["patient"], "patient"),
+            (keys["researcher"], "researcher"),
+            (keys["clinician"], "clinician"),
         ):
-            medledger("member", "issue", "--subject", subject, "--role", role, *hospital)
+            agreed = medledger("member", "agree", "--org", "org-0", "--key", str(path), *hospital)
+            medledger(
+                "member", "issue", "--subject", subject, "--role", role,
+                "--subject-signature", agreed.stdout.strip(), *hospital,
+            )  # fmt: skip
         stored = medledger("record", "put", str(bundle), "--patient", patient, *hospital)
         lines = [json.loads(line) for line in stored.stdout.splitlines()]
         assert [line["resource_type"] for line in lines] == ["Observation", "Condition"]

@@ -37,7 +37,7 @@ class RunningNode:
     def builder(self, key: SigningKey | None = None) -> TxBuilder:
         return TxBuilder(key or self.payer, CHAIN_ID)
 
-    def enrol(self, roles: Mapping[bytes, Iterable[int]]) -> None:
+    def enrol(self, roles: Mapping[SigningKey, Iterable[int]]) -> None:
         """The node's organisation (`org-0`, whose admin is `payer`) issues these roles."""
         with self.client() as client:
             enrol(client, self.payer, "org-0", roles)
@@ -45,7 +45,7 @@ class RunningNode:
     def member(self, role: int = tx_pb2.ROLE_PAYER) -> SigningKey:
         """A fresh key, enrolled by the node's organisation in `role`."""
         key = SigningKey.generate()
-        self.enrol({key.public_key: [role]})
+        self.enrol({key: [role]})
         return key
 
     def restart(self) -> None:

@@ -29,7 +29,7 @@ DEPOSIT = 10**8
 def fund(node: RunningNode, key: SigningKey, role: int = tx_pb2.ROLE_PAYER) -> None:
     """Enrols `key` in `role` (the node's organisation issues it), opens its account and
     funds it."""
-    node.enrol({key.public_key: [role]})
+    node.enrol({key: [role]})
     client = node.client()
     height = client.status().height
     create = node.builder(key).sign(

@@ -117,10 +117,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
                 network.hospital,
                 "org-0",
                 {
-                    network.hospital.public_key: [tx_pb2.ROLE_CUSTODIAN],
-                    network.patient.public_key: [tx_pb2.ROLE_PATIENT],
-                    network.researcher.public_key: [tx_pb2.ROLE_RESEARCHER],
-                    network.clinician.public_key: [tx_pb2.ROLE_CLINICIAN],
+                    network.hospital: [tx_pb2.ROLE_CUSTODIAN],
+                    network.patient: [tx_pb2.ROLE_PATIENT],
+                    network.researcher: [tx_pb2.ROLE_RESEARCHER],
+                    network.clinician: [tx_pb2.ROLE_CLINICIAN],
                 },
             )
             yield network
@@ -274,7 +274,7 @@ def test_no_key_opens_a_break_glass_window_for_itself_past_a_denial(net: Network
     own records: the hospital's vault refuses her, and the refusal is in the log."""
     condition = net.put(CONDITION)
     mallory = SigningKey.generate()
-    enrol(net.ledger, net.hospital, "org-0", {mallory.public_key: [tx_pb2.ROLE_RESEARCHER]})
+    enrol(net.ledger, net.hospital, "org-0", {mallory: [tx_pb2.ROLE_RESEARCHER]})
     deny_to(net, mallory.public_key, condition)
     fake = b"\x66" * 16
     anchor = tx_pb2.TransactionBody(
@@ -291,7 +291,7 @@ def test_no_key_opens_a_break_glass_window_for_itself_past_a_denial(net: Network
     assert "custodian role" in refused_anchor.message
 
     # The worst case: Mallory holds a custodian role (her organisation's vault).
-    enrol(net.ledger, net.hospital, "org-0", {mallory.public_key: [tx_pb2.ROLE_CUSTODIAN]})
+    enrol(net.ledger, net.hospital, "org-0", {mallory: [tx_pb2.ROLE_CUSTODIAN]})
     expiry = net.ledger.status().height + 100
     anchored = net.ledger.submit(TxBuilder(mallory, CHAIN_ID).sign(anchor, expiry_height=expiry))
     assert anchored.code == tx_pb2.RESULT_CODE_OK
@@ -340,7 +340,7 @@ def test_a_self_declared_clinician_gets_no_break_glass(net: Network) -> None:
     why = refused(lambda: net.commit(fresh, "register_participant", **register))
     assert why.field == "tx.public_key"
     labelled = SigningKey.generate()
-    enrol(net.ledger, net.hospital, "org-0", {labelled.public_key: [tx_pb2.ROLE_PATIENT]})
+    enrol(net.ledger, net.hospital, "org-0", {labelled: [tx_pb2.ROLE_PATIENT]})
     assert net.commit(labelled, "register_participant", **register).code == tx_pb2.RESULT_CODE_OK
     before = len(net.records.access_events(net.patient.public_key, net.patient))
     for requester in (fresh, labelled):
@@ -373,7 +373,7 @@ def test_every_break_glass_release_is_queued_for_the_custodians_privacy_officer(
         (net.clinician.public_key, net.patient.public_key)
     ]
     officer = SigningKey.generate()
-    enrol(net.ledger, net.hospital, "org-0", {officer.public_key: [tx_pb2.ROLE_AUDITOR]})
+    enrol(net.ledger, net.hospital, "org-0", {officer: [tx_pb2.ROLE_AUDITOR]})
     assert net.records.reviews(officer) == net.records.reviews(net.hospital)
     why = refused(lambda: net.records.reviews(net.researcher))
     assert why.field == "requester"
@@ -421,7 +421,7 @@ def test_health_metadata_is_read_only_by_those_entitled_to_it(net: Network) -> N
     # An organisation's own auditor role opens nothing here (an admin could issue it to
     # itself); the consortium's auditors are appointed by governance.
     auditor = SigningKey.generate()
-    enrol(net.ledger, net.hospital, "org-0", {auditor.public_key: [tx_pb2.ROLE_AUDITOR]})
+    enrol(net.ledger, net.hospital, "org-0", {auditor: [tx_pb2.ROLE_AUDITOR]})
     refused(lambda: net.records.consents(patient, auditor))
     net.govern(governance_pb2.PolicyChange(add_auditors=[auditor.public_key]))
     assert net.records.consents(patient, auditor) == everything
@@ -639,7 +639,7 @@ def test_a_body_whose_anchor_is_refused_leaves_nothing_behind(net: Network) -> N
         assert "custodian role" in why.reason
         assert vault_bodies(net) == before
     finally:
-        enrol(net.ledger, net.hospital, "org-0", {net.hospital.public_key: [tx_pb2.ROLE_CUSTODIAN]})
+        enrol(net.ledger, net.hospital, "org-0", {net.hospital: [tx_pb2.ROLE_CUSTODIAN]})
     assert net.put(OBSERVATION)
     assert vault_bodies(net) == before + 1
 

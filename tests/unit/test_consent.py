@@ -227,11 +227,11 @@ def consortium_state(policy: GenesisPolicy | None = None) -> MemoryState:
     return enrol(
         CHAIN,
         {
-            CUSTODIANS[0].public_key: custodian,
-            CUSTODIANS[1].public_key: custodian,
-            CUSTODIANS[2].public_key: [tx_pb2.ROLE_RESEARCHER],
-            CLINICIAN.public_key: [tx_pb2.ROLE_CLINICIAN],
-            PATIENT_KEY.public_key: [tx_pb2.ROLE_PATIENT],
+            CUSTODIANS[0]: custodian,
+            CUSTODIANS[1]: custodian,
+            CUSTODIANS[2]: [tx_pb2.ROLE_RESEARCHER],
+            CLINICIAN: [tx_pb2.ROLE_CLINICIAN],
+            PATIENT_KEY: [tx_pb2.ROLE_PATIENT],
         },
         policy=policy,
     )

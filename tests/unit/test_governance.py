@@ -9,6 +9,7 @@ import os
 from medledger.app import Application, governance, queries
 from medledger.app.state import MemoryState, genesis_writes
 from medledger.client import TxBuilder
+from medledger.client.members import enrolment_signature
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis, GenesisOrganisation, GenesisValidator
 from medledger.wire.v1 import governance_pb2, records_pb2, tx_pb2
@@ -112,6 +113,7 @@ def test_more_than_two_thirds_of_the_weight_must_approve() -> None:
             role=R.ROLE_PAYER,
             organisation="org-e",
             expires_ms=NOW_MS + 10_000,
+            subject_signature=enrolment_signature(member, CHAIN, "org-e"),
         )
     )
     assert chain.apply(newcomer, issue)[0] == "OK"
@@ -149,6 +151,7 @@ def test_a_removed_organisations_members_lose_their_roles_at_once() -> None:
             role=R.ROLE_PAYER,
             organisation="org-d",
             expires_ms=NOW_MS + 10_000,
+            subject_signature=enrolment_signature(member, CHAIN, "org-d"),
         )
     )
     assert chain.apply(ADMINS["org-d"], issue)[0] == "OK"
@@ -216,6 +219,7 @@ def test_a_custodian_whose_organisation_was_removed_can_still_erase_its_records(
             role=R.ROLE_CUSTODIAN,
             organisation="org-d",
             expires_ms=NOW_MS + 10_000,
+            subject_signature=enrolment_signature(custodian, CHAIN, "org-d"),
         )
     )
     assert chain.apply(ADMINS["org-d"], issue)[0] == "OK"

@@ -9,6 +9,7 @@ from medledger.app import Application, queries
 from medledger.app.records import break_glass_key, review_key
 from medledger.app.state import BREAK_GLASS, BREAK_GLASS_REVIEW, MemoryState
 from medledger.client import TxBuilder
+from medledger.client.members import enrolment_signature
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.genesis import DEFAULT_BREAK_GLASS_MAX_MS
@@ -31,9 +32,9 @@ class Chain:
         self.state: MemoryState = enrol(
             CHAIN,
             {
-                CUSTODIAN.public_key: [R.ROLE_CUSTODIAN],
-                CLINICIAN.public_key: [R.ROLE_CLINICIAN],
-                PATIENT.public_key: [R.ROLE_PATIENT],
+                CUSTODIAN: [R.ROLE_CUSTODIAN],
+                CLINICIAN: [R.ROLE_CLINICIAN],
+                PATIENT: [R.ROLE_PATIENT],
             },
         )
         self.height = 1
@@ -53,13 +54,24 @@ class Chain:
         return R.ResultCode.Name(result.outcomes[0].code).removeprefix("RESULT_CODE_")
 
 
-def issue(subject: bytes, role: int, org: str = "hospital-a", expires_ms: int = FAR_FUTURE_MS):  # type: ignore[no-untyped-def]
+def issue(
+    subject: SigningKey,
+    role: int,
+    org: str = "hospital-a",
+    expires_ms: int = FAR_FUTURE_MS,
+    *,
+    agreed_to: str | None = "",
+) -> tx_pb2.TransactionBody:
+    """`subject` is issued `role` by `org`, with its agreement to join `agreed_to` (by
+    default `org`; None: no agreement at all)."""
+    joins = org if agreed_to == "" else agreed_to
     return tx_pb2.TransactionBody(
         issue_credential=tx_pb2.IssueCredential(
-            subject=subject,
+            subject=subject.public_key,
             role=role,  # type: ignore[arg-type]
             organisation=org,
             expires_ms=expires_ms,
+            subject_signature=b"" if joins is None else enrolment_signature(subject, CHAIN, joins),
         )
     )
 
@@ -79,7 +91,7 @@ ADMIN_A, ADMIN_B = ADMINS["hospital-a"], ADMINS["hospital-b"]
 
 def test_only_an_organisations_admins_issue_its_roles_and_a_key_has_one_organisation() -> None:
     chain = Chain()
-    fresh = SigningKey.generate().public_key
+    fresh = SigningKey.generate()
     assert chain.apply(CUSTODIAN, issue(fresh, R.ROLE_CLINICIAN)) == "NOT_PERMITTED"
     assert chain.apply(ADMIN_A, issue(fresh, R.ROLE_CLINICIAN, org="nowhere")) == (
         "UNKNOWN_ORGANISATION"
@@ -88,26 +100,30 @@ def test_only_an_organisations_admins_issue_its_roles_and_a_key_has_one_organisa
     assert chain.apply(ADMIN_A, issue(fresh, R.ROLE_CLINICIAN, expires_ms=NOW_MS)) == (
         "INVALID_CREDENTIAL"
     )
+    # Without the key's agreement, or with its agreement to join another organisation.
+    for agreed_to in (None, "hospital-b"):
+        code = chain.apply(ADMIN_A, issue(fresh, R.ROLE_CLINICIAN, agreed_to=agreed_to))
+        assert code == "NOT_PERMITTED"
     assert chain.apply(ADMIN_A, issue(fresh, R.ROLE_CLINICIAN)) == "OK"
     # hospital-b cannot add roles to a key hospital-a enrolled.
     assert chain.apply(ADMIN_B, issue(fresh, R.ROLE_AUDITOR, org="hospital-b")) == (
         "WRONG_ORGANISATION"
     )
-    member = queries.member(chain.state, fresh)
+    member = queries.member(chain.state, fresh.public_key)
     assert member is not None
     assert member.organisation == "hospital-a"
-    assert queries.roles(chain.state, fresh, chain.time_ms) == {R.ROLE_CLINICIAN}
+    assert queries.roles(chain.state, fresh.public_key, chain.time_ms) == {R.ROLE_CLINICIAN}
 
 
 def test_a_role_counts_until_it_expires_or_its_organisation_revokes_it() -> None:
     chain = Chain()
     fresh = SigningKey.generate()
     soon = chain.time_ms + 1_000
-    assert chain.apply(ADMIN_A, issue(fresh.public_key, R.ROLE_PAYER, expires_ms=soon)) == "OK"
+    assert chain.apply(ADMIN_A, issue(fresh, R.ROLE_PAYER, expires_ms=soon)) == "OK"
     assert chain.apply(fresh, create_account()) == "OK"
     # Past its expiry (block time), the key may no longer submit.
     assert chain.apply(fresh, create_account(), after_ms=2_000) == "NOT_PERMITTED"
-    assert chain.apply(ADMIN_A, issue(fresh.public_key, R.ROLE_PAYER)) == "OK"  # renewed
+    assert chain.apply(ADMIN_A, issue(fresh, R.ROLE_PAYER)) == "OK"  # renewed
     assert chain.apply(fresh, create_account()) == "ACCOUNT_EXISTS"  # permitted again
     assert chain.apply(ADMIN_B, revoke(fresh.public_key, R.ROLE_PAYER)) == "NOT_PERMITTED"
     assert chain.apply(ADMIN_A, revoke(fresh.public_key, R.ROLE_AUDITOR)) == "UNKNOWN_CREDENTIAL"

@@ -38,9 +38,9 @@ def chain() -> MemoryState:
     state = enrol(
         CHAIN,
         {
-            CUSTODIAN.public_key: [tx_pb2.ROLE_CUSTODIAN],
-            PATIENT.public_key: [tx_pb2.ROLE_PATIENT],
-            GRANTEE.public_key: [tx_pb2.ROLE_RESEARCHER],
+            CUSTODIAN: [tx_pb2.ROLE_CUSTODIAN],
+            PATIENT: [tx_pb2.ROLE_PATIENT],
+            GRANTEE: [tx_pb2.ROLE_RESEARCHER],
         },
     )
     anchor = tx_pb2.TransactionBody(
@@ -117,7 +117,7 @@ def test_a_denied_grantee_reads_no_anchors_and_a_permitted_one_does() -> None:
 
 def test_a_custodian_of_another_record_reads_no_consents_of_the_patient() -> None:
     """A custodian that anchors a junk record naming the patient gains nothing."""
-    state = enrol(CHAIN, {OUTSIDER_CUSTODIAN.public_key: [tx_pb2.ROLE_CUSTODIAN]})
+    state = enrol(CHAIN, {OUTSIDER_CUSTODIAN: [tx_pb2.ROLE_CUSTODIAN]})
     junk = tx_pb2.TransactionBody(
         anchor_record=records_pb2.AnchorRecord(
             record_id=b"j" * 16,

@@ -21,6 +21,7 @@ from medledger.app.state import (
     POLICY_KEY,
     BlockState,
 )
+from medledger.crypto import signing_message, verify
 from medledger.errors import Rejected
 from medledger.genesis import ORGANISATION_ID
 from medledger.wire.v1 import state_pb2, tx_pb2
@@ -31,6 +32,7 @@ __all__ = [
     "check_issue",
     "check_revoke",
     "consortium",
+    "enrolment_message",
     "holds",
     "issue_credential",
     "organisation_of",
@@ -42,6 +44,7 @@ __all__ = [
 
 OK = TxOutcome(tx_pb2.RESULT_CODE_OK, "")
 M = TypeVar("M", bound=Message)
+SIGNATURE_BYTES = 64
 ISSUABLE_ROLES = frozenset(v for v in tx_pb2.Role.values() if v != tx_pb2.ROLE_UNSPECIFIED)
 
 
@@ -59,6 +62,8 @@ def check_issue(msg: tx_pb2.IssueCredential, _signer: bytes) -> None:
         raise _invalid(f"{field}.organisation", "must be an organisation id")
     if msg.expires_ms == 0:
         raise _invalid(f"{field}.expires_ms", "must be set")
+    if msg.subject_signature and len(msg.subject_signature) != SIGNATURE_BYTES:
+        raise _invalid(f"{field}.subject_signature", f"must be {SIGNATURE_BYTES} bytes")
 
 
 def check_revoke(msg: tx_pb2.RevokeCredential, _signer: bytes) -> None:
@@ -137,6 +142,11 @@ def policy(state: BlockState) -> state_pb2.Policy:
     return _copy_of(state, POLICY_KEY, state_pb2.Policy)
 
 
+def enrolment_message(chain_id: str, organisation: str) -> bytes:
+    """What a key signs to agree to be enrolled by `organisation` on this chain."""
+    return signing_message("enrolment", chain_id, organisation.encode())
+
+
 def _is_admin(organisation: state_pb2.Organisation | None, key: bytes) -> bool:
     return (
         organisation is not None and not organisation.removed_height and key in organisation.admins
@@ -162,6 +172,13 @@ def issue_credential(
             "issue_credential.expires_ms: not after the block time",
         )
     member = _member(state, msg.subject)
+    if member is None and not verify(
+        msg.subject, enrolment_message(state.chain_id, msg.organisation), msg.subject_signature
+    ):
+        return TxOutcome(
+            tx_pb2.RESULT_CODE_NOT_PERMITTED,
+            "issue_credential.subject_signature: the key has not agreed to join this organisation",
+        )
     if member is None:
         member = state_pb2.Member(
             public_key=msg.subject, organisation=msg.organisation, enrolled_height=height

@@ -79,15 +79,19 @@ class TxBuilder:
         organisation: str,
         expires_ms: int,
         expiry_height: int,
+        subject_signature: bytes = b"",
         tx_id: bytes | None = None,
     ) -> envelope_pb2.SignedTransaction:
-        """As an admin of `organisation`: `subject` holds `role` until `expires_ms`."""
+        """As an admin of `organisation`: `subject` holds `role` until `expires_ms`. A key
+        no organisation enrolled yet must agree: `subject_signature` is its
+        `client.members.enrolment_signature`."""
         body = tx_pb2.TransactionBody(
             issue_credential=tx_pb2.IssueCredential(
                 subject=subject,
                 role=role,  # type: ignore[arg-type]
                 organisation=organisation,
                 expires_ms=expires_ms,
+                subject_signature=subject_signature,
             )
         )
         return self.sign(body, expiry_height=expiry_height, tx_id=tx_id)

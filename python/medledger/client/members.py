@@ -7,12 +7,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 
+from medledger.app.members import enrolment_message
 from medledger.client.builder import TxBuilder
 from medledger.client.sync import LedgerClient
 from medledger.crypto import SigningKey
 from medledger.wire.v1 import tx_pb2
 
-__all__ = ["DEFAULT_VALIDITY_MS", "EnrolmentError", "enrol"]
+__all__ = ["DEFAULT_VALIDITY_MS", "EnrolmentError", "enrol", "enrolment_signature"]
 
 DEFAULT_VALIDITY_MS = 365 * 24 * 60 * 60 * 1000
 """How long a role issued by `enrol` lasts unless told otherwise: a year."""
@@ -23,26 +24,34 @@ class EnrolmentError(Exception):
     """A credential was not committed with an OK result; the message says which and why."""
 
 
+def enrolment_signature(subject: SigningKey, chain_id: str, organisation: str) -> bytes:
+    """`subject`'s agreement to be enrolled by `organisation` (its first credential
+    carries it; `medledger member agree` prints it for an admin to use)."""
+    return subject.sign(enrolment_message(chain_id, organisation))
+
+
 def enrol(
     client: LedgerClient,
     admin: SigningKey,
     organisation: str,
-    roles: Mapping[bytes, Iterable[int]],
+    roles: Mapping[SigningKey, Iterable[int]],
     *,
     valid_for_ms: int = DEFAULT_VALIDITY_MS,
 ) -> None:
-    """As `admin` of `organisation`, issues each key its roles and waits until every
-    credential is committed. Raises EnrolmentError naming the first one refused."""
+    """As `admin` of `organisation`, issues each key its roles (with the key's own
+    agreement to join) and waits until every credential is committed. Raises
+    EnrolmentError naming the first one refused."""
     status = client.status()
     builder = TxBuilder(admin, status.chain_id)
     expires_ms = int(time.time() * 1000) + valid_for_ms
     txs = [
         builder.issue_credential(
-            subject=subject,
+            subject=subject.public_key,
             role=role,
             organisation=organisation,
             expires_ms=expires_ms,
             expiry_height=status.height + EXPIRY_BLOCKS,
+            subject_signature=enrolment_signature(subject, status.chain_id, organisation),
         )
         for subject, held in roles.items()
         for role in held

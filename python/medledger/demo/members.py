@@ -28,19 +28,19 @@ def run_enrolment(
     r = tx_pb2
     issued = [
         (cast.hospital, {
-            cast.hospital.public_key: [r.ROLE_CUSTODIAN, r.ROLE_PROVIDER],
-            cast.patient.public_key: [r.ROLE_PATIENT],
-            cast.researcher.public_key: [r.ROLE_RESEARCHER],
+            cast.hospital: [r.ROLE_CUSTODIAN, r.ROLE_PROVIDER],
+            cast.patient: [r.ROLE_PATIENT],
+            cast.researcher: [r.ROLE_RESEARCHER],
         }),
-        (insurer_admin, {cast.insurer.public_key: [r.ROLE_INSURER, r.ROLE_PAYER]}),
-        (processor_admin, {cast.processor.public_key: [r.ROLE_PAYMENT_PROCESSOR]}),
+        (insurer_admin, {cast.insurer: [r.ROLE_INSURER, r.ROLE_PAYER]}),
+        (processor_admin, {cast.processor: [r.ROLE_PAYMENT_PROCESSOR]}),
     ]  # fmt: skip
     with LedgerClient(address) as client:
         for admin, roles in issued:
             organisation = genesis.organisation_of(admin.public_key)
             enrol(client, admin, organisation, roles)
             names = ", ".join(
-                f"{cast.name(key)}: "
+                f"{cast.name(key.public_key)}: "
                 + "+".join(r.Role.Name(role).removeprefix("ROLE_").lower() for role in held)
                 for key, held in roles.items()
             )

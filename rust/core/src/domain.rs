@@ -28,6 +28,8 @@ pub enum Domain {
     ReadRequest,
     /// A governance proposal, signed by the admins of the organisations that approve it.
     Governance,
+    /// A key's agreement to be enrolled by an organisation, signed by that key.
+    Enrolment,
 }
 
 impl Domain {
@@ -42,6 +44,7 @@ impl Domain {
             Self::ChannelRequest => b"medledger/v1/channel-request",
             Self::ReadRequest => b"medledger/v1/read-request",
             Self::Governance => b"medledger/v1/governance",
+            Self::Enrolment => b"medledger/v1/enrolment",
         }
     }
 
@@ -57,10 +60,11 @@ impl Domain {
             "channel-request" => Ok(Self::ChannelRequest),
             "read-request" => Ok(Self::ReadRequest),
             "governance" => Ok(Self::Governance),
+            "enrolment" => Ok(Self::Enrolment),
             other => Err(Error::invalid_argument(
                 "domain",
                 format!(
-                    "unknown domain {other:?}; expected tx, vote, proposal, channel-state, channel-refund, vault-request, channel-request, read-request or governance"
+                    "unknown domain {other:?}; expected tx, vote, proposal, channel-state, channel-refund, vault-request, channel-request, read-request, governance or enrolment"
                 ),
             )),
         }

@@ -257,8 +257,10 @@ Global___RegisterParticipant: _TypeAlias = RegisterParticipant  # noqa: Y015
 class IssueCredential(_message.Message):
     """An organisation's admin issues a role to a key: a credential on the ledger, valid until
     `expires_ms` (block time). A key is enrolled by one organisation; its first credential
-    enrols it, and only that organisation's admins issue it more. Issuing a role the key
-    already holds replaces its expiry (and lifts a revocation).
+    enrols it, and only with the key's own agreement (`subject_signature`), so no
+    organisation can claim another's key first; then only that organisation's admins issue
+    it more. Issuing a role the key already holds replaces its expiry (and lifts a
+    revocation).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -267,6 +269,7 @@ class IssueCredential(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     ORGANISATION_FIELD_NUMBER: _builtins.int
     EXPIRES_MS_FIELD_NUMBER: _builtins.int
+    SUBJECT_SIGNATURE_FIELD_NUMBER: _builtins.int
     subject: _builtins.bytes
     """the key's public key, 32 bytes"""
     role: Global___Role.ValueType
@@ -274,6 +277,10 @@ class IssueCredential(_message.Message):
     """the issuing organisation's id; the signer must be its admin"""
     expires_ms: _builtins.int
     """Unix milliseconds, compared with block time"""
+    subject_signature: _builtins.bytes
+    """For a key no organisation enrolled yet: its signature over the organisation's id
+    (domain "medledger/v1/enrolment"), 64 bytes.
+    """
     def __init__(
         self,
         *,
@@ -281,10 +288,11 @@ class IssueCredential(_message.Message):
         role: Global___Role.ValueType = ...,
         organisation: _builtins.str = ...,
         expires_ms: _builtins.int = ...,
+        subject_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_ms", b"expires_ms", "organisation", b"organisation", "role", b"role", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_ms", b"expires_ms", "organisation", b"organisation", "role", b"role", "subject", b"subject", "subject_signature", b"subject_signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
