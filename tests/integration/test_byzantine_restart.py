@@ -114,14 +114,18 @@ class ByzantineValidator(peer_pb2_grpc.PeerServiceServicer):
 
     async def propose_x(self) -> None:
         """Round 0 of HEIGHT: X, an empty block on C's head, to A and B only, sent as
-        soon as C committed the height before (early messages wait in a buffer)."""
-        with LedgerClient(self.addresses[C], timeout_s=10) as client:
-            while True:
-                status = await asyncio.to_thread(client.status)
-                if status.height >= HEIGHT - 1:
-                    break
-                await asyncio.sleep(0.01)
-        assert status.height == HEIGHT - 1, "D's slot passed before it could propose"
+        soon as A, B and C committed the height before (early messages wait in a buffer).
+        Stamped then, X is fresh when they judge it: a proposal more than 10 s old is
+        prevoted nil (`Replica.timely`), which a slow machine must not turn into a
+        missed trap."""
+        for index in (C, A, B):
+            with LedgerClient(self.addresses[index], timeout_s=10) as client:
+                while True:
+                    status = await asyncio.to_thread(client.status)
+                    if status.height >= HEIGHT - 1:
+                        break
+                    await asyncio.sleep(0.01)
+            assert status.height == HEIGHT - 1, "D's slot passed before it could propose"
         block = assemble_block(
             chain_id=CHAIN_ID,
             height=HEIGHT,

@@ -13,6 +13,8 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from medledger.cli import init_home
 from medledger.client import LedgerClient, TxBuilder
 from medledger.config import Home
@@ -47,6 +49,7 @@ def slow_node(root: Path) -> RunningNode:
     return RunningNode(home, genesis, process, load_key(home.keys_dir / "client.json"))
 
 
+@pytest.mark.timeout(900)  # its waits' deadlines add up to more than the default 300 s
 def test_a_flood_does_not_push_the_providers_challenge_past_the_window(tmp_path: Path) -> None:
     node = slow_node(tmp_path / "provider")
     try:
@@ -83,10 +86,10 @@ def test_a_flood_does_not_push_the_providers_challenge_past_the_window(tmp_path:
                     wallet.on_chain(channel_id).channel.status
                     == channels_pb2.CHANNEL_STATUS_SETTLED
                 ),
-                timeout_s=240,
+                timeout_s=480,  # a deadline, not a measure: a slow machine may need it
             )
         finally:
-            flooding.join(timeout=300)
+            flooding.join(timeout=480)
         settled = wallet.on_chain(channel_id).channel
         assert settled.challenge_end_height == closing_at + WINDOW
         assert settled.pending_state.sequence == 6  # the watcher's challenge, in time
