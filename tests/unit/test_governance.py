@@ -85,6 +85,19 @@ def govern(
     return tx_pb2.TransactionBody(govern=governance_pb2.Govern(proposal=raw, approvals=approvals))
 
 
+def credential(subject: SigningKey, role: int, org: str) -> tx_pb2.TransactionBody:
+    """`org` issues `subject` (who agrees to join it) `role`, for 10 s of block time."""
+    return tx_pb2.TransactionBody(
+        issue_credential=tx_pb2.IssueCredential(
+            subject=subject.public_key,
+            role=role,  # type: ignore[arg-type]
+            organisation=org,
+            expires_ms=NOW_MS + 10_000,
+            subject_signature=enrolment_signature(subject, CHAIN, org),
+        )
+    )
+
+
 def new_org(org_id: str, admin: SigningKey, weight: int = 1) -> governance_pb2.NewOrganisation:
     return governance_pb2.NewOrganisation(
         id=org_id, name=org_id.upper(), admins=[admin.public_key], weight=weight
@@ -107,15 +120,7 @@ def test_more_than_two_thirds_of_the_weight_must_approve() -> None:
     assert chain.apply(ADMINS["org-a"], govern(add, "org-a", "org-b", "org-c")) == ("OK", "")
     # The new organisation's admin enrols a key, which may then submit.
     member = SigningKey.generate()
-    issue = tx_pb2.TransactionBody(
-        issue_credential=tx_pb2.IssueCredential(
-            subject=member.public_key,
-            role=R.ROLE_PAYER,
-            organisation="org-e",
-            expires_ms=NOW_MS + 10_000,
-            subject_signature=enrolment_signature(member, CHAIN, "org-e"),
-        )
-    )
+    issue = credential(member, R.ROLE_PAYER, "org-e")
     assert chain.apply(newcomer, issue)[0] == "OK"
     create = tx_pb2.TransactionBody(create_account=tx_pb2.CreateAccount())
     assert chain.apply(member, create)[0] == "OK"
@@ -145,15 +150,7 @@ def test_an_expired_or_foreign_proposal_and_a_taken_id_or_admin_are_refused() ->
 def test_a_removed_organisations_members_lose_their_roles_at_once() -> None:
     chain = Chain()
     member = SigningKey.generate()
-    issue = tx_pb2.TransactionBody(
-        issue_credential=tx_pb2.IssueCredential(
-            subject=member.public_key,
-            role=R.ROLE_PAYER,
-            organisation="org-d",
-            expires_ms=NOW_MS + 10_000,
-            subject_signature=enrolment_signature(member, CHAIN, "org-d"),
-        )
-    )
+    issue = credential(member, R.ROLE_PAYER, "org-d")
     assert chain.apply(ADMINS["org-d"], issue)[0] == "OK"
     remove = proposal("remove_organisation", "org-d")
     assert chain.apply(ADMINS["org-a"], govern(remove, "org-a", "org-b", "org-c")) == ("OK", "")
@@ -213,15 +210,7 @@ def test_a_custodian_whose_organisation_was_removed_can_still_erase_its_records(
     """A patient's erasure must never become impossible (review, issue 16)."""
     chain = Chain()
     custodian = SigningKey.generate()
-    issue = tx_pb2.TransactionBody(
-        issue_credential=tx_pb2.IssueCredential(
-            subject=custodian.public_key,
-            role=R.ROLE_CUSTODIAN,
-            organisation="org-d",
-            expires_ms=NOW_MS + 10_000,
-            subject_signature=enrolment_signature(custodian, CHAIN, "org-d"),
-        )
-    )
+    issue = credential(custodian, R.ROLE_CUSTODIAN, "org-d")
     assert chain.apply(ADMINS["org-d"], issue)[0] == "OK"
     anchor = tx_pb2.TransactionBody(
         anchor_record=records_pb2.AnchorRecord(

@@ -16,9 +16,9 @@ from collections.abc import Collection
 
 from medledger.app import queries
 from medledger.app.consent import permits
-from medledger.app.state import MEMBERS, ORGANISATIONS, RELEASES
+from medledger.app.state import RELEASES
 from medledger.errors import Rejected
-from medledger.wire.v1 import records_pb2, state_pb2
+from medledger.wire.v1 import records_pb2
 
 __all__ = ["Reading"]
 
@@ -86,16 +86,16 @@ class Reading:
         """The key itself, an admin of its organisation, or a full reader."""
         if self.full or self.requester == public_key:
             return
-        raw = self.snapshot.get(MEMBERS, public_key)
-        if raw is not None:
-            org_id = state_pb2.Member.FromString(raw).organisation
-            org_raw = self.snapshot.get(ORGANISATIONS, org_id.encode())
-            if (
-                org_raw is not None
-                and not state_pb2.Organisation.FromString(org_raw).removed_height
-                and self.requester in state_pb2.Organisation.FromString(org_raw).admins
-            ):
-                return
+        member = queries.member(self.snapshot, public_key)
+        organisation = (
+            None if member is None else queries.organisation(self.snapshot, member.organisation)
+        )
+        if (
+            organisation is not None
+            and not organisation.removed_height
+            and self.requester in organisation.admins
+        ):
+            return
         raise _denied("requester", "neither the key, an admin of its organisation nor an auditor")
 
     def transaction(self, signer: bytes) -> bool:
