@@ -138,6 +138,23 @@ def cmd_node_start(args: argparse.Namespace) -> None:
         raise CliError(f"node stopped: {failure}")
 
 
+def cmd_node_join(args: argparse.Namespace) -> None:
+    from medledger.network import join_network  # noqa: PLC0415
+
+    try:
+        genesis = Genesis.load(args.genesis)
+        key = join_network(Home(args.home), genesis, args.peers.split(","), args.listen)
+    except (OSError, ValueError) as error:
+        raise CliError(str(error)) from None
+    print(f"initialised {args.home} to follow {genesis.chain_id}")
+    print(f"  validator key  {key.public_key.hex()}")
+    print(f"start it with:   medledger node start --home {args.home}")
+    print(
+        "then ask the consortium to add it:  medledger gov propose --add-validator "
+        f"{key.public_key.hex()} --org ORG --address {args.listen} --out FILE"
+    )
+
+
 def cmd_keys_new(args: argparse.Namespace) -> None:
     key = SigningKey.generate()
     save_key(key, args.file)
@@ -354,6 +371,18 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     start.add_argument("--home", type=Path, required=True)
     start.add_argument("--listen", help="override the configured address (host:port)")
     start.set_defaults(run=cmd_node_start)
+    join = node.add_parser(
+        "join", help="create a home that follows a running network, to be added as a validator"
+    )
+    join.add_argument("--home", type=Path, required=True, help="directory to create")
+    join.add_argument("--genesis", type=Path, required=True, help="the network's genesis.json")
+    join.add_argument(
+        "--peers",
+        required=True,
+        help="the genesis validators' addresses, comma-separated, in genesis order",
+    )
+    join.add_argument("--listen", required=True, help="this node's gRPC address (host:port)")
+    join.set_defaults(run=cmd_node_join)
 
     keys = commands.add_parser("keys", help="Ed25519 key files").add_subparsers(
         dest="action", required=True

@@ -82,7 +82,26 @@ def cmd_gov_propose(args: argparse.Namespace) -> None:
     proposal = governance_pb2.GovernanceProposal(
         proposal_id=os.urandom(16), description=args.description
     )
-    if args.add_org:
+    _set_action(args, proposal)
+    with LedgerClient(node_address(args)) as client:
+        status = client.status()
+    proposal.chain_id = status.chain_id
+    proposal.expires_height = status.height + args.expires_in
+    _write(args.out, governance_pb2.Govern(proposal=proposal.SerializeToString(deterministic=True)))
+    print(json.dumps(_summary(_read(args.out)), indent=2))
+
+
+def _set_action(args: argparse.Namespace, proposal: governance_pb2.GovernanceProposal) -> None:
+    validator = args.add_validator or args.remove_validator or args.set_power
+    if validator is not None:
+        update = proposal.change_validators.updates.add(public_key=validator)
+        if args.add_validator:
+            if not args.org or not args.address:
+                raise CliError("--add-validator needs --org and --address")
+            update.organisation, update.address = args.org, args.address
+        if not args.remove_validator:
+            update.power = args.power
+    elif args.add_org:
         if not args.name or not args.admin:
             raise CliError("--add-org needs --name and at least one --admin")
         proposal.add_organisation.CopyFrom(
@@ -99,13 +118,10 @@ def cmd_gov_propose(args: argparse.Namespace) -> None:
         if args.emergency_overrides_deny is not None:
             change.emergency_overrides_deny = 1 if args.emergency_overrides_deny == "yes" else 2
     else:
-        raise CliError("say what to change: --add-org, --remove-org or a policy option")
-    with LedgerClient(node_address(args)) as client:
-        status = client.status()
-    proposal.chain_id = status.chain_id
-    proposal.expires_height = status.height + args.expires_in
-    _write(args.out, governance_pb2.Govern(proposal=proposal.SerializeToString(deterministic=True)))
-    print(json.dumps(_summary(_read(args.out)), indent=2))
+        raise CliError(
+            "say what to change: --add-org, --remove-org, --add-validator, "
+            "--remove-validator, --set-power or a policy option"
+        )
 
 
 def cmd_gov_sign(args: argparse.Namespace) -> None:
@@ -172,6 +188,18 @@ def add_commands(commands: Any) -> None:
     )
     propose.add_argument("--weight", type=int, default=1, help="with --add-org")
     propose.add_argument("--remove-org", help="an organisation's id")
+    propose.add_argument("--add-validator", type=hex_bytes, help="a validator key (hex) to add")
+    propose.add_argument("--org", help="with --add-validator: the organisation that runs it")
+    propose.add_argument(
+        "--address", help="with --add-validator: host:port of its node, for the other validators"
+    )
+    propose.add_argument(
+        "--remove-validator", type=hex_bytes, help="a validator key (hex) to remove"
+    )
+    propose.add_argument("--set-power", type=hex_bytes, help="a validator key (hex) whose power")
+    propose.add_argument(
+        "--power", type=int, default=10, help="with --add-validator or --set-power (default 10)"
+    )
     propose.add_argument("--break-glass-max-minutes", type=int)
     propose.add_argument("--emergency-overrides-deny", choices=["yes", "no"])
     propose.add_argument(

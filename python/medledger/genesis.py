@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from medledger.block import ValidatorSet
+from medledger.block import VALIDATORS_MAX, ValidatorSet
 from medledger.crypto import SigningKey, sha256
 
 __all__ = [
@@ -76,6 +76,10 @@ class GenesisPolicy:
     governance_threshold: tuple[int, int] = (2, 3)
     # The consortium's auditors: keys that read all health metadata.
     auditors: tuple[bytes, ...] = ()
+    # A validator-set change is refused when it moves at least this share of the power
+    # at once, or leaves fewer than `validators_min` validators.
+    validator_change_max: tuple[int, int] = (1, 3)
+    validators_min: int = 4
 
 
 def _boolean(value: object) -> bool:
@@ -84,9 +88,9 @@ def _boolean(value: object) -> bool:
     return value
 
 
-def _threshold(value: object) -> tuple[int, int]:
+def _threshold(value: object, name: str = "governance_threshold") -> tuple[int, int]:
     if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ValueError("genesis policy governance_threshold: [numerator, denominator]")
+        raise ValueError(f"genesis policy {name}: [numerator, denominator]")
     return int(value[0]), int(value[1])
 
 
@@ -136,6 +140,10 @@ class Genesis:
             del data["organisations"]
         if self.policy == GenesisPolicy():
             del data["policy"]
+        else:
+            for name in ("validator_change_max", "validators_min"):
+                if getattr(self.policy, name) == getattr(GenesisPolicy(), name):
+                    del data["policy"][name]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -176,6 +184,11 @@ class Genesis:
                 governance_threshold=_threshold(
                     data.get("policy", {}).get("governance_threshold", [2, 3])
                 ),
+                validator_change_max=_threshold(
+                    data.get("policy", {}).get("validator_change_max", [1, 3]),
+                    "validator_change_max",
+                ),
+                validators_min=int(data.get("policy", {}).get("validators_min", 4)),
             ),
         )
         genesis.check_organisations()
@@ -231,6 +244,16 @@ class Genesis:
                 "genesis policy governance_threshold: [numerator, denominator], at least 1/2 "
                 "and below 1"
             )
+        numerator, denominator = self.policy.validator_change_max
+        if not (0 < denominator <= 1000 and numerator > 0 and 3 * numerator <= denominator):
+            # More than a third at once and a new majority could take over before the
+            # old validators notice: safety rests on < 1/3 Byzantine in each set.
+            raise ValueError(
+                "genesis policy validator_change_max: [numerator, denominator], above 0 and "
+                "at most 1/3"
+            )
+        if not 1 <= self.policy.validators_min <= VALIDATORS_MAX:
+            raise ValueError(f"genesis policy validators_min: 1 to {VALIDATORS_MAX}")
 
     @classmethod
     def load(cls, path: Path) -> Genesis:

@@ -25,7 +25,14 @@ from medledger.genesis import (
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_node
 
-__all__ = ["devnet_down", "devnet_up", "free_base_port", "init_network", "network_homes"]
+__all__ = [
+    "devnet_down",
+    "devnet_up",
+    "free_base_port",
+    "init_network",
+    "join_network",
+    "network_homes",
+]
 
 VALIDATOR_POWER = 10
 DEVNET_FILE = "devnet.json"
@@ -103,6 +110,28 @@ def init_network(
         config = replace(NodeConfig(listen=address), validator_addresses=addresses)
         home.config.write_text(config.to_json())
     return genesis
+
+
+def join_network(home: Home, genesis: Genesis, peers: Sequence[str], listen: str) -> SigningKey:
+    """A home for a node joining a running network: a new validator key, the network's
+    genesis, and a config naming the genesis validators' addresses (`peers`, in genesis
+    order). Started, the node follows the chain (it commits every block, signs nothing)
+    until a governance change adds its key to the validator set; it votes from the
+    height the change names. Returns the validator key, for that proposal."""
+    if home.config.exists():
+        raise FileExistsError(f"{home.root} is already initialised")
+    if len(peers) != len(genesis.validators):
+        raise ValueError(
+            f"peers: one address per genesis validator ({len(genesis.validators)}), in "
+            "genesis order"
+        )
+    home.root.mkdir(parents=True, exist_ok=True)
+    key = SigningKey.generate()
+    save_key(key, home.validator_key)
+    home.genesis.write_text(genesis.to_json())
+    config = replace(NodeConfig(listen=listen), validator_addresses=list(peers))
+    home.config.write_text(config.to_json())
+    return key
 
 
 def devnet_up(root: Path) -> list[NodeProcess]:

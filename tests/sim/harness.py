@@ -185,6 +185,9 @@ class SimLedger:
             return Head(0, bytes(32), self.sim.genesis_hash, 0)
         return Head(chain[-1].height, chain[-1].block_hash, chain[-1].app_hash, 0)
 
+    def validators_at(self, height: int) -> ValidatorSet:
+        return self.validators  # the simulated set never changes
+
     @property
     def head_time_ms(self) -> int:
         chain = self.disk.chain
@@ -387,7 +390,7 @@ class SimProcess:
                 self._blocks_request = next(self._requests)
                 self.sim.send(
                     self,
-                    effect.peer,
+                    self.sim.index_of(effect.peer),
                     BlocksRequest(effect.from_height, self.index, self._blocks_request),
                 )
                 self.sim.schedule(
@@ -527,6 +530,10 @@ class Simulation:
         self.pending_crash: int | None = None
 
     # -- the event queue ------------------------------------------------------
+
+    def index_of(self, public_key: bytes) -> int:
+        """The simulated validator with this key."""
+        return [key.public_key for key in self.keys].index(public_key)
 
     def schedule(self, delay_ms: int, event: Event) -> None:
         heapq.heappush(self._queue, (self.now + delay_ms, next(self._seq), event))

@@ -349,11 +349,11 @@ def test_catch_up_starts_on_signed_evidence_one_fetch_at_a_time_and_moves_on(
     unsigned = to_wire(Vote(VoteType.PREVOTE, ahead, 0, None, 1))
     assert fetches(replica.receive(unsigned, 1_000)) == []
     first = fetches(replica.receive(to_wire(signed_vote(keys[1], 1, ahead)), 1_000))
-    assert first == [FetchBlocks(1, replica.engine.height)]
+    assert first == [FetchBlocks(keys[1].public_key, replica.engine.height)]
     assert fetches(replica.receive(to_wire(signed_vote(keys[2], 2, ahead)), 1_001)) == []
     # Peer 1 had nothing: peer 2, seen ahead too, is asked at once; not peer 1 again.
     assert fetches(replica.blocks_fetched(0, 1_002, now())) == [
-        FetchBlocks(2, replica.engine.height)
+        FetchBlocks(keys[2].public_key, replica.engine.height)
     ]
     assert fetches(replica.blocks_fetched(0, 1_003, now())) == []
     replica.receive(to_wire(signed_vote(keys[1], 1, ahead)), 1_000 + CATCH_UP_RETRY_MS)

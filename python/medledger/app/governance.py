@@ -1,6 +1,7 @@
 """Consortium governance: a proposal approved by organisations holding more than the
 policy's share of governance weight (by default more than 2/3) adds or removes an
-organisation or changes the policy.
+organisation, changes the validator set (`medledger.app.validators`) or changes the
+policy.
 
 The proposal travels as bytes: each approving organisation's admin signs exactly those
 bytes under the `governance` domain, bound to the chain, and the `Govern` transaction
@@ -24,6 +25,7 @@ from medledger.app.state import (
     POLICY_KEY,
     BlockState,
 )
+from medledger.app.validators import change_validators, check_changes
 from medledger.crypto import signing_message, verify
 from medledger.errors import Rejected
 from medledger.genesis import ORGANISATION_ID
@@ -92,6 +94,8 @@ def _check_action(field: str, proposal: governance_pb2.GovernanceProposal) -> No
     elif action == "remove_organisation":
         if not ORGANISATION_ID.fullmatch(proposal.remove_organisation):
             raise _invalid(f"{field}.remove_organisation", "must be an organisation id")
+    elif action == "change_validators":
+        check_changes(f"{field}.change_validators", proposal.change_validators)
     else:
         change = proposal.set_policy
         if change.break_glass_max_ms > DAY_MS:
@@ -194,6 +198,8 @@ def _apply(
         return _add_organisation(state, height, proposal.add_organisation, threshold)
     if action == "remove_organisation":
         return _remove_organisation(state, height, proposal.remove_organisation)
+    if action == "change_validators":
+        return change_validators(state, height, proposal.change_validators)
     return _set_policy(state, proposal.set_policy)
 
 
@@ -254,11 +260,10 @@ def _remove_organisation(state: BlockState, height: int, org_id: str) -> TxOutco
             tx_pb2.RESULT_CODE_NOT_PERMITTED, "govern.remove_organisation: the last member"
         )
     if organisation.validators:
-        # Its validators would stay in the set: validator-set changes are not built yet.
+        # Its validators would stay in the set, run by nobody the consortium knows.
         return TxOutcome(
             tx_pb2.RESULT_CODE_NOT_PERMITTED,
-            "govern.remove_organisation: it runs validators, and validator-set changes "
-            "are not supported yet",
+            "govern.remove_organisation: it runs validators; remove them first (change_validators)",
         )
     # Its members' roles stop counting at once: a role counts only while the
     # organisation that issued it is a member (members.active_roles).

@@ -7,6 +7,7 @@ a block is applied completely or not at all.
 
 from __future__ import annotations
 
+import struct
 from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
@@ -57,6 +58,8 @@ RELEASES = "releases"  # record id || requester: a record released to the reques
 POLICY_KEY = b"policy"
 CONSORTIUM_KEY = b"consortium"  # in POLICY: the Consortium record
 GOVERNANCE = "governance"  # proposal id -> GovernanceRecord
+VALIDATORS = "validators"  # effective height (u64 BE), or b"latest" -> ValidatorSetRecord
+VALIDATORS_LATEST_KEY = b"latest"
 TABLES = (
     ACCOUNTS,
     PARTICIPANTS,
@@ -72,6 +75,7 @@ TABLES = (
     POLICY,
     RELEASES,
     GOVERNANCE,
+    VALIDATORS,
 )
 
 M = TypeVar("M", bound=Message)
@@ -152,6 +156,21 @@ def next_app_hash(previous: bytes, writes: list[tuple[str, bytes, bytes]]) -> by
     return sha256(b"".join(parts))
 
 
+def genesis_validators(genesis: Genesis) -> state_pb2.ValidatorSetRecord:
+    """The set in force from height 1: the genesis validators, each with the
+    organisation that runs it."""
+    runs = {key: org.id for org in genesis.organisations for key in org.validators}
+    return state_pb2.ValidatorSetRecord(
+        effective_height=1,
+        validators=[
+            state_pb2.ValidatorEntry(
+                public_key=v.public_key, power=v.power, organisation=runs.get(v.public_key, "")
+            )
+            for v in genesis.validators
+        ],
+    )
+
+
 def genesis_writes(genesis: Genesis) -> list[tuple[str, bytes, bytes]]:
     """The state at height 0: one account per genesis allocation; on a permissioned
     chain also its organisations, their admins (enrolled, holding no role) and the
@@ -189,8 +208,14 @@ def genesis_writes(genesis: Genesis) -> list[tuple[str, bytes, bytes]]:
         governance_numerator=numerator,
         governance_denominator=denominator,
         auditors=genesis.policy.auditors,
+        validator_change_numerator=genesis.policy.validator_change_max[0],
+        validator_change_denominator=genesis.policy.validator_change_max[1],
+        validators_min=genesis.policy.validators_min,
     )
     writes.append((POLICY, POLICY_KEY, policy.SerializeToString(deterministic=True)))
+    validators = genesis_validators(genesis).SerializeToString(deterministic=True)
+    writes.append((VALIDATORS, VALIDATORS_LATEST_KEY, validators))
+    writes.append((VALIDATORS, struct.pack(">Q", 1), validators))
     registry = state_pb2.Consortium(
         organisations=sorted(org.id for org in genesis.organisations),
         total_weight=sum(org.weight for org in genesis.organisations),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from medledger.app import Application
 from medledger.app.state import MemoryState, genesis_writes
+from medledger.app.validators import ValidatorSchedule
 from medledger.block import validate_block
 from medledger.chain.store import ChainStore
 from medledger.errors import MedledgerError
@@ -39,8 +40,10 @@ def verify_chain(
     genesis: Genesis,
     on_block: Callable[[int], None] | None = None,
 ) -> ChainReport:
-    """Checks every block from 1 to the head; reports the first broken height."""
-    validators = genesis.validator_set()
+    """Checks every block from 1 to the head; reports the first broken height. Each
+    block's certificate is checked against the validator set of its height, as the
+    replay itself derives it (genesis, then each governance change from H+2)."""
+    schedule = ValidatorSchedule.of(genesis, [])
     app = Application(
         genesis.chain_id,
         expiry_horizon_blocks=0,
@@ -62,7 +65,7 @@ def verify_chain(
                 chain_id=genesis.chain_id,
                 height=height,
                 parent_hash=parent_hash,
-                validators=validators,
+                validators=schedule.set_at(height),
                 app_hash=app_hash,
             )
         except MedledgerError as error:
@@ -85,6 +88,7 @@ def verify_chain(
                     height - 1, transactions, height, f"tx index entry for txs[{index}] differs"
                 )
         state.apply(result.writes)
+        schedule.updates_in(result.writes)
         parent_hash, app_hash = validated.block_hash, result.app_hash
         transactions += len(bodies)
         if on_block is not None:

@@ -283,18 +283,25 @@ class Engine:
         timeouts: TimeoutConfig | None = None,
         height: int = 1,
     ) -> None:
-        if not powers or any(p <= 0 for p in powers):
-            raise ValueError("validator powers must be positive")
-        self.powers = list(powers)
-        self.total_power = sum(self.powers)
-        self._schedule_slots = proposer_schedule(self.powers)
-        self.me = me
+        self.set_validators(powers, me)
         self.values = values
         self.timeouts = timeouts or TimeoutConfig()
         self.height = height
         self._buffer: list[Proposal | Vote] = []
         self._buffered_bytes: dict[int, int] = {}  # validator -> bytes of its buffered
         self._reset_height()
+
+    def set_validators(self, powers: Sequence[int], me: int | None) -> None:
+        """The validator set of the current height (and this validator's index in it, or
+        None when it does not vote there). Called by the runtime before `advance` or
+        `skip_to` when the next height has another set: votes and proposals name
+        validators by index in the set of their height."""
+        if not powers or any(p <= 0 for p in powers):
+            raise ValueError("validator powers must be positive")
+        self.powers = list(powers)
+        self.total_power = sum(self.powers)
+        self._schedule_slots = proposer_schedule(self.powers)
+        self.me = me
 
     # ---------------------------------------------------------------- thresholds
 

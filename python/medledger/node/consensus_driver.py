@@ -64,13 +64,14 @@ CATCH_UP_TIMEOUT_S = 30.0
 CATCH_UP_IDLE_S = 5.0
 """A fetch ends when its next block takes longer than this."""
 FETCH_PROPOSAL_TIMEOUT_S = 5.0
+FOLLOW_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True)
 class Fetched:
     """Committed blocks (with their certificates) a peer sent, for the loop to commit."""
 
-    peer: int
+    peer: bytes
     blocks: list[peer_pb2.BlockWithCommit]
 
 
@@ -136,14 +137,18 @@ class ConsensusDriver:
         self.node = node
         self.config = config
         self.guard = guard
-        members = node.validators.members()
-        if len(config.validator_addresses) != len(members):
-            raise ValueError("config.validator_addresses must list every validator's address")
-        self.peers = {
-            i: PeerLink(i, address, config.peer_queue_max)
-            for i, address in enumerate(config.validator_addresses)
-            if i != node.index
+        if len(config.validator_addresses) != len(node.genesis.validators):
+            raise ValueError(
+                "config.validator_addresses must list every genesis validator's address"
+            )
+        # Genesis validators' addresses come from the config; validators added later
+        # bring theirs with the governance change that adds them.
+        self._genesis_addresses = {
+            v.public_key: address
+            for v, address in zip(node.genesis.validators, config.validator_addresses, strict=True)
         }
+        self.peers: dict[bytes, PeerLink] = {}  # by validator key
+        self._peers_changed = asyncio.Event()
         timeouts = TimeoutConfig(
             propose_ms=config.timeout_propose_ms,
             propose_delta_ms=config.timeout_propose_delta_ms,
@@ -159,7 +164,6 @@ class ConsensusDriver:
             block_txs_max=config.block_txs_max,
             block_tx_bytes_max=config.block_tx_bytes_max,
         )
-        self.public_keys = self.replica.public_keys
         self.inputs = Inputs(INPUTS_MAX)
         self._gossip: list[envelope_pb2.SignedTransaction] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -181,16 +185,77 @@ class ConsensusDriver:
             "consensus": self._run(),
             "consensus-resend": self._resend(),
             "tx-gossip": self._flush_gossip(),
+            "peer-links": self._keep_links(),
+            "follow": self._follow(),
         }
         self._tasks = [asyncio.create_task(c, name=name) for name, c in loop_tasks.items()]
-        self._tasks += [
-            asyncio.create_task(link.run(), name=f"peer-link-{index}")
-            for index, link in self.peers.items()
-        ]
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        """The long-lived tasks: the consensus loop, resends, gossip, one per peer link."""
+        """The long-lived tasks: the consensus loop, resends, gossip, the peer links,
+        following the chain while this node is no validator."""
         return list(self._tasks)
+
+    @property
+    def public_keys(self) -> list[bytes]:
+        """The validators of the current height, by index."""
+        return self.replica.public_keys
+
+    def address_of(self, public_key: bytes) -> str | None:
+        return self.node.schedule.addresses().get(public_key) or self._genesis_addresses.get(
+            public_key
+        )
+
+    def _wanted_peers(self) -> dict[bytes, str]:
+        """The validators of the next two heights (what a committed block decided), but
+        this node: those that vote on what this node proposes or relays."""
+        head = self.node.head.height
+        wanted: dict[bytes, str] = {}
+        for height in (head + 1, head + 2):
+            for key, _ in self.node.validators_at(height).members():
+                address = self.address_of(key)
+                if key != self.node.key.public_key and address is not None:
+                    wanted[key] = address
+        return wanted
+
+    async def _keep_links(self) -> None:
+        """One link per peer in `_wanted_peers`: links to validators that joined are
+        opened and links to those that left are closed, after each block that changes
+        the set. A link that ends on its own ends this task (and the node, loudly)."""
+        links: dict[bytes, asyncio.Task[None]] = {}
+        try:
+            while True:
+                self._peers_changed.clear()
+                wanted = self._wanted_peers()
+                for key in [
+                    k for k in links if k not in wanted or wanted[k] != self.peers[k].address
+                ]:
+                    links.pop(key).cancel()
+                    del self.peers[key]
+                for key, address in wanted.items():
+                    if key not in links:
+                        link = PeerLink(key.hex()[:16], address, self.config.peer_queue_max)
+                        self.peers[key] = link
+                        links[key] = asyncio.create_task(
+                            link.run(), name=f"peer-link-{key.hex()[:16]}"
+                        )
+                changed = asyncio.create_task(self._peers_changed.wait())
+                done, _ = await asyncio.wait(
+                    [changed, *links.values()], return_when=asyncio.FIRST_COMPLETED
+                )
+                changed.cancel()
+                for task in done:
+                    if task is not changed:
+                        raise RuntimeError(f"{task.get_name()} ended") from task.exception()
+        finally:
+            for task in links.values():
+                task.cancel()
+
+    async def _follow(self) -> None:
+        """While this node votes at no height, asks validators for blocks (see
+        `Replica.follow`)."""
+        while True:
+            await asyncio.sleep(FOLLOW_INTERVAL_S)
+            self._start_io(self.replica.follow(monotonic_ms()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -273,6 +338,7 @@ class ConsensusDriver:
                 )
             elif isinstance(effect, Commit):
                 await self.node.commit_block(effect.block, effect.commit, effect.entries)
+                self._peers_changed.set()
                 self._spawn(self._next_height_after_pause(effect.height))
             elif isinstance(effect, Reported):
                 first = effect.equivocation.first
@@ -304,7 +370,7 @@ class ConsensusDriver:
         task.add_done_callback(self._tasks.remove)
 
     def _broadcast(self, message: peer_pb2.PeerMessage) -> None:
-        message.sender = self.node.index
+        message.sender = self.replica.index if self.replica.index is not None else 0
         message.committed_height = self.node.head.height
         encoded = message.SerializeToString()  # once, whatever the number of peers
         for link in self.peers.values():
@@ -327,7 +393,9 @@ class ConsensusDriver:
         """Asks the proposer for the whole block of a compact proposal."""
         block = None
         try:
-            address = self.config.validator_addresses[proposal.proposer]
+            address = self.address_of(self.public_keys[proposal.proposer])
+            if address is None:
+                raise LookupError(f"no address for validator {proposal.proposer}")
             async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
                 response = await peer_pb2_grpc.PeerServiceStub(channel).GetProposal(
                     peer_pb2.GetProposalRequest(
@@ -341,15 +409,17 @@ class ConsensusDriver:
                 proposal.value_id.hex(),
                 proposal.proposer,
             )
-        except grpc.RpcError as error:
+        except (grpc.RpcError, LookupError, IndexError) as error:
             log.info("fetching proposal %s failed: %s", proposal.value_id.hex(), error)
         self._offer(ProposalArrived(proposal, block))
 
-    async def _fetch_blocks(self, peer: int, from_height: int) -> None:
+    async def _fetch_blocks(self, peer: bytes, from_height: int) -> None:
         blocks: list[peer_pb2.BlockWithCommit] = []
         size = 0
         try:
-            address = self.config.validator_addresses[peer]
+            address = self.address_of(peer)
+            if address is None:
+                raise LookupError(f"no address for validator {peer.hex()}")
             async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
                 stub = peer_pb2_grpc.PeerServiceStub(channel)
                 request = peer_pb2.GetBlocksRequest(
@@ -364,14 +434,14 @@ class ConsensusDriver:
                     blocks.append(item)
                     size += item.ByteSize() + FRAMING_BYTES
                 call.cancel()
-        except (grpc.RpcError, TimeoutError) as error:
-            log.warning("fetching blocks from peer %d failed: %r", peer, error)
+        except (grpc.RpcError, TimeoutError, LookupError) as error:
+            log.warning("fetching blocks from peer %s failed: %r", peer.hex()[:16], error)
         # Even with nothing: the replica then asks another peer seen ahead, at once.
         self._offer(Fetched(peer, blocks))
 
     async def _commit_fetched(self, fetched: Fetched) -> int:
         """Commits fetched blocks that extend this node's chain (each validated with its
-        certificate against the genesis validators); returns how many."""
+        certificate against the validators of its height); returns how many."""
         start = self.node.head.height
         for item in fetched.blocks:
             try:
@@ -380,10 +450,13 @@ class ConsensusDriver:
                     continue  # committed meanwhile by consensus
                 await self.node.commit_block(item.block, item.commit)
             except (MedledgerError, ProtobufDecodeError) as error:
-                log.warning("a block from peer %d does not commit: %s", fetched.peer, error)
+                log.warning(
+                    "a block from peer %s does not commit: %s", fetched.peer.hex()[:16], error
+                )
                 break
         committed = self.node.head.height - start
         if committed:
+            self._peers_changed.set()
             log.info("caught up from height %d to %d", start, self.node.head.height)
         return committed
 

@@ -19,8 +19,12 @@ from medledger import __version__
 from medledger._core import admit_batch
 from medledger.app import Application, queries
 from medledger.app.channels import NOT_URGENT, time_critical
+from medledger.app.state import VALIDATORS
+from medledger.app.validators import ValidatorSchedule
 from medledger.block import (
     TX_BYTES_MAX,
+    VALIDATORS_MAX,
+    ValidatorSet,
     assemble_block,
     block_tx_hashes,
     encode_block,
@@ -177,16 +181,19 @@ class LedgerNode:
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.key = key
-        self.validators = genesis.validator_set()
-        members = [public_key for public_key, _ in self.validators.members()]
-        if key.public_key not in members:
-            raise ValueError("this node's key is not in the genesis validator set")
-        self.index = members.index(key.public_key)
-        self.solo = len(members) == 1
+        self.solo = len(genesis.validators) == 1
+        if self.solo and key.public_key != genesis.validators[0].public_key:
+            raise ValueError("this node's key is not the lone genesis validator")
         self.store = ChainStore(
             home.data, config.lmdb_map_size_bytes, config.lmdb_map_size_max_bytes
         )
         self.store.init_genesis(genesis)
+        # Every validator set the chain has had: a node whose key is in none of them yet
+        # follows the chain (it validates and commits blocks, and signs nothing) until
+        # governance adds it.
+        with self.store.snapshot() as snapshot:
+            stored = snapshot.scan(VALIDATORS, b"", VALIDATORS_MAX + 10**6)
+        self.schedule = ValidatorSchedule.of(genesis, stored)
         self.app = Application(
             self.chain_id,
             config.expiry_horizon_blocks,
@@ -216,6 +223,19 @@ class LedgerNode:
     @property
     def head(self) -> Head:
         return self.store.head
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The set that validates the block at `height` (known up to head + 2)."""
+        return self.schedule.set_at(height)
+
+    def index_at(self, height: int) -> int | None:
+        """This node's index in the set of `height`; None when it does not vote there."""
+        return self.schedule.index_at(height, self.key.public_key)
+
+    @property
+    def validators(self) -> ValidatorSet:
+        """The set of the next height."""
+        return self.schedule.set_at(self.head.height + 1)
 
     def _stored_head_time(self) -> int:
         height = self.store.head.height
@@ -450,13 +470,13 @@ class LedgerNode:
             parent_hash=head.block_hash,
             txs=[p.tx for p in batch],
             proposer=self.key.public_key,
-            validators=self.validators,
+            validators=self.validators_at(height),
             app_hash=head.app_hash,
             time_unix_ms=max(int(time.time() * 1000), self.head_time_ms + 1),
             leaves=[p.encoded for p in batch],
         )
         commit = make_commit(
-            chain_id=self.chain_id, header=block.header, round=0, signers=[(self.index, self.key)]
+            chain_id=self.chain_id, header=block.header, round=0, signers=[(0, self.key)]
         )
         entries = [TxEntry.of(p) for p in batch]
         value = encode_block(block.header.SerializeToString(), [p.encoded for p in batch])
@@ -483,7 +503,7 @@ class LedgerNode:
             chain_id=self.chain_id,
             height=height,
             parent_hash=head.block_hash,
-            validators=self.validators,
+            validators=self.validators_at(height),
             app_hash=head.app_hash,
             verified_tx_hashes=verified,
         )
@@ -519,6 +539,8 @@ class LedgerNode:
             writes=result.writes,
         )
         self.head_time_ms = validated.time_unix_ms
+        if self.schedule.updates_in(result.writes):
+            log.info("validator set changes at height %d", height + 2)
         self._submitters.clear()  # the block may have issued or revoked roles
         # Now durable: whoever waits for these transactions, wherever they were admitted,
         # gets a receipt (built only for transactions someone waits on).

@@ -34,8 +34,8 @@ class PeerLink:
     consensus runtime re-sends its latest messages periodically, so nothing is lost for
     good, and a slow peer never makes this node wait."""
 
-    def __init__(self, index: int, address: str, queue_max: int) -> None:
-        self.index = index
+    def __init__(self, name: str, address: str, queue_max: int) -> None:
+        self.name = name  # for logs: the start of the peer's key
         self.address = address
         # Encoded PeerMessages: a broadcast is serialised once for all its peers.
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(queue_max)
@@ -69,7 +69,7 @@ class PeerLink:
             except grpc.RpcError as error:
                 if self.connected:
                     log.info(
-                        "peer %d at %s: %s; reconnecting", self.index, self.address, error.code()
+                        "peer %s at %s: %s; reconnecting", self.name, self.address, error.code()
                     )
                     backoff_s = BACKOFF_MIN_S
             self.connected = False

@@ -95,12 +95,15 @@ class Ledger(Protocol):
     or the simulation's memory)."""
 
     chain_id: str
-    validators: ValidatorSet
-    index: int
     key: SigningKey
 
     @property
     def head(self) -> Head: ...
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The set that validates the block at `height`: known up to head + 2, for a set
+        change committed at H takes effect at H + 2."""
+        ...
 
     @property
     def head_time_ms(self) -> int:
@@ -162,10 +165,10 @@ class FetchProposal:
 
 @dataclass(frozen=True, slots=True)
 class FetchBlocks:
-    """Ask `peer` for committed blocks from `from_height`; commit what extends the chain,
-    then call `blocks_fetched`."""
+    """Ask `peer` (a validator's public key) for committed blocks from `from_height`;
+    commit what extends the chain, then call `blocks_fetched`."""
 
-    peer: int
+    peer: bytes
     from_height: int
 
 
@@ -285,14 +288,11 @@ class Replica:
         self.ledger = ledger
         self.guard = guard
         self.chain_id = ledger.chain_id
-        members = ledger.validators.members()
-        self.public_keys = [key for key, _ in members]
-        self.index = ledger.index
         self.block_txs_max = block_txs_max
         self.block_tx_bytes_max = block_tx_bytes_max
-        self.engine = Engine(
-            [power for _, power in members], self.index, self, timeouts, ledger.head.height + 1
-        )
+        height = ledger.head.height + 1
+        powers, self.index = self._members(height)
+        self.engine = Engine(powers, self.index, self, timeouts, height)
         last = guard.last
         if last is not None and last.lock is not None:
             self.engine.restore(last.lock)
@@ -310,10 +310,31 @@ class Replica:
         self._compact: dict[bytes, tuple[bytes, list[bytes]]] = {}
         self._fetching: set[bytes] = set()
         self._fetching_blocks = False
-        self._asked_at: dict[int, int] = {}  # peer -> when it was last asked for blocks
-        self._ahead: dict[int, int] = {}  # peer -> when it last signed a later height
+        # By validator key: indices change with the set.
+        self._asked_at: dict[bytes, int] = {}  # peer -> when it was last asked for blocks
+        self._ahead: dict[bytes, int] = {}  # peer -> when it last signed a later height
+        self._followed = 0  # the last validator an observer polled (round robin)
         self.unbound_proposals = 0  # dropped: bytes that are not the block the id names
         self.refused_by_guard = 0
+
+    def _members(self, height: int) -> tuple[list[int], int | None]:
+        """The set of `height`: its powers, and this validator's index (None when this
+        node does not vote there: it follows the chain and signs nothing)."""
+        members = self.ledger.validators_at(height).members()
+        self.public_keys = [key for key, _ in members]
+        key = self.ledger.key.public_key
+        index = self.public_keys.index(key) if key in self.public_keys else None
+        return [power for _, power in members], index
+
+    def _enter(self, height: int) -> None:
+        """Before the engine moves to `height`: that height's validator set."""
+        powers, self.index = self._members(height)
+        self.engine.set_validators(powers, self.index)
+
+    @property
+    def voting(self) -> bool:
+        """Whether this node is a validator at the current height."""
+        return self.index is not None
 
     # ------------------------------------------------------------------ inputs
 
@@ -335,21 +356,19 @@ class Replica:
         decoded = from_wire(message)
         if decoded is None or decoded.height < self.engine.height:
             return []  # unusable, or replayed from a decided height: not worth a verify
-        sender = signer(decoded)
-        if not 0 <= sender < len(self.public_keys) or sender == self.index:
-            return []
-        if not verify(
-            self.public_keys[sender], sign_bytes(self.chain_id, decoded), decoded.signature
-        ):
+        head = self.ledger.head.height
+        sender = self._verified_sender(decoded, head)
+        if sender is None:
             return []
         effects: list[Effect] = []
-        head = self.ledger.head.height
         if decoded.height > head + 1:
             # Signed evidence that `sender` is past the next height, so it committed
             # blocks this node lacks. The unsigned `committed_height` of a message is
             # never trusted: anyone can write any number there.
             self._ahead[sender] = monotonic_ms
             effects += self._next_fetch(monotonic_ms)
+        if decoded.height > head + 2:
+            return effects  # from a set this node cannot know yet: evidence only
         if isinstance(decoded, Proposal) and not decoded.value:
             if decoded.height <= head:
                 return effects  # decided already
@@ -366,6 +385,23 @@ class Replica:
         else:
             effects.append(ToEngine(decoded))
         return effects
+
+    def _verified_sender(self, decoded: Proposal | Vote, head: int) -> bytes | None:
+        """The key of the validator that signed `decoded`, if its signature verifies and
+        it is not this node. Indices name validators of the message's height; sets are
+        known up to head + 2, and a message beyond is judged by the latest known set."""
+        known = min(decoded.height, head + 2)
+        keys = (
+            self.public_keys
+            if known == self.engine.height
+            else [key for key, _ in self.ledger.validators_at(known).members()]
+        )
+        sender = signer(decoded)
+        if not 0 <= sender < len(keys) or keys[sender] == self.ledger.key.public_key:
+            return None
+        if not verify(keys[sender], sign_bytes(self.chain_id, decoded), decoded.signature):
+            return None
+        return keys[sender]
 
     def _worth_fetching(self, proposal: Proposal) -> bool:
         """A compact proposal's block is fetched only for the current height, from that
@@ -401,6 +437,7 @@ class Replica:
         if not (self.engine.decided and self.engine.height == item.after):
             return []  # catch-up already moved the engine on
         self._new_height()
+        self._enter(item.after + 1)
         return self._process(self.engine.advance())
 
     def blocks_fetched(self, committed: int, monotonic_ms: int, now_ms: int) -> list[Effect]:
@@ -412,8 +449,27 @@ class Replica:
         effects = self._next_fetch(monotonic_ms)  # more to fetch if peers are seen ahead
         if committed:
             self._new_height()
+            self._enter(self.ledger.head.height + 1)
             effects += self._process(self.engine.skip_to(self.ledger.head.height + 1))
         return effects
+
+    def follow(self, monotonic_ms: int) -> list[Effect]:
+        """An observer (a node in no validator set yet, or one removed) hears no
+        consensus messages, for validators send to validators: it asks them for blocks
+        instead, in turn, at most every CATCH_UP_RETRY_MS (a validator already receives
+        signed evidence and needs no polling)."""
+        if self.voting or self._fetching_blocks:
+            return []
+        keys = [key for key, _ in self.ledger.validators_at(self.ledger.head.height + 1).members()]
+        if not keys:
+            return []
+        self._followed = (self._followed + 1) % len(keys)
+        peer = keys[self._followed]
+        if monotonic_ms - self._asked_at.get(peer, -CATCH_UP_RETRY_MS) < CATCH_UP_RETRY_MS:
+            return []
+        self._asked_at[peer] = monotonic_ms
+        self._fetching_blocks = True
+        return [FetchBlocks(peer, self.ledger.head.height + 1)]
 
     def resend(self) -> list[Effect]:
         """Our signed messages of this height again, and others' prevotes that made our
@@ -552,7 +608,7 @@ class Replica:
             parent_hash=head.block_hash,
             txs=[p.tx for p in pending],
             proposer=self.ledger.key.public_key,
-            validators=self.ledger.validators,
+            validators=self.ledger.validators_at(height),
             app_hash=head.app_hash,
             time_unix_ms=max(self.now_ms, self.ledger.head_time_ms + 1),
             leaves=[p.encoded for p in pending],
@@ -637,7 +693,7 @@ class Replica:
                 chain_id=self.chain_id,
                 height=height,
                 parent_hash=head.block_hash,
-                validators=self.ledger.validators,
+                validators=self.ledger.validators_at(height),
                 app_hash=head.app_hash,
                 verified_tx_hashes=[
                     e.tx_hash for e in entries if self.ledger.known(e.tx_id, e.tx_hash)

@@ -95,6 +95,69 @@ class PolicyChange(_message.Message):
 Global___PolicyChange: _TypeAlias = PolicyChange  # noqa: Y015
 
 @_typing.final
+class ValidatorUpdate(_message.Message):
+    """One change to the validator set. A key not in the set is added (its organisation
+    runs it; peers reach it at `address`); a key in the set gets the new power, or leaves
+    the set with power 0.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    POWER_FIELD_NUMBER: _builtins.int
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    """32 bytes"""
+    power: _builtins.int
+    """0 removes the validator; otherwise 1 to 2^32 - 1"""
+    organisation: _builtins.str
+    """a member organisation's id; only for a new validator"""
+    address: _builtins.str
+    """host:port of its PeerService; only for a new validator"""
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+        power: _builtins.int = ...,
+        organisation: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "organisation", b"organisation", "power", b"power", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidatorUpdate: _TypeAlias = ValidatorUpdate  # noqa: Y015
+
+@_typing.final
+class ValidatorChanges(_message.Message):
+    """Changes to the validator set, taking effect two heights after the block that holds
+    them (a change in block H binds blocks from H+2 on, as in CometBFT).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValidatorUpdate]:
+        """at most one per key"""
+
+    def __init__(
+        self,
+        *,
+        updates: _abc.Iterable[Global___ValidatorUpdate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["updates", b"updates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidatorChanges: _TypeAlias = ValidatorChanges  # noqa: Y015
+
+@_typing.final
 class GovernanceProposal(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -105,6 +168,7 @@ class GovernanceProposal(_message.Message):
     ADD_ORGANISATION_FIELD_NUMBER: _builtins.int
     REMOVE_ORGANISATION_FIELD_NUMBER: _builtins.int
     SET_POLICY_FIELD_NUMBER: _builtins.int
+    CHANGE_VALIDATORS_FIELD_NUMBER: _builtins.int
     chain_id: _builtins.str
     proposal_id: _builtins.bytes
     """16 bytes; a proposal takes effect at most once"""
@@ -118,6 +182,8 @@ class GovernanceProposal(_message.Message):
     def add_organisation(self) -> Global___NewOrganisation: ...
     @_builtins.property
     def set_policy(self) -> Global___PolicyChange: ...
+    @_builtins.property
+    def change_validators(self) -> Global___ValidatorChanges: ...
     def __init__(
         self,
         *,
@@ -128,12 +194,13 @@ class GovernanceProposal(_message.Message):
         add_organisation: Global___NewOrganisation | None = ...,
         remove_organisation: _builtins.str = ...,
         set_policy: Global___PolicyChange | None = ...,
+        change_validators: Global___ValidatorChanges | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_organisation", b"add_organisation", "remove_organisation", b"remove_organisation", "set_policy", b"set_policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_organisation", b"add_organisation", "change_validators", b"change_validators", "remove_organisation", b"remove_organisation", "set_policy", b"set_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_organisation", b"add_organisation", "chain_id", b"chain_id", "description", b"description", "expires_height", b"expires_height", "proposal_id", b"proposal_id", "remove_organisation", b"remove_organisation", "set_policy", b"set_policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_organisation", b"add_organisation", "chain_id", b"chain_id", "change_validators", b"change_validators", "description", b"description", "expires_height", b"expires_height", "proposal_id", b"proposal_id", "remove_organisation", b"remove_organisation", "set_policy", b"set_policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["add_organisation", "remove_organisation", "set_policy"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["add_organisation", "remove_organisation", "set_policy", "change_validators"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 

@@ -218,6 +218,9 @@ class Policy(_message.Message):
     GOVERNANCE_NUMERATOR_FIELD_NUMBER: _builtins.int
     GOVERNANCE_DENOMINATOR_FIELD_NUMBER: _builtins.int
     AUDITORS_FIELD_NUMBER: _builtins.int
+    VALIDATOR_CHANGE_NUMERATOR_FIELD_NUMBER: _builtins.int
+    VALIDATOR_CHANGE_DENOMINATOR_FIELD_NUMBER: _builtins.int
+    VALIDATORS_MIN_FIELD_NUMBER: _builtins.int
     break_glass_max_ms: _builtins.int
     """The longest break-glass window a vault may open, in milliseconds of block time."""
     emergency_overrides_deny: _builtins.bool
@@ -229,6 +232,12 @@ class Policy(_message.Message):
     than numerator/denominator of the members' total (by default 2/3).
     """
     governance_denominator: _builtins.int
+    validator_change_numerator: _builtins.int
+    """A validator-set change is refused when it moves at least this share of the power at
+    once (by default 1/3) or leaves fewer than `validators_min` validators (default 4).
+    """
+    validator_change_denominator: _builtins.int
+    validators_min: _builtins.int
     @_builtins.property
     def auditors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The consortium's auditors: keys that read all health metadata (every consent, access
@@ -244,14 +253,76 @@ class Policy(_message.Message):
         governance_numerator: _builtins.int = ...,
         governance_denominator: _builtins.int = ...,
         auditors: _abc.Iterable[_builtins.bytes] | None = ...,
+        validator_change_numerator: _builtins.int = ...,
+        validator_change_denominator: _builtins.int = ...,
+        validators_min: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auditors", b"auditors", "break_glass_max_ms", b"break_glass_max_ms", "emergency_overrides_deny", b"emergency_overrides_deny", "governance_denominator", b"governance_denominator", "governance_numerator", b"governance_numerator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auditors", b"auditors", "break_glass_max_ms", b"break_glass_max_ms", "emergency_overrides_deny", b"emergency_overrides_deny", "governance_denominator", b"governance_denominator", "governance_numerator", b"governance_numerator", "validator_change_denominator", b"validator_change_denominator", "validator_change_numerator", b"validator_change_numerator", "validators_min", b"validators_min"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Policy: _TypeAlias = Policy  # noqa: Y015
+
+@_typing.final
+class ValidatorEntry(_message.Message):
+    """One validator of a set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    POWER_FIELD_NUMBER: _builtins.int
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    power: _builtins.int
+    organisation: _builtins.str
+    """the member organisation that runs it ("" on an open chain)"""
+    address: _builtins.str
+    """host:port of its PeerService ("" for a genesis validator: config)"""
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+        power: _builtins.int = ...,
+        organisation: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "organisation", b"organisation", "power", b"power", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidatorEntry: _TypeAlias = ValidatorEntry  # noqa: Y015
+
+@_typing.final
+class ValidatorSetRecord(_message.Message):
+    """The validator set in force from `effective_height` on (until the next one), in
+    index order: votes and commit signatures name validators by index in this list.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EFFECTIVE_HEIGHT_FIELD_NUMBER: _builtins.int
+    VALIDATORS_FIELD_NUMBER: _builtins.int
+    effective_height: _builtins.int
+    @_builtins.property
+    def validators(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValidatorEntry]: ...
+    def __init__(
+        self,
+        *,
+        effective_height: _builtins.int = ...,
+        validators: _abc.Iterable[Global___ValidatorEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_height", b"effective_height", "validators", b"validators"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidatorSetRecord: _TypeAlias = ValidatorSetRecord  # noqa: Y015
 
 @_typing.final
 class Consortium(_message.Message):

@@ -138,6 +138,10 @@ class _ResultCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultCode
     RESULT_CODE_PROPOSAL_USED: _ResultCode.ValueType  # 29
     """A governance proposal that already took effect."""
     RESULT_CODE_ORGANISATION_EXISTS: _ResultCode.ValueType  # 30
+    RESULT_CODE_VALIDATOR_CHANGE_REFUSED: _ResultCode.ValueType  # 31
+    """A validator-set change that would move too much power at once, leave too few
+    validators, or name a key wrongly (the message says which).
+    """
 
 class ResultCode(_ResultCode, metaclass=_ResultCodeEnumTypeWrapper):
     """The deterministic result of applying a committed transaction."""
@@ -192,6 +196,10 @@ RESULT_CODE_NOT_APPROVED: ResultCode.ValueType  # 28
 RESULT_CODE_PROPOSAL_USED: ResultCode.ValueType  # 29
 """A governance proposal that already took effect."""
 RESULT_CODE_ORGANISATION_EXISTS: ResultCode.ValueType  # 30
+RESULT_CODE_VALIDATOR_CHANGE_REFUSED: ResultCode.ValueType  # 31
+"""A validator-set change that would move too much power at once, leave too few
+validators, or name a key wrongly (the message says which).
+"""
 Global___ResultCode: _TypeAlias = ResultCode  # noqa: Y015
 
 class _TxStatus:
