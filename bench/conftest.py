@@ -80,6 +80,7 @@ def block_case() -> BlockCase:
         txs=txs,
         proposer=validator_keys[0].public_key,
         validators=validators,
+        next_validators=validators,
         app_hash=b"\x22" * 32,
         time_unix_ms=1_700_000_000_000,
     )

@@ -39,6 +39,7 @@ def main() -> None:
         txs=txs,
         proposer=hospitals[0].public_key,
         validators=validators,
+        next_validators=validators,
         app_hash=bytes(32),
         time_unix_ms=int(time.time() * 1000),
     )

@@ -71,6 +71,7 @@ class Network:
             txs=txs,
             proposer=self.validator_keys[0].public_key,
             validators=self.validators,
+            next_validators=self.validators,
             app_hash=b"\x03" * 32,
             time_unix_ms=1_700_000_000_000,
         )

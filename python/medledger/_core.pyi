@@ -147,6 +147,7 @@ def validate_block(
     height: int,
     parent_hash: bytes,
     validators: ValidatorSet,
+    next_validators: ValidatorSet | None = None,
     app_hash: bytes | None = None,
     verified_tx_hashes: Sequence[bytes] | None = None,
     threads: int | None = None,

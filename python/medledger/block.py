@@ -60,12 +60,14 @@ def assemble_block(
     txs: Sequence[envelope_pb2.SignedTransaction],
     proposer: bytes,
     validators: ValidatorSet,
+    next_validators: ValidatorSet,
     app_hash: bytes,
     time_unix_ms: int,
     leaves: Sequence[bytes] | None = None,
 ) -> envelope_pb2.Block:
     """A block carrying `txs` in order, with its Merkle root computed in Rust. `leaves`,
-    when given, are the canonical encodings of `txs` the caller already holds."""
+    when given, are the canonical encodings of `txs` the caller already holds.
+    `validators` sign it; `next_validators` are those of the next height."""
     if leaves is None:
         leaves = [tx.SerializeToString(deterministic=True) for tx in txs]
     header = envelope_pb2.BlockHeader(
@@ -78,6 +80,7 @@ def assemble_block(
         app_hash=app_hash,
         validators_hash=validators.hash,
         proposer=proposer,
+        next_validators_hash=next_validators.hash,
     )
     return envelope_pb2.Block(header=header, txs=txs)
 

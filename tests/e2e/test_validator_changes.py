@@ -18,15 +18,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from medledger.block import ValidatorSet, validate_block
+import pytest
+
+from medledger.block import ValidatorSet, block_hash, validate_block
 from medledger.chain import ChainStore
 from medledger.client import LedgerClient, TxBuilder
+from medledger.client.proofs import ProofError, verify_transaction_proof
 from medledger.config import Home
 from medledger.genesis import Genesis
 from medledger.keys import load_key
 from medledger.network import free_base_port
 from medledger.node.launcher import NodeProcess, start_node
-from medledger.wire.v1 import envelope_pb2, tx_pb2
+from medledger.wire.v1 import envelope_pb2, ledger_pb2, tx_pb2
 from tests.e2e.cli_runner import medledger
 from tests.integration.conftest import stop_all
 
@@ -58,15 +61,17 @@ def _govern(tmp: Path, name: str, signers: list[list[str]], *propose: str) -> di
     return receipt
 
 
-def _transfer_commits(home: Home, address: str, to: bytes) -> None:
+def _transfer_commits(home: Home, address: str, to: bytes) -> ledger_pb2.GetTransactionResponse:
+    """A transfer that commits, and its proof as its signer reads it."""
     key = load_key(home.keys_dir / "client.json")
-    with LedgerClient(address) as client:
+    with LedgerClient(address, reader=key) as client:
         builder = TxBuilder(key, CHAIN_ID)
         height = client.status().height
         tx = builder.transfer(to=to, amount_micros=1, expiry_height=height + 100)
         receipt = client.submit(tx, wait=True)
-    assert receipt.status == tx_pb2.TX_STATUS_COMMITTED
-    assert receipt.code == tx_pb2.RESULT_CODE_OK
+        assert receipt.status == tx_pb2.TX_STATUS_COMMITTED
+        assert receipt.code == tx_pb2.RESULT_CODE_OK
+        return client.get_transaction(tx_id=receipt.tx_id)
 
 
 def test_a_validator_joins_votes_and_another_leaves(tmp_path: Path) -> None:
@@ -133,7 +138,7 @@ def test_a_validator_joins_votes_and_another_leaves(tmp_path: Path) -> None:
         _wait("blocks after the removal", lambda: _height(addresses[0]) >= dropped + 5)
         # The removed validator follows the chain, signing nothing.
         _wait("the removed node to follow", lambda: _height(addresses[3]) >= dropped + 5)
-        _transfer_commits(homes[2], addresses[2], payee)
+        late = _transfer_commits(homes[2], addresses[2], payee)
     finally:
         stop_all(*nodes)
 
@@ -174,6 +179,14 @@ def test_a_validator_joins_votes_and_another_leaves(tmp_path: Path) -> None:
         assert newcomer_signed >= 5
     finally:
         store.close()
+    # An auditor trusting only the genesis follows both changes to the set that signed.
+    assert len(late.transitions) == 2
+    assert verify_transaction_proof(late, ValidatorSet(original), CHAIN_ID) == block_hash(
+        late.header.SerializeToString(deterministic=True)
+    )
+    del late.transitions[1]
+    with pytest.raises(ProofError, match=r"header\.validators_hash"):
+        verify_transaction_proof(late, ValidatorSet(original), CHAIN_ID)
     for home in homes:
         verified = medledger("verify-chain", "--home", str(home.root))
         assert "chain OK" in verified.stdout, verified.stdout

@@ -133,6 +133,7 @@ class ByzantineValidator(peer_pb2_grpc.PeerServiceServicer):
             txs=[],
             proposer=self.key.public_key,
             validators=self.genesis.validator_set(),
+            next_validators=self.genesis.validator_set(),
             app_hash=status.app_hash,
             time_unix_ms=int(time.time() * 1000),
         )

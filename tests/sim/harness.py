@@ -227,6 +227,7 @@ class SimLedger:
             height=height,
             parent_hash=head.block_hash,
             validators=self.validators,
+            next_validators=self.validators,
             app_hash=head.app_hash,
         )
         entries = self.block_entries(block_bytes)

@@ -60,6 +60,7 @@ def test_a_transaction_with_unknown_fields_is_filed_under_its_canonical_hash(
                 txs=[admitted_tx, in_block_only],
                 proposer=node.key.public_key,
                 validators=node.validators,
+                next_validators=node.validators,
                 app_hash=node.head.app_hash,
                 time_unix_ms=0,
             )

@@ -20,7 +20,7 @@ from medledger.consensus.messages import sign_bytes
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis
 from medledger.keys import load_key
-from medledger.network import init_network, network_homes
+from medledger.network import init_network, join_network, network_homes
 from medledger.node.consensus_driver import ConsensusDriver, Inputs, to_wire
 from medledger.node.ledger_node import LedgerNode
 from medledger.node.replica import (
@@ -31,9 +31,10 @@ from medledger.node.replica import (
     FetchBlocks,
     FetchProposal,
     Fired,
+    ToEngine,
 )
 from medledger.tx import sign_transaction
-from medledger.wire.v1 import envelope_pb2, tx_pb2
+from medledger.wire.v1 import envelope_pb2, state_pb2, tx_pb2
 
 CHAIN_ID = "driver-unit"
 FUNDS = 10**12
@@ -92,6 +93,7 @@ def proposal(
         txs=txs,
         proposer=driver.public_keys[1],
         validators=driver.node.validators,
+        next_validators=driver.node.validators,
         app_hash=head.app_hash,
         time_unix_ms=time_ms if time_ms is not None else max(now(), head_time + 1),
     )
@@ -358,3 +360,74 @@ def test_catch_up_starts_on_signed_evidence_one_fetch_at_a_time_and_moves_on(
     assert fetches(replica.blocks_fetched(0, 1_003, now())) == []
     replica.receive(to_wire(signed_vote(keys[1], 1, ahead)), 1_000 + CATCH_UP_RETRY_MS)
     assert replica._fetching_blocks  # peer 1 asked again, once its pause was over
+
+
+def test_votes_are_judged_by_the_validator_set_of_their_height(
+    home: Home, driver: ConsensusDriver
+) -> None:
+    """A change committed at H takes effect at H+2: a validator removed there is no
+    longer heard from H+2 on (its old index now names another key), while its votes for
+    H+1 still count; the newcomer's votes count from H+2, under its new index."""
+    keys = [load_key(h.validator_key) for h in network_homes(home.root.parent, 4)]
+    newcomer = SigningKey.from_seed(b"n" * 32)
+    replica = driver.replica
+    now_height = replica.engine.height  # head + 1
+    changed = now_height + 1  # head + 2: what a change committed at the head names
+    driver.node.schedule.add(
+        state_pb2.ValidatorSetRecord(
+            effective_height=changed,
+            validators=[
+                *(state_pb2.ValidatorEntry(public_key=k.public_key, power=10) for k in keys[:3]),
+                state_pb2.ValidatorEntry(
+                    public_key=newcomer.public_key, power=10, address="127.0.0.1:1"
+                ),
+            ],
+        )
+    )
+
+    def to_engine(vote: Vote) -> bool:
+        effects = replica.receive(to_wire(vote), 1_000)
+        return any(isinstance(e, ToEngine) for e in effects)
+
+    assert to_engine(signed_vote(keys[3], 3, now_height))  # still a validator at H+1
+    assert not to_engine(signed_vote(keys[3], 3, changed))  # index 3 is the newcomer's
+    assert to_engine(signed_vote(newcomer, 3, changed))
+    assert not to_engine(signed_vote(newcomer, 3, now_height))  # not yet a validator
+    # Past what any commit decided, a message is evidence for catch-up, not a vote.
+    later = replica.receive(to_wire(signed_vote(newcomer, 3, changed + 1)), 5_000)
+    assert not any(isinstance(e, ToEngine) for e in later)
+    # The driver links to the validators of both known heights (not itself), by key.
+    assert set(driver._wanted_peers()) == {k.public_key for k in keys[1:]} | {newcomer.public_key}
+    assert driver._wanted_peers()[newcomer.public_key] == "127.0.0.1:1"
+    assert replica.follow(10_000) == []  # a validator never polls: it hears evidence
+
+
+def test_a_node_in_no_validator_set_follows_by_asking_validators_in_turn(
+    tmp_path: Path,
+) -> None:
+    """A joining node signs nothing and hears no consensus messages: it polls the
+    validators for blocks, one fetch at a time, each at most every CATCH_UP_RETRY_MS."""
+    init_network(tmp_path / "net", CHAIN_ID, 4, 30_000, FUNDS)
+    genesis_home = network_homes(tmp_path / "net", 4)[0]
+    genesis = Genesis.load(genesis_home.genesis)
+    joiner = Home(tmp_path / "joiner")
+    key = join_network(joiner, genesis, [f"127.0.0.1:{30_000 + i}" for i in range(4)], "x:1")
+    config = joiner.load_config()
+    node = LedgerNode(joiner, config, genesis, key)
+    try:
+        driver = ConsensusDriver(node, config, SigningGuard(FileGuardStore(joiner.signer_state)))
+        replica = driver.replica
+        assert not replica.voting
+        assert replica.engine.me is None
+        asked = []
+        for step in range(8):
+            for effect in replica.follow(10_000 + step * 100):
+                assert isinstance(effect, FetchBlocks)
+                asked.append(effect.peer)
+                replica.blocks_fetched(0, 10_000 + step * 100, now())
+        validators = {v.public_key for v in genesis.validators}
+        assert len(asked) == 4  # each once: then each waits out its retry pause
+        assert set(asked) == validators
+        assert replica.follow(10_000 + CATCH_UP_RETRY_MS + 800) != []
+    finally:
+        node.store.close()

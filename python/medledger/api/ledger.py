@@ -156,7 +156,28 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             proof=proof,
             header=block.header,
             commit=commit,
+            transitions=self._transitions(record.height),
         )
+
+    def _transitions(self, height: int) -> list[ledger_pb2.ValidatorTransition]:
+        """Each validator-set change up to `height`: the last block before it (header and
+        certificate, by the set then in force) and the new set."""
+        store = self.node.store
+        transitions = []
+        for change in self.node.schedule.changes(height):
+            before = change.effective_height - 1
+            block = envelope_pb2.Block.FromString(store.block(before) or b"")
+            transitions.append(
+                ledger_pb2.ValidatorTransition(
+                    header=block.header,
+                    commit=envelope_pb2.CommitCertificate.FromString(store.commit(before) or b""),
+                    validators=[
+                        ledger_pb2.ValidatorPower(public_key=v.public_key, power=v.power)
+                        for v in change.validators
+                    ],
+                )
+            )
+        return transitions
 
     async def GetBlock(  # noqa: N802
         self,

@@ -249,6 +249,10 @@ class ValidatorSchedule:
         keys = self.keys_at(height)
         return keys.index(public_key) if public_key in keys else None
 
+    def changes(self, up_to: int) -> list[state_pb2.ValidatorSetRecord]:
+        """The sets that replaced another, effective at `up_to` or before, oldest first."""
+        return [r for r in self._records[1:] if r.effective_height <= up_to]
+
     def addresses(self) -> dict[bytes, str]:
         """Every address the history names, the latest for each key."""
         found: dict[bytes, str] = {}

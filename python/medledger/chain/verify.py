@@ -66,6 +66,7 @@ def verify_chain(
                 height=height,
                 parent_hash=parent_hash,
                 validators=schedule.set_at(height),
+                next_validators=schedule.set_at(height + 1),
                 app_hash=app_hash,
             )
         except MedledgerError as error:

@@ -471,6 +471,7 @@ class LedgerNode:
             txs=[p.tx for p in batch],
             proposer=self.key.public_key,
             validators=self.validators_at(height),
+            next_validators=self.validators_at(height + 1),
             app_hash=head.app_hash,
             time_unix_ms=max(int(time.time() * 1000), self.head_time_ms + 1),
             leaves=[p.encoded for p in batch],
@@ -504,6 +505,7 @@ class LedgerNode:
             height=height,
             parent_hash=head.block_hash,
             validators=self.validators_at(height),
+            next_validators=self.validators_at(height + 1),
             app_hash=head.app_hash,
             verified_tx_hashes=verified,
         )

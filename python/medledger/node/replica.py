@@ -609,6 +609,7 @@ class Replica:
             txs=[p.tx for p in pending],
             proposer=self.ledger.key.public_key,
             validators=self.ledger.validators_at(height),
+            next_validators=self.ledger.validators_at(height + 1),
             app_hash=head.app_hash,
             time_unix_ms=max(self.now_ms, self.ledger.head_time_ms + 1),
             leaves=[p.encoded for p in pending],
@@ -694,6 +695,7 @@ class Replica:
                 height=height,
                 parent_hash=head.block_hash,
                 validators=self.ledger.validators_at(height),
+                next_validators=self.ledger.validators_at(height + 1),
                 app_hash=head.app_hash,
                 verified_tx_hashes=[
                     e.tx_hash for e in entries if self.ledger.known(e.tx_id, e.tx_hash)

@@ -122,6 +122,9 @@ pub struct Expectations<'a> {
     pub height: u64,
     pub parent_hash: Hash,
     pub validators: &'a ValidatorSet,
+    /// When known, the validator set of the next height, whose hash the header must carry
+    /// (`next_validators_hash`).
+    pub next_validators: Option<&'a ValidatorSet>,
     /// When known, the app hash the header must carry.
     pub app_hash: Option<Hash>,
     /// Transactions (by hash) whose signatures this node already verified.
@@ -191,6 +194,15 @@ fn check_header(header: &BlockHeader, tx_count: usize, expect: &Expectations<'_>
             "header.validators_hash",
             "does not match the validator set this block must be signed by",
         ));
+    }
+    if let Some(next) = expect.next_validators {
+        let next_hash = hash_field("header.next_validators_hash", &header.next_validators_hash)?;
+        if next_hash != next.hash() {
+            return Err(Error::invalid_block(
+                "header.next_validators_hash",
+                "does not match the validator set of the next height",
+            ));
+        }
     }
     if !expect.validators.contains_key(&header.proposer) {
         return Err(Error::invalid_block(

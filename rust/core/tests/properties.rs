@@ -114,6 +114,7 @@ proptest! {
                 tx_count: txs.len() as u32,
                 app_hash: hashes[2].clone(),
                 validators_hash: hashes[3].clone(),
+                next_validators_hash: hashes[3].clone(),
                 proposer: hashes[0].clone(),
             }),
             txs: txs
@@ -146,6 +147,7 @@ proptest! {
             height: fixture.height,
             parent_hash: fixture.parent_hash,
             validators: &fixture.validators,
+            next_validators: Some(&fixture.validators),
             app_hash: None,
             verified_tx_hashes: None,
             threads: Some(1),

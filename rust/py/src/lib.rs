@@ -405,7 +405,7 @@ struct PyValidatedBlock {
 }
 
 #[pyfunction]
-#[pyo3(signature = (block, commit, *, chain_id, height, parent_hash, validators, app_hash=None, verified_tx_hashes=None, threads=None))]
+#[pyo3(signature = (block, commit, *, chain_id, height, parent_hash, validators, next_validators=None, app_hash=None, verified_tx_hashes=None, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn validate_block(
     py: Python<'_>,
@@ -415,6 +415,7 @@ fn validate_block(
     height: u64,
     parent_hash: &[u8],
     validators: &PyValidatorSet,
+    next_validators: Option<PyRef<'_, PyValidatorSet>>,
     app_hash: Option<&[u8]>,
     verified_tx_hashes: Option<Vec<Bound<'_, PyBytes>>>,
     threads: Option<usize>,
@@ -429,6 +430,7 @@ fn validate_block(
         height,
         parent_hash,
         validators: &validators.0,
+        next_validators: next_validators.as_ref().map(|next| &next.0),
         app_hash,
         verified_tx_hashes: verified.as_ref(),
         threads,

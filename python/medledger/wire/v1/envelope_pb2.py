@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n medledger/wire/v1/envelope.proto\x12\x11medledger.wire.v1\"H\n\x11SignedTransaction\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xba\x01\n\x0b\x42lockHeader\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x13\n\x0bparent_hash\x18\x03 \x01(\x0c\x12\x14\n\x0ctime_unix_ms\x18\x04 \x01(\x04\x12\x0f\n\x07tx_root\x18\x05 \x01(\x0c\x12\x10\n\x08tx_count\x18\x06 \x01(\r\x12\x10\n\x08\x61pp_hash\x18\x07 \x01(\x0c\x12\x17\n\x0fvalidators_hash\x18\x08 \x01(\x0c\x12\x10\n\x08proposer\x18\t \x01(\x0c\"j\n\x05\x42lock\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.medledger.wire.v1.BlockHeader\x12\x31\n\x03txs\x18\x02 \x03(\x0b\x32$.medledger.wire.v1.SignedTransaction\"=\n\x0f\x43ommitSignature\x12\x17\n\x0fvalidator_index\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"~\n\x11\x43ommitCertificate\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\r\x12\x12\n\nblock_hash\x18\x03 \x01(\x0c\x12\x36\n\nsignatures\x18\x04 \x03(\x0b\x32\".medledger.wire.v1.CommitSignature*U\n\x08VoteType\x12\x19\n\x15VOTE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11VOTE_TYPE_PREVOTE\x10\x01\x12\x17\n\x13VOTE_TYPE_PRECOMMIT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n medledger/wire/v1/envelope.proto\x12\x11medledger.wire.v1\"H\n\x11SignedTransaction\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xd8\x01\n\x0b\x42lockHeader\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x13\n\x0bparent_hash\x18\x03 \x01(\x0c\x12\x14\n\x0ctime_unix_ms\x18\x04 \x01(\x04\x12\x0f\n\x07tx_root\x18\x05 \x01(\x0c\x12\x10\n\x08tx_count\x18\x06 \x01(\r\x12\x10\n\x08\x61pp_hash\x18\x07 \x01(\x0c\x12\x17\n\x0fvalidators_hash\x18\x08 \x01(\x0c\x12\x10\n\x08proposer\x18\t \x01(\x0c\x12\x1c\n\x14next_validators_hash\x18\n \x01(\x0c\"j\n\x05\x42lock\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1e.medledger.wire.v1.BlockHeader\x12\x31\n\x03txs\x18\x02 \x03(\x0b\x32$.medledger.wire.v1.SignedTransaction\"=\n\x0f\x43ommitSignature\x12\x17\n\x0fvalidator_index\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"~\n\x11\x43ommitCertificate\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\r\x12\x12\n\nblock_hash\x18\x03 \x01(\x0c\x12\x36\n\nsignatures\x18\x04 \x03(\x0b\x32\".medledger.wire.v1.CommitSignature*U\n\x08VoteType\x12\x19\n\x15VOTE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11VOTE_TYPE_PREVOTE\x10\x01\x12\x17\n\x13VOTE_TYPE_PRECOMMIT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'medledger.wire.v1.envelope_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VOTETYPE']._serialized_start=617
-  _globals['_VOTETYPE']._serialized_end=702
+  _globals['_VOTETYPE']._serialized_start=647
+  _globals['_VOTETYPE']._serialized_end=732
   _globals['_SIGNEDTRANSACTION']._serialized_start=55
   _globals['_SIGNEDTRANSACTION']._serialized_end=127
   _globals['_BLOCKHEADER']._serialized_start=130
-  _globals['_BLOCKHEADER']._serialized_end=316
-  _globals['_BLOCK']._serialized_start=318
-  _globals['_BLOCK']._serialized_end=424
-  _globals['_COMMITSIGNATURE']._serialized_start=426
-  _globals['_COMMITSIGNATURE']._serialized_end=487
-  _globals['_COMMITCERTIFICATE']._serialized_start=489
-  _globals['_COMMITCERTIFICATE']._serialized_end=615
+  _globals['_BLOCKHEADER']._serialized_end=346
+  _globals['_BLOCK']._serialized_start=348
+  _globals['_BLOCK']._serialized_end=454
+  _globals['_COMMITSIGNATURE']._serialized_start=456
+  _globals['_COMMITSIGNATURE']._serialized_end=517
+  _globals['_COMMITCERTIFICATE']._serialized_start=519
+  _globals['_COMMITCERTIFICATE']._serialized_end=645
 # @@protoc_insertion_point(module_scope)

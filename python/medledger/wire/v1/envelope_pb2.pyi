@@ -90,6 +90,7 @@ class BlockHeader(_message.Message):
     APP_HASH_FIELD_NUMBER: _builtins.int
     VALIDATORS_HASH_FIELD_NUMBER: _builtins.int
     PROPOSER_FIELD_NUMBER: _builtins.int
+    NEXT_VALIDATORS_HASH_FIELD_NUMBER: _builtins.int
     chain_id: _builtins.str
     height: _builtins.int
     parent_hash: _builtins.bytes
@@ -104,6 +105,11 @@ class BlockHeader(_message.Message):
     """SHA-256 of the validator set that must sign this block's commit certificate."""
     proposer: _builtins.bytes
     """Public key of the validator that proposed this block."""
+    next_validators_hash: _builtins.bytes
+    """SHA-256 of the validator set of the next height. A set change committed at H takes
+    effect at H+2, so the proposer of any height knows the next set; signed by this
+    block's validators, it lets a light client follow set changes from genesis.
+    """
     def __init__(
         self,
         *,
@@ -116,10 +122,11 @@ class BlockHeader(_message.Message):
         app_hash: _builtins.bytes = ...,
         validators_hash: _builtins.bytes = ...,
         proposer: _builtins.bytes = ...,
+        next_validators_hash: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_hash", b"app_hash", "chain_id", b"chain_id", "height", b"height", "parent_hash", b"parent_hash", "proposer", b"proposer", "time_unix_ms", b"time_unix_ms", "tx_count", b"tx_count", "tx_root", b"tx_root", "validators_hash", b"validators_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_hash", b"app_hash", "chain_id", b"chain_id", "height", b"height", "next_validators_hash", b"next_validators_hash", "parent_hash", b"parent_hash", "proposer", b"proposer", "time_unix_ms", b"time_unix_ms", "tx_count", b"tx_count", "tx_root", b"tx_root", "validators_hash", b"validators_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -161,7 +168,7 @@ class CommitSignature(_message.Message):
     VALIDATOR_INDEX_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     validator_index: _builtins.int
-    """Index of the validator in the genesis validator set."""
+    """Index of the validator in the validator set of the block's height."""
     signature: _builtins.bytes
     def __init__(
         self,

@@ -291,6 +291,7 @@ class GetTransactionResponse(_message.Message):
     PROOF_FIELD_NUMBER: _builtins.int
     HEADER_FIELD_NUMBER: _builtins.int
     COMMIT_FIELD_NUMBER: _builtins.int
+    TRANSITIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def receipt(self) -> _tx_pb2.Receipt: ...
     @_builtins.property
@@ -301,6 +302,13 @@ class GetTransactionResponse(_message.Message):
     def header(self) -> _envelope_pb2.BlockHeader: ...
     @_builtins.property
     def commit(self) -> _envelope_pb2.CommitCertificate: ...
+    @_builtins.property
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValidatorTransition]:
+        """Every validator-set change from genesis up to the transaction's height, oldest
+        first: what a verifier who trusts only the genesis set needs to trust the set that
+        signed `commit`.
+        """
+
     def __init__(
         self,
         *,
@@ -309,14 +317,71 @@ class GetTransactionResponse(_message.Message):
         proof: Global___InclusionProof | None = ...,
         header: _envelope_pb2.BlockHeader | None = ...,
         commit: _envelope_pb2.CommitCertificate | None = ...,
+        transitions: _abc.Iterable[Global___ValidatorTransition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "header", b"header", "proof", b"proof", "receipt", b"receipt", "tx", b"tx"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "header", b"header", "proof", b"proof", "receipt", b"receipt", "tx", b"tx"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "header", b"header", "proof", b"proof", "receipt", b"receipt", "transitions", b"transitions", "tx", b"tx"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTransactionResponse: _TypeAlias = GetTransactionResponse  # noqa: Y015
+
+@_typing.final
+class ValidatorPower(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    POWER_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    power: _builtins.int
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+        power: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["power", b"power", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidatorPower: _TypeAlias = ValidatorPower  # noqa: Y015
+
+@_typing.final
+class ValidatorTransition(_message.Message):
+    """A change of validator set, as a light client checks it: `header` is the last block
+    before the new set takes effect, certified (`commit`) by the set then in force, and its
+    `next_validators_hash` is the hash of `validators`, the set from the next height on
+    (in index order).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    COMMIT_FIELD_NUMBER: _builtins.int
+    VALIDATORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> _envelope_pb2.BlockHeader: ...
+    @_builtins.property
+    def commit(self) -> _envelope_pb2.CommitCertificate: ...
+    @_builtins.property
+    def validators(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValidatorPower]: ...
+    def __init__(
+        self,
+        *,
+        header: _envelope_pb2.BlockHeader | None = ...,
+        commit: _envelope_pb2.CommitCertificate | None = ...,
+        validators: _abc.Iterable[Global___ValidatorPower] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "header", b"header", "validators", b"validators"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidatorTransition: _TypeAlias = ValidatorTransition  # noqa: Y015
 
 @_typing.final
 class GetBlockRequest(_message.Message):

@@ -100,6 +100,7 @@ impl Fixture {
             tx_count: txs.len() as u32,
             app_hash: vec![3; 32],
             validators_hash: self.validators.hash().to_vec(),
+            next_validators_hash: self.validators.hash().to_vec(),
             proposer: self.validator_keys[0].public_key().to_vec(),
         };
         Block {
