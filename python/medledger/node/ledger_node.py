@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ from medledger.app.state import VALIDATORS
 from medledger.app.validators import ValidatorSchedule
 from medledger.block import (
     TX_BYTES_MAX,
-    VALIDATORS_MAX,
     ValidatorSet,
     assemble_block,
     block_tx_hashes,
@@ -192,7 +192,7 @@ class LedgerNode:
         # follows the chain (it validates and commits blocks, and signs nothing) until
         # governance adds it.
         with self.store.snapshot() as snapshot:
-            stored = snapshot.scan(VALIDATORS, b"", VALIDATORS_MAX + 10**6)
+            stored = snapshot.scan(VALIDATORS, b"", sys.maxsize)
         self.schedule = ValidatorSchedule.of(genesis, stored)
         self.app = Application(
             self.chain_id,
@@ -227,10 +227,6 @@ class LedgerNode:
     def validators_at(self, height: int) -> ValidatorSet:
         """The set that validates the block at `height` (known up to head + 2)."""
         return self.schedule.set_at(height)
-
-    def index_at(self, height: int) -> int | None:
-        """This node's index in the set of `height`; None when it does not vote there."""
-        return self.schedule.index_at(height, self.key.public_key)
 
     @property
     def validators(self) -> ValidatorSet:
