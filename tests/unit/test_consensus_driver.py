@@ -26,6 +26,7 @@ from medledger.node.ledger_node import LedgerNode
 from medledger.node.replica import (
     BLOCK_TIME_AHEAD_MAX_MS,
     CATCH_UP_RETRY_MS,
+    FOLLOW_STALL_MS,
     PROPOSAL_FETCHES_MAX,
     Effect,
     FetchBlocks,
@@ -399,7 +400,36 @@ def test_votes_are_judged_by_the_validator_set_of_their_height(
     # The driver links to the validators of both known heights (not itself), by key.
     assert set(driver._wanted_peers()) == {k.public_key for k in keys[1:]} | {newcomer.public_key}
     assert driver._wanted_peers()[newcomer.public_key] == "127.0.0.1:1"
-    assert replica.follow(10_000) == []  # a validator never polls: it hears evidence
+    # A validator of the next heights hears signed evidence: it polls only once stalled.
+    replica.blocks_fetched(0, 5_001, now())  # the evidence's fetches brought nothing
+    replica.blocks_fetched(0, 5_002, now())
+    peers = driver._follow_peers()
+    assert peers[:3] == [k.public_key for k in keys[1:]]  # the next height's set first
+    assert replica.follow(10_000, peers) == []
+    assert replica.follow(10_000 + FOLLOW_STALL_MS - 1, peers) == []
+    assert replica.follow(10_000 + FOLLOW_STALL_MS, peers) == [FetchBlocks(peers[0], now_height)]
+
+
+def test_a_validator_leaving_the_set_polls_for_blocks(home: Home, driver: ConsensusDriver) -> None:
+    """Removed at head + 2, a validator is no longer sent the others' messages from then
+    on: if it lags behind it can only learn the chain by asking."""
+    keys = [load_key(h.validator_key) for h in network_homes(home.root.parent, 4)]
+    newcomer = SigningKey.from_seed(b"n" * 32)
+    replica = driver.replica
+    driver.node.schedule.add(
+        state_pb2.ValidatorSetRecord(
+            effective_height=replica.engine.height + 1,
+            validators=[
+                *(state_pb2.ValidatorEntry(public_key=k.public_key, power=10) for k in keys[1:]),
+                state_pb2.ValidatorEntry(
+                    public_key=newcomer.public_key, power=10, address="127.0.0.1:1"
+                ),
+            ],
+        )
+    )
+    assert replica.voting  # at head + 1 still
+    fetches = replica.follow(10_000, driver._follow_peers())
+    assert fetches == [FetchBlocks(keys[1].public_key, replica.engine.height)]
 
 
 def test_a_node_in_no_validator_set_follows_by_asking_validators_in_turn(
@@ -421,13 +451,13 @@ def test_a_node_in_no_validator_set_follows_by_asking_validators_in_turn(
         assert replica.engine.me is None
         asked = []
         for step in range(8):
-            for effect in replica.follow(10_000 + step * 100):
+            for effect in replica.follow(10_000 + step * 100, driver._follow_peers()):
                 assert isinstance(effect, FetchBlocks)
                 asked.append(effect.peer)
                 replica.blocks_fetched(0, 10_000 + step * 100, now())
         validators = {v.public_key for v in genesis.validators}
         assert len(asked) == 4  # each once: then each waits out its retry pause
         assert set(asked) == validators
-        assert replica.follow(10_000 + CATCH_UP_RETRY_MS + 800) != []
+        assert replica.follow(10_000 + CATCH_UP_RETRY_MS + 800, driver._follow_peers()) != []
     finally:
         node.store.close()

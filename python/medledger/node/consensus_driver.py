@@ -251,11 +251,19 @@ class ConsensusDriver:
                 task.cancel()
 
     async def _follow(self) -> None:
-        """While this node votes at no height, asks validators for blocks (see
-        `Replica.follow`)."""
+        """Asks validators for blocks when this node hears no signed evidence (see
+        `Replica.follow`): those of the next height first, then every other validator
+        the chain has named with an address."""
         while True:
             await asyncio.sleep(FOLLOW_INTERVAL_S)
-            self._start_io(self.replica.follow(monotonic_ms()))
+            self._start_io(self.replica.follow(monotonic_ms(), self._follow_peers()))
+
+    def _follow_peers(self) -> list[bytes]:
+        current = [key for key, _ in self.node.validators_at(self.node.head.height + 1).members()]
+        known = [*self._genesis_addresses, *self.node.schedule.addresses()]
+        me = self.node.key.public_key
+        peers = [key for key in current if key != me and self.address_of(key) is not None]
+        return peers + [key for key in dict.fromkeys(known) if key not in peers and key != me]
 
     async def stop(self) -> None:
         for task in self._tasks:

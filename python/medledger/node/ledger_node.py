@@ -526,6 +526,12 @@ class LedgerNode:
             )
             records.append((entry.tx_id, entry.tx_hash, record.SerializeToString()))
             tx_records.append(record)
+        # The set this block schedules (for height + 2) is known before the head moves:
+        # peer messages are verified while the commit runs in its thread, against the set
+        # of head + 2, which must never be read stale. (Block `height` is decided, so
+        # whatever it schedules is what the chain will hold even if this write fails.)
+        if self.schedule.updates_in(result.writes):
+            log.info("validator set changes at height %d", height + 2)
         await asyncio.to_thread(
             self.store.commit_block,
             height=height,
@@ -537,8 +543,6 @@ class LedgerNode:
             writes=result.writes,
         )
         self.head_time_ms = validated.time_unix_ms
-        if self.schedule.updates_in(result.writes):
-            log.info("validator set changes at height %d", height + 2)
         self._submitters.clear()  # the block may have issued or revoked roles
         # Now durable: whoever waits for these transactions, wherever they were admitted,
         # gets a receipt (built only for transactions someone waits on).

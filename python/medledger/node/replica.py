@@ -79,6 +79,8 @@ PROPOSAL_FETCHES_MAX = 4
 """Whole-block fetches of compact proposals in flight at once (one height's worth)."""
 CATCH_UP_RETRY_MS = 2_000
 """A peer is asked again for blocks at most this often, whatever it signs."""
+FOLLOW_STALL_MS = 10_000
+"""A validator whose head has not moved for this long polls for blocks like a follower."""
 CATCH_UP_EVIDENCE_MS = 10_000
 """How long a signed message for a later height keeps its sender a candidate to ask."""
 BLOCK_TIME_AHEAD_MAX_MS = 10_000
@@ -313,7 +315,8 @@ class Replica:
         # By validator key: indices change with the set.
         self._asked_at: dict[bytes, int] = {}  # peer -> when it was last asked for blocks
         self._ahead: dict[bytes, int] = {}  # peer -> when it last signed a later height
-        self._followed = 0  # the last validator an observer polled (round robin)
+        self._followed = 0  # the turn of the next peer `follow` asks (round robin)
+        self._head_seen = (-1, 0)  # the head `follow` last saw, and since when
         self.unbound_proposals = 0  # dropped: bytes that are not the block the id names
         self.refused_by_guard = 0
 
@@ -391,11 +394,7 @@ class Replica:
         it is not this node. Indices name validators of the message's height; sets are
         known up to head + 2, and a message beyond is judged by the latest known set."""
         known = min(decoded.height, head + 2)
-        keys = (
-            self.public_keys
-            if known == self.engine.height
-            else [key for key, _ in self.ledger.validators_at(known).members()]
-        )
+        keys = self.public_keys if known == self.engine.height else self._keys_at(known)
         sender = signer(decoded)
         if not 0 <= sender < len(keys) or keys[sender] == self.ledger.key.public_key:
             return None
@@ -453,23 +452,33 @@ class Replica:
             effects += self._process(self.engine.skip_to(self.ledger.head.height + 1))
         return effects
 
-    def follow(self, monotonic_ms: int) -> list[Effect]:
-        """An observer (a node in no validator set yet, or one removed) hears no
-        consensus messages, for validators send to validators: it asks them for blocks
-        instead, in turn, at most every CATCH_UP_RETRY_MS (a validator already receives
-        signed evidence and needs no polling)."""
-        if self.voting or self._fetching_blocks:
+    def follow(self, monotonic_ms: int, peers: Sequence[bytes]) -> list[Effect]:
+        """Asks `peers` (validator keys the shell can reach, preferred first) for blocks
+        in turn, one fetch at a time, each at most every CATCH_UP_RETRY_MS, when this node
+        cannot count on signed evidence: validators send to the validators of the next
+        two heights, so a node in neither (one joining, or one removed) hears nothing,
+        and one that stalled for FOLLOW_STALL_MS may have been left behind (removed while
+        lagging, or cut off while the others moved on)."""
+        head = self.ledger.head.height
+        if self._head_seen[0] != head:
+            self._head_seen = (head, monotonic_ms)
+        key = self.ledger.key.public_key
+        listened_to = self.voting and key in self._keys_at(head + 2)
+        stalled = monotonic_ms - self._head_seen[1] >= FOLLOW_STALL_MS
+        candidates = [peer for peer in peers if peer != key]
+        if (listened_to and not stalled) or self._fetching_blocks or not candidates:
             return []
-        keys = [key for key, _ in self.ledger.validators_at(self.ledger.head.height + 1).members()]
-        if not keys:
-            return []
-        self._followed = (self._followed + 1) % len(keys)
-        peer = keys[self._followed]
-        if monotonic_ms - self._asked_at.get(peer, -CATCH_UP_RETRY_MS) < CATCH_UP_RETRY_MS:
-            return []
-        self._asked_at[peer] = monotonic_ms
-        self._fetching_blocks = True
-        return [FetchBlocks(peer, self.ledger.head.height + 1)]
+        for _ in candidates:
+            peer = candidates[self._followed % len(candidates)]
+            self._followed += 1
+            if monotonic_ms - self._asked_at.get(peer, -CATCH_UP_RETRY_MS) >= CATCH_UP_RETRY_MS:
+                self._asked_at[peer] = monotonic_ms
+                self._fetching_blocks = True
+                return [FetchBlocks(peer, head + 1)]
+        return []
+
+    def _keys_at(self, height: int) -> list[bytes]:
+        return [key for key, _ in self.ledger.validators_at(height).members()]
 
     def resend(self) -> list[Effect]:
         """Our signed messages of this height again, and others' prevotes that made our
