@@ -181,6 +181,7 @@ class ConsensusDriver:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        self._relink()  # before the first message is broadcast
         loop_tasks = {
             "consensus": self._run(),
             "consensus-resend": self._resend(),
@@ -217,37 +218,41 @@ class ConsensusDriver:
                     wanted[key] = address
         return wanted
 
+    def _relink(self) -> None:
+        """`peers` becomes one link per peer in `_wanted_peers`: links to validators that
+        joined are made, links to those that left are dropped. Messages offered to a new
+        link wait in its queue until its task connects."""
+        wanted = self._wanted_peers()
+        for key in [k for k, link in self.peers.items() if wanted.get(k) != link.address]:
+            del self.peers[key]
+        for key, address in wanted.items():
+            if key not in self.peers:
+                self.peers[key] = PeerLink(key.hex()[:16], address, self.config.peer_queue_max)
+
     async def _keep_links(self) -> None:
-        """One link per peer in `_wanted_peers`: links to validators that joined are
-        opened and links to those that left are closed, after each block that changes
-        the set. A link that ends on its own ends this task (and the node, loudly)."""
-        links: dict[bytes, asyncio.Task[None]] = {}
+        """Runs each link of `peers`, relinking after each block that may change the sets
+        (a dropped link's task is cancelled). A link that ends on its own ends this task
+        (and the node, loudly)."""
+        running: dict[PeerLink, asyncio.Task[None]] = {}
         try:
             while True:
                 self._peers_changed.clear()
-                wanted = self._wanted_peers()
-                for key in [
-                    k for k in links if k not in wanted or wanted[k] != self.peers[k].address
-                ]:
-                    links.pop(key).cancel()
-                    del self.peers[key]
-                for key, address in wanted.items():
-                    if key not in links:
-                        link = PeerLink(key.hex()[:16], address, self.config.peer_queue_max)
-                        self.peers[key] = link
-                        links[key] = asyncio.create_task(
-                            link.run(), name=f"peer-link-{key.hex()[:16]}"
-                        )
+                self._relink()
+                current = set(self.peers.values())
+                for link in [link for link in running if link not in current]:
+                    running.pop(link).cancel()
+                for link in current - running.keys():
+                    running[link] = asyncio.create_task(link.run(), name=f"peer-link-{link.name}")
                 changed = asyncio.create_task(self._peers_changed.wait())
                 done, _ = await asyncio.wait(
-                    [changed, *links.values()], return_when=asyncio.FIRST_COMPLETED
+                    [changed, *running.values()], return_when=asyncio.FIRST_COMPLETED
                 )
                 changed.cancel()
                 for task in done:
                     if task is not changed:
                         raise RuntimeError(f"{task.get_name()} ended") from task.exception()
         finally:
-            for task in links.values():
+            for task in running.values():
                 task.cancel()
 
     async def _follow(self) -> None:

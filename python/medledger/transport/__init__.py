@@ -1,0 +1,1 @@
+"""Transport security: certificates, TLS credentials and secure channels."""

@@ -1,0 +1,162 @@
+"""gRPC credentials for medledger's listeners and channels.
+
+- The peer listener (PeerService) requires mutual TLS: a client certificate that chains to
+  the CA of a current member organisation. The member CAs come from the ledger and change
+  with governance, and the node's own certificate may be renewed on disk (SIGHUP), so the
+  server credentials are dynamic: gRPC asks `PeerTrust.configuration` before each new
+  handshake, and it answers with what is current.
+- The client listener (LedgerService, RecordService, VaultService, ChannelService) is
+  server TLS: transactions and requests are signed, so no client certificate is asked.
+- Channels verify the server against the consortium's CAs; node-to-node channels also
+  present the node's certificate.
+
+`ClientTls` is what an SDK user or the CLI passes: the CA bundle to trust (and, for
+nodes, an identity). `None` where a `ClientTls` is expected means clear text, which
+only a node run with `--insecure` accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from medledger.transport.certs import Identity, load_certificates, load_identity
+
+__all__ = [
+    "ClientTls",
+    "PeerTrust",
+    "ServerTls",
+    "aio_channel",
+    "sync_channel",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """Trust roots (PEM bundle) and, for a node, its own identity (mutual TLS)."""
+
+    roots_pem: bytes
+    identity: Identity | None = None
+
+    @classmethod
+    def from_file(cls, path: Path) -> ClientTls:
+        roots = path.read_bytes()
+        load_certificates(roots)  # CertificateError if it holds none
+        return cls(roots)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if self.identity is None:
+            return grpc.ssl_channel_credentials(self.roots_pem)
+        return grpc.ssl_channel_credentials(
+            self.roots_pem, self.identity.key_pem, self.identity.certificate_pem
+        )
+
+
+def sync_channel(
+    target: str, tls: ClientTls | None, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(target, options=list(options))
+    return grpc.secure_channel(target, tls.credentials(), options=list(options))
+
+
+def aio_channel(
+    target: str, tls: ClientTls | None, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=list(options))
+    return grpc.aio.secure_channel(target, tls.credentials(), options=list(options))
+
+
+@dataclass
+class ServerTls:
+    """A listener's identity, re-read from its files on `reload` (SIGHUP): a renewed
+    certificate with the same or a new key serves new handshakes without a restart."""
+
+    key_path: Path
+    certificate_path: Path
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._identity = load_identity(self.key_path, self.certificate_path)
+        self._generation = 0
+
+    @property
+    def identity(self) -> Identity:
+        with self._lock:
+            return self._identity
+
+    def reload(self) -> Identity:
+        """Reads the files again; on a bad file keeps the old identity and raises."""
+        identity = load_identity(self.key_path, self.certificate_path)
+        with self._lock:
+            self._identity = identity
+            self._generation += 1
+        return identity
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """Server TLS, no client certificate asked; reloaded identities take effect on
+        the next handshake."""
+        served: list[Identity | None] = [None]
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            identity = self.identity
+            if identity is served[0]:
+                return None  # unchanged: gRPC keeps the current configuration
+            served[0] = identity
+            return grpc.ssl_server_certificate_configuration(
+                [(identity.key_pem, identity.certificate_pem)]
+            )
+
+        first = fetch()
+        assert first is not None
+        # gRPC documents None as "no change"; its stubs do not.
+        return grpc.dynamic_ssl_server_credentials(
+            first,
+            fetch,  # type: ignore[arg-type]
+            require_client_authentication=False,
+        )
+
+
+class PeerTrust:
+    """The peer listener's mutual TLS: this node's identity (a `ServerTls`) and the CA
+    bundle of the consortium's current members (`roots`, set by the node whenever the
+    ledger's membership changes). Each handshake is judged against the roots current at
+    that moment."""
+
+    def __init__(self, server: ServerTls, roots: Callable[[], bytes]) -> None:
+        self.server = server
+        self._roots = roots
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        served: list[tuple[Identity, bytes] | None] = [None]
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            current = (self.server.identity, self._roots())
+            if served[0] is not None and served[0][0] is current[0] and served[0][1] == current[1]:
+                return None
+            served[0] = current
+            identity, roots = current
+            return grpc.ssl_server_certificate_configuration(
+                [(identity.key_pem, identity.certificate_pem)], root_certificates=roots
+            )
+
+        first = fetch()
+        assert first is not None
+        return grpc.dynamic_ssl_server_credentials(
+            first,
+            fetch,  # type: ignore[arg-type]
+            require_client_authentication=True,
+        )
+
+    def client(self) -> ClientTls:
+        """For this node's own channels to its peers: the same roots, its identity."""
+        return ClientTls(self._roots(), self.server.identity)
