@@ -29,7 +29,7 @@ from medledger.cli_channels import add_commands as add_channel_commands
 from medledger.cli_governance import add_commands as add_governance_commands
 from medledger.cli_members import add_commands as add_member_commands
 from medledger.cli_records import add_commands as add_record_commands
-from medledger.cli_support import CliError, client_key, hex_bytes, node_address
+from medledger.cli_support import CliError, client_key, hex_bytes, ledger_client
 from medledger.config import DEFAULT_LISTEN, Home, NodeConfig
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
@@ -64,27 +64,40 @@ def init_home(
     *,
     extra_allocations: Sequence[Allocation] = (),
     min_challenge_blocks: int = DEFAULT_MIN_CHALLENGE_BLOCKS,
+    insecure: bool = False,
 ) -> Genesis:
     """Creates a one-validator home: keys (mode 0600), genesis with a funded client
     account (and `extra_allocations`), one organisation (`org-0`, whose admin is the
-    client key and which runs the validator), and config."""
+    client key and which runs the validator) with its CA, the node's TLS certificate,
+    and config (`insecure`: clear text)."""
+    from medledger.transport.certs import make_ca  # noqa: PLC0415
+    from medledger.transport.files import (  # noqa: PLC0415
+        issue_node_certificate,
+        save_ca,
+        write_bundle,
+    )
+
     if home.config.exists():
         raise CliError(f"{home.root} is already initialised")
     home.root.mkdir(parents=True, exist_ok=True)
     validator, client = SigningKey.generate(), SigningKey.generate()
     save_key(validator, home.validator_key)
     save_key(client, home.keys_dir / "client.json")
+    ca = make_ca("org-0")
+    save_ca(home, ca)
+    issue_node_certificate(home, ca, "node0", [listen])
+    write_bundle(home.consortium_ca, [ca.certificate_pem])
     genesis = Genesis(
         chain_id=chain_id,
         genesis_time_ms=int(time.time() * 1000),
         validators=(GenesisValidator("validator-0", validator.public_key, 10),),
         allocations=(Allocation(client.public_key, fund_micros), *extra_allocations),
         min_challenge_blocks=min_challenge_blocks,
-        organisations=(founding_organisation(0, client, validator),),
+        organisations=(founding_organisation(0, client, validator, ca.certificate_pem),),
     )
     genesis.validator_set()
     home.genesis.write_text(genesis.to_json())
-    home.config.write_text(NodeConfig(listen=listen).to_json())
+    home.config.write_text(NodeConfig(listen=listen, insecure=insecure).to_json())
     return genesis
 
 
@@ -100,6 +113,7 @@ def cmd_init(args: argparse.Namespace) -> None:
                 args.base_port,
                 args.fund_micros,
                 min_challenge_blocks=args.min_challenge_blocks,
+                insecure=args.insecure,
             )
         except FileExistsError as error:
             raise CliError(str(error)) from error
@@ -113,6 +127,7 @@ def cmd_init(args: argparse.Namespace) -> None:
         args.listen,
         args.fund_micros,
         min_challenge_blocks=args.min_challenge_blocks,
+        insecure=args.insecure,
     )
     print(f"initialised {home.root} for chain {genesis.chain_id}")
     print(f"  validator key  {home.validator_key}")
@@ -131,7 +146,7 @@ def cmd_node_start(args: argparse.Namespace) -> None:
     except (OSError, ValueError) as error:
         raise CliError(f"{home.config}: {error}") from None
     try:
-        failure = asyncio.run(run_node(home, args.listen))
+        failure = asyncio.run(run_node(home, args.listen, insecure=args.insecure))
     except GuardFileError as error:
         raise CliError(str(error)) from None
     if failure is not None:
@@ -140,18 +155,30 @@ def cmd_node_start(args: argparse.Namespace) -> None:
 
 def cmd_node_join(args: argparse.Namespace) -> None:
     from medledger.network import join_network  # noqa: PLC0415
+    from medledger.transport.certs import CertificateError, load_identity  # noqa: PLC0415
 
     try:
         genesis = Genesis.load(args.genesis)
-        key = join_network(Home(args.home), genesis, args.peers.split(","), args.listen)
-    except (OSError, ValueError) as error:
+        ca = None
+        if args.org_ca_dir is not None:
+            ca = load_identity(args.org_ca_dir / "ca.key", args.org_ca_dir / "ca.pem")
+        key = join_network(
+            Home(args.home),
+            genesis,
+            args.peers.split(","),
+            listen=args.listen,
+            peer_listen=args.peer_listen,
+            organisation_ca=ca,
+            insecure=args.insecure,
+        )
+    except (OSError, ValueError, CertificateError) as error:
         raise CliError(str(error)) from None
     print(f"initialised {args.home} to follow {genesis.chain_id}")
     print(f"  validator key  {key.public_key.hex()}")
     print(f"start it with:   medledger node start --home {args.home}")
     print(
         "then ask the consortium to add it:  medledger gov propose --add-validator "
-        f"{key.public_key.hex()} --org ORG --address {args.listen} --out FILE"
+        f"{key.public_key.hex()} --org ORG --address {args.peer_listen} --out FILE"
     )
 
 
@@ -166,9 +193,9 @@ def cmd_keys_show(args: argparse.Namespace) -> None:
 
 
 def submit_kind(args: argparse.Namespace, build: Callable[..., Message]) -> None:
-    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+    from medledger.client import TxBuilder  # noqa: PLC0415
 
-    with LedgerClient(node_address(args)) as client:
+    with ledger_client(args) as client:
         status = client.status()
         builder = TxBuilder(client_key(args), status.chain_id)
         tx = build(builder, expiry_height=status.height + EXPIRY_BLOCKS)
@@ -206,12 +233,12 @@ def cmd_tx_register(args: argparse.Namespace) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> None:
-    from medledger.client import LedgerClient, verify_transaction_proof  # noqa: PLC0415
+    from medledger.client import verify_transaction_proof  # noqa: PLC0415
 
     # A signed reader gets what its key is entitled to: a transaction's body and proof
     # if it signed it (or is an auditor or validator), whole blocks if it is one of those.
     reader = client_key(args) if args.key or args.home else None
-    with LedgerClient(node_address(args), reader=reader) as client:
+    with ledger_client(args, reader=reader) as client:
         if args.what == "status":
             print_message(client.status())
         elif args.what == "account":
@@ -261,7 +288,14 @@ def cmd_devnet_up(args: argparse.Namespace) -> None:
     from medledger.network import devnet_up, init_network  # noqa: PLC0415
 
     if not any(args.home.glob("node*/config.json")):
-        init_network(args.home, args.chain_id, args.validators, args.base_port, DEFAULT_FUND_MICROS)
+        init_network(
+            args.home,
+            args.chain_id,
+            args.validators,
+            args.base_port,
+            DEFAULT_FUND_MICROS,
+            insecure=args.insecure,
+        )
     for node in devnet_up(args.home):
         print(f"{node.home.name} listening on {node.address} (pid {node.process.pid})")
     print(f"stop with: medledger devnet down --home {args.home}")
@@ -289,6 +323,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
             args.validators,
             transfers=args.transfers,
             channel_payments=args.channel_payments,
+            insecure=args.insecure,
         )
     except DemoFailed as failed:
         raise CliError(f"demo failed: {failed}") from None
@@ -306,6 +341,7 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
         validators=getattr(args, "validators", 1),
         window=args.window,
         payers=args.payers,
+        insecure=args.insecure,
     )
 
 
@@ -362,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
         default=DEFAULT_MIN_CHALLENGE_BLOCKS,
         help="shortest challenge window a channel may have (genesis)",
     )
+    init.add_argument(
+        "--insecure", action="store_true", help="configure clear text (development only)"
+    )
     init.set_defaults(run=cmd_init)
 
     node = commands.add_parser("node", help="run a node").add_subparsers(
@@ -370,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     start = node.add_parser("start", help="serve the ledger over gRPC until SIGINT/SIGTERM")
     start.add_argument("--home", type=Path, required=True)
     start.add_argument("--listen", help="override the configured address (host:port)")
+    start.add_argument(
+        "--insecure", action="store_true", help="serve clear text (development only; logged)"
+    )
     start.set_defaults(run=cmd_node_start)
     join = node.add_parser(
         "join", help="create a home that follows a running network, to be added as a validator"
@@ -381,7 +423,15 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
         required=True,
         help="the genesis validators' addresses, comma-separated, in genesis order",
     )
-    join.add_argument("--listen", required=True, help="this node's gRPC address (host:port)")
+    join.add_argument("--listen", required=True, help="this node's client API (host:port)")
+    join.add_argument("--peer-listen", required=True, help="this node's PeerService (host:port)")
+    join.add_argument(
+        "--org-ca-dir",
+        type=Path,
+        help="the organisation's CA (ca.key, ca.pem) to issue this node's TLS certificate; "
+        "without it put your own in HOME/tls (node.key, node.pem)",
+    )
+    join.add_argument("--insecure", action="store_true", help="clear text (development only)")
     join.set_defaults(run=cmd_node_join)
 
     keys = commands.add_parser("keys", help="Ed25519 key files").add_subparsers(
@@ -448,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     up.add_argument("--validators", type=int, default=4)
     up.add_argument("--chain-id", default="devnet-1")
     up.add_argument("--base-port", type=int, default=7070)
+    up.add_argument(
+        "--insecure", action="store_true", help="a new network in clear text (development only)"
+    )
     up.set_defaults(run=cmd_devnet_up)
     down = devnet_actions.add_parser("down", help="stop the network `devnet up` started")
     down.add_argument("--home", type=Path, required=True)
@@ -456,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     demo = commands.add_parser("demo", help="start a network and run a demonstration workload")
     demo.add_argument("--home", type=Path, help="keep the node homes here (default: a temp dir)")
     demo.add_argument("--validators", type=int, default=4, help="validator processes (default 4)")
+    demo.add_argument(
+        "--insecure", action="store_true", help="nodes in clear text (development only)"
+    )
     demo.add_argument(
         "--transfers", type=int, default=20_000, help="streamed micropayments on the ledger"
     )
@@ -482,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     bench_node.add_argument("--window", type=int, default=8, help="batches in flight per stream")
     bench_node.add_argument("--home", type=Path, help="node home (default: a temp dir)")
     bench_node.add_argument("--payers", type=int, default=100, help="distinct signing accounts")
+    bench_node.add_argument("--insecure", action="store_true", help="clear text, to compare")
     bench_node.set_defaults(run=cmd_bench_node)
     cluster = bench.add_parser("cluster", help="committed tx/s and latency of a local network")
     cluster.add_argument("--validators", type=int, default=4)
@@ -492,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     cluster.add_argument("--window", type=int, default=2, help="batches in flight per stream")
     cluster.add_argument("--home", type=Path)
     cluster.add_argument("--payers", type=int, default=100, help="distinct signing accounts")
+    cluster.add_argument("--insecure", action="store_true", help="clear text, to compare")
     cluster.set_defaults(run=cmd_bench_node)
     records = bench.add_parser(
         "records", help="anchors/s and consent-checked fetches/s beside transfers/s, one node"

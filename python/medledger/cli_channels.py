@@ -15,7 +15,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medledger.cli_support import CliError, add_connection, client_key, hex_bytes, node_address
+from medledger.cli_support import (
+    CliError,
+    add_connection,
+    client_key,
+    client_tls,
+    hex_bytes,
+    ledger_client,
+    node_address,
+)
 from medledger.config import Home
 
 if TYPE_CHECKING:
@@ -29,10 +37,9 @@ DEFAULT_STORE = Path("medledger-channels")
 
 
 def _wallet(args: argparse.Namespace) -> ChannelWallet:
-    from medledger.client import LedgerClient  # noqa: PLC0415
     from medledger.client.channels import ChannelWallet  # noqa: PLC0415
 
-    return ChannelWallet(client_key(args), LedgerClient(node_address(args)), args.store)
+    return ChannelWallet(client_key(args), ledger_client(args), args.store)
 
 
 def _state_json(local: channels_pb2.LocalChannel) -> dict[str, Any]:
@@ -122,14 +129,17 @@ def cmd_channel_refund(args: argparse.Namespace) -> None:
     from medledger.wire.v1 import channels_pb2, channels_pb2_grpc  # noqa: PLC0415
 
     address = node_address(args)
-    with LedgerClient(address) as ledger:
+    tls = client_tls(args)
+    with LedgerClient(address, tls=tls) as ledger:
         chain_id = ledger.status().chain_id
     offer = channels_pb2.RefundOffer(
         channel_id=args.channel,
         payment=payment(args.amount, claim_id=args.claim, procedure_code=args.code),
     )
     sign_refund(client_key(args), chain_id, offer)
-    with grpc.insecure_channel(address) as channel:
+    from medledger.transport.credentials import sync_channel  # noqa: PLC0415
+
+    with sync_channel(address, tls) as channel:
         try:
             channels_pb2_grpc.ChannelServiceStub(channel).OfferRefund(offer, timeout=30)
         except grpc.RpcError as error:
@@ -166,9 +176,7 @@ def cmd_channel_close(args: argparse.Namespace) -> None:
 def cmd_channel_status(args: argparse.Namespace) -> None:
     from google.protobuf.json_format import MessageToDict  # noqa: PLC0415
 
-    from medledger.client import LedgerClient  # noqa: PLC0415
-
-    with LedgerClient(node_address(args)) as ledger:
+    with ledger_client(args) as ledger:
         on_chain = ledger.get_channel(args.channel)
     out: dict[str, Any] = {"on_chain": MessageToDict(on_chain.channel), "height": on_chain.height}
     store = _store(args, required=False)
@@ -182,9 +190,22 @@ def cmd_channel_status(args: argparse.Namespace) -> None:
 
 def cmd_hub_start(args: argparse.Namespace) -> None:
     from medledger.hub_process import run_hub  # noqa: PLC0415
+    from medledger.transport.certs import CertificateError  # noqa: PLC0415
+    from medledger.transport.credentials import ServerTls  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_hub(client_key(args), args.store, node_address(args), args.listen))
+    server_tls = None
+    if not args.insecure:
+        if args.tls_key is None or args.tls_cert is None:
+            raise CliError("give --tls-key and --tls-cert (the hub's certificate), or --insecure")
+        try:
+            server_tls = ServerTls(args.tls_key, args.tls_cert)
+        except CertificateError as error:
+            raise CliError(str(error)) from None
+    tls = client_tls(args)
+    asyncio.run(
+        run_hub(client_key(args), args.store, node_address(args), args.listen, tls, server_tls)
+    )
 
 
 def _store(args: argparse.Namespace, *, required: bool = True) -> ChannelStore | None:
@@ -201,7 +222,6 @@ def _store(args: argparse.Namespace, *, required: bool = True) -> ChannelStore |
 
 def cmd_channel_export(args: argparse.Namespace) -> None:
     from medledger.channels.billing import remittance_csv, remittance_json, statement  # noqa: PLC0415
-    from medledger.client import LedgerClient  # noqa: PLC0415
     from medledger.errors import Rejected  # noqa: PLC0415
 
     store = _store(args)
@@ -209,7 +229,7 @@ def cmd_channel_export(args: argparse.Namespace) -> None:
     local = store.channel(args.channel)
     if local is None:
         raise CliError("this store holds no such channel")
-    with LedgerClient(node_address(args)) as ledger:
+    with ledger_client(args) as ledger:
         chain_id = ledger.status().chain_id
         try:
             on_chain = ledger.get_channel(args.channel).channel
@@ -299,5 +319,7 @@ def _add_hub_commands(commands: Any, with_store: Callable[[argparse.ArgumentPars
         "start", help="serve ChannelService to payers and route to the hub's providers"
     )
     start.add_argument("--listen", default="127.0.0.1:7100", help="HOST:PORT to serve on")
+    start.add_argument("--tls-key", type=Path, help="the hub's TLS key (0600)")
+    start.add_argument("--tls-cert", type=Path, help="the hub's TLS certificate")
     with_store(start)
     start.set_defaults(run=cmd_hub_start)

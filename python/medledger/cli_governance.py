@@ -13,7 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medledger.cli_support import CliError, add_connection, client_key, hex_bytes, node_address
+from medledger.cli_support import (
+    CliError,
+    add_connection,
+    client_key,
+    hex_bytes,
+    ledger_client,
+)
 from medledger.wire.v1 import governance_pb2
 
 __all__ = ["add_commands"]
@@ -77,13 +83,12 @@ def _summary(govern: governance_pb2.Govern) -> dict[str, Any]:
 
 
 def cmd_gov_propose(args: argparse.Namespace) -> None:
-    from medledger.client import LedgerClient  # noqa: PLC0415
 
     proposal = governance_pb2.GovernanceProposal(
         proposal_id=os.urandom(16), description=args.description
     )
     _set_action(args, proposal)
-    with LedgerClient(node_address(args)) as client:
+    with ledger_client(args) as client:
         status = client.status()
     proposal.chain_id = status.chain_id
     proposal.expires_height = status.height + args.expires_in
@@ -126,7 +131,6 @@ def _set_action(args: argparse.Namespace, proposal: governance_pb2.GovernancePro
 
 def cmd_gov_sign(args: argparse.Namespace) -> None:
     from medledger.app.governance import proposal_of, signed_bytes  # noqa: PLC0415
-    from medledger.client import LedgerClient  # noqa: PLC0415
     from medledger.errors import Rejected  # noqa: PLC0415
 
     govern = _read(args.file)
@@ -134,7 +138,7 @@ def cmd_gov_sign(args: argparse.Namespace) -> None:
     organisation = args.org
     if organisation is None:
         try:
-            with LedgerClient(node_address(args), reader=admin) as client:
+            with ledger_client(args, reader=admin) as client:
                 member = client.get_member(admin.public_key).member
         except Rejected as error:
             raise CliError(f"the signing key is no organisation's admin here: {error}") from error
@@ -159,11 +163,11 @@ def cmd_gov_show(args: argparse.Namespace) -> None:
 
 def cmd_gov_submit(args: argparse.Namespace) -> None:
     from medledger.cli import print_message  # noqa: PLC0415
-    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+    from medledger.client import TxBuilder  # noqa: PLC0415
     from medledger.wire.v1 import tx_pb2  # noqa: PLC0415
 
     govern = _read(args.file)
-    with LedgerClient(node_address(args)) as client:
+    with ledger_client(args) as client:
         status = client.status()
         builder = TxBuilder(client_key(args), status.chain_id)
         tx = builder.sign(

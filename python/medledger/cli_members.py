@@ -8,7 +8,13 @@ import json
 import time
 from typing import Any
 
-from medledger.cli_support import CliError, add_connection, client_key, hex_bytes, node_address
+from medledger.cli_support import (
+    CliError,
+    add_connection,
+    client_key,
+    hex_bytes,
+    ledger_client,
+)
 from medledger.wire.v1 import tx_pb2
 
 __all__ = ["add_commands"]
@@ -28,10 +34,10 @@ def _role_name(role: int) -> str:
 
 def _submit(args: argparse.Namespace, body_of: Any) -> None:
     from medledger.cli import print_message  # noqa: PLC0415
-    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+    from medledger.client import TxBuilder  # noqa: PLC0415
 
     admin = client_key(args)
-    with LedgerClient(node_address(args), reader=admin) as client:
+    with ledger_client(args, reader=admin) as client:
         status = client.status()
         builder = TxBuilder(admin, status.chain_id)
         tx = body_of(client, builder, admin, status.height + EXPIRY_BLOCKS)
@@ -67,10 +73,9 @@ def cmd_member_issue(args: argparse.Namespace) -> None:
 
 def cmd_member_agree(args: argparse.Namespace) -> None:
     """The key's agreement to be enrolled by an organisation (its first role needs it)."""
-    from medledger.client import LedgerClient  # noqa: PLC0415
     from medledger.client.members import enrolment_signature  # noqa: PLC0415
 
-    with LedgerClient(node_address(args)) as client:
+    with ledger_client(args) as client:
         chain_id = client.status().chain_id
     print(enrolment_signature(client_key(args), chain_id, args.org).hex())
 
@@ -85,9 +90,8 @@ def cmd_member_revoke(args: argparse.Namespace) -> None:
 
 
 def cmd_member_show(args: argparse.Namespace) -> None:
-    from medledger.client import LedgerClient  # noqa: PLC0415
 
-    with LedgerClient(node_address(args), reader=client_key(args)) as client:
+    with ledger_client(args, reader=client_key(args)) as client:
         response = client.get_member(args.public_key)
     member = response.member
     print(

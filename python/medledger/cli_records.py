@@ -10,7 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medledger.cli_support import CliError, add_connection, client_key, hex_bytes
+from medledger.cli_support import (
+    CliError,
+    add_connection,
+    client_key,
+    client_tls,
+    hex_bytes,
+    ledger_client,
+)
 from medledger.config import Home
 from medledger.genesis import Genesis
 from medledger.wire.v1 import records_pb2
@@ -60,9 +67,10 @@ def _records(args: argparse.Namespace) -> RecordsClient:
     from medledger.client.records import RecordsClient  # noqa: PLC0415
 
     address = _address(args)
-    with LedgerClient(address) as client:
+    tls = client_tls(args)
+    with LedgerClient(address, tls=tls) as client:
         chain_id = client.status().chain_id
-    return RecordsClient(address, chain_id)
+    return RecordsClient(address, chain_id, tls=tls)
 
 
 # Refusals from the node or vault raise `Rejected`, which `medledger.cli.main` prints as
@@ -120,7 +128,6 @@ def cmd_record_erase(args: argparse.Namespace) -> None:
 
 
 def cmd_record_proof(args: argparse.Namespace) -> None:
-    from medledger.client import LedgerClient  # noqa: PLC0415
     from medledger.client.anchor_proof import anchor_proof_document  # noqa: PLC0415
 
     reader = client_key(args)  # the custodian, who signed the anchor, or an auditor
@@ -129,7 +136,7 @@ def cmd_record_proof(args: argparse.Namespace) -> None:
     chosen = [v for v in versions if v.version == args.version] if args.version else versions
     if not chosen:
         raise CliError(f"version: record has no version {args.version}")
-    with LedgerClient(_address(args), reader=reader) as ledger:
+    with ledger_client(args, reader=reader) as ledger:
         response = ledger.get_transaction(tx_id=chosen[-1].tx_id)
     if not response.HasField("tx"):
         raise CliError("the node serves this anchor's proof only to its custodian or an auditor")
@@ -157,11 +164,11 @@ def cmd_verify_proof(args: argparse.Namespace) -> None:
 
 
 def cmd_consent_grant(args: argparse.Namespace) -> None:
-    from medledger.client import LedgerClient, TxBuilder, new_tx_id  # noqa: PLC0415
+    from medledger.client import TxBuilder, new_tx_id  # noqa: PLC0415
 
     now = int(time.time() * 1000)
     consent_id = new_tx_id()
-    with LedgerClient(_address(args)) as client:
+    with ledger_client(args) as client:
         status = client.status()
         tx = TxBuilder(client_key(args), status.chain_id).grant_consent(
             consent_id=consent_id,
@@ -182,9 +189,9 @@ def cmd_consent_grant(args: argparse.Namespace) -> None:
 
 
 def cmd_consent_revoke(args: argparse.Namespace) -> None:
-    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+    from medledger.client import TxBuilder  # noqa: PLC0415
 
-    with LedgerClient(_address(args)) as client:
+    with ledger_client(args) as client:
         status = client.status()
         tx = TxBuilder(client_key(args), status.chain_id).revoke_consent(
             consent_id=args.consent_id,

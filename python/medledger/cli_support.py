@@ -4,13 +4,31 @@ and finding the node address and signing key from `--node`, `--home` and `--key`
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medledger.config import DEFAULT_LISTEN, Home
 from medledger.crypto import SigningKey
 from medledger.keys import load_key
 
-__all__ = ["CliError", "add_connection", "client_key", "hex_bytes", "node_address"]
+if TYPE_CHECKING:
+    from medledger.client import LedgerClient
+    from medledger.transport.credentials import ClientTls
+
+__all__ = [
+    "TLS_CA_ENV",
+    "CliError",
+    "add_connection",
+    "client_key",
+    "client_tls",
+    "hex_bytes",
+    "ledger_client",
+    "node_address",
+]
+
+TLS_CA_ENV = "MEDLEDGER_TLS_CA"
+"""The consortium's CA bundle, when neither --tls-ca nor --home names one."""
 
 
 class CliError(Exception):
@@ -32,6 +50,41 @@ def node_address(args: argparse.Namespace) -> str:
     return DEFAULT_LISTEN
 
 
+def client_tls(args: argparse.Namespace) -> ClientTls | None:
+    """How to reach the node: TLS verified against the consortium's CA bundle (from
+    --tls-ca, the home's `tls/consortium-ca.pem`, or $MEDLEDGER_TLS_CA), or clear text
+    with --insecure (or a home whose node runs insecure)."""
+    # grpc is imported only by commands that talk to a node.
+    from medledger.transport.certs import CertificateError  # noqa: PLC0415
+    from medledger.transport.credentials import ClientTls  # noqa: PLC0415
+
+    if getattr(args, "insecure", False):
+        return None
+    try:
+        if getattr(args, "tls_ca", None):
+            return ClientTls.from_file(args.tls_ca)
+        if getattr(args, "home", None):
+            home = Home(args.home)
+            if home.load_config().insecure:
+                return None
+            if home.consortium_ca.exists():
+                return ClientTls.from_file(home.consortium_ca)
+        if os.environ.get(TLS_CA_ENV):
+            return ClientTls.from_file(Path(os.environ[TLS_CA_ENV]))
+    except (OSError, CertificateError) as error:
+        raise CliError(f"the consortium's CA bundle: {error}") from None
+    raise CliError(
+        f"give --tls-ca FILE (the consortium's CA bundle), --home DIR or ${TLS_CA_ENV}; "
+        "or --insecure for a node run --insecure"
+    )
+
+
+def ledger_client(args: argparse.Namespace, reader: SigningKey | None = None) -> LedgerClient:
+    from medledger.client import LedgerClient  # noqa: PLC0415
+
+    return LedgerClient(node_address(args), reader=reader, tls=client_tls(args))
+
+
 def client_key(args: argparse.Namespace) -> SigningKey:
     if getattr(args, "key", None):
         return load_key(args.key)
@@ -43,6 +96,10 @@ def client_key(args: argparse.Namespace) -> SigningKey:
 def add_connection(sub: argparse.ArgumentParser, *, key: bool = True) -> None:
     """The --node, --home (and --key) options of a command that talks to a node."""
     sub.add_argument("--node", help="node address HOST:PORT (default: the home's)")
-    sub.add_argument("--home", type=Path, help="a node home: its address and client key")
+    sub.add_argument("--home", type=Path, help="a node home: its address, client key and CA bundle")
+    sub.add_argument(
+        "--tls-ca", type=Path, help=f"the consortium's CA bundle (PEM; default ${TLS_CA_ENV})"
+    )
+    sub.add_argument("--insecure", action="store_true", help="clear text, to a node run --insecure")
     if key:
         sub.add_argument("--key", type=Path, help="signing key file")

@@ -22,7 +22,15 @@ proposal, a GetBlocks answer) inside the gRPC message limit."""
 class NodeConfig:
     """Tunables of one node. Every queue and batch has a named maximum."""
 
+    # The client API (LedgerService, RecordService, VaultService, ChannelService):
+    # server TLS.
     listen: str = DEFAULT_LISTEN
+    # PeerService, for the other nodes only: mutual TLS against the member
+    # organisations' CAs. Empty for a lone validator.
+    peer_listen: str = ""
+    # Clear text on both listeners (a development network on one machine at most): the
+    # node logs a warning. Without it the node needs its TLS files under `tls/`.
+    insecure: bool = False
     block_interval_ms: int = 50
     block_txs_max: int = 8_000
     mempool_txs_max: int = 200_000
@@ -39,8 +47,9 @@ class NodeConfig:
     # never past the disk's room): medledger.chain.store.
     lmdb_map_size_bytes: int = 1024 * 1024 * 1024
     lmdb_map_size_max_bytes: int = 1024 * 1024 * 1024 * 1024
-    # The gRPC address of every validator, by index in the genesis validator set (this
-    # node's own entry included). Empty for a lone validator.
+    # The PeerService address of every genesis validator, in genesis order (this node's
+    # own entry included). Empty for a lone validator. Validators added later bring
+    # theirs on the ledger.
     validator_addresses: list[str] = field(default_factory=list)
     timeout_propose_ms: int = 1_000
     timeout_propose_delta_ms: int = 500
@@ -116,6 +125,33 @@ class Home:
     @property
     def signer_state(self) -> Path:
         return self.root / "data" / "last_signed.json"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def tls_key(self) -> Path:
+        """The node's TLS key (0600); `tls_certificate` is its certificate."""
+        return self.tls_dir / "node.key"
+
+    @property
+    def tls_certificate(self) -> Path:
+        return self.tls_dir / "node.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        """The organisation's CA, where `init` made it (an operator may keep it elsewhere)."""
+        return self.tls_dir / "ca.key"
+
+    @property
+    def ca_certificate(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def consortium_ca(self) -> Path:
+        """The member organisations' CA certificates, for clients of this node."""
+        return self.tls_dir / "consortium-ca.pem"
 
     def load_config(self) -> NodeConfig:
         return NodeConfig.from_json(self.config.read_text())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from medledger.block import VALIDATORS_MAX, ValidatorSet
 from medledger.crypto import SigningKey, sha256
+from medledger.transport.ca_check import check_ca_certificate
 
 __all__ = [
     "Allocation",
@@ -51,18 +52,20 @@ class GenesisOrganisation:
     admins: tuple[bytes, ...]
     weight: int = 1
     validators: tuple[bytes, ...] = ()  # the validator keys it runs
+    tls_ca: bytes = b""  # PEM of its CA certificate (transport security)
 
 
 def founding_organisation(
-    index: int, admin: SigningKey, validator: SigningKey
+    index: int, admin: SigningKey, validator: SigningKey, tls_ca: bytes = b""
 ) -> GenesisOrganisation:
     """The organisation `init` writes for node `index`: `org-<index>`, administered by
-    the node's client key and running its validator."""
+    the node's client key and running its validator, with its CA certificate."""
     return GenesisOrganisation(
         id=f"org-{index}",
         name=f"Organisation {index}",
         admins=(admin.public_key,),
         validators=(validator.public_key,),
+        tls_ca=tls_ca,
     )
 
 
@@ -132,6 +135,10 @@ class Genesis:
         for organisation in data["organisations"]:
             organisation["admins"] = [key.hex() for key in organisation["admins"]]
             organisation["validators"] = [key.hex() for key in organisation["validators"]]
+            if organisation["tls_ca"]:
+                organisation["tls_ca"] = organisation["tls_ca"].decode()
+            else:
+                del organisation["tls_ca"]  # files written before it keep their hash
         # Fields at their old defaults are left out: genesis files written before them
         # keep their hash.
         if data["min_challenge_blocks"] == 1:
@@ -168,6 +175,7 @@ class Genesis:
                     admins=tuple(bytes.fromhex(key) for key in o["admins"]),
                     weight=int(o.get("weight", 1)),
                     validators=tuple(bytes.fromhex(key) for key in o.get("validators", [])),
+                    tls_ca=str(o.get("tls_ca", "")).encode(),
                 )
                 for o in data.get("organisations", [])
             ),
@@ -234,6 +242,11 @@ class Genesis:
                     f"{where}: validators must be genesis validators run by no other organisation"
                 )
             run |= set(org.validators)
+            if org.tls_ca:
+                check_ca_certificate(org.tls_ca, f"{where}: tls_ca")
+        self._check_policy()
+
+    def _check_policy(self) -> None:
         if not 0 < self.policy.break_glass_max_ms <= 24 * 60 * 60 * 1000:
             raise ValueError("genesis policy break_glass_max_ms: must be 1 ms to 24 h")
         if any(len(key) != 32 for key in self.policy.auditors):

@@ -20,6 +20,7 @@ from medledger.client import LedgerClient
 from medledger.client.channels import RemoteChannelLedger
 from medledger.config import NodeConfig
 from medledger.crypto import SigningKey
+from medledger.transport.credentials import ClientTls, ServerTls
 
 __all__ = ["run_hub"]
 
@@ -30,13 +31,26 @@ PROVIDERS_WAIT_S = 15.0
 the hub (a provider that is down is retried in the background)."""
 
 
-async def run_hub(key: SigningKey, store_root: Path, node: str, listen: str) -> None:
-    client = LedgerClient(node)
+async def run_hub(  # noqa: PLR0917 - what `medledger hub start` takes
+    key: SigningKey,
+    store_root: Path,
+    node: str,
+    listen: str,
+    client_tls: ClientTls | None = None,
+    server_tls: ServerTls | None = None,
+) -> None:
+    """`client_tls`: the CA bundle to verify the node and the providers against;
+    `server_tls`: the hub's own certificate for its listener (None: clear text)."""
+    if server_tls is None or client_tls is None:
+        log.warning("clear text: --insecure; payments cross the network unencrypted")
+    client = LedgerClient(node, tls=client_tls)
     ledger = RemoteChannelLedger(client)
     chain_id = client.status().chain_id
     store = ChannelStore(store_root)
-    hub = Hub(key, chain_id, store, ledger)
-    server, port = await serve_channels(hub.payee, listen, NodeConfig().message_bytes_max)
+    hub = Hub(key, chain_id, store, ledger, tls=client_tls)
+    server, port = await serve_channels(
+        hub.payee, listen, NodeConfig().message_bytes_max, server_tls
+    )
     hub.start()
     connected = await hub.first_connections(PROVIDERS_WAIT_S)
     follower = asyncio.get_running_loop().create_task(ledger.follow())

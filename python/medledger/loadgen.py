@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from rich.progress import Progress
 
 if TYPE_CHECKING:
+    from medledger.transport.credentials import ClientTls
     from medledger.wire.v1.envelope_pb2 import SignedTransaction
 
 __all__ = ["NodeBenchResult", "percentile", "run_node_bench", "stream_batches"]
@@ -65,9 +66,12 @@ def run_node_bench(
     validators: int = 1,
     window: int = WINDOW_BATCHES,
     payers: int = PAYERS,
+    insecure: bool = False,
 ) -> NodeBenchResult:
+    """`insecure`: nodes and clients in clear text (for a figure beside the TLS one)."""
     with tempfile.TemporaryDirectory(prefix="medledger-bench-") as tmp:
         return _run(
+            insecure=insecure,
             txs=txs,
             batch=batch,
             streams=streams,
@@ -89,6 +93,7 @@ def _run(
     root: Path,
     validators: int,
     payers: int,
+    insecure: bool,
 ) -> NodeBenchResult:
     from medledger.cli import DEFAULT_FUND_MICROS, init_home  # noqa: PLC0415
     from medledger.client import TxBuilder  # noqa: PLC0415
@@ -98,16 +103,18 @@ def _run(
     from medledger.keys import load_key  # noqa: PLC0415
     from medledger.network import free_base_port, init_network, network_homes  # noqa: PLC0415
     from medledger.node.launcher import start_node  # noqa: PLC0415
+    from medledger.transport.credentials import ClientTls  # noqa: PLC0415
     from medledger.wire.v1 import tx_pb2  # noqa: PLC0415
 
     if validators == 1:
         homes = [Home(root)]
-        init_home(homes[0], CHAIN_ID, listen="127.0.0.1:0")
+        init_home(homes[0], CHAIN_ID, listen="127.0.0.1:0", insecure=insecure)
     else:
-        base_port = free_base_port(validators)
-        init_network(root, CHAIN_ID, validators, base_port, DEFAULT_FUND_MICROS)
+        base_port = free_base_port(2 * validators)
+        init_network(root, CHAIN_ID, validators, base_port, DEFAULT_FUND_MICROS, insecure=insecure)
         homes = network_homes(root, validators)
     home = homes[0]
+    tls = None if insecure else ClientTls.from_file(home.consortium_ca)
     funder = TxBuilder(load_key(home.keys_dir / "client.json"), CHAIN_ID)
     builders = [TxBuilder(SigningKey.generate(), CHAIN_ID) for _ in range(payers)]
     # Set-up, not measured: the genesis client (its organisation's admin) enrols every
@@ -151,8 +158,10 @@ def _run(
         addresses = [n.address for n in nodes]
         for phase in setup:
             chunks = [phase[i : i + batch] for i in range(0, len(phase), batch)]
-            asyncio.run(stream_batches(addresses[:1], chunks, 1, len(phase), window))
-        seconds, latencies = asyncio.run(stream_batches(addresses, batches, streams, txs, window))
+            asyncio.run(stream_batches(addresses[:1], chunks, 1, len(phase), window, tls=tls))
+        seconds, latencies = asyncio.run(
+            stream_batches(addresses, batches, streams, txs, window, tls=tls)
+        )
     finally:
         for node in nodes:
             node.stop()
@@ -187,13 +196,15 @@ async def stream_batches(
     streams: int,
     total: int,
     window_batches: int,
+    *,
+    tls: ClientTls | None,
 ) -> tuple[float, list[float]]:
     """Streams `batches` over `streams` SubmitStreams spread over `addresses`, each with
     `window_batches` in flight; raises unless every transaction commits OK. Returns the
     seconds taken and each transaction's submit-to-commit latency."""
-    import grpc  # noqa: PLC0415
 
     from medledger.client.sync import channel_options  # noqa: PLC0415
+    from medledger.transport.credentials import aio_channel  # noqa: PLC0415
     from medledger.wire.v1 import ledger_pb2, ledger_pb2_grpc, tx_pb2  # noqa: PLC0415
 
     latencies: list[float] = []
@@ -206,7 +217,7 @@ async def stream_batches(
             nonlocal committed
             # Streams spread over the validators, as clients of a network would.
             address = addresses[lane % len(addresses)]
-            async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+            async with aio_channel(address, tls, channel_options()) as channel:
                 stub = ledger_pb2_grpc.LedgerServiceStub(channel)
                 mine = [(i, b) for i, b in enumerate(batches) if i % streams == lane]
                 window = asyncio.Semaphore(window_batches)

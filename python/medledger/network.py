@@ -10,7 +10,6 @@ import signal
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from medledger.config import Home, NodeConfig
@@ -24,6 +23,8 @@ from medledger.genesis import (
 )
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_node
+from medledger.transport.certs import Identity, make_ca
+from medledger.transport.files import issue_node_certificate, save_ca, write_bundle
 
 __all__ = [
     "devnet_down",
@@ -72,17 +73,21 @@ def init_network(
     *,
     extra_allocations: Sequence[Allocation] = (),
     min_challenge_blocks: int = DEFAULT_MIN_CHALLENGE_BLOCKS,
+    insecure: bool = False,
 ) -> Genesis:
     """Homes for `validators` validators under `root` (node0, node1, …): each with its own
     validator key and funded client key (the admin of its organisation, `org-<i>`, which
-    runs that validator), one shared genesis (which also funds
-    `extra_allocations`), and configs that list every validator's address (127.0.0.1,
-    consecutive ports from `base_port`)."""
+    runs that validator), the organisation's CA and the node's TLS certificate, one
+    shared genesis (which names each organisation's CA and also funds
+    `extra_allocations`), and configs on 127.0.0.1: client API on consecutive ports from
+    `base_port`, PeerService on the next `validators` ports (twice `validators` in all).
+    `insecure` makes configs that serve clear text."""
     homes = network_homes(root, validators)
     if any(home.config.exists() for home in homes):
         raise FileExistsError(f"{root} already holds a network")
     keys = [SigningKey.generate() for _ in homes]
     clients = [SigningKey.generate() for _ in homes]
+    cas = [make_ca(f"org-{i}") for i in range(validators)]
     genesis = Genesis(
         chain_id=chain_id,
         genesis_time_ms=int(time.time() * 1000),
@@ -96,28 +101,47 @@ def init_network(
         ),
         min_challenge_blocks=min_challenge_blocks,
         organisations=tuple(
-            founding_organisation(i, client, key)
-            for i, (client, key) in enumerate(zip(clients, keys, strict=True))
+            founding_organisation(i, client, key, ca.certificate_pem)
+            for i, (client, key, ca) in enumerate(zip(clients, keys, cas, strict=True))
         ),
     )
     genesis.validator_set()
     addresses = [f"127.0.0.1:{base_port + i}" for i in range(validators)]
-    for home, key, client, address in zip(homes, keys, clients, addresses, strict=True):
+    peers = [f"127.0.0.1:{base_port + validators + i}" for i in range(validators)]
+    bundle = [ca.certificate_pem for ca in cas]
+    write_bundle(root / "consortium-ca.pem", bundle)
+    for i, (home, key, client) in enumerate(zip(homes, keys, clients, strict=True)):
         home.root.mkdir(parents=True)
         save_key(key, home.validator_key)
         save_key(client, home.keys_dir / "client.json")
+        save_ca(home, cas[i])
+        issue_node_certificate(home, cas[i], f"node{i}", [addresses[i], peers[i]])
+        write_bundle(home.consortium_ca, bundle)
         home.genesis.write_text(genesis.to_json())
-        config = replace(NodeConfig(listen=address), validator_addresses=addresses)
+        config = NodeConfig(
+            listen=addresses[i], peer_listen=peers[i], validator_addresses=peers, insecure=insecure
+        )
         home.config.write_text(config.to_json())
     return genesis
 
 
-def join_network(home: Home, genesis: Genesis, peers: Sequence[str], listen: str) -> SigningKey:
-    """A home for a node joining a running network: a new validator key, the network's
-    genesis, and a config naming the genesis validators' addresses (`peers`, in genesis
-    order). Started, the node follows the chain (it commits every block, signs nothing)
-    until a governance change adds its key to the validator set; it votes from the
-    height the change names. Returns the validator key, for that proposal."""
+def join_network(
+    home: Home,
+    genesis: Genesis,
+    peers: Sequence[str],
+    *,
+    listen: str,
+    peer_listen: str,
+    organisation_ca: Identity | None,
+    insecure: bool = False,
+) -> SigningKey:
+    """A home for a node joining a running network: a new validator key, a TLS
+    certificate from its organisation's CA (`organisation_ca`; None: the operator puts
+    its own in `tls/`), the network's genesis, and a config naming the genesis
+    validators' PeerService addresses (`peers`, in genesis order). Started, the node
+    follows the chain (it commits every block, signs nothing) until a governance change
+    adds its key to the validator set; it votes from the height the change names.
+    Returns the validator key, for that proposal."""
     if home.config.exists():
         raise FileExistsError(f"{home.root} is already initialised")
     if len(peers) != len(genesis.validators):
@@ -128,8 +152,13 @@ def join_network(home: Home, genesis: Genesis, peers: Sequence[str], listen: str
     home.root.mkdir(parents=True, exist_ok=True)
     key = SigningKey.generate()
     save_key(key, home.validator_key)
+    if organisation_ca is not None:
+        issue_node_certificate(home, organisation_ca, home.root.name, [listen, peer_listen])
+    write_bundle(home.consortium_ca, [o.tls_ca for o in genesis.organisations if o.tls_ca])
     home.genesis.write_text(genesis.to_json())
-    config = replace(NodeConfig(listen=listen), validator_addresses=list(peers))
+    config = NodeConfig(
+        listen=listen, peer_listen=peer_listen, validator_addresses=list(peers), insecure=insecure
+    )
     home.config.write_text(config.to_json())
     return key
 

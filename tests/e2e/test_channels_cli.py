@@ -9,16 +9,24 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
+from medledger.config import Home
 from medledger.keys import load_key
 from medledger.node.launcher import start_hub, start_node
+from medledger.transport.credentials import TLS_CA_ENV
 from tests.e2e.cli_runner import medledger
+from tests.integration.conftest import hub_tls_args
 
 
-def test_payer_and_provider_run_a_channel_from_the_command_line(tmp_path: Path) -> None:
+def test_payer_and_provider_run_a_channel_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "hospital"
     medledger(
         "init", "--home", str(home), "--chain-id", "cli-channels-1", "--listen", "127.0.0.1:0"
     )
+    monkeypatch.setenv(TLS_CA_ENV, str(Home(home).consortium_ca))  # for --node
     provider = load_key(home / "keys" / "client.json").public_key.hex()
     insurer_key = tmp_path / "insurer.json"
     insurer = medledger("keys", "new", str(insurer_key)).stdout.strip()
@@ -120,9 +128,12 @@ def test_payer_and_provider_run_a_channel_from_the_command_line(tmp_path: Path) 
         node.stop()
 
 
-def test_a_payer_pays_a_provider_through_a_hub_from_the_command_line(tmp_path: Path) -> None:
+def test_a_payer_pays_a_provider_through_a_hub_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "hospital"
     medledger("init", "--home", str(home), "--chain-id", "cli-hub-1", "--listen", "127.0.0.1:0")
+    monkeypatch.setenv(TLS_CA_ENV, str(Home(home).consortium_ca))  # for --node
     provider = load_key(home / "keys" / "client.json").public_key.hex()
     hub_key, insurer_key = tmp_path / "hub.json", tmp_path / "insurer.json"
     hub_pub = medledger("keys", "new", str(hub_key)).stdout.strip()
@@ -151,7 +162,7 @@ def test_a_payer_pays_a_provider_through_a_hub_from_the_command_line(tmp_path: P
                 "channel", "open", "--payee", provider, "--deposit", "1000000", *as_hub
             ).stdout
         )["channel_id"]
-        hub = start_hub(hub_store, hub_key, node.address)
+        hub = start_hub(hub_store, hub_key, node.address, tls=hub_tls_args(Home(home), tmp_path))
 
         payer = ["--key", str(insurer_key), "--store", str(tmp_path / "insurer-channels"), *at]
         to_hub = json.loads(

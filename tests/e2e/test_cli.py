@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 
 import lmdb
+import pytest
 
+from medledger.config import Home
 from medledger.network import free_base_port
 from medledger.node.launcher import start_node
+from medledger.transport.credentials import TLS_CA_ENV
 from tests.e2e.cli_runner import medledger
 
 
@@ -33,9 +36,12 @@ def test_keys_new_writes_a_private_file_and_show_reads_it(tmp_path: Path) -> Non
     assert "refusing to overwrite" in again.stderr
 
 
-def test_init_transfer_query_and_verify_chain(tmp_path: Path) -> None:
+def test_init_transfer_query_and_verify_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     medledger("init", "--home", str(home), "--chain-id", "cli-test-1", "--listen", "127.0.0.1:0")
+    monkeypatch.setenv(TLS_CA_ENV, str(Home(home).consortium_ca))  # for --node
     assert (
         "already initialised"
         in medledger("init", "--home", str(home), "--chain-id", "x", check=False).stderr
@@ -91,9 +97,12 @@ def test_init_transfer_query_and_verify_chain(tmp_path: Path) -> None:
     assert "chain OK: 4 blocks, 4 transactions" in verified.stdout
 
 
-def test_verify_chain_reports_the_first_tampered_height(tmp_path: Path) -> None:
+def test_verify_chain_reports_the_first_tampered_height(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     medledger("init", "--home", str(home), "--chain-id", "cli-test-2", "--listen", "127.0.0.1:0")
+    monkeypatch.setenv(TLS_CA_ENV, str(Home(home).consortium_ca))
     node = start_node(home)
     try:
         for amount in ("1", "2", "3"):
@@ -125,7 +134,7 @@ def test_verify_chain_reports_the_first_tampered_height(tmp_path: Path) -> None:
     assert "BROKEN at height 2" in result.stdout
 
 
-def test_devnet_up_and_down(tmp_path: Path) -> None:
+def test_devnet_up_and_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "devnet"
     try:
         up = medledger(
@@ -136,8 +145,9 @@ def test_devnet_up_and_down(tmp_path: Path) -> None:
             "--validators",
             "4",
             "--base-port",
-            str(free_base_port(4)),
+            str(free_base_port(8)),
         )
+        monkeypatch.setenv(TLS_CA_ENV, str(root / "consortium-ca.pem"))
         addresses = [line.split()[3] for line in up.stdout.splitlines() if "listening on" in line]
         assert len(addresses) == 4
         deadline = time.monotonic() + 60

@@ -10,7 +10,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from medledger.network import free_base_port
+from medledger.transport.credentials import TLS_CA_ENV
 from tests.e2e.cli_runner import medledger
 
 CHAIN_ID = "e2e-records-1"
@@ -45,13 +48,16 @@ BUNDLE = {
 CLEAR_TEXT = [b"Jane Doe", b"8867-4", b"Essential hypertension", b"1961-04-03", b"71.25"]
 
 
-def test_the_records_story_as_users_type_it(tmp_path: Path) -> None:
+def test_the_records_story_as_users_type_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "net"
-    port = free_base_port(4)
+    port = free_base_port(8)
     medledger(
         "init", "--home", str(root), "--chain-id", CHAIN_ID, "--validators", "4",
         "--base-port", str(port),
     )  # fmt: skip
+    monkeypatch.setenv(TLS_CA_ENV, str(root / "consortium-ca.pem"))  # for --node
     hospital = ["--home", str(root / "node0")]
     nodes = [f"127.0.0.1:{port + i}" for i in range(4)]
     keys = {}

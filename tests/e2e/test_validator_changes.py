@@ -29,6 +29,7 @@ from medledger.genesis import Genesis
 from medledger.keys import load_key
 from medledger.network import free_base_port
 from medledger.node.launcher import NodeProcess, start_node
+from medledger.transport.credentials import TLS_CA_ENV
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, tx_pb2
 from tests.e2e.cli_runner import medledger
 from tests.integration.conftest import stop_all
@@ -74,18 +75,26 @@ def _transfer_commits(home: Home, address: str, to: bytes) -> ledger_pb2.GetTran
         return client.get_transaction(tx_id=receipt.tx_id)
 
 
-def test_a_validator_joins_votes_and_another_leaves(tmp_path: Path) -> None:
+def test_a_validator_joins_votes_and_another_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "net"
-    port = free_base_port(5)
-    addresses = [f"127.0.0.1:{port + i}" for i in range(5)]
+    port = free_base_port(10)
+    # Client APIs on port..port+3 and PeerServices on port+4..port+7 (init); the
+    # newcomer's on port+8 and port+9.
+    addresses = [*(f"127.0.0.1:{port + i}" for i in range(4)), f"127.0.0.1:{port + 8}"]
+    peers = [*(f"127.0.0.1:{port + 4 + i}" for i in range(4)), f"127.0.0.1:{port + 9}"]
     medledger(
         "init", "--home", str(root), "--chain-id", CHAIN_ID, "--validators", "4",
         "--base-port", str(port),
     )  # fmt: skip
+    monkeypatch.setenv(TLS_CA_ENV, str(root / "consortium-ca.pem"))
     homes = [Home(root / f"node{i}") for i in range(5)]
+    # Organisation 1 runs the newcomer: its CA certifies the new node.
     joined = medledger(
         "node", "join", "--home", str(homes[4].root), "--genesis", str(homes[0].genesis),
-        "--peers", ",".join(addresses[:4]), "--listen", addresses[4],
+        "--peers", ",".join(peers[:4]), "--listen", addresses[4], "--peer-listen", peers[4],
+        "--org-ca-dir", str(homes[1].tls_dir),
     )  # fmt: skip
     newcomer = load_key(homes[4].validator_key).public_key
     assert newcomer.hex() in joined.stdout
@@ -109,13 +118,13 @@ def test_a_validator_joins_votes_and_another_leaves(tmp_path: Path) -> None:
         assert "would leave 3 validators" in str(refused["message"])
         refused = _govern(
             tmp_path, "too-much", orgs[:3], "--add-validator", newcomer.hex(), "--power",
-            str(2 * POWER), "--org", "org-1", "--address", addresses[4],
+            str(2 * POWER), "--org", "org-1", "--address", peers[4],
         )  # fmt: skip
         assert "moves 20 of 40 power" in str(refused["message"])
 
         added = _govern(
             tmp_path, "add", orgs[1:4], "--add-validator", newcomer.hex(), "--power",
-            str(POWER), "--org", "org-1", "--address", addresses[4],
+            str(POWER), "--org", "org-1", "--address", peers[4],
         )  # fmt: skip
         assert added["code"] == "RESULT_CODE_OK", added
         effective = int(str(added["height"])) + 2

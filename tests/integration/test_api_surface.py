@@ -31,7 +31,9 @@ def test_a_reflection_client_lists_and_calls_the_api_without_generated_code(
     node: RunningNode,
 ) -> None:
     commit_some(node, 3)
-    client = Client.get_by_endpoint(node.address)
+    client = Client.get_by_endpoint(
+        node.address, ssl=True, credentials={"root_certificates": node.tls.roots_pem}
+    )
     services = client.service_names
     assert "medledger.wire.v1.LedgerService" in services
     assert "grpc.health.v1.Health" in services
@@ -74,7 +76,7 @@ def answer_code(channel: grpc.Channel, path: str, method: Any) -> grpc.StatusCod
 def test_every_method_the_schema_declares_is_served(node: RunningNode, service: Any) -> None:
     """A method in the .proto that the node does not route answers UNIMPLEMENTED: each
     one is called with an empty request and must answer anything else."""
-    with grpc.insecure_channel(node.address) as channel:
+    with node.channel() as channel:
         codes = {
             method.name: answer_code(channel, f"/{service.full_name}/{method.name}", method)
             for method in service.methods
@@ -83,7 +85,7 @@ def test_every_method_the_schema_declares_is_served(node: RunningNode, service: 
 
 
 def test_the_health_service_reports_serving(node: RunningNode) -> None:
-    with grpc.insecure_channel(node.address) as channel:
+    with node.channel() as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "medledger.wire.v1.LedgerService"):
             request = health_pb2.HealthCheckRequest(service=service)

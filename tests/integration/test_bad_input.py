@@ -11,6 +11,7 @@ import pytest
 from medledger.client import LedgerClient, new_tx_id
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
+from medledger.transport.credentials import sync_channel
 from medledger.tx import sign_transaction
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, tx_pb2
 from tests.integration.conftest import CHAIN_ID, RunningNode
@@ -44,7 +45,7 @@ def refused(client: LedgerClient, tx: envelope_pb2.SignedTransaction) -> Rejecte
 
 
 def test_malformed_protobuf_is_invalid_argument(node: RunningNode, client: LedgerClient) -> None:
-    with grpc.insecure_channel(node.address) as channel:
+    with node.channel() as channel:
         submit = channel.unary_unary(
             "/medledger.wire.v1.LedgerService/Submit",
             request_serializer=lambda raw: raw,
@@ -184,8 +185,8 @@ def test_an_oversize_message_is_resource_exhausted(node: RunningNode, client: Le
         to=node.payer.public_key, amount_micros=1, expiry_height=expiry(client)
     )
     tx.body = tx.body + b"\x00" * (17 * 1024 * 1024)
-    with grpc.insecure_channel(
-        node.address, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    with sync_channel(
+        node.address, node.tls, [("grpc.max_send_message_length", 64 * 1024 * 1024)]
     ) as channel:
         submit = channel.unary_unary(
             "/medledger.wire.v1.LedgerService/Submit",

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from medledger.block import assemble_block, block_hash
 from medledger.client import LedgerClient
@@ -47,8 +48,9 @@ from medledger.keys import load_key
 from medledger.network import free_base_port, init_network, network_homes
 from medledger.node.launcher import NodeProcess, start_node
 from medledger.node.replica import from_wire, to_wire
+from medledger.transport.credentials import ClientTls, aio_channel
 from medledger.wire.v1 import peer_pb2, peer_pb2_grpc
-from tests.integration.conftest import stop_all
+from tests.integration.conftest import member_tls, peer_credentials, stop_all, trust
 
 CHAIN_ID = "byzantine-restart-1"
 VALIDATORS = 4
@@ -69,10 +71,20 @@ class ByzantineValidator(peer_pb2_grpc.PeerServiceServicer):
     X to A and B only in round 0 and prevotes it to them (see `round_zero` for the rest);
     in later rounds it votes nil, and then again for every value anyone proposes."""
 
-    def __init__(self, key: SigningKey, genesis: Genesis, addresses: list[str]) -> None:
+    def __init__(
+        self,
+        key: SigningKey,
+        genesis: Genesis,
+        addresses: list[str],
+        peers: list[str],
+        tls: ClientTls,
+    ) -> None:
         self.key = key
         self.genesis = genesis
-        self.addresses = addresses
+        self.addresses = addresses  # client APIs
+        self.peers = peers  # PeerServices, which D reaches with its organisation's certificate
+        self.tls = tls
+        self._channels: dict[int, grpc.aio.Channel] = {}
         self.pushes: set[asyncio.Task[None]] = set()
         self.x: tuple[bytes, bytes] | None = None  # (id, block)
         self.voted: set[tuple[int, bytes]] = set()  # (round, value) voted for
@@ -186,14 +198,19 @@ class ByzantineValidator(peer_pb2_grpc.PeerServiceServicer):
         task.add_done_callback(self.pushes.discard)
 
     async def push(self, peer: int, message: bytes) -> None:
-        """One Push stream per message, tried until it lands or D is done."""
+        """One Push stream per message over one connection per peer (a TLS handshake per
+        message would make X late), tried until it lands or D is done."""
         for _ in range(50):
+            channel = self._channels.get(peer)
+            if channel is None:
+                channel = self._channels[peer] = aio_channel(self.peers[peer], self.tls)
             try:
-                async with grpc.aio.insecure_channel(self.addresses[peer]) as channel:
-                    stub = peer_pb2_grpc.PeerServiceStub(channel)
-                    await stub.Push(iter([peer_pb2.PeerMessage.FromString(message)]), timeout=5)
+                stub = peer_pb2_grpc.PeerServiceStub(channel)
+                await stub.Push(iter([peer_pb2.PeerMessage.FromString(message)]), timeout=5)
                 return
             except grpc.RpcError:
+                del self._channels[peer]
+                await channel.close()
                 await asyncio.sleep(0.1)
 
 
@@ -211,9 +228,10 @@ def locked_precommit(signer_state: Path) -> bytes | None:
 
 
 def test_a_validator_killed_after_precommit_keeps_its_lock_against_a_byzantine_proposer(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    genesis = init_network(tmp_path, CHAIN_ID, VALIDATORS, free_base_port(VALIDATORS), 10**12)
+    genesis = init_network(tmp_path, CHAIN_ID, VALIDATORS, free_base_port(2 * VALIDATORS), 10**12)
+    trust(monkeypatch, tmp_path / "consortium-ca.pem")
     homes = network_homes(tmp_path, VALIDATORS)
     for home in homes:
         # Short rounds: with A frozen and B restarting, rounds pass by timeout.
@@ -221,7 +239,10 @@ def test_a_validator_killed_after_precommit_keeps_its_lock_against_a_byzantine_p
         config.update(FAST_ROUNDS)
         home.config.write_text(json.dumps(config))
     addresses = [home.load_config().listen for home in homes]
-    byzantine = ByzantineValidator(load_key(homes[D].validator_key), genesis, addresses)
+    peers = [home.load_config().peer_listen for home in homes]
+    byzantine = ByzantineValidator(
+        load_key(homes[D].validator_key), genesis, addresses, peers, member_tls(homes[D])
+    )
     nodes: list[NodeProcess | None] = [None] * 3
     faults: dict[str, bytes] = {}
     failure: list[BaseException] = []
@@ -269,7 +290,7 @@ def test_a_validator_killed_after_precommit_keeps_its_lock_against_a_byzantine_p
     async def run() -> None:
         server = grpc.aio.server()
         peer_pb2_grpc.add_PeerServiceServicer_to_server(byzantine, server)
-        server.add_insecure_port(addresses[D])
+        server.add_secure_port(peers[D], peer_credentials(homes[D]))
         await server.start()
         try:
             for index in (A, B, C):

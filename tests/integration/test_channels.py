@@ -19,6 +19,7 @@ from medledger.channels.signing import initial_state, sign_channel_request, sign
 from medledger.client.channels import ChannelWallet, payment
 from medledger.client.errors import STATUS_BY_CODE
 from medledger.crypto import SigningKey, sha256
+from medledger.transport.credentials import FROM_ENVIRONMENT, aio_channel
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc, tx_pb2
 from tests.integration.conftest import CHAIN_ID, RunningNode, launch
 
@@ -79,7 +80,7 @@ def payee_state(
         key or node.payer,
         CHAIN_ID,
     )
-    with grpc.insecure_channel(node.address) as channel:
+    with node.channel() as channel:
         stub = channels_pb2_grpc.ChannelServiceStub(channel)
         return stub.GetChannelState(request, timeout=10)
 
@@ -119,11 +120,11 @@ class RawStream:
     """One ChannelService stream driven by hand: send an update, read its answer."""
 
     def __init__(self, address: str) -> None:
-        self.address = address
+        self.address = address  # over TLS, trusting $MEDLEDGER_TLS_CA
         self._outbound: asyncio.Queue[channels_pb2.ChannelUpdate | None] = asyncio.Queue()
 
     async def __aenter__(self) -> RawStream:
-        self._channel = grpc.aio.insecure_channel(self.address)
+        self._channel = aio_channel(self.address, FROM_ENVIRONMENT)
         stub = channels_pb2_grpc.ChannelServiceStub(self._channel)
         self._call = stub.Stream(self._requests())
         return self
@@ -343,7 +344,7 @@ def test_refunds_offered_by_the_payee_reach_the_payer_and_settle(
     forged = channels_pb2.RefundOffer()
     forged.CopyFrom(offer)
     forged.payment.amount_micros = 60  # the signature covered 30
-    with grpc.insecure_channel(node.address) as channel:
+    with node.channel() as channel:
         stub = channels_pb2_grpc.ChannelServiceStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
             stub.OfferRefund(forged, timeout=10)
@@ -364,7 +365,7 @@ def test_refunds_offered_by_the_payee_reach_the_payer_and_settle(
         if restart:
             node.restart()
             wallet.set_address(channel_id, node.address)
-        with grpc.insecure_channel(node.address) as channel:
+        with node.channel() as channel:
             stub = channels_pb2_grpc.ChannelServiceStub(channel)
             with pytest.raises(grpc.RpcError) as replayed:
                 stub.OfferRefund(offer, timeout=10)
@@ -479,7 +480,7 @@ def test_only_a_party_of_the_channel_reads_its_state_or_asks_for_invoices(
     assert payee_state(node, channel_id).state == wallet.local(channel_id).latest
 
     def refused(request: channels_pb2.GetChannelStateRequest) -> tuple[str, str]:
-        with grpc.insecure_channel(node.address) as channel:
+        with node.channel() as channel:
             stub = channels_pb2_grpc.ChannelServiceStub(channel)
             with pytest.raises(grpc.RpcError) as error:
                 stub.GetChannelState(request, timeout=10)

@@ -10,13 +10,15 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from medledger.client import LedgerClient, TxBuilder
 from medledger.config import Home
 from medledger.keys import load_key
 from medledger.network import free_base_port, init_network, network_homes
 from medledger.node.launcher import NodeProcess, start_node
 from medledger.wire.v1 import envelope_pb2, tx_pb2
-from tests.integration.conftest import stop_all
+from tests.integration.conftest import stop_all, trust
 
 CHAIN_ID = "cluster-1"
 VALIDATORS = 4
@@ -78,10 +80,11 @@ def commit_signers(address: str, at: int) -> set[int]:
 
 
 def test_the_network_survives_crashes_without_forking_or_losing_transactions(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "net"
-    init_network(root, CHAIN_ID, VALIDATORS, free_base_port(VALIDATORS), 10**15)
+    init_network(root, CHAIN_ID, VALIDATORS, free_base_port(2 * VALIDATORS), 10**15)
+    trust(monkeypatch, root / "consortium-ca.pem")
     homes = network_homes(root, VALIDATORS)
     nodes: list[NodeProcess] = []
     try:
@@ -140,14 +143,15 @@ def test_the_network_survives_crashes_without_forking_or_losing_transactions(
 
 
 def test_a_validator_missing_a_compact_proposals_transactions_fetches_the_whole_block(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Proposals carry transaction hashes, not bytes. Node 3's mempool holds one
     transaction, so gossip cannot give it the proposals' transactions; with node 2 never
     started, no block can commit without node 3's votes: the chain only moves if node 3
     fetches each whole block from its proposer (GetProposal) and validates it."""
     root = tmp_path / "net"
-    init_network(root, CHAIN_ID, VALIDATORS, free_base_port(VALIDATORS), 10**15)
+    init_network(root, CHAIN_ID, VALIDATORS, free_base_port(2 * VALIDATORS), 10**15)
+    trust(monkeypatch, root / "consortium-ca.pem")
     homes = network_homes(root, VALIDATORS)
     config = homes[3].load_config()
     homes[3].config.write_text(replace(config, mempool_txs_max=1).to_json())

@@ -36,7 +36,7 @@ def test_sigkill_under_load_loses_no_acknowledged_transaction(tmp_path: Path) ->
 
         def load() -> None:
             try:
-                with LedgerClient(node.address, timeout_s=60) as client:
+                with LedgerClient(node.address, timeout_s=60, tls=node.tls) as client:
                     for receipts in client.submit_batches(batches):
                         acknowledged.extend(receipts)
             except Rejected as error:  # the node dies under us: expected

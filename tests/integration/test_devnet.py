@@ -14,7 +14,7 @@ from tests.leaks import MARKER, marked
 
 
 def test_a_devnet_that_cannot_start_every_node_stops_those_it_started(tmp_path: Path) -> None:
-    base = free_base_port(3)
+    base = free_base_port(6)
     init_network(tmp_path, "devnet-1", 3, base, 10**9)
     with socket.socket() as taken:  # node2's port is someone else's
         taken.bind(("127.0.0.1", base + 2))

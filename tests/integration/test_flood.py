@@ -68,7 +68,7 @@ def test_a_flood_does_not_push_the_providers_challenge_past_the_window(tmp_path:
         )
 
         def flood() -> None:
-            with LedgerClient(node.address, timeout_s=300) as flooder:
+            with LedgerClient(node.address, timeout_s=300, tls=node.tls) as flooder:
                 for _ in flooder.submit_batches(batches, timeout_s=300):
                     pass
 

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 
 from medledger.channels.payer import ChannelRefused, PayerSession
@@ -23,8 +22,16 @@ from medledger.client.channels import ChannelWallet, payment, routed_lock
 from medledger.crypto import SigningKey, sha256
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_hub, start_node
+from medledger.transport.credentials import FROM_ENVIRONMENT, sync_channel
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
-from tests.integration.conftest import CHAIN_ID, RunningNode, launch, stop_all
+from tests.integration.conftest import (
+    CHAIN_ID,
+    RunningNode,
+    hub_tls_args,
+    launch,
+    stop_all,
+    trust,
+)
 from tests.integration.test_channels import (
     DEPOSIT,
     RawStream,
@@ -54,7 +61,12 @@ class Network:
 
     def restart_hub(self) -> None:
         self.hub.stop()  # if it still runs
-        self.hub = start_hub(self.hub_store, self.hub_key_file, self.node.address)
+        self.hub = start_hub(
+            self.hub_store,
+            self.hub_key_file,
+            self.node.address,
+            tls=hub_tls_args(self.node.home, self.hub_store.parent),
+        )
         self.payer.set_address(self.to_hub, self.hub.address)
 
     def hops(self) -> tuple[channels_pb2.ChannelState, channels_pb2.ChannelState]:
@@ -86,7 +98,7 @@ def build(root: Path, challenge_blocks: int = 100) -> Network:
             payee=node.payer.public_key, deposit_micros=DEPOSIT, address=node.address
         ).channel_id
         hub_wallet.close_store()
-        hub = start_hub(hub_store, hub_key_file, node.address)
+        hub = start_hub(hub_store, hub_key_file, node.address, tls=hub_tls_args(node.home, root))
         payer = new_wallet(node, root / "payer")
         to_hub = payer.open(
             payee=hub_key.public_key,
@@ -101,8 +113,9 @@ def build(root: Path, challenge_blocks: int = 100) -> Network:
 
 
 @pytest.fixture
-def net(tmp_path: Path) -> Iterator[Network]:
+def net(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Network]:
     network = build(tmp_path)
+    trust(monkeypatch, network.node.home.consortium_ca)
     try:
         yield network
     finally:
@@ -115,7 +128,7 @@ def held_state(address: str, channel_id: bytes, payee: SigningKey) -> channels_p
     request = sign_channel_request(
         channels_pb2.GetChannelStateRequest(channel_id=channel_id), payee, CHAIN_ID
     )
-    with grpc.insecure_channel(address) as channel:
+    with sync_channel(address, FROM_ENVIRONMENT) as channel:
         response = channels_pb2_grpc.ChannelServiceStub(channel).GetChannelState(
             request, timeout=10
         )
@@ -450,9 +463,10 @@ def test_sigkill_of_the_provider_mid_route_leaves_no_route_complete_on_one_hop_o
 
 
 def test_a_payer_withholding_a_delivered_payment_is_claimed_on_the_ledger(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     net = build(tmp_path, challenge_blocks=3)
+    trust(monkeypatch, net.node.home.consortium_ca)
     amount = 5 * PRICE
     try:
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,8 +35,16 @@ from medledger.config import NodeConfig
 from medledger.crypto import SigningKey
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_hub
+from medledger.transport.credentials import TLS_CA_ENV
 from medledger.wire.v1 import channels_pb2, tx_pb2
-from tests.integration.conftest import CHAIN_ID, RunningNode, launch, stop_all
+from tests.integration.conftest import (
+    CHAIN_ID,
+    RunningNode,
+    hub_tls_args,
+    issue_tls,
+    launch,
+    stop_all,
+)
 from tests.integration.test_channels import DEPOSIT, advance, fund, new_wallet
 from tests.integration.test_hub import held_state, wait_for
 
@@ -86,7 +95,10 @@ class Provider:
         self.payee = payee_type(self.key, CHAIN_ID, self.store, self.ledger)
         self.payee.start()
         self.server, _ = await serve_channels(
-            self.payee, self.address, NodeConfig().message_bytes_max
+            self.payee,
+            self.address,
+            NodeConfig().message_bytes_max,
+            issue_tls(self.node.home, "provider", self.root.parent),
         )
         self.follower = asyncio.get_running_loop().create_task(self.ledger.follow())
 
@@ -167,6 +179,8 @@ class Route:
 def routed(root: Path, provider_challenge_blocks: int = 100) -> Iterator[Route]:
     node = launch(root / "node")
     route: Route | None = None
+    patch = pytest.MonkeyPatch()
+    patch.setenv(TLS_CA_ENV, str(node.home.consortium_ca))  # held_state asks the hub
     try:
         provider_key, hub_key = SigningKey.generate(), SigningKey.generate()
         fund(node, provider_key)
@@ -189,6 +203,7 @@ def routed(root: Path, provider_challenge_blocks: int = 100) -> Iterator[Route]:
         finally:
             route.payer.close_store()
     finally:
+        patch.undo()
         stop_all(route.hub if route else None, node.process)
 
 
@@ -199,7 +214,13 @@ async def start_route(route: Route, provider: type[Payee] = ForgetfulPayee) -> N
     # In a thread: the hub announces itself once it tried to reach the provider, which
     # this event loop serves meanwhile.
     route.hub = await asyncio.to_thread(
-        start_hub, route.hub_store, route.hub_store.parent / "hub.key", route.node.address
+        functools.partial(
+            start_hub,
+            route.hub_store,
+            route.hub_store.parent / "hub.key",
+            route.node.address,
+            tls=hub_tls_args(route.node.home, route.hub_store.parent),
+        )
     )
     route.to_hub = route.payer.open(
         payee=route.hub_key.public_key, deposit_micros=DEPOSIT, address=route.hub.address

@@ -27,9 +27,11 @@ from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.keys import load_key
 from medledger.node.launcher import NodeProcess, start_node
+from medledger.transport.credentials import aio_channel, sync_channel
 from medledger.vault.envelope import EnvelopeError, commitment, open_body, unwrap_key
 from medledger.vault.requests import sign_request
 from medledger.wire.v1 import governance_pb2, records_pb2, records_pb2_grpc, tx_pb2
+from tests.integration.conftest import tls_of
 
 CHAIN_ID = "records-1"
 DAY_MS = 24 * 3600 * 1000
@@ -60,8 +62,9 @@ class Network:
         self.patient = SigningKey.generate()
         self.researcher = SigningKey.generate()
         self.clinician = SigningKey.generate()
-        self.ledger = LedgerClient(node.address)
-        self.records = RecordsClient(node.address, CHAIN_ID)
+        self.tls = tls_of(home)
+        self.ledger = LedgerClient(node.address, tls=self.tls)
+        self.records = RecordsClient(node.address, CHAIN_ID, tls=self.tls)
 
     def commit(self, key: SigningKey, build: str, **fields: object) -> tx_pb2.Receipt:
         builder = TxBuilder(key, CHAIN_ID)
@@ -392,7 +395,7 @@ def test_health_metadata_is_read_only_by_those_entitled_to_it(net: Network) -> N
         valid_until_ms=now_ms() + DAY_MS,
     )
     patient = net.patient.public_key
-    stub = records_pb2_grpc.RecordServiceStub(grpc.insecure_channel(net.node.address))
+    stub = records_pb2_grpc.RecordServiceStub(sync_channel(net.node.address, net.tls))
     reads: list[tuple[Any, Any]] = [
         (stub.GetRecord, records_pb2.GetRecordRequest(record_id=record)),
         (stub.ListConsents, records_pb2.ListConsentsRequest(patient=patient)),
@@ -432,10 +435,10 @@ def test_health_metadata_is_read_only_by_those_entitled_to_it(net: Network) -> N
     height = net.ledger.status().height
     assert net.ledger.get_block(height).redacted
     assert not net.ledger.get_block(height).block.txs
-    with LedgerClient(net.node.address, reader=auditor) as full:
+    with LedgerClient(net.node.address, reader=auditor, tls=net.tls) as full:
         assert not full.get_block(height).redacted
         consent_tx = full.get_block(height - 1)
-    with LedgerClient(net.node.address, reader=stranger) as other:
+    with LedgerClient(net.node.address, reader=stranger, tls=net.tls) as other:
         assert other.get_block(height).redacted
         receipts = [
             other.get_transaction(tx_id=tx_pb2.TransactionBody.FromString(tx.body).tx_id)
@@ -450,7 +453,7 @@ def test_a_dismissed_auditors_block_stream_turns_to_headers(net: Network) -> Non
     auditor = SigningKey.generate()
     net.govern(governance_pb2.PolicyChange(add_auditors=[auditor.public_key]))
     start = net.ledger.status().height
-    with LedgerClient(net.node.address, reader=auditor) as client:
+    with LedgerClient(net.node.address, reader=auditor, tls=net.tls) as client:
         stream = client.stream_blocks(start, timeout_s=60)
         assert not next(stream).redacted
         net.govern(governance_pb2.PolicyChange(remove_auditors=[auditor.public_key]))
@@ -514,7 +517,7 @@ def test_tampered_ciphertext_unknown_record_and_bad_requests_get_clear_errors(
         "NOT_FOUND",
     )
     events_before = net.records.access_events(net.patient.public_key, net.patient)
-    stub = records_pb2_grpc.VaultServiceStub(grpc.insecure_channel(net.node.address))
+    stub = records_pb2_grpc.VaultServiceStub(sync_channel(net.node.address, net.tls))
     request = records_pb2.FetchRequest(
         record_id=record,
         requester=net.patient.public_key,
@@ -526,8 +529,8 @@ def test_tampered_ciphertext_unknown_record_and_bad_requests_get_clear_errors(
         stub.Fetch(signed, timeout=10)
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "signature" in (raised.value.details() or "")
-    raw_fetch: grpc.UnaryUnaryMultiCallable[bytes, bytes] = grpc.insecure_channel(
-        net.node.address
+    raw_fetch: grpc.UnaryUnaryMultiCallable[bytes, bytes] = sync_channel(
+        net.node.address, net.tls
     ).unary_unary("/medledger.wire.v1.VaultService/Fetch")
     with pytest.raises(grpc.RpcError) as raised:
         raw_fetch(b"\xff\xff\xff", timeout=10)
@@ -575,7 +578,7 @@ def test_amendments_chain_versions_and_erasure_shreds_the_key_material(net: Netw
         purpose=records_pb2.PURPOSE_TREATMENT,
         recipient_key=recipient.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
     )
-    stub = records_pb2_grpc.VaultServiceStub(grpc.insecure_channel(net.node.address))
+    stub = records_pb2_grpc.VaultServiceStub(sync_channel(net.node.address, net.tls))
     response = stub.Fetch(sign_request(request, net.patient, CHAIN_ID), timeout=10)
     data_key, salt = unwrap_key(response.wrapped_key, recipient, record, 2)
 
@@ -650,7 +653,7 @@ def test_hundreds_of_concurrent_fetches_are_all_answered(net: Network) -> None:
     record = net.put(OBSERVATION)
 
     async def fetch_all() -> list[grpc.StatusCode]:
-        async with grpc.aio.insecure_channel(net.node.address) as channel:
+        async with aio_channel(net.node.address, net.tls) as channel:
             stub = records_pb2_grpc.VaultServiceStub(channel)
 
             async def one() -> grpc.StatusCode:

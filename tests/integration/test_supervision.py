@@ -19,8 +19,9 @@ from medledger.config import Home
 from medledger.errors import Rejected
 from medledger.keys import load_key
 from medledger.node.launcher import start_node
+from medledger.transport.credentials import sync_channel
 from medledger.tx import sign_transaction
-from tests.integration.conftest import CHAIN_ID
+from tests.integration.conftest import CHAIN_ID, tls_of
 from tests.integration.test_block_size import padded_body
 
 MAP_BYTES = 2 * 1024 * 1024
@@ -39,11 +40,11 @@ def test_a_node_whose_block_production_dies_says_so_and_exits_non_zero(tmp_path:
     try:
         key = load_key(home.keys_dir / "client.json")
         seen: list[int] = []
-        with grpc.insecure_channel(node.address) as channel:
+        with sync_channel(node.address, tls_of(home)) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             check = health.Check  # type: ignore[attr-defined]
             assert check(health_pb2.HealthCheckRequest(), timeout=5).status == STATUS.SERVING
-            with LedgerClient(node.address) as client:
+            with LedgerClient(node.address, tls=tls_of(home)) as client:
                 txs = [
                     sign_transaction(key, CHAIN_ID, padded_body(n + 1, 0, b"\x05" * 32))
                     for n in range(60)  # 3.6 MB: more than the map holds
@@ -93,7 +94,7 @@ def test_a_node_nearly_out_of_storage_refuses_new_transactions_naming_it(
     try:
         key = load_key(home.keys_dir / "client.json")
         refused = None
-        with LedgerClient(node.address) as client:
+        with LedgerClient(node.address, tls=tls_of(home)) as client:
             for n in range(200):
                 tx = sign_transaction(key, CHAIN_ID, padded_body(n + 1, 0, b"\x05" * 32))
                 try:

@@ -188,6 +188,9 @@ class SimLedger:
     def validators_at(self, height: int) -> ValidatorSet:
         return self.validators  # the simulated set never changes
 
+    def runs(self, height: int, public_key: bytes) -> str | None:
+        return None  # the simulated network has no transport identities
+
     @property
     def head_time_ms(self) -> int:
         chain = self.disk.chain

@@ -441,7 +441,10 @@ def test_a_node_in_no_validator_set_follows_by_asking_validators_in_turn(
     genesis_home = network_homes(tmp_path / "net", 4)[0]
     genesis = Genesis.load(genesis_home.genesis)
     joiner = Home(tmp_path / "joiner")
-    key = join_network(joiner, genesis, [f"127.0.0.1:{30_000 + i}" for i in range(4)], "x:1")
+    peers = [f"127.0.0.1:{30_000 + i}" for i in range(4)]
+    key = join_network(
+        joiner, genesis, peers, listen="x:1", peer_listen="x:2", organisation_ca=None
+    )
     config = joiner.load_config()
     node = LedgerNode(joiner, config, genesis, key)
     try:
@@ -461,3 +464,18 @@ def test_a_node_in_no_validator_set_follows_by_asking_validators_in_turn(
         assert replica.follow(10_000 + CATCH_UP_RETRY_MS + 800, driver._follow_peers()) != []
     finally:
         node.store.close()
+
+
+def test_a_validators_message_counts_only_over_its_own_organisations_connection(
+    home: Home, driver: ConsensusDriver
+) -> None:
+    """Over mutual TLS each Push stream belongs to the member organisation whose CA
+    signed the caller's certificate: organisation 2 relaying (or replaying) validator 1's
+    signed vote is dropped and counted, however valid the signature."""
+    keys = [load_key(h.validator_key) for h in network_homes(home.root.parent, 4)]
+    replica = driver.replica
+    vote = to_wire(signed_vote(keys[1], 1, replica.engine.height))
+    assert replica.receive(vote, 1_000, via="org-2") == []
+    assert replica.foreign_messages == 1
+    assert any(isinstance(e, ToEngine) for e in replica.receive(vote, 1_000, via="org-1"))
+    assert any(isinstance(e, ToEngine) for e in replica.receive(vote, 1_000))  # clear text

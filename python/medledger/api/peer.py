@@ -1,10 +1,16 @@
 """PeerService: what validators send each other. An adapter: the consensus driver and
-the store do the work."""
+the store do the work.
+
+Over mutual TLS (`authenticated`), every call first names the member organisation whose
+CA signed the caller's certificate; the handshake already refused certificates no
+current member's CA signed, and a stream whose organisation leaves the consortium is cut
+at its next message. A consensus message is then taken only from a validator that
+organisation runs (`ConsensusDriver.receive_from_stream`, `via`)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -16,22 +22,53 @@ __all__ = ["PeerServicer"]
 BLOCKS_PER_REQUEST_MAX = 100
 
 
+async def _refuse(
+    context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str
+) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("abort raises")
+
+
 class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
-    def __init__(self, driver: ConsensusDriver) -> None:
+    def __init__(self, driver: ConsensusDriver, *, authenticated: bool) -> None:
         self.driver = driver
+        self.authenticated = authenticated
+
+    async def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        """The caller's organisation (None over clear text, where nobody is known)."""
+        if not self.authenticated:
+            return None
+        certificates = list(context.auth_context().get("x509_pem_cert") or [])
+        membership = self.driver.node.membership
+        organisation = membership.organisation_of(certificates[0]) if certificates else None
+        if organisation is None:
+            await _refuse(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "client certificate: not signed by a member organisation's CA",
+            )
+        return organisation
 
     async def Push(  # noqa: N802 - gRPC method name
         self,
         request_iterator: AsyncIterator[peer_pb2.PeerMessage],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> peer_pb2.PushAck:
+        organisation = await self._caller(context)
         async for message in request_iterator:
-            await self.driver.receive_from_stream(message)
+            if organisation is not None and not self.driver.node.membership.is_member(organisation):
+                await _refuse(
+                    context,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"organisation {organisation}: no longer a member",
+                )
+            await self.driver.receive_from_stream(message, via=organisation)
         return peer_pb2.PushAck()
 
     async def GetProposal(  # noqa: N802
         self, request: peer_pb2.GetProposalRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> peer_pb2.GetProposalResponse:
+        await self._caller(context)
         block = self.driver.held_block(request.height, request.block_hash)
         if block is None:
             await context.abort(
@@ -43,6 +80,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     async def GetBlocks(  # noqa: N802
         self, request: peer_pb2.GetBlocksRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[peer_pb2.BlockWithCommit]:
+        await self._caller(context)
         store = self.driver.node.store
         count = min(request.count_max or BLOCKS_PER_REQUEST_MAX, BLOCKS_PER_REQUEST_MAX)
         last = min(store.head.height, request.from_height + count - 1)

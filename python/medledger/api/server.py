@@ -18,6 +18,7 @@ from medledger.api.records import RecordServicer, VaultServicer
 from medledger.channels.payee import Payee
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
+from medledger.transport.credentials import PeerTrust, ServerTls
 from medledger.vault.service import Vault
 from medledger.wire.v1 import channels_pb2, ledger_pb2, peer_pb2, peer_pb2_grpc, records_pb2
 
@@ -28,6 +29,9 @@ PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name
 RECORD_SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_name
 VAULT_SERVICE = records_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name
 HEALTH_SERVICES = ("", LEDGER_SERVICE)
+PEER_RPCS_MAX = 256
+"""Calls the peer listener runs at once: validators hold one Push stream each, and fetch
+blocks and proposals a few at a time."""
 """The names a node's health service answers for: the whole server, and LedgerService."""
 CHANNEL_SERVICE = channels_pb2.DESCRIPTOR.services_by_name["ChannelService"].full_name
 
@@ -182,12 +186,14 @@ def ledger_handler(servicer: LedgerServicer) -> grpc.GenericRpcHandler:
 async def serve(
     node: LedgerNode,
     listen: str,
-    driver: ConsensusDriver | None = None,
+    *,
     vault: Vault | None = None,
     payee: Payee | None = None,
+    tls: ServerTls | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """Starts serving `node` on `listen` (host:port; port 0 picks one). Returns the
-    server, the bound port and the health service (SERVING for "" and LedgerService)."""
+    """Starts serving `node`'s client API on `listen` (host:port; port 0 picks one),
+    over server TLS (`tls`; None: clear text). Returns the server, the bound port and the
+    health service (SERVING for "" and LedgerService)."""
     server = _server(node.config.message_bytes_max)
     server.add_generic_rpc_handlers(
         (ledger_handler(LedgerServicer(node)), records_handler(RecordServicer(node)))
@@ -199,20 +205,33 @@ async def serve(
     if payee is not None:
         server.add_generic_rpc_handlers((channel_handler(ChannelServicer(payee)),))
         services.append(CHANNEL_SERVICE)
-    if driver is not None:
-        peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(driver), server)
-        services.append(PEER_SERVICE)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(services, server)
-    port = await _start(server, listen)
+    port = await _start(server, listen, None if tls is None else tls.server_credentials())
     for service in HEALTH_SERVICES:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
 
 
+async def serve_peers(
+    driver: ConsensusDriver, listen: str, trust: PeerTrust | None
+) -> tuple[grpc.aio.Server, int]:
+    """PeerService alone on `listen`, over mutual TLS against the member organisations'
+    CAs (`trust`; None: clear text, and any caller is taken for a member)."""
+    server = grpc.aio.server(
+        options=[*_options(driver.config.message_bytes_max)],
+        maximum_concurrent_rpcs=PEER_RPCS_MAX,
+    )
+    peer_pb2_grpc.add_PeerServiceServicer_to_server(
+        PeerServicer(driver, authenticated=trust is not None), server
+    )
+    port = await _start(server, listen, None if trust is None else trust.server_credentials())
+    return server, port
+
+
 async def serve_channels(
-    payee: Payee, listen: str, message_bytes_max: int
+    payee: Payee, listen: str, message_bytes_max: int, tls: ServerTls | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """ChannelService alone, for a hub (a payee that is not a node)."""
     server = _server(message_bytes_max)
@@ -220,26 +239,33 @@ async def serve_channels(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([CHANNEL_SERVICE, health.SERVICE_NAME], server)
-    port = await _start(server, listen)
+    port = await _start(server, listen, None if tls is None else tls.server_credentials())
     for service in ("", CHANNEL_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     return server, port
 
 
+def _options(message_bytes_max: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", message_bytes_max),
+        ("grpc.max_send_message_length", message_bytes_max),
+        # Accept the peers' keepalive pings (see medledger.node.peers).
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
+    ]
+
+
 def _server(message_bytes_max: int) -> grpc.aio.Server:
-    return grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", message_bytes_max),
-            ("grpc.max_send_message_length", message_bytes_max),
-            # Accept the peers' keepalive pings (see medledger.node.peers).
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
-        ]
-    )
+    return grpc.aio.server(options=_options(message_bytes_max))
 
 
-async def _start(server: grpc.aio.Server, listen: str) -> int:
-    port = server.add_insecure_port(listen)
+async def _start(
+    server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None
+) -> int:
+    if credentials is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()

@@ -29,6 +29,7 @@ from medledger.app.validators import change_validators, check_changes
 from medledger.crypto import signing_message, verify
 from medledger.errors import Rejected
 from medledger.genesis import ORGANISATION_ID
+from medledger.transport.ca_check import check_ca_certificate
 from medledger.wire.v1 import governance_pb2, state_pb2, tx_pb2
 
 __all__ = ["APPROVALS_MAX", "check_govern", "govern", "proposal_of", "signed_bytes"]
@@ -124,6 +125,11 @@ def _check_new_organisation(field: str, new: governance_pb2.NewOrganisation) -> 
         raise _invalid(f"{field}.admins", "named twice")
     if not 1 <= new.weight < 2**32:
         raise _invalid(f"{field}.weight", "1 to 2^32 - 1")
+    if new.tls_ca:
+        try:
+            check_ca_certificate(new.tls_ca, f"{field}.tls_ca")
+        except ValueError as error:
+            raise _invalid(f"{field}.tls_ca", str(error)) from None
 
 
 def _approving(state: BlockState, msg: governance_pb2.Govern) -> tuple[list[str], int]:
@@ -230,7 +236,9 @@ def _add_organisation(
     state.put(
         ORGANISATIONS,
         new.id.encode(),
-        state_pb2.Organisation(id=new.id, name=new.name, admins=new.admins, weight=new.weight),
+        state_pb2.Organisation(
+            id=new.id, name=new.name, admins=new.admins, weight=new.weight, tls_ca=new.tls_ca
+        ),
     )
     for admin in new.admins:
         state.put(

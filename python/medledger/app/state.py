@@ -194,6 +194,7 @@ def genesis_writes(genesis: Genesis) -> list[tuple[str, bytes, bytes]]:
             admins=org.admins,
             weight=org.weight,
             validators=org.validators,
+            tls_ca=org.tls_ca,
         )
         writes.append(
             (ORGANISATIONS, org.id.encode(), record.SerializeToString(deterministic=True))

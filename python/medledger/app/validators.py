@@ -242,6 +242,12 @@ class ValidatorSchedule:
     def record_at(self, height: int) -> state_pb2.ValidatorSetRecord:
         return self._records[self._at(height)]
 
+    def organisation_of(self, height: int, public_key: bytes) -> str | None:
+        for validator in self._records[self._at(height)].validators:
+            if validator.public_key == public_key:
+                return validator.organisation
+        return None
+
     def keys_at(self, height: int) -> list[bytes]:
         return [v.public_key for v in self._records[self._at(height)].validators]
 

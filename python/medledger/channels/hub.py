@@ -58,6 +58,7 @@ from medledger.channels.store import ChannelStore, Write, when_durable
 from medledger.client.builder import TxBuilder
 from medledger.crypto import SigningKey, sha256
 from medledger.errors import Rejected
+from medledger.transport.credentials import FROM_ENVIRONMENT, Transport
 from medledger.wire.v1 import channels_pb2, envelope_pb2, tx_pb2
 
 __all__ = ["HUB_EXPIRY_DELTA_BLOCKS", "Hub"]
@@ -106,9 +107,18 @@ class _Forward:
 
 class Hub:
     def __init__(
-        self, key: SigningKey, chain_id: str, store: ChannelStore, ledger: HubLedger
+        self,
+        key: SigningKey,
+        chain_id: str,
+        store: ChannelStore,
+        ledger: HubLedger,
+        *,
+        tls: Transport = FROM_ENVIRONMENT,
     ) -> None:
+        """`tls`: the CA bundle the providers' nodes are verified against (None: clear
+        text)."""
         self.key = key
+        self.tls = tls
         self.chain_id = chain_id
         self.store = store
         self.ledger = ledger
@@ -185,6 +195,7 @@ class Hub:
                 commit=self.commit,
                 on_resolved=self._on_resolved,
                 on_failed=self._on_failed,
+                tls=self.tls,
             )
             try:
                 async with session:

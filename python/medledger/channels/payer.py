@@ -32,6 +32,7 @@ from medledger.channels.store import ChannelStore, GroupCommit, when_durable
 from medledger.client.errors import STATUS_BY_CODE
 from medledger.client.sync import channel_options
 from medledger.crypto import SigningKey, sha256
+from medledger.transport.credentials import FROM_ENVIRONMENT, Transport, aio_channel
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 
 __all__ = [
@@ -94,6 +95,7 @@ class PayerSession:
         | None = None,
         on_failed: Callable[[bytes, str], None] | None = None,
         ack_timeout_s: float = ACK_TIMEOUT_S,
+        tls: Transport = FROM_ENVIRONMENT,
     ) -> None:
         """`commit`: a group commit shared by many sessions over one store (one payer
         with many channels); by default the session runs its own. `on_resolved(hash,
@@ -108,6 +110,7 @@ class PayerSession:
         self.store = store
         self.local = channel
         self.address = address
+        self.tls = tls
         self._owns_commit = commit is None
         self.commit = commit if commit is not None else GroupCommit(store)
         self._window = asyncio.Semaphore(in_flight_max)
@@ -150,7 +153,7 @@ class PayerSession:
     async def __aenter__(self) -> PayerSession:
         if self._owns_commit:
             self.commit.start()
-        self._grpc = connection = grpc.aio.insecure_channel(self.address, options=channel_options())
+        self._grpc = connection = aio_channel(self.address, self.tls, channel_options())
         stub = channels_pb2_grpc.ChannelServiceStub(connection)
         await asyncio.wait_for(connection.channel_ready(), CONNECT_TIMEOUT_S)
         await self._resync(stub)

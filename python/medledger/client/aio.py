@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 
-import grpc
-
 from medledger.client.errors import translated_errors
 from medledger.client.sync import DEFAULT_TIMEOUT_S, channel_options
+from medledger.transport.credentials import FROM_ENVIRONMENT, Transport, aio_channel
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
 
 __all__ = ["AsyncLedgerClient"]
@@ -17,9 +16,15 @@ __all__ = ["AsyncLedgerClient"]
 class AsyncLedgerClient:
     """An asyncio connection to one node; every call has a deadline."""
 
-    def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        tls: Transport = FROM_ENVIRONMENT,
+    ) -> None:
         self.timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(target, options=channel_options())
+        self._channel = aio_channel(target, tls, channel_options())
         self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncLedgerClient:

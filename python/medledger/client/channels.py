@@ -174,6 +174,7 @@ class ChannelWallet:
             local.address,
             in_flight_max=in_flight_max,
             ack_timeout_s=ack_timeout_s,
+            tls=self.ledger.tls,  # payees are the consortium's nodes (or its hubs)
         )
 
     async def final_state(self, channel_id: bytes) -> channels_pb2.SignedChannelState:

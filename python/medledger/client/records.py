@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import TracebackType
 
-import grpc
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -16,6 +15,7 @@ from medledger.client.reads import sign_read
 from medledger.client.sync import DEFAULT_TIMEOUT_S, channel_options
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
+from medledger.transport.credentials import FROM_ENVIRONMENT, Transport, sync_channel
 from medledger.vault import envelope
 from medledger.vault.requests import sign_request
 from medledger.wire.v1 import records_pb2, records_pb2_grpc
@@ -71,10 +71,17 @@ class RecordsClient:
     """RecordService and VaultService of one node. Every call has a deadline; refusals
     raise `Rejected` (PERMISSION_DENIED for a consent refusal)."""
 
-    def __init__(self, target: str, chain_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        target: str,
+        chain_id: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        tls: Transport = FROM_ENVIRONMENT,
+    ) -> None:
         self.chain_id = chain_id
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(target, options=channel_options())
+        self._channel = sync_channel(target, tls, channel_options())
         self._records = records_pb2_grpc.RecordServiceStub(self._channel)
         self._vault = records_pb2_grpc.VaultServiceStub(self._channel)
 

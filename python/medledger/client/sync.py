@@ -14,6 +14,7 @@ from medledger.client.proofs import verify_transaction_proof
 from medledger.client.reads import R, sign_read
 from medledger.config import PEER_MESSAGE_BYTES_MAX
 from medledger.crypto import SigningKey
+from medledger.transport.credentials import FROM_ENVIRONMENT, Transport, sync_channel
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
 
 __all__ = ["LedgerClient"]
@@ -39,14 +40,19 @@ class LedgerClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         reader: SigningKey | None = None,
+        tls: Transport = FROM_ENVIRONMENT,
     ) -> None:
         """`reader` signs reads of health metadata (whole blocks, transaction bodies,
         memberships): the node serves what that key is entitled to. Without it, blocks
-        come as headers and transactions as receipts."""
+        come as headers and transactions as receipts. `tls`: the consortium's CA bundle
+        to verify the node against (`ClientTls.from_file`; by default $MEDLEDGER_TLS_CA);
+        None speaks clear text, which only a node run `--insecure` accepts."""
         self.timeout_s = timeout_s
         self.reader = reader
+        self.target = target
+        self.tls = tls
         self._chain_id: str | None = None
-        self._channel = grpc.insecure_channel(target, options=channel_options())
+        self._channel = sync_channel(target, tls, channel_options())
         self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
 
     def _signed(self, request: R) -> R:

@@ -32,6 +32,8 @@ from medledger.genesis import Allocation, Genesis
 from medledger.keys import load_key
 from medledger.network import free_base_port, init_network, network_homes
 from medledger.node.launcher import NodeProcess, start_node
+from medledger.transport.certs import Identity, load_identity
+from medledger.transport.credentials import ClientTls
 
 __all__ = ["CHANNEL_PAYMENTS", "STREAMED_TXS", "DemoFailed", "run_demo"]
 
@@ -43,18 +45,36 @@ FUND_MICROS = 10_000_000_000
 
 
 def _init(
-    root: Path, validators: int, funded: tuple[SigningKey, ...]
+    root: Path, validators: int, funded: tuple[SigningKey, ...], *, insecure: bool
 ) -> tuple[Genesis, list[Home]]:
     extra = tuple(Allocation(key.public_key, FUND_MICROS) for key in funded)
     if validators == 1:
         home = Home(root / "node0")
-        genesis = init_home(home, CHAIN_ID, "127.0.0.1:0", FUND_MICROS, extra_allocations=extra)
+        genesis = init_home(
+            home,
+            CHAIN_ID,
+            "127.0.0.1:0",
+            FUND_MICROS,
+            extra_allocations=extra,
+            insecure=insecure,
+        )
         return genesis, [home]
-    base_port = free_base_port(validators)
+    base_port = free_base_port(2 * validators)
     genesis = init_network(
-        root, CHAIN_ID, validators, base_port, FUND_MICROS, extra_allocations=extra
+        root,
+        CHAIN_ID,
+        validators,
+        base_port,
+        FUND_MICROS,
+        extra_allocations=extra,
+        insecure=insecure,
     )
     return genesis, network_homes(root, validators)
+
+
+def _ca(home: Home) -> Identity:
+    """The CA `init` made for the organisation of `home`'s node."""
+    return load_identity(home.ca_key, home.ca_certificate)
 
 
 def run_demo(
@@ -64,6 +84,7 @@ def run_demo(
     transfers: int = STREAMED_TXS,
     channel_payments: int = CHANNEL_PAYMENTS,
     console: Console | None = None,
+    insecure: bool = False,
 ) -> None:
     """Runs the story; raises `DemoFailed` when any step's outcome is not the expected one
     (after stopping every process it started and printing the summary)."""
@@ -76,7 +97,8 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="medledger-demo-") as tmp:
         root = home_dir or Path(tmp) / "network"
         insurer, processor = SigningKey.generate(), SigningKey.generate()
-        genesis, homes = _init(root, validators, (insurer, processor))
+        genesis, homes = _init(root, validators, (insurer, processor), insecure=insecure)
+        tls = None if insecure else ClientTls.from_file(homes[0].consortium_ca)
         cast = Cast.assemble(load_key(homes[0].keys_dir / "client.json"), insurer, processor)
         nodes: list[NodeProcess] = []
         try:
@@ -94,10 +116,10 @@ def run_demo(
                 return nodes[index % len(nodes)].address
 
             story.section("Organisations issue roles")
-            run_enrolment(story, at(0), cast, genesis, homes)
+            run_enrolment(story, at(0), cast, genesis, homes, tls)
 
             story.section("Payments on the ledger")
-            run_payments(story, at(1), cast, genesis, transfers=transfers)
+            run_payments(story, at(1), cast, genesis, transfers=transfers, tls=tls)
             story.section("Records, consent and the access log")
             run_records(
                 story,
@@ -106,6 +128,7 @@ def run_demo(
                 cast=cast,
                 genesis=genesis,
                 console=console,
+                tls=tls,
             )
             story.section("Micropayments through a processor's hub")
             ChannelDemo(
@@ -118,6 +141,8 @@ def run_demo(
                 hospital_address=at(0),
                 insurer_address=at(1),
                 processor_address=at(2),
+                tls=tls,
+                hub_ca=None if insecure else _ca(homes[2 % len(homes)]),
             ).run(channel_payments)
         except Exception as error:  # any error ends the story as a failure
             failure = error

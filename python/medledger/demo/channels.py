@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 from rich.console import Console
 from rich.table import Table
 
@@ -25,6 +24,8 @@ from medledger.demo.cast import Cast
 from medledger.demo.story import DemoFailed, Story
 from medledger.keys import save_key
 from medledger.node.launcher import NodeProcess, start_hub
+from medledger.transport.certs import Identity, make_node_certificate, save_identity
+from medledger.transport.credentials import ClientTls, sync_channel
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 
 __all__ = ["ChannelDemo"]
@@ -53,26 +54,33 @@ def _lines(count: int, patient_ref: bytes) -> list[channels_pb2.Payment]:
     ]
 
 
-def _held_state(address: str, channel_id: bytes, party: SigningKey, chain_id: str) -> bytes:
+def _held_state(
+    address: str, channel_id: bytes, party: SigningKey, chain_id: str, tls: ClientTls | None
+) -> bytes:
     """The latest state both signed, as the payee at `address` holds it."""
     request = sign_channel_request(
         channels_pb2.GetChannelStateRequest(channel_id=channel_id), party, chain_id
     )
-    with grpc.insecure_channel(address) as channel:
+    with sync_channel(address, tls) as channel:
         response = channels_pb2_grpc.ChannelServiceStub(channel).GetChannelState(
             request, timeout=10
         )
     return bytes(response.state.state)
 
 
-def _settled_off_chain(
-    address: str, channel_id: bytes, party: SigningKey, chain_id: str, total: int
+def _settled_off_chain(  # noqa: PLR0917 - where, which, who, what
+    address: str,
+    channel_id: bytes,
+    party: SigningKey,
+    chain_id: str,
+    total: int,
+    tls: ClientTls | None,
 ) -> channels_pb2.ChannelState:
     """Waits until the payee at `address` holds a state paying `total` with no lock."""
     deadline = time.monotonic() + SETTLE_WAIT_S
     while True:
         state = channels_pb2.ChannelState.FromString(
-            _held_state(address, channel_id, party, chain_id)
+            _held_state(address, channel_id, party, chain_id, tls)
         )
         if (state.payee_micros == total and not state.locks) or time.monotonic() > deadline:
             return state
@@ -127,11 +135,28 @@ class ChannelDemo:
     hospital_address: str
     insurer_address: str
     processor_address: str
+    tls: ClientTls | None  # the consortium's CA bundle (None: clear text)
+    hub_ca: Identity | None  # the processor's organisation's CA: it certifies the hub
+
+    def hub_tls(self) -> list[str]:
+        """The hub's transport options: a certificate from the processor's organisation,
+        and the consortium's CAs to verify the node and the hospital against."""
+        if self.tls is None or self.hub_ca is None:
+            return ["--insecure"]
+        tls_dir = self.root / "processor" / "tls"
+        identity = make_node_certificate(self.hub_ca, "hub", ["127.0.0.1:0"])
+        save_identity(identity, tls_dir / "hub.key", tls_dir / "hub.pem")
+        (tls_dir / "consortium-ca.pem").write_bytes(self.tls.roots_pem)
+        return [
+            "--tls-key", str(tls_dir / "hub.key"),
+            "--tls-cert", str(tls_dir / "hub.pem"),
+            "--tls-ca", str(tls_dir / "consortium-ca.pem"),
+        ]  # fmt: skip
 
     def balances(self) -> dict[bytes, int]:
         """The hospital's, the insurer's and the processor's balances, by public key."""
         # The processor's validator committed the last close; read where it landed.
-        with LedgerClient(self.processor_address) as ledger:
+        with LedgerClient(self.processor_address, tls=self.tls) as ledger:
             return {
                 who.public_key: ledger.get_account(who.public_key).balance_micros
                 for who in (self.cast.hospital, self.cast.insurer, self.cast.processor)
@@ -142,7 +167,7 @@ class ChannelDemo:
         hub_store, hub_key = self.root / "processor" / "channels", self.root / "processor.json"
         save_key(self.cast.processor, hub_key)
         processor = ChannelWallet(
-            self.cast.processor, LedgerClient(self.processor_address), hub_store
+            self.cast.processor, LedgerClient(self.processor_address, tls=self.tls), hub_store
         )
         try:
             to_hospital = processor.open(
@@ -152,7 +177,7 @@ class ChannelDemo:
             ).channel_id
         finally:
             processor.close_store()
-        hub = start_hub(hub_store, hub_key, self.processor_address)
+        hub = start_hub(hub_store, hub_key, self.processor_address, tls=self.hub_tls())
         try:
             self.story.check(
                 "the processor opens a channel to the hospital and starts its hub",
@@ -165,7 +190,7 @@ class ChannelDemo:
             hub.stop()
         # The hub is stopped; the processor's own wallet closes its channel to the hospital.
         processor = ChannelWallet(
-            self.cast.processor, LedgerClient(self.processor_address), hub_store
+            self.cast.processor, LedgerClient(self.processor_address, tls=self.tls), hub_store
         )
         try:
             processor.close(to_hospital)
@@ -189,7 +214,7 @@ class ChannelDemo:
         hospital, checks both hops, closes cooperatively; returns the total paid."""
         story, cast = self.story, self.cast
         wallet = ChannelWallet(
-            cast.insurer, LedgerClient(self.insurer_address), self.root / "insurer"
+            cast.insurer, LedgerClient(self.insurer_address, tls=self.tls), self.root / "insurer"
         )
         try:
             to_hub = wallet.open(
@@ -218,7 +243,7 @@ class ChannelDemo:
             )
             mine = channels_pb2.ChannelState.FromString(wallet.local(to_hub).latest.state)
             theirs = _settled_off_chain(
-                self.hospital_address, to_hospital, cast.processor, self.chain_id, total
+                self.hospital_address, to_hospital, cast.processor, self.chain_id, total, self.tls
             )
             story.check(
                 "both hops agree off the ledger",

@@ -11,13 +11,19 @@ from medledger.demo.story import Story
 from medledger.errors import Rejected
 from medledger.genesis import Genesis
 from medledger.keys import load_key
+from medledger.transport.credentials import ClientTls
 from medledger.wire.v1 import tx_pb2
 
 __all__ = ["run_enrolment"]
 
 
-def run_enrolment(
-    story: Story, address: str, cast: Cast, genesis: Genesis, homes: list[Home]
+def run_enrolment(  # noqa: PLR0917 - the story's parts
+    story: Story,
+    address: str,
+    cast: Cast,
+    genesis: Genesis,
+    homes: list[Home],
+    tls: ClientTls | None,
 ) -> None:
     """The hospital (node0's organisation) enrols its vault as custodian and provider, the
     patient and the researcher; the insurer and the processor are enrolled by the
@@ -35,7 +41,7 @@ def run_enrolment(
         (insurer_admin, {cast.insurer: [r.ROLE_INSURER, r.ROLE_PAYER]}),
         (processor_admin, {cast.processor: [r.ROLE_PAYMENT_PROCESSOR]}),
     ]  # fmt: skip
-    with LedgerClient(address) as client:
+    with LedgerClient(address, tls=tls) as client:
         for admin, roles in issued:
             organisation = genesis.organisation_of(admin.public_key)
             enrol(client, admin, organisation, roles)

@@ -11,6 +11,7 @@ from medledger.demo.cast import Cast
 from medledger.demo.story import Story
 from medledger.errors import Rejected
 from medledger.genesis import Genesis
+from medledger.transport.credentials import ClientTls
 from medledger.wire.v1 import tx_pb2
 
 __all__ = ["run_payments"]
@@ -24,10 +25,16 @@ def code_name(code: int) -> str:
 
 
 def run_payments(
-    story: Story, address: str, cast: Cast, genesis: Genesis, *, transfers: int
+    story: Story,
+    address: str,
+    cast: Cast,
+    genesis: Genesis,
+    *,
+    transfers: int,
+    tls: ClientTls | None,
 ) -> None:
     chain_id = genesis.chain_id
-    with LedgerClient(address) as client:
+    with LedgerClient(address, tls=tls) as client:
         expiry = client.status().height + 1_000
         insurer = TxBuilder(cast.insurer, chain_id)
         hospital = TxBuilder(cast.hospital, chain_id)
@@ -117,7 +124,7 @@ def run_payments(
         )
 
         # The insurer, who signed the claim, is entitled to its body and proof.
-        with LedgerClient(address, reader=cast.insurer) as insurer_client:
+        with LedgerClient(address, reader=cast.insurer, tls=tls) as insurer_client:
             response = insurer_client.get_transaction(tx_id=batch[2].tx_id)
         block_hash = verify_transaction_proof(response, genesis.validator_set(), chain_id)
         body = bytearray(response.tx.body)

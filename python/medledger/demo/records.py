@@ -21,6 +21,7 @@ from medledger.demo.story import Story
 from medledger.errors import Rejected
 from medledger.fhir.ingest import resources_of_bundle
 from medledger.genesis import Genesis
+from medledger.transport.credentials import ClientTls
 from medledger.wire.v1 import records_pb2, tx_pb2
 
 __all__ = ["PHI", "run_records"]
@@ -152,12 +153,13 @@ def run_records(
     cast: Cast,
     genesis: Genesis,
     console: Console,
+    tls: ClientTls | None,
 ) -> None:
     chain_id = genesis.chain_id
     with (
-        RecordsClient(vault_address, chain_id) as records,
-        LedgerClient(vault_address, reader=cast.hospital) as vault_node,
-        LedgerClient(patient_address) as patient_node,
+        RecordsClient(vault_address, chain_id, tls=tls) as records,
+        LedgerClient(vault_address, reader=cast.hospital, tls=tls) as vault_node,
+        LedgerClient(patient_address, tls=tls) as patient_node,
     ):
 
         def commit(key: SigningKey, build: str, **fields: object) -> tx_pb2.Receipt:

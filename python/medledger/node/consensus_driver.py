@@ -46,6 +46,7 @@ from medledger.node.replica import (
     ToEngine,
     to_wire,
 )
+from medledger.transport.credentials import ClientTls, PeerTrust, aio_channel
 from medledger.wire.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc
 
 __all__ = ["ConsensusDriver", "to_wire"]
@@ -133,10 +134,19 @@ class Inputs:
 
 
 class ConsensusDriver:
-    def __init__(self, node: LedgerNode, config: NodeConfig, guard: SigningGuard) -> None:
+    def __init__(
+        self,
+        node: LedgerNode,
+        config: NodeConfig,
+        guard: SigningGuard,
+        trust: PeerTrust | None = None,
+    ) -> None:
+        """`trust`: this node's certificate and the member CAs, for mutual TLS with its
+        peers (None: clear text)."""
         self.node = node
         self.config = config
         self.guard = guard
+        self.trust = trust
         if len(config.validator_addresses) != len(node.genesis.validators):
             raise ValueError(
                 "config.validator_addresses must list every genesis validator's address"
@@ -201,6 +211,9 @@ class ConsensusDriver:
         """The validators of the current height, by index."""
         return self.replica.public_keys
 
+    def client_tls(self) -> ClientTls | None:
+        return None if self.trust is None else self.trust.client()
+
     def address_of(self, public_key: bytes) -> str | None:
         return self.node.schedule.addresses().get(public_key) or self._genesis_addresses.get(
             public_key
@@ -227,7 +240,9 @@ class ConsensusDriver:
             del self.peers[key]
         for key, address in wanted.items():
             if key not in self.peers:
-                self.peers[key] = PeerLink(key.hex()[:16], address, self.config.peer_queue_max)
+                self.peers[key] = PeerLink(
+                    key.hex()[:16], address, self.config.peer_queue_max, self.client_tls
+                )
 
     async def _keep_links(self) -> None:
         """Runs each link of `peers`, relinking after each block that may change the sets
@@ -281,13 +296,15 @@ class ConsensusDriver:
     def _queue_gossip(self, txs: list[envelope_pb2.SignedTransaction]) -> None:
         self._gossip.extend(txs)
 
-    async def receive_from_stream(self, message: peer_pb2.PeerMessage) -> None:
+    async def receive_from_stream(
+        self, message: peer_pb2.PeerMessage, *, via: str | None = None
+    ) -> None:
         """A message from a peer's Push stream, in stream order (a compact proposal comes
-        after the gossip of its transactions). A large gossip batch is verified off the
-        event loop; one over `submit_batch_txs_max` transactions is dropped whole: gossip
-        comes from anyone who reaches the port until transport authentication (issue 17)."""
+        after the gossip of its transactions), over a connection of member organisation
+        `via` (None: clear text). A large gossip batch is verified off the event loop; one
+        over `submit_batch_txs_max` transactions is dropped whole."""
         if message.WhichOneof("body") != "txs":
-            self.receive(message)
+            self.receive(message, via=via)
             return
         txs = list(message.txs.txs)
         if not txs or len(txs) > self.config.submit_batch_txs_max:
@@ -301,14 +318,15 @@ class ConsensusDriver:
             prepared = await asyncio.to_thread(self.node.prepare, txs)
         self.node.admit_prepared(prepared, gossip=False)
 
-    def receive(self, message: peer_pb2.PeerMessage) -> None:
+    def receive(self, message: peer_pb2.PeerMessage, *, via: str | None = None) -> None:
         """A message from a peer: transactions are admitted; consensus messages go to the
-        replica, which verifies them before anything is queued for the engine."""
+        replica, which verifies them (and, with `via`, that the connection's
+        organisation runs their signer) before anything is queued for the engine."""
         if message.WhichOneof("body") == "txs":
             if len(message.txs.txs) <= self.config.submit_batch_txs_max:
                 self.node.submit(message.txs.txs, gossip=False)
             return
-        self._start_io(self.replica.receive(message, monotonic_ms()))
+        self._start_io(self.replica.receive(message, monotonic_ms(), via=via))
 
     def held_block(self, height: int, block_hash: bytes) -> bytes | None:
         """A block of the current height this node proposed or validated."""
@@ -409,7 +427,7 @@ class ConsensusDriver:
             address = self.address_of(self.public_keys[proposal.proposer])
             if address is None:
                 raise LookupError(f"no address for validator {proposal.proposer}")
-            async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+            async with aio_channel(address, self.client_tls(), channel_options()) as channel:
                 response = await peer_pb2_grpc.PeerServiceStub(channel).GetProposal(
                     peer_pb2.GetProposalRequest(
                         height=proposal.height, block_hash=proposal.value_id
@@ -433,7 +451,7 @@ class ConsensusDriver:
             address = self.address_of(peer)
             if address is None:
                 raise LookupError(f"no address for validator {peer.hex()}")
-            async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+            async with aio_channel(address, self.client_tls(), channel_options()) as channel:
                 stub = peer_pb2_grpc.PeerServiceStub(channel)
                 request = peer_pb2.GetBlocksRequest(
                     from_height=from_height, count_max=CATCH_UP_BLOCKS_MAX

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,10 +55,19 @@ def start_node(
     return _start(command, home, log_path or home / "node.log", READY_LINE, detach=detach)
 
 
-def start_hub(store: Path, key: Path, node: str, listen: str = "127.0.0.1:0") -> NodeProcess:
-    """Starts `medledger hub start` on the hub's channel store and waits until it serves."""
+def start_hub(
+    store: Path,
+    key: Path,
+    node: str,
+    listen: str = "127.0.0.1:0",
+    *,
+    tls: Sequence[str] = ("--insecure",),
+) -> NodeProcess:
+    """Starts `medledger hub start` on the hub's channel store and waits until it serves.
+    `tls`: its transport options (`--tls-key K --tls-cert C --tls-ca B`, or
+    `--insecure`)."""
     command = ["hub", "start", "--store", str(store), "--key", str(key), "--node", node]
-    command += ["--listen", listen]
+    command += ["--listen", listen, *tls]
     return _start(command, store, store.parent / "hub.log", HUB_READY_LINE, detach=False)
 
 

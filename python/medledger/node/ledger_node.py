@@ -20,7 +20,7 @@ from medledger import __version__
 from medledger._core import admit_batch
 from medledger.app import Application, queries
 from medledger.app.channels import NOT_URGENT, time_critical
-from medledger.app.state import VALIDATORS
+from medledger.app.state import ORGANISATIONS, VALIDATORS
 from medledger.app.validators import ValidatorSchedule
 from medledger.block import (
     TX_BYTES_MAX,
@@ -37,6 +37,7 @@ from medledger.crypto import SigningKey, sha256
 from medledger.errors import Rejected
 from medledger.genesis import Genesis
 from medledger.node.mempool import Mempool, PendingTx
+from medledger.transport.membership import Membership
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, state_pb2, tx_pb2
 
 __all__ = [
@@ -194,6 +195,7 @@ class LedgerNode:
         with self.store.snapshot() as snapshot:
             stored = snapshot.scan(VALIDATORS, b"", sys.maxsize)
         self.schedule = ValidatorSchedule.of(genesis, stored)
+        self.membership = self._membership()
         self.app = Application(
             self.chain_id,
             config.expiry_horizon_blocks,
@@ -223,6 +225,16 @@ class LedgerNode:
     @property
     def head(self) -> Head:
         return self.store.head
+
+    def _membership(self) -> Membership:
+        with self.store.snapshot() as snapshot:
+            stored = snapshot.scan(ORGANISATIONS, b"", sys.maxsize)
+        return Membership(state_pb2.Organisation.FromString(value) for _, value in stored)
+
+    def runs(self, height: int, public_key: bytes) -> str | None:
+        """The organisation that runs validator `public_key` at `height` (None: not a
+        validator there)."""
+        return self.schedule.organisation_of(height, public_key)
 
     def validators_at(self, height: int) -> ValidatorSet:
         """The set that validates the block at `height` (known up to head + 2)."""
@@ -543,6 +555,8 @@ class LedgerNode:
             writes=result.writes,
         )
         self.head_time_ms = validated.time_unix_ms
+        if any(table == ORGANISATIONS for table, _, _ in result.writes):
+            self.membership = self._membership()  # trust follows governance
         self._submitters.clear()  # the block may have issued or revoked roles
         # Now durable: whoever waits for these transactions, wherever they were admitted,
         # gets a receipt (built only for transactions someone waits on).

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from medledger.client.sync import channel_options
+from medledger.transport.credentials import ClientTls, aio_channel
 from medledger.wire.v1 import peer_pb2
 
 __all__ = ["PeerLink"]
@@ -34,8 +35,17 @@ class PeerLink:
     consensus runtime re-sends its latest messages periodically, so nothing is lost for
     good, and a slow peer never makes this node wait."""
 
-    def __init__(self, name: str, address: str, queue_max: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        queue_max: int,
+        tls: Callable[[], ClientTls | None] = lambda: None,
+    ) -> None:
         self.name = name  # for logs: the start of the peer's key
+        # Asked at each connection: the member CAs change with governance, and this
+        # node's certificate may have been renewed.
+        self.tls = tls
         self.address = address
         # Encoded PeerMessages: a broadcast is serialised once for all its peers.
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(queue_max)
@@ -58,7 +68,7 @@ class PeerLink:
         while True:
             try:
                 options = channel_options() + KEEPALIVE_OPTIONS
-                async with grpc.aio.insecure_channel(self.address, options=options) as channel:
+                async with aio_channel(self.address, self.tls(), options) as channel:
                     push: grpc.aio.StreamUnaryMultiCallable[bytes, peer_pb2.PushAck]
                     push = channel.stream_unary(
                         PUSH_METHOD,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gc
 import logging
 import signal
 
+import grpc
 from grpc_health.v1 import health_pb2
 
-from medledger.api.server import HEALTH_SERVICES, serve
+from medledger.api.server import HEALTH_SERVICES, serve, serve_peers
 from medledger.channels.payee import Payee
 from medledger.channels.store import ChannelStore
 from medledger.config import Home
@@ -20,6 +22,8 @@ from medledger.node.channels import ChannelWatcher, NodeChannelLedger
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
 from medledger.node.supervisor import Supervisor
+from medledger.transport.certs import CertificateError
+from medledger.transport.credentials import PeerTrust, ServerTls
 from medledger.vault.kek import FileKek
 from medledger.vault.service import Vault
 from medledger.vault.store import VaultStore
@@ -28,6 +32,7 @@ __all__ = ["run_node"]
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 2.0
+EXPIRY_WARNING = datetime.timedelta(days=7)
 FAILED_LINGER_S = 2.0
 """How long a failed node answers NOT_SERVING before it exits, so monitors see why."""
 GC_YOUNG_THRESHOLD = 100_000
@@ -46,32 +51,114 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-async def run_node(home: Home, listen: str | None = None) -> str | None:
+def _transport(
+    home: Home, node: LedgerNode, *, insecure: bool
+) -> tuple[ServerTls | None, PeerTrust | None]:
+    """The node's TLS identity and its peers' trust (member CAs from the ledger), or
+    neither over clear text."""
+    if insecure:
+        log.warning(
+            "clear text: --insecure; anyone on the network reads and writes this node's "
+            "traffic, and anyone who reaches the peer port is taken for a member"
+        )
+        return None, None
+    tls = ServerTls(home.tls_key, home.tls_certificate)
+    _log_expiry(tls)
+    if not node.solo and not node.membership.bundle:
+        raise CertificateError(
+            "the ledger names no member organisation's CA: peers cannot be authenticated "
+            "(run with --insecure, or name the organisations' tls_ca in the genesis)"
+        )
+    return tls, PeerTrust(tls, lambda: node.membership.bundle)
+
+
+def _log_expiry(tls: ServerTls) -> None:
+    """The certificate's expiry, in the log; a warning within EXPIRY_WARNING of it."""
+    expires = tls.identity.certificate.not_valid_after_utc
+    left = expires - datetime.datetime.now(datetime.UTC)
+    if left < EXPIRY_WARNING:
+        log.warning("TLS certificate %s expires %s: renew it", tls.certificate_path, expires)
+    else:
+        log.info("TLS certificate %s valid until %s", tls.certificate_path, expires)
+
+
+def _reload(tls: ServerTls) -> None:
+    """SIGHUP: new handshakes use the certificate on disk now; connections up keep theirs
+    (consensus is not interrupted)."""
+    try:
+        tls.reload()
+    except CertificateError as error:
+        log.error("SIGHUP: keeping the current TLS certificate: %s", error)
+        return
+    _log_expiry(tls)
+
+
+def _organisation_services(
+    home: Home, node: LedgerNode, genesis: Genesis
+) -> tuple[Vault | None, Payee | None, ChannelWatcher | None]:
+    """With the organisation's key (`keys/client.json`): its vault, its payee (channels
+    paying it) and the payee's watcher."""
+    organisation_key = home.keys_dir / "client.json"
+    if not organisation_key.exists():
+        return None, None, None
+    # The organisation's key signs as the custodian of the records this vault holds,
+    # and as the payee of the channels paying it.
+    key = load_key(organisation_key)
+    kek = FileKek.load_or_create(home.keys_dir / "vault-kek.json")
+    vault = Vault(node, key, VaultStore(home.root / "vault", kek))
+    payee = Payee(
+        key,
+        node.chain_id,
+        ChannelStore(home.root / "channels"),
+        NodeChannelLedger(node),
+        min_challenge_blocks=genesis.min_challenge_blocks,
+    )
+    return vault, payee, ChannelWatcher(node, payee)
+
+
+async def _shutdown(  # noqa: PLR0917 - each part the node stops, in order
+    listeners: list[grpc.aio.Server | None],
+    driver: ConsensusDriver | None,
+    node: LedgerNode,
+    vault: Vault | None,
+    payee: Payee | None,
+    watcher: ChannelWatcher | None,
+) -> None:
+    for listener in listeners:
+        if listener is not None:
+            await listener.stop(SHUTDOWN_GRACE_S)
+    if driver is not None:
+        await driver.stop()
+    await node.stop()
+    if vault is not None:
+        vault.store.close()
+    if payee is not None and watcher is not None:
+        await watcher.stop()
+        await payee.stop()
+        payee.store.close()
+
+
+async def run_node(home: Home, listen: str | None = None, *, insecure: bool = False) -> str | None:
     """Serves until SIGINT or SIGTERM (returns None), or until a long-lived task ends
-    (returns what ended, after health turned NOT_SERVING)."""
+    (returns what ended, after health turned NOT_SERVING). `insecure` (or the config's)
+    serves clear text."""
     config = home.load_config()
     genesis = Genesis.load(home.genesis)
     node = LedgerNode(home, config, genesis, load_key(home.validator_key))
+    tls, trust = _transport(home, node, insecure=insecure or config.insecure)
     driver = None
     if not node.solo:
-        driver = ConsensusDriver(node, config, SigningGuard(FileGuardStore(home.signer_state)))
-    vault = payee = watcher = None
-    organisation_key = home.keys_dir / "client.json"
-    if organisation_key.exists():
-        # The organisation's key signs as the custodian of the records this vault holds,
-        # and as the payee of the channels paying it.
-        key = load_key(organisation_key)
-        kek = FileKek.load_or_create(home.keys_dir / "vault-kek.json")
-        vault = Vault(node, key, VaultStore(home.root / "vault", kek))
-        payee = Payee(
-            key,
-            node.chain_id,
-            ChannelStore(home.root / "channels"),
-            NodeChannelLedger(node),
-            min_challenge_blocks=genesis.min_challenge_blocks,
-        )
-        watcher = ChannelWatcher(node, payee)
-    server, port, health = await serve(node, listen or config.listen, driver, vault, payee)
+        guard = SigningGuard(FileGuardStore(home.signer_state))
+        driver = ConsensusDriver(node, config, guard, trust)
+    vault, payee, watcher = _organisation_services(home, node, genesis)
+    server, port, health = await serve(
+        node, listen or config.listen, vault=vault, payee=payee, tls=tls
+    )
+    peer_server = None
+    peer_address = ""
+    if driver is not None:
+        peer_server, peer_port = await serve_peers(driver, config.peer_listen, trust)
+        peer_address = f"{config.peer_listen.rsplit(':', 1)[0]}:{peer_port}"
     _tune_gc()
     stop = asyncio.Event()
     supervisor = Supervisor(stop)
@@ -88,12 +175,14 @@ async def run_node(home: Home, listen: str | None = None) -> str | None:
     # Tests and scripts wait for this line; keep its shape.
     print(
         f"medledger node listening on {host}:{port} chain {genesis.chain_id} "
-        f"height {node.head.height}",
+        f"height {node.head.height}" + (f" peers {peer_address}" if peer_address else ""),
         flush=True,
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload, tls)
     await stop.wait()
     supervisor.stopping = True
     if supervisor.failure is not None:
@@ -101,14 +190,5 @@ async def run_node(home: Home, listen: str | None = None) -> str | None:
             await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await asyncio.sleep(FAILED_LINGER_S)
     log.info("stopping")
-    await server.stop(SHUTDOWN_GRACE_S)
-    if driver is not None:
-        await driver.stop()
-    await node.stop()
-    if vault is not None:
-        vault.store.close()
-    if payee is not None and watcher is not None:
-        await watcher.stop()
-        await payee.stop()
-        payee.store.close()
+    await _shutdown([peer_server, server], driver, node, vault, payee, watcher)
     return supervisor.failure

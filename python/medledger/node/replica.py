@@ -107,6 +107,10 @@ class Ledger(Protocol):
         change committed at H takes effect at H + 2."""
         ...
 
+    def runs(self, height: int, public_key: bytes) -> str | None:
+        """The organisation that runs validator `public_key` at `height`."""
+        ...
+
     @property
     def head_time_ms(self) -> int:
         """The head block's time (the genesis time at height 0)."""
@@ -318,6 +322,7 @@ class Replica:
         self._followed = 0  # the turn of the next peer `follow` asks (round robin)
         self._head_seen = (-1, 0)  # the head `follow` last saw, and since when
         self.unbound_proposals = 0  # dropped: bytes that are not the block the id names
+        self.foreign_messages = 0  # dropped: a validator's message on another's connection
         self.refused_by_guard = 0
 
     def _members(self, height: int) -> tuple[list[int], int | None]:
@@ -349,7 +354,9 @@ class Replica:
             self._resume = None
         return effects
 
-    def receive(self, message: peer_pb2.PeerMessage, monotonic_ms: int) -> list[Effect]:
+    def receive(
+        self, message: peer_pb2.PeerMessage, monotonic_ms: int, *, via: str | None = None
+    ) -> list[Effect]:
         """A consensus message from the network, hostile until verified: it must decode,
         be for this height or a later one, name a validator other than this one, and carry
         that validator's signature; a proposal's bytes must be the block its signed id
@@ -360,7 +367,7 @@ class Replica:
         if decoded is None or decoded.height < self.engine.height:
             return []  # unusable, or replayed from a decided height: not worth a verify
         head = self.ledger.head.height
-        sender = self._verified_sender(decoded, head)
+        sender = self._verified_sender(decoded, head, via)
         if sender is None:
             return []
         effects: list[Effect] = []
@@ -389,16 +396,25 @@ class Replica:
             effects.append(ToEngine(decoded))
         return effects
 
-    def _verified_sender(self, decoded: Proposal | Vote, head: int) -> bytes | None:
-        """The key of the validator that signed `decoded`, if its signature verifies and
-        it is not this node. Indices name validators of the message's height; sets are
-        known up to head + 2, and a message beyond is judged by the latest known set."""
+    def _verified_sender(
+        self, decoded: Proposal | Vote, head: int, via: str | None
+    ) -> bytes | None:
+        """The key of the validator that signed `decoded`, if its signature verifies, it
+        is not this node and (over mutual TLS) it came over a connection of the
+        organisation that runs it. Indices name validators of the message's height; sets
+        are known up to head + 2, and a message beyond is judged by the latest known
+        set."""
         known = min(decoded.height, head + 2)
         keys = self.public_keys if known == self.engine.height else self._keys_at(known)
         sender = signer(decoded)
         if not 0 <= sender < len(keys) or keys[sender] == self.ledger.key.public_key:
             return None
         if not verify(keys[sender], sign_bytes(self.chain_id, decoded), decoded.signature):
+            return None
+        if via is not None and self.ledger.runs(known, keys[sender]) != via:
+            # Its signature holds, but it came over another organisation's connection: a
+            # member relaying (or replaying) a validator it does not run.
+            self.foreign_messages += 1
             return None
         return keys[sender]
 

@@ -11,13 +11,16 @@
   present the node's certificate.
 
 `ClientTls` is what an SDK user or the CLI passes: the CA bundle to trust (and, for
-nodes, an identity). `None` where a `ClientTls` is expected means clear text, which
-only a node run with `--insecure` accepts.
+nodes, an identity). Where none is passed, the clients use `FROM_ENVIRONMENT`: TLS, with
+the bundle named by $MEDLEDGER_TLS_CA, or else gRPC's default roots (the system's). Clear
+text is only ever explicit: `None`, which only a node run with `--insecure` accepts.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,14 +32,27 @@ import grpc
 from medledger.transport.certs import Identity, load_certificates, load_identity
 
 __all__ = [
+    "FROM_ENVIRONMENT",
+    "TLS_CA_ENV",
     "ClientTls",
     "PeerTrust",
     "ServerTls",
+    "Transport",
     "aio_channel",
     "sync_channel",
 ]
 
 log = logging.getLogger(__name__)
+
+TLS_CA_ENV = "MEDLEDGER_TLS_CA"
+"""The consortium's CA bundle (PEM), for clients not given one."""
+
+
+class _FromEnvironment(enum.Enum):
+    FROM_ENVIRONMENT = "from the environment"
+
+
+FROM_ENVIRONMENT = _FromEnvironment.FROM_ENVIRONMENT
 
 
 @dataclass(frozen=True)
@@ -52,28 +68,46 @@ class ClientTls:
         load_certificates(roots)  # CertificateError if it holds none
         return cls(roots)
 
+    @classmethod
+    def from_environment(cls) -> ClientTls:
+        """The bundle $MEDLEDGER_TLS_CA names; without it, gRPC's default roots."""
+        path = os.environ.get(TLS_CA_ENV)
+        return cls.from_file(Path(path)) if path else cls(b"")
+
     def credentials(self) -> grpc.ChannelCredentials:
+        roots = self.roots_pem or None  # None: gRPC's default roots
         if self.identity is None:
-            return grpc.ssl_channel_credentials(self.roots_pem)
+            return grpc.ssl_channel_credentials(roots)
         return grpc.ssl_channel_credentials(
-            self.roots_pem, self.identity.key_pem, self.identity.certificate_pem
+            roots, self.identity.key_pem, self.identity.certificate_pem
         )
 
 
+Transport = ClientTls | None | _FromEnvironment
+"""How a client reaches a node: TLS as given, clear text (None), or TLS as the
+environment says (`FROM_ENVIRONMENT`)."""
+
+
+def resolve(tls: Transport) -> ClientTls | None:
+    return ClientTls.from_environment() if tls is FROM_ENVIRONMENT else tls
+
+
 def sync_channel(
-    target: str, tls: ClientTls | None, options: Sequence[tuple[str, Any]] = ()
+    target: str, tls: Transport, options: Sequence[tuple[str, Any]] = ()
 ) -> grpc.Channel:
-    if tls is None:
+    resolved = resolve(tls)
+    if resolved is None:
         return grpc.insecure_channel(target, options=list(options))
-    return grpc.secure_channel(target, tls.credentials(), options=list(options))
+    return grpc.secure_channel(target, resolved.credentials(), options=list(options))
 
 
 def aio_channel(
-    target: str, tls: ClientTls | None, options: Sequence[tuple[str, Any]] = ()
+    target: str, tls: Transport, options: Sequence[tuple[str, Any]] = ()
 ) -> grpc.aio.Channel:
-    if tls is None:
+    resolved = resolve(tls)
+    if resolved is None:
         return grpc.aio.insecure_channel(target, options=list(options))
-    return grpc.aio.secure_channel(target, tls.credentials(), options=list(options))
+    return grpc.aio.secure_channel(target, resolved.credentials(), options=list(options))
 
 
 @dataclass

@@ -33,11 +33,14 @@ class NewOrganisation(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ADMINS_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
+    TLS_CA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """lowercase ASCII letters, digits and '-', at most 32 bytes"""
     name: _builtins.str
     weight: _builtins.int
     """governance weight, at least 1"""
+    tls_ca: _builtins.bytes
+    """PEM of its CA certificate (its nodes' TLS certificates chain to it)"""
     @_builtins.property
     def admins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """32-byte public keys no organisation enrolled yet"""
@@ -49,10 +52,11 @@ class NewOrganisation(_message.Message):
         name: _builtins.str = ...,
         admins: _abc.Iterable[_builtins.bytes] | None = ...,
         weight: _builtins.int = ...,
+        tls_ca: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admins", b"admins", "id", b"id", "name", b"name", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admins", b"admins", "id", b"id", "name", b"name", "tls_ca", b"tls_ca", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -101,6 +101,7 @@ class Organisation(_message.Message):
     WEIGHT_FIELD_NUMBER: _builtins.int
     VALIDATORS_FIELD_NUMBER: _builtins.int
     REMOVED_HEIGHT_FIELD_NUMBER: _builtins.int
+    TLS_CA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """lowercase ASCII letters, digits and '-', at most 32 bytes"""
     name: _builtins.str
@@ -108,6 +109,10 @@ class Organisation(_message.Message):
     """its governance weight"""
     removed_height: _builtins.int
     """0 while a member; its roles stop counting once removed"""
+    tls_ca: _builtins.bytes
+    """PEM of its CA certificate: nodes accept peer connections (mutual TLS) only from
+    certificates a current member's CA signed, bound to that member's validators.
+    """
     @_builtins.property
     def admins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """public keys that issue and revoke its members' roles"""
@@ -125,10 +130,11 @@ class Organisation(_message.Message):
         weight: _builtins.int = ...,
         validators: _abc.Iterable[_builtins.bytes] | None = ...,
         removed_height: _builtins.int = ...,
+        tls_ca: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admins", b"admins", "id", b"id", "name", b"name", "removed_height", b"removed_height", "validators", b"validators", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admins", b"admins", "id", b"id", "name", b"name", "removed_height", b"removed_height", "tls_ca", b"tls_ca", "validators", b"validators", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
