@@ -14,7 +14,7 @@ from pathlib import Path
 
 from medledger.crypto import SigningKey
 
-__all__ = ["KeyFileError", "load_key", "save_key"]
+__all__ = ["KeyFileError", "load_key", "private_file_problem", "save_key"]
 
 KEY_FILE_MODE = 0o600
 
@@ -39,16 +39,22 @@ def save_key(key: SigningKey, path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def load_key(path: Path) -> SigningKey:
-    """Reads a key file written by `save_key`, checking its permissions and contents."""
+def private_file_problem(path: Path, what: str = "key file") -> str | None:
+    """Why a private file may not be read (missing, or group- or world-accessible)."""
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError as error:
-        raise KeyFileError(f"{path}: no such key file") from error
+    except FileNotFoundError:
+        return f"{path}: no such {what}"
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"{path}: key file is accessible by others (mode {mode & 0o777:o}); chmod 600 it"
-        )
+        return f"{path}: {what} is accessible by others (mode {mode & 0o777:o}); chmod 600 it"
+    return None
+
+
+def load_key(path: Path) -> SigningKey:
+    """Reads a key file written by `save_key`, checking its permissions and contents."""
+    problem = private_file_problem(path)
+    if problem is not None:
+        raise KeyFileError(problem)
     try:
         data = json.loads(path.read_text())
         key = SigningKey.from_seed(bytes.fromhex(data["seed"]))

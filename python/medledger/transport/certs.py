@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from medledger.keys import private_file_problem
 
 __all__ = [
     "CA_VALIDITY_DAYS",
@@ -220,14 +221,9 @@ def save_identity(identity: Identity, key_path: Path, certificate_path: Path) ->
 
 
 def _read_private(path: Path) -> bytes:
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError as error:
-        raise CertificateError(f"{path}: no such key file") from error
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CertificateError(
-            f"{path}: TLS key is accessible by others (mode {mode & 0o777:o}); chmod 600 it"
-        )
+    problem = private_file_problem(path, "TLS key")
+    if problem is not None:
+        raise CertificateError(problem)
     return path.read_bytes()
 
 
