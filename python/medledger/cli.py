@@ -138,6 +138,7 @@ def cmd_init(args: argparse.Namespace) -> None:
 def cmd_node_start(args: argparse.Namespace) -> None:
     from medledger.consensus.guard import GuardFileError  # noqa: PLC0415
     from medledger.node.process import run_node  # noqa: PLC0415 - grpc only when serving
+    from medledger.transport.certs import CertificateError  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     home = Home(args.home)
@@ -147,7 +148,7 @@ def cmd_node_start(args: argparse.Namespace) -> None:
         raise CliError(f"{home.config}: {error}") from None
     try:
         failure = asyncio.run(run_node(home, args.listen, insecure=args.insecure))
-    except GuardFileError as error:
+    except (GuardFileError, CertificateError) as error:
         raise CliError(str(error)) from None
     if failure is not None:
         raise CliError(f"node stopped: {failure}")

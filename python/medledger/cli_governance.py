@@ -109,9 +109,14 @@ def _set_action(args: argparse.Namespace, proposal: governance_pb2.GovernancePro
     elif args.add_org:
         if not args.name or not args.admin:
             raise CliError("--add-org needs --name and at least one --admin")
+        tls_ca = args.org_tls_ca.read_bytes() if args.org_tls_ca is not None else b""
         proposal.add_organisation.CopyFrom(
             governance_pb2.NewOrganisation(
-                id=args.add_org, name=args.name, admins=args.admin, weight=args.weight
+                id=args.add_org,
+                name=args.name,
+                admins=args.admin,
+                weight=args.weight,
+                tls_ca=tls_ca,
             )
         )
     elif args.remove_org:
@@ -191,6 +196,11 @@ def add_commands(commands: Any) -> None:
         "--admin", type=hex_bytes, action="append", help="with --add-org: an admin key (hex)"
     )
     propose.add_argument("--weight", type=int, default=1, help="with --add-org")
+    propose.add_argument(
+        "--org-tls-ca",
+        type=Path,
+        help="with --add-org: its CA certificate (PEM); its nodes' certificates chain to it",
+    )
     propose.add_argument("--remove-org", help="an organisation's id")
     propose.add_argument("--add-validator", type=hex_bytes, help="a validator key (hex) to add")
     propose.add_argument("--org", help="with --add-validator: the organisation that runs it")

@@ -65,7 +65,8 @@ def client_tls(args: argparse.Namespace) -> ClientTls | None:
             return ClientTls.from_file(args.tls_ca)
         if getattr(args, "home", None):
             home = Home(args.home)
-            if home.load_config().insecure:
+            # A home run in clear text speaks clear text to its own node only.
+            if home.load_config().insecure and not getattr(args, "node", None):
                 return None
             if home.consortium_ca.exists():
                 return ClientTls.from_file(home.consortium_ca)

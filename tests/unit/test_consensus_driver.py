@@ -470,12 +470,19 @@ def test_a_validators_message_counts_only_over_its_own_organisations_connection(
     home: Home, driver: ConsensusDriver
 ) -> None:
     """Over mutual TLS each Push stream belongs to the member organisation whose CA
-    signed the caller's certificate: organisation 2 relaying (or replaying) validator 1's
-    signed vote is dropped and counted, however valid the signature."""
+    signed the caller's certificate: organisation 2 replaying validator 1's signed
+    precommit is dropped and counted, however valid the signature."""
     keys = [load_key(h.validator_key) for h in network_homes(home.root.parent, 4)]
     replica = driver.replica
-    vote = to_wire(signed_vote(keys[1], 1, replica.engine.height))
+    height = replica.engine.height
+    precommit = Vote(VoteType.PRECOMMIT, height, 0, None, 1)
+    signed = dataclasses.replace(precommit, signature=keys[1].sign(sign_bytes(CHAIN_ID, precommit)))
+    vote = to_wire(signed)
     assert replica.receive(vote, 1_000, via="org-2") == []
     assert replica.foreign_messages == 1
     assert any(isinstance(e, ToEngine) for e in replica.receive(vote, 1_000, via="org-1"))
     assert any(isinstance(e, ToEngine) for e in replica.receive(vote, 1_000))  # clear text
+    # A prevote is relayed by whoever holds it as evidence (Algorithm 1's gossip).
+    relayed = to_wire(signed_vote(keys[1], 1, height))
+    assert any(isinstance(e, ToEngine) for e in replica.receive(relayed, 1_000, via="org-2"))
+    assert replica.foreign_messages == 1

@@ -15,15 +15,19 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from medledger.transport.ca_check import same_ca
 from medledger.transport.certs import (
     CertificateError,
     issued_by,
+    load_certificates,
     load_identity,
     make_ca,
     make_node_certificate,
     save_identity,
 )
 from medledger.transport.credentials import ClientTls, PeerTrust, ServerTls, aio_channel
+from medledger.transport.membership import Membership
+from medledger.wire.v1 import state_pb2
 
 ADDRESS = ["127.0.0.1:0"]
 
@@ -115,3 +119,36 @@ def test_a_renewed_certificate_serves_after_reload_without_a_restart(tmp_path: P
     with pytest.raises(CertificateError):
         served.reload()
     assert served.identity == renewed  # a bad file keeps the old identity
+
+
+def test_member_cas_form_a_bundle_grpc_loads_whatever_text_the_ledger_holds() -> None:
+    """A CA accepted on the ledger without its final newline would glue two PEM blocks
+    together, and gRPC would load no root at all: the bundle is re-encoded. Two members
+    holding one CA (a CA certificate is public) name no organisation."""
+    first, second = make_ca("org-a"), make_ca("org-b")
+    membership = Membership(
+        [
+            state_pb2.Organisation(id="org-a", tls_ca=first.certificate_pem.rstrip(b"\n")),
+            state_pb2.Organisation(id="org-b", tls_ca=b"note\n" + second.certificate_pem),
+            state_pb2.Organisation(id="org-c", tls_ca=b"", weight=1),
+        ]
+    )
+    assert len(load_certificates(membership.bundle)) == 2
+    assert membership.bundle.count(b"-----END CERTIFICATE-----\n-----BEGIN") == 1
+    node = make_node_certificate(first, "node0", ADDRESS)
+    assert membership.organisation_of(node.certificate_pem) == "org-a"
+    copycat = Membership(
+        [
+            state_pb2.Organisation(id="org-a", tls_ca=first.certificate_pem),
+            state_pb2.Organisation(id="aaa", tls_ca=first.certificate_pem),
+        ]
+    )
+    assert copycat.organisation_of(node.certificate_pem) is None
+    assert same_ca(first.certificate_pem, first.certificate_pem.rstrip(b"\n"))
+    assert not same_ca(first.certificate_pem, second.certificate_pem)
+
+
+def test_an_identitys_private_key_stays_out_of_its_repr() -> None:
+    identity = make_node_certificate(make_ca("org-a"), "node0", ADDRESS)
+    assert b"PRIVATE" in identity.key_pem
+    assert "PRIVATE" not in repr(identity)

@@ -29,7 +29,7 @@ from medledger.app.validators import change_validators, check_changes
 from medledger.crypto import signing_message, verify
 from medledger.errors import Rejected
 from medledger.genesis import ORGANISATION_ID
-from medledger.transport.ca_check import check_ca_certificate
+from medledger.transport.ca_check import check_ca_certificate, same_ca
 from medledger.wire.v1 import governance_pb2, state_pb2, tx_pb2
 
 __all__ = ["APPROVALS_MAX", "check_govern", "govern", "proposal_of", "signed_bytes"]
@@ -226,6 +226,16 @@ def _add_organisation(
         return TxOutcome(
             tx_pb2.RESULT_CODE_NOT_PERMITTED,
             "govern.add_organisation.weight: would alone be over the approval threshold",
+        )
+    if new.tls_ca and any(
+        same_ca(new.tls_ca, other.tls_ca)
+        for org_id in consortium(state).organisations
+        if (other := organisation_of(state, org_id)) is not None and other.tls_ca
+    ):
+        # Another member's CA: its certificates would name either organisation.
+        return TxOutcome(
+            tx_pb2.RESULT_CODE_ORGANISATION_EXISTS,
+            "govern.add_organisation.tls_ca: another member's CA",
         )
     for admin in new.admins:
         if state.get(MEMBERS, admin, state_pb2.Member) is not None:

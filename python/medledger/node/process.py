@@ -87,7 +87,7 @@ def _reload(tls: ServerTls) -> None:
     (consensus is not interrupted)."""
     try:
         tls.reload()
-    except CertificateError as error:
+    except (CertificateError, OSError, ValueError, TypeError) as error:
         log.error("SIGHUP: keeping the current TLS certificate: %s", error)
         return
     _log_expiry(tls)

@@ -411,9 +411,12 @@ class Replica:
             return None
         if not verify(keys[sender], sign_bytes(self.chain_id, decoded), decoded.signature):
             return None
-        if via is not None and self.ledger.runs(known, keys[sender]) != via:
+        relayable = isinstance(decoded, Vote) and decoded.type == VoteType.PREVOTE
+        if via is not None and not relayable and self.ledger.runs(known, keys[sender]) != via:
             # Its signature holds, but it came over another organisation's connection: a
-            # member relaying (or replaying) a validator it does not run.
+            # member replaying a validator it does not run. Prevotes are exempt: every
+            # validator relays those behind its valid value (`resend`, Algorithm 1's
+            # gossip), and a signed prevote says the same whoever carries it.
             self.foreign_messages += 1
             return None
         return keys[sender]

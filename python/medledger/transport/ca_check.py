@@ -4,10 +4,21 @@ governance (no other transport code: the ledger needs only this)."""
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-__all__ = ["CA_PEM_BYTES_MAX", "check_ca_certificate"]
+__all__ = ["CA_PEM_BYTES_MAX", "check_ca_certificate", "same_ca"]
 
 CA_PEM_BYTES_MAX = 8 * 1024
+
+
+def same_ca(first: bytes, second: bytes) -> bool:
+    """Whether two CA certificates (PEM) hold one key (structural: the DER public keys)."""
+    try:
+        keys = [x509.load_pem_x509_certificate(pem).public_key() for pem in (first, second)]
+    except ValueError:
+        return False
+    encoded = [key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) for key in keys]
+    return encoded[0] == encoded[1]
 
 
 def check_ca_certificate(pem: bytes, where: str) -> None:

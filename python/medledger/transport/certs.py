@@ -15,7 +15,7 @@ import datetime
 import ipaddress
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -55,7 +55,7 @@ class CertificateError(Exception):
 class Identity:
     """A private key and its certificate, PEM-encoded (what gRPC takes)."""
 
-    key_pem: bytes
+    key_pem: bytes = field(repr=False)  # never in a log line or a traceback
     certificate_pem: bytes
 
     @property

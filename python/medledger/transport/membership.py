@@ -4,14 +4,19 @@ CA, or removed), so trust follows governance."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from cryptography import x509
 
-from medledger.transport.certs import issued_by
+from medledger.transport.certs import certificate_pem, issued_by
 from medledger.wire.v1 import state_pb2
 
 __all__ = ["Membership"]
+
+log = logging.getLogger(__name__)
+SEEN_MAX = 4096
+"""Certificates remembered with their organisation (a member can mint any number)."""
 
 
 class Membership:
@@ -21,8 +26,16 @@ class Membership:
         for organisation in sorted(organisations, key=lambda o: o.id):
             if organisation.removed_height or not organisation.tls_ca:
                 continue
-            self._cas[organisation.id] = x509.load_pem_x509_certificate(organisation.tls_ca)
-            pems.append(organisation.tls_ca)
+            try:
+                ca = x509.load_pem_x509_certificate(organisation.tls_ca)
+            except ValueError as error:
+                log.error("organisation %s: its tls_ca does not load: %s", organisation.id, error)
+                continue
+            self._cas[organisation.id] = ca
+            # Re-encoded, not as stored: PEM text the ledger accepted without a final
+            # newline (or with text around it) would glue two certificates together, and
+            # gRPC would then load no root at all.
+            pems.append(certificate_pem(ca))
         self.bundle = b"".join(pems)
         """The member CAs as one PEM bundle: the peer listener's and peer links' roots."""
         self._seen: dict[bytes, str | None] = {}
@@ -39,7 +52,9 @@ class Membership:
             except ValueError:
                 self._seen[certificate_pem] = None
             else:
-                self._seen[certificate_pem] = next(
-                    (org for org, ca in self._cas.items() if issued_by(certificate, ca)), None
-                )
+                issuers = [org for org, ca in self._cas.items() if issued_by(certificate, ca)]
+                # Two members holding one CA (a CA certificate is public): neither is named.
+                self._seen[certificate_pem] = issuers[0] if len(issuers) == 1 else None
+                if len(self._seen) > SEEN_MAX:
+                    self._seen.pop(next(iter(self._seen)))
         return self._seen[certificate_pem]
