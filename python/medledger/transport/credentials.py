@@ -121,7 +121,6 @@ class ServerTls:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._identity = load_identity(self.key_path, self.certificate_path)
-        self._generation = 0
 
     @property
     def identity(self) -> Identity:
@@ -133,31 +132,38 @@ class ServerTls:
         identity = load_identity(self.key_path, self.certificate_path)
         with self._lock:
             self._identity = identity
-            self._generation += 1
         return identity
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """Server TLS, no client certificate asked; reloaded identities take effect on
         the next handshake."""
-        served: list[Identity | None] = [None]
+        return _dynamic_credentials(lambda: (self.identity, None), require_client=False)
 
-        def fetch() -> grpc.ServerCertificateConfiguration | None:
-            identity = self.identity
-            if identity is served[0]:
-                return None  # unchanged: gRPC keeps the current configuration
-            served[0] = identity
-            return grpc.ssl_server_certificate_configuration(
-                [(identity.key_pem, identity.certificate_pem)]
-            )
 
-        first = fetch()
-        assert first is not None
-        # gRPC documents None as "no change"; its stubs do not.
-        return grpc.dynamic_ssl_server_credentials(
-            first,
-            fetch,  # type: ignore[arg-type]
-            require_client_authentication=False,
+def _dynamic_credentials(
+    current: Callable[[], tuple[Identity, bytes | None]], *, require_client: bool
+) -> grpc.ServerCredentials:
+    """Credentials gRPC asks again before each handshake: `current` gives the identity
+    and the client roots (None: no client certificate asked) in force now."""
+    served: list[tuple[Identity, bytes | None] | None] = [None]
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        identity, roots = now = current()
+        if served[0] is not None and served[0][0] is identity and served[0][1] == roots:
+            return None  # unchanged: gRPC keeps the current configuration
+        served[0] = now
+        return grpc.ssl_server_certificate_configuration(
+            [(identity.key_pem, identity.certificate_pem)], root_certificates=roots
         )
+
+    first = fetch()
+    assert first is not None
+    # gRPC documents None as "no change"; its stubs do not.
+    return grpc.dynamic_ssl_server_credentials(
+        first,
+        fetch,  # type: ignore[arg-type]
+        require_client_authentication=require_client,
+    )
 
 
 class PeerTrust:
@@ -171,24 +177,8 @@ class PeerTrust:
         self._roots = roots
 
     def server_credentials(self) -> grpc.ServerCredentials:
-        served: list[tuple[Identity, bytes] | None] = [None]
-
-        def fetch() -> grpc.ServerCertificateConfiguration | None:
-            current = (self.server.identity, self._roots())
-            if served[0] is not None and served[0][0] is current[0] and served[0][1] == current[1]:
-                return None
-            served[0] = current
-            identity, roots = current
-            return grpc.ssl_server_certificate_configuration(
-                [(identity.key_pem, identity.certificate_pem)], root_certificates=roots
-            )
-
-        first = fetch()
-        assert first is not None
-        return grpc.dynamic_ssl_server_credentials(
-            first,
-            fetch,  # type: ignore[arg-type]
-            require_client_authentication=True,
+        return _dynamic_credentials(
+            lambda: (self.server.identity, self._roots()), require_client=True
         )
 
     def client(self) -> ClientTls:
