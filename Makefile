@@ -9,7 +9,7 @@ PIP_VERSION := 26.3
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 
-.PHONY: help venv build wheel run tour test test-rust test-python lint lint-tree lint-rust lint-python bench proto lock clean
+.PHONY: help venv build wheel run tour system-deps test test-rust test-python lint lint-tree lint-rust lint-python bench proto lock clean
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,10 +49,21 @@ lint-python: build
 
 lint: lint-tree lint-rust lint-python ## self-contained tree, rustfmt, clippy, ruff, mypy and stubtest
 
+# Never fails: without root or apt-get it says why it installed nothing (the partition
+# tests then skip what needs the tools, saying so).
+system-deps: ## nftables and iproute2 for the partition tests (installed as root with apt-get)
+	@if command -v nft >/dev/null && command -v ip >/dev/null; then :; \
+	elif [ "$$(id -u)" != 0 ]; then echo "system-deps: nft or ip missing; not root, so not installing nftables/iproute2"; \
+	elif ! command -v apt-get >/dev/null; then echo "system-deps: nft or ip missing and no apt-get; install nftables and iproute2 by hand"; \
+	else echo "system-deps: installing nftables and iproute2 (apt-get)"; export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends nftables iproute2 >/dev/null \
+		|| { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends nftables iproute2 >/dev/null; } \
+		|| echo "system-deps: apt-get failed; the partition tests will skip what needs nftables"; fi
+
 test-rust:
 	cargo test --locked -p medledger-core
 
-test-python: build
+test-python: build system-deps
 	$(PY) -m pytest tests
 
 test: lint test-rust test-python ## Everything CI runs: lints, cargo test, pytest

@@ -74,14 +74,24 @@ def init_network(
     extra_allocations: Sequence[Allocation] = (),
     min_challenge_blocks: int = DEFAULT_MIN_CHALLENGE_BLOCKS,
     insecure: bool = False,
+    hosts: Sequence[str] | None = None,
 ) -> Genesis:
     """Homes for `validators` validators under `root` (node0, node1, …): each with its own
     validator key and funded client key (the admin of its organisation, `org-<i>`, which
     runs that validator), the organisation's CA and the node's TLS certificate, one
     shared genesis (which names each organisation's CA and also funds
-    `extra_allocations`), and configs on 127.0.0.1: client API on consecutive ports from
-    `base_port`, PeerService on the next `validators` ports (twice `validators` in all).
-    `insecure` makes configs that serve clear text."""
+    `extra_allocations`), and configs: client API on consecutive ports from `base_port`,
+    PeerService on the next `validators` ports (twice `validators` in all). Node i
+    listens on `hosts[i]` (an IP address or a DNS name; one per validator, in order; by
+    default all on 127.0.0.1): its certificate names that host, and the other nodes
+    reach its PeerService there. `insecure` makes configs that serve clear text."""
+    if hosts is not None and len(hosts) != validators:
+        raise ValueError(f"hosts: one per validator ({validators}), got {len(hosts)}")
+    # host:port, an IPv6 address in brackets.
+    listen_hosts = [
+        f"[{host}]" if ":" in host and not host.startswith("[") else host
+        for host in (hosts if hosts is not None else ["127.0.0.1"] * validators)
+    ]
     homes = network_homes(root, validators)
     if any(home.config.exists() for home in homes):
         raise FileExistsError(f"{root} already holds a network")
@@ -106,8 +116,8 @@ def init_network(
         ),
     )
     genesis.validator_set()
-    addresses = [f"127.0.0.1:{base_port + i}" for i in range(validators)]
-    peers = [f"127.0.0.1:{base_port + validators + i}" for i in range(validators)]
+    addresses = [f"{listen_hosts[i]}:{base_port + i}" for i in range(validators)]
+    peers = [f"{listen_hosts[i]}:{base_port + validators + i}" for i in range(validators)]
     bundle = [ca.certificate_pem for ca in cas]
     write_bundle(root / "consortium-ca.pem", bundle)
     for i, (home, key, client) in enumerate(zip(homes, keys, clients, strict=True)):
