@@ -85,15 +85,14 @@ def assemble_block(
     return envelope_pb2.Block(header=header, txs=txs)
 
 
-def _length_delimited(field: int, payload: bytes) -> bytes:
-    """One protobuf length-delimited field: tag, varint length, payload."""
+def _field_prefix(field: int, length: int) -> bytes:
+    """The tag and varint length that open a protobuf length-delimited field."""
     out = bytearray([field << 3 | 2])
-    length = len(payload)
     while length >= 0x80:
         out.append(length & 0x7F | 0x80)
         length >>= 7
     out.append(length)
-    return bytes(out) + payload
+    return bytes(out)
 
 
 def encode_block(header: bytes, encoded_txs: Sequence[bytes]) -> bytes:
@@ -101,7 +100,21 @@ def encode_block(header: bytes, encoded_txs: Sequence[bytes]) -> bytes:
     encoded, without decoding them again. With canonical parts (the header as protobuf
     serialises it, each transaction's canonical encoding) the block is canonical: the
     only form validation accepts."""
-    return _length_delimited(1, header) + b"".join(_length_delimited(2, tx) for tx in encoded_txs)
+    parts = [_field_prefix(1, len(header)), header]
+    append = parts.append
+    for tx in encoded_txs:
+        length = len(tx)
+        # Transactions are at most TX_BYTES_MAX: two varint bytes cover all but the largest.
+        if length < 0x4000:
+            append(
+                bytes((0x12, length & 0x7F | 0x80, length >> 7))
+                if length >= 0x80
+                else bytes((0x12, length))
+            )
+        else:
+            append(_field_prefix(2, length))
+        append(tx)
+    return b"".join(parts)
 
 
 def make_commit(

@@ -204,10 +204,6 @@ class SimLedger:
             return None  # its gossip has not reached this validator yet
         return pending
 
-    def known(self, tx_id: bytes, tx_hash: bytes) -> bool:
-        pending = self.admitted(tx_hash)
-        return pending is not None and pending.tx_id == tx_id
-
     def block_entries(self, block_bytes: bytes) -> list[TxEntry]:
         return block_entries(block_bytes, self.admitted)
 

@@ -326,14 +326,15 @@ class ChainStore:
                 raise StoreError(f"block {height} is already stored")
             txn.put(key, commit, db=dbs["commits"])
             txn.put(key, app_hash, db=dbs["app_hashes"])
+            # In key order: each insert then lands at or after the cursor's last page.
             with txn.cursor(db=dbs["txs"]) as cursor:
                 _, added = cursor.putmulti(
-                    [(tx_id, record) for tx_id, _, record in tx_index], overwrite=False
+                    sorted((tx_id, record) for tx_id, _, record in tx_index), overwrite=False
                 )
             if added != len(tx_index):
                 raise StoreError(f"block {height} reuses a committed transaction id")
             with txn.cursor(db=dbs["tx_hashes"]) as cursor:
-                cursor.putmulti([(tx_hash, tx_id) for tx_id, tx_hash, _ in tx_index])
+                cursor.putmulti(sorted((tx_hash, tx_id) for tx_id, tx_hash, _ in tx_index))
             for table, state_key, value in writes:
                 txn.put(state_key, value, db=dbs[table])
             txn.put(HEAD_KEY, head.encode(), db=dbs["meta"])

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
@@ -43,6 +44,7 @@ from medledger.wire.v1 import envelope_pb2, ledger_pb2, state_pb2, tx_pb2
 __all__ = [
     "Admitted",
     "LedgerNode",
+    "DecodedTx",
     "TxEntry",
     "block_entries",
     "committed_receipt",
@@ -102,27 +104,43 @@ class PreparedBatch:
     prepared: list[tuple[bytes, bytes, bytes, bool]]
 
 
-@dataclass(frozen=True)
-class TxEntry:
-    """A block's transaction as the application needs it."""
+class TxEntry(Protocol):
+    """A block's transaction as the application needs it: a `PendingTx` this node
+    admitted, or a `DecodedTx` from a block that carried one it had not."""
+
+    @property
+    def signer(self) -> bytes: ...
+    @property
+    def body(self) -> tx_pb2.TransactionBody: ...
+    @property
+    def tx_id(self) -> bytes: ...
+    @property
+    def tx_hash(self) -> bytes: ...
+    @property
+    def body_hash(self) -> bytes: ...
+    @property
+    def checked(self) -> bool:
+        """Whether this node verified the signature and ran the application's
+        stateless checks (`Application.check_tx`) on it already."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedTx:
+    """A transaction decoded from a peer's block, not (yet) checked by this node."""
 
     signer: bytes
     body: tx_pb2.TransactionBody
     tx_id: bytes
     tx_hash: bytes
     body_hash: bytes
+    checked: bool = False
 
     @classmethod
-    def of(cls, pending: PendingTx) -> TxEntry:
-        return cls(
-            pending.tx.public_key, pending.body, pending.tx_id, pending.tx_hash, pending.body_hash
-        )
-
-    @classmethod
-    def decode(cls, tx: envelope_pb2.SignedTransaction, tx_hash: bytes) -> TxEntry:
-        """From a block received from a peer; `tx_hash` is the hash of its canonical
-        encoding (the Merkle leaf), computed in Rust. A body that does not decode is kept
-        as an empty body: the application records it as malformed, deterministically."""
+    def decode(cls, tx: envelope_pb2.SignedTransaction, tx_hash: bytes) -> DecodedTx:
+        """`tx_hash` is the hash of its canonical encoding (the Merkle leaf), computed in
+        Rust. A body that does not decode is kept as an empty body: the application
+        records it as malformed, deterministically."""
         try:
             body = tx_pb2.TransactionBody.FromString(tx.body)
         except ProtobufDecodeError:
@@ -162,15 +180,15 @@ def block_entries(
     block that does not decode."""
     hashes = block_tx_hashes(block_bytes)
     block: envelope_pb2.Block | None = None
-    entries = []
+    entries: list[TxEntry] = []
     for index, tx_hash in enumerate(hashes):
         pending = admitted(tx_hash)
         if pending is not None:
-            entries.append(TxEntry.of(pending))
+            entries.append(pending)
             continue
         if block is None:
             block = envelope_pb2.Block.FromString(block_bytes)
-        entries.append(TxEntry.decode(block.txs[index], tx_hash))
+        entries.append(DecodedTx.decode(block.txs[index], tx_hash))
     return entries
 
 
@@ -217,8 +235,11 @@ class LedgerNode:
         self._producer: asyncio.Task[None] | None = None
         self.on_admitted: Callable[[list[envelope_pb2.SignedTransaction]], None] | None = None
         self._stopping = False
-        self._usage: tuple[int, int] | None = None  # the store's usage, per admitted batch
-        self._now_ms = 0  # the time of the batch being admitted
+        # Judged once per admitted batch, not per transaction: the clock, the next
+        # height, and why storage refuses ordinary and time-critical transactions.
+        self._now_ms = 0
+        self._next_height = 0
+        self._storage_refusal: tuple[Rejected | None, Rejected | None] = (None, None)
         # Signers admitted since the last commit: organisation, and until when it holds.
         self._submitters: dict[bytes, tuple[str, int]] = {}
 
@@ -321,8 +342,12 @@ class LedgerNode:
         idempotency against the chain and the mempool, and the mempool itself."""
         txs, answers, decoded, prepared = batch.txs, batch.answers, batch.decoded, batch.prepared
         added_before = self.mempool.added
-        next_height = self.head.height + 1
-        self._usage = self.store.usage()  # once per batch, not per transaction
+        next_height = self._next_height = self.head.height + 1
+        usage = self.store.usage()
+        self._storage_refusal = (
+            self.storage_full(STORAGE_FULL_FRACTION, usage),
+            self.storage_full(URGENT_STORAGE_FULL_FRACTION, usage),
+        )
         # What credentials are judged against at admission: the clock, never behind the
         # head block (the block that commits them is later still).
         self._now_ms = max(int(time.time() * 1000), self.head_time_ms)
@@ -387,11 +412,8 @@ class LedgerNode:
                 raise
             organisation = ""
         pending = PendingTx(tx, body, encoded, tx_hash, body_hash)
-        urgent = time_critical(snapshot, body, tx.public_key, self.head.height + 1, self.chain_id)
-        full = self.storage_full(
-            STORAGE_FULL_FRACTION if urgent == NOT_URGENT else URGENT_STORAGE_FULL_FRACTION,
-            self._usage,
-        )
+        urgent = time_critical(snapshot, body, tx.public_key, self._next_height, self.chain_id)
+        full = self._storage_refusal[urgent != NOT_URGENT]
         if full is not None:
             raise full
         self.mempool.add(pending, urgent=urgent, organisation=organisation)
@@ -487,9 +509,8 @@ class LedgerNode:
         commit = make_commit(
             chain_id=self.chain_id, header=block.header, round=0, signers=[(0, self.key)]
         )
-        entries = [TxEntry.of(p) for p in batch]
         value = encode_block(block.header.SerializeToString(), [p.encoded for p in batch])
-        await self.commit_block(value, commit.SerializeToString(), entries)
+        await self.commit_block(value, commit.SerializeToString(), list(batch))
 
     async def commit_block(
         self, block_bytes: bytes, commit_bytes: bytes, entries: list[TxEntry] | None = None
@@ -502,7 +523,7 @@ class LedgerNode:
         height = head.height + 1
         if entries is None:
             entries = self.block_entries(block_bytes)
-            verified = [e.tx_hash for e in entries if self.known(e.tx_id, e.tx_hash)]
+            verified = [e.tx_hash for e in entries if e.checked]
         else:
             verified = [e.tx_hash for e in entries]
         validated = await asyncio.to_thread(
@@ -524,6 +545,7 @@ class LedgerNode:
                 snapshot,
                 [(e.signer, e.body) for e in entries],
                 time_ms=validated.time_unix_ms,
+                checked=[e.checked for e in entries],
             )
         records = []
         tx_records = []
@@ -595,11 +617,6 @@ class LedgerNode:
             else:
                 pending.append(candidate)
         return pending
-
-    def known(self, tx_id: bytes, tx_hash: bytes) -> bool:
-        """Whether this node already verified the transaction's signature (admission)."""
-        pending = self.mempool.get(tx_id) or self.in_flight.get(tx_id)
-        return pending is not None and pending.tx_hash == tx_hash
 
     # ------------------------------------------------------------------- queries
 

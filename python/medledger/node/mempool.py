@@ -35,9 +35,12 @@ FRAMING_BYTES = 8
 """What a transaction adds to a block's encoding beyond its own bytes (tag and length)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PendingTx:
-    """A verified, admitted transaction and everyone waiting for its receipt."""
+    """A verified, admitted transaction and everyone waiting for its receipt.
+
+    It is also a block entry (`medledger.node.ledger_node.TxEntry`) as it stands: its
+    signature verified and the application's stateless checks passed at admission."""
 
     tx: envelope_pb2.SignedTransaction
     body: tx_pb2.TransactionBody
@@ -46,10 +49,20 @@ class PendingTx:
     body_hash: bytes
     waiters: list[asyncio.Future[tx_pb2.Receipt]] = field(default_factory=list)
     added_at: int = 0  # the mempool's count of additions when this one was added
+    organisation: str = ""  # its signer's, counted in the organisation's quota ("": none)
 
     @property
     def tx_id(self) -> bytes:
         return self.body.tx_id
+
+    @property
+    def signer(self) -> bytes:
+        return self.tx.public_key
+
+    @property
+    def checked(self) -> bool:
+        """Admission verified its signature and ran the stateless checks."""
+        return True
 
     @property
     def block_bytes(self) -> int:
@@ -86,7 +99,6 @@ class Mempool:
             organisation_txs_max if organisation_txs_max is not None else txs_max
         )
         self._by_organisation: dict[str, int] = {}  # ordinary transactions per organisation
-        self._organisation_of: dict[bytes, str] = {}  # tx id -> its signer's organisation
         self._txs: OrderedDict[bytes, PendingTx] = OrderedDict()
         self._urgent: OrderedDict[bytes, PendingTx] = OrderedDict()
         self._by_signer: dict[bytes, int] = {}  # ordinary transactions waiting per signer
@@ -117,9 +129,8 @@ class Mempool:
         channel's payee signed it) puts it in the reserved lane (the caller decides, from
         the committed state). `organisation` enrolled the signer ("" on an open chain).
         A full lane or an exhausted quota (per signer, per organisation) is
-        RESOURCE_EXHAUSTED."""
-        assert pending.tx_id not in self._txs, "admission checks for duplicates first"
-        assert pending.tx_id not in self._urgent, "admission checks for duplicates first"
+        RESOURCE_EXHAUSTED. The caller has made sure the id is not waiting already
+        (admission answers a duplicate from the pool)."""
         if urgent != NOT_URGENT:
             self._add_urgent(pending, for_payee=urgent == URGENT_FOR_PAYEE)
             return
@@ -149,9 +160,9 @@ class Mempool:
                     "waiting; retry later",
                 )
             self._by_organisation[organisation] = members_held + 1
-            self._organisation_of[pending.tx_id] = organisation
+            pending.organisation = organisation
         self._by_signer[signer] = held + 1
-        self._txs[pending.tx_id] = pending
+        self._txs[pending.body.tx_id] = pending
         self._track(pending)
 
     def _add_urgent(self, pending: PendingTx, *, for_payee: bool) -> None:
@@ -178,15 +189,15 @@ class Mempool:
         self._bytes += len(pending.encoded)
         self.added += 1
         pending.added_at = self.added
-        self.not_empty.set()
+        if not self.not_empty.is_set():
+            self.not_empty.set()
 
     def remove(self, tx_id: bytes) -> PendingTx | None:
         pending = self._txs.pop(tx_id, None)
         if pending is not None:
             _decrement(self._by_signer, pending.tx.public_key)
-            organisation = self._organisation_of.pop(tx_id, None)
-            if organisation is not None:
-                _decrement(self._by_organisation, organisation)
+            if pending.organisation:
+                _decrement(self._by_organisation, pending.organisation)
         else:
             pending = self._urgent.pop(tx_id, None)
             if pending is None:

@@ -120,10 +120,6 @@ class Ledger(Protocol):
         """A transaction this node admitted (verified, application-checked), by hash."""
         ...
 
-    def known(self, tx_id: bytes, tx_hash: bytes) -> bool:
-        """Whether this node already verified the transaction's signature."""
-        ...
-
     def block_entries(self, block_bytes: bytes) -> list[TxEntry]:
         """A block's transactions; raises MedledgerError when the block does not decode."""
         ...
@@ -647,7 +643,7 @@ class Replica:
         # The canonical encodings, not the transactions as clients sent them (which may
         # carry unknown fields): validation accepts only a canonical block.
         value = encode_block(header, [p.encoded for p in pending])
-        self._entries[value_id] = [TxEntry.of(p) for p in pending]
+        self._entries[value_id] = list(pending)
         self._blocks[value_id] = value
         self._block_times[value_id] = block.header.time_unix_ms
         self._compact[value_id] = (header, [p.tx_hash for p in pending])
@@ -725,9 +721,7 @@ class Replica:
                 validators=self.ledger.validators_at(height),
                 next_validators=self.ledger.validators_at(height + 1),
                 app_hash=head.app_hash,
-                verified_tx_hashes=[
-                    e.tx_hash for e in entries if self.ledger.known(e.tx_id, e.tx_hash)
-                ],
+                verified_tx_hashes=[e.tx_hash for e in entries if e.checked],
             )
         except MedledgerError as error:
             log.info("invalid proposal at height %d: %s", height, error)
