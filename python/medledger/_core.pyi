@@ -30,6 +30,7 @@ __all__ = [
     "signing_message",
     "sum_channel_payments",
     "tx_hash",
+    "use_threads",
     "validate_block",
     "verify",
     "verify_batch",
@@ -46,6 +47,7 @@ CHAIN_ID_BYTES_MAX: int
 VALIDATORS_MAX: int
 THREADS_MAX: int
 
+def use_threads(count: int) -> None: ...
 def sha256(data: bytes) -> bytes: ...
 
 @final

@@ -58,6 +58,10 @@ class NodeConfig:
     resend_interval_ms: int = 500
     peer_queue_max: int = 10_000
     empty_block_interval_ms: int = 1_000
+    # Threads for batch verification and Merkle hashing (0: every core). Nodes that share
+    # a host (a local network) each take their share, so that idle workers waiting for
+    # work do not take the CPU the other nodes need.
+    rust_threads: int = 0
 
     def __post_init__(self) -> None:
         # Peers talk through channels limited to 16 MiB (medledger.client.sync), and a
@@ -72,6 +76,8 @@ class NodeConfig:
                 f"lmdb_map_size_max_bytes: {self.lmdb_map_size_max_bytes} is below "
                 f"lmdb_map_size_bytes ({self.lmdb_map_size_bytes}), the map's starting size"
             )
+        if self.rust_threads < 0:
+            raise ValueError(f"rust_threads: {self.rust_threads} is negative (0: every core)")
         if self.message_bytes_max > PEER_MESSAGE_BYTES_MAX:
             raise ValueError(
                 f"message_bytes_max: {self.message_bytes_max} exceeds what peers and the SDK "

@@ -120,6 +120,8 @@ def init_network(
     peers = [f"{listen_hosts[i]}:{base_port + validators + i}" for i in range(validators)]
     bundle = [ca.certificate_pem for ca in cas]
     write_bundle(root / "consortium-ca.pem", bundle)
+    # The nodes share this machine's cores (NodeConfig.rust_threads).
+    shared_cores = max(1, (os.cpu_count() or 1) // validators)
     for i, (home, key, client) in enumerate(zip(homes, keys, clients, strict=True)):
         home.root.mkdir(parents=True)
         save_key(key, home.validator_key)
@@ -129,7 +131,11 @@ def init_network(
         write_bundle(home.consortium_ca, bundle)
         home.genesis.write_text(genesis.to_json())
         config = NodeConfig(
-            listen=addresses[i], peer_listen=peers[i], validator_addresses=peers, insecure=insecure
+            listen=addresses[i],
+            peer_listen=peers[i],
+            validator_addresses=peers,
+            insecure=insecure,
+            rust_threads=shared_cores,
         )
         home.config.write_text(config.to_json())
     return genesis

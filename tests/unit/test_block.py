@@ -206,7 +206,6 @@ def test_a_proposal_without_a_commit_is_checked_by_every_other_rule(network: Net
     assert raised.value.field == "header.parent_hash"
 
 
-
 @settings(max_examples=60, deadline=None)
 @given(
     st.text(max_size=100),

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from medledger._core import THREADS_MAX, use_threads
 from medledger.app.channels import URGENT, URGENT_FOR_PAYEE
 from medledger.client import TxBuilder
 from medledger.config import NodeConfig
 from medledger.crypto import SigningKey
-from medledger.errors import Rejected
+from medledger.errors import InvalidArgument, Rejected
 from medledger.keys import KeyFileError, load_key, save_key
+from medledger.network import init_network, network_homes
 from medledger.node.mempool import URGENT_PER_CHANNEL_MAX, Mempool, PendingTx
 from medledger.wire.v1 import channels_pb2, tx_pb2
 
@@ -204,3 +206,17 @@ def test_a_config_whose_blocks_could_not_travel_or_hold_a_transaction_is_refused
 ) -> None:
     with pytest.raises(ValueError, match="message_bytes_max"):
         NodeConfig(message_bytes_max=message_bytes_max)
+
+
+def test_rust_threads_must_be_a_count_of_threads() -> None:
+    with pytest.raises(ValueError, match="rust_threads"):
+        NodeConfig(rust_threads=-1)
+    for count in (0, THREADS_MAX + 1):
+        with pytest.raises(InvalidArgument, match="threads"):
+            use_threads(count)
+
+
+def test_a_local_network_shares_the_cores_among_its_nodes(tmp_path: Path) -> None:
+    init_network(tmp_path, "chain-threads", 4, 30_000, 1_000)
+    shares = {home.load_config().rust_threads for home in network_homes(tmp_path, 4)}
+    assert shares == {max(1, (os.cpu_count() or 1) // 4)}

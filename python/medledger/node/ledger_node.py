@@ -43,8 +43,8 @@ from medledger.wire.v1 import envelope_pb2, ledger_pb2, state_pb2, tx_pb2
 
 __all__ = [
     "Admitted",
-    "LedgerNode",
     "DecodedTx",
+    "LedgerNode",
     "TxEntry",
     "block_entries",
     "committed_receipt",

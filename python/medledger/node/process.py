@@ -11,6 +11,7 @@ import signal
 import grpc
 from grpc_health.v1 import health_pb2
 
+from medledger._core import use_threads
 from medledger.api.server import HEALTH_SERVICES, serve, serve_peers
 from medledger.channels.payee import Payee
 from medledger.channels.store import ChannelStore
@@ -143,6 +144,8 @@ async def run_node(home: Home, listen: str | None = None, *, insecure: bool = Fa
     (returns what ended, after health turned NOT_SERVING). `insecure` (or the config's)
     serves clear text."""
     config = home.load_config()
+    if config.rust_threads:
+        use_threads(config.rust_threads)  # before anything runs on the pool
     genesis = Genesis.load(home.genesis)
     node = LedgerNode(home, config, genesis, load_key(home.validator_key))
     tls, trust = _transport(home, node, insecure=insecure or config.insecure)

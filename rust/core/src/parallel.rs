@@ -19,6 +19,24 @@ fn pools() -> &'static Mutex<HashMap<usize, Arc<ThreadPool>>> {
     POOLS.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// Sizes the global pool (what `None` runs on) at `count` threads: several nodes sharing
+/// one host each take their share of its cores instead of all of them, where idle workers
+/// spinning for work would take the CPU the other nodes need. Only before the pool's
+/// first use; afterwards it is an error.
+pub fn use_threads(count: usize) -> Result<()> {
+    if count == 0 || count > THREADS_MAX {
+        return Err(Error::invalid_argument(
+            "threads",
+            format!("must be between 1 and {THREADS_MAX}, got {count}"),
+        ));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(count)
+        .thread_name(|i| format!("medledger-{i}"))
+        .build_global()
+        .map_err(|e| Error::invalid_argument("threads", format!("the pool is running already: {e}")))
+}
+
 /// Runs `work` inside the pool for `threads` (or the global pool for `None`).
 pub fn run_with_threads<T: Send>(threads: Option<usize>, work: impl FnOnce() -> T + Send) -> Result<T> {
     let Some(count) = threads else {

@@ -95,6 +95,13 @@ fn run_heavy<T: Send>(py: Python<'_>, heavy: bool, work: impl FnOnce() -> T + Se
 // ---------------------------------------------------------------------------------------
 // Hashing and signatures
 
+/// Sizes the Rust thread pool that batch verification and Merkle hashing run on when no
+/// `threads` is given (see `medledger_core::parallel::use_threads`).
+#[pyfunction]
+fn use_threads(count: usize) -> PyResult<()> {
+    medledger_core::parallel::use_threads(count).map_err(raise)
+}
+
 #[pyfunction]
 fn sha256<'py>(py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
     let digest = run_heavy(py, data.len() >= RELEASE_GIL_BYTES, || hash::sha256(data));
@@ -483,6 +490,7 @@ fn block_tx_hashes<'py>(py: Python<'py>, block: &[u8]) -> PyResult<Vec<Bound<'py
 
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(use_threads, module)?)?;
     module.add_function(wrap_pyfunction!(sha256, module)?)?;
     module.add_class::<SigningKey>()?;
     module.add_function(wrap_pyfunction!(verify, module)?)?;
