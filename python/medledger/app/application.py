@@ -77,8 +77,9 @@ def _invalid(field: str, reason: str) -> Rejected:
     return Rejected("INVALID_ARGUMENT", field, reason)
 
 
-def check_body(body: tx_pb2.TransactionBody, chain_id: str, signer: bytes) -> None:
-    """Stateless rules every transaction body must follow; raises `Rejected`."""
+def check_body(body: tx_pb2.TransactionBody, chain_id: str, signer: bytes) -> str:
+    """Stateless rules every transaction body must follow; raises `Rejected`. Returns
+    the body's kind (the field of its `kind` oneof)."""
     if body.chain_id != chain_id:
         raise _invalid("body.chain_id", f"expected {chain_id!r}, got {body.chain_id!r}")
     if len(body.tx_id) != TX_ID_BYTES:
@@ -110,6 +111,7 @@ def check_body(body: tx_pb2.TransactionBody, chain_id: str, signer: bytes) -> No
             )
     elif kind in CHECKS:
         CHECKS[kind](getattr(body, kind), signer)
+    return kind
 
 
 class Application:
@@ -157,10 +159,11 @@ class Application:
         until = max(grant.expires_ms for grant in member.roles if grant.revoked_height == 0)
         return member.organisation, until
 
-    def _check_genesis_rules(self, body: tx_pb2.TransactionBody) -> None:
-        """Rules the genesis sets for this chain."""
+    def _check_genesis_rules(self, body: tx_pb2.TransactionBody, kind: str) -> None:
+        """Rules the genesis sets for this chain (`kind`: the body's, as `check_body`
+        returns it)."""
         if (
-            body.WhichOneof("kind") == "open_channel"
+            kind == "open_channel"
             and body.open_channel.challenge_blocks < self.min_challenge_blocks
         ):
             raise _invalid(
@@ -170,18 +173,18 @@ class Application:
 
     def check_tx(self, body: tx_pb2.TransactionBody, next_height: int, signer: bytes) -> None:
         """Admission: stateless rules and expiry. Raises `Rejected` naming the field."""
-        check_body(body, self.chain_id, signer)
-        self._check_genesis_rules(body)
-        if body.expiry_height < next_height:
+        self._check_genesis_rules(body, check_body(body, self.chain_id, signer))
+        expiry_height = body.expiry_height
+        if expiry_height < next_height:
             raise Rejected(
                 "FAILED_PRECONDITION",
                 "body.expiry_height",
-                f"expired: {body.expiry_height} is below the next height {next_height}",
+                f"expired: {expiry_height} is below the next height {next_height}",
             )
-        if body.expiry_height > next_height + self.expiry_horizon_blocks:
+        if expiry_height > next_height + self.expiry_horizon_blocks:
             raise _invalid(
                 "body.expiry_height",
-                f"{body.expiry_height} is more than {self.expiry_horizon_blocks} blocks ahead",
+                f"{expiry_height} is more than {self.expiry_horizon_blocks} blocks ahead",
             )
 
     def finalize_block(
@@ -221,8 +224,7 @@ class Application:
     ) -> TxOutcome:
         if not checked:
             try:
-                check_body(body, self.chain_id, signer)
-                self._check_genesis_rules(body)
+                self._check_genesis_rules(body, check_body(body, self.chain_id, signer))
             except Rejected as rejected:
                 return TxOutcome(tx_pb2.RESULT_CODE_MALFORMED, str(rejected))
         if body.expiry_height < height:

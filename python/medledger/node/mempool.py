@@ -163,7 +163,12 @@ class Mempool:
             pending.organisation = organisation
         self._by_signer[signer] = held + 1
         self._txs[pending.body.tx_id] = pending
-        self._track(pending)
+        # `_track`, inlined: every node runs this once per transaction.
+        self._by_hash[pending.tx_hash] = pending
+        self._bytes += len(pending.encoded)
+        self.added = pending.added_at = self.added + 1
+        if not self.not_empty.is_set():
+            self.not_empty.set()
 
     def _add_urgent(self, pending: PendingTx, *, for_payee: bool) -> None:
         slot = (_channel_of(pending), for_payee)
@@ -195,7 +200,13 @@ class Mempool:
     def remove(self, tx_id: bytes) -> PendingTx | None:
         pending = self._txs.pop(tx_id, None)
         if pending is not None:
-            _decrement(self._by_signer, pending.tx.public_key)
+            by_signer = self._by_signer
+            signer = pending.tx.public_key
+            left = by_signer[signer] - 1  # `_decrement`, inline (once per transaction)
+            if left:
+                by_signer[signer] = left
+            else:
+                del by_signer[signer]
             if pending.organisation:
                 _decrement(self._by_organisation, pending.organisation)
         else:
@@ -204,15 +215,12 @@ class Mempool:
                 return None
             _decrement(self._by_channel, self._urgent_slot.pop(tx_id))
             self._urgent_bytes -= len(pending.encoded)
-        self._forget_hash(pending)
+        if self._by_hash.get(pending.tx_hash) is pending:
+            del self._by_hash[pending.tx_hash]
         self._bytes -= len(pending.encoded)
         if not self._txs and not self._urgent:
             self.not_empty.clear()
         return pending
-
-    def _forget_hash(self, pending: PendingTx) -> None:
-        if self._by_hash.get(pending.tx_hash) is pending:
-            del self._by_hash[pending.tx_hash]
 
     def newest(self, count: int) -> list[PendingTx]:
         """The `count` most recently added transactions still waiting, oldest first."""
