@@ -41,6 +41,9 @@ class NodeConfig:
     # people or systems flood cannot crowd out the others (permissioned chains only).
     mempool_organisation_txs_max: int = 100_000
     submit_batch_txs_max: int = 4_096
+    # Calls the client listener runs at once; the next is refused (RESOURCE_EXHAUSTED).
+    # With `message_bytes_max` it bounds what clients can make the node hold.
+    client_rpcs_max: int = 512
     message_bytes_max: int = 16 * 1024 * 1024
     expiry_horizon_blocks: int = 10_000
     # The LMDB map starts at this size and doubles as it fills, up to the maximum (and
@@ -76,6 +79,8 @@ class NodeConfig:
                 f"lmdb_map_size_max_bytes: {self.lmdb_map_size_max_bytes} is below "
                 f"lmdb_map_size_bytes ({self.lmdb_map_size_bytes}), the map's starting size"
             )
+        if self.client_rpcs_max < 1:
+            raise ValueError(f"client_rpcs_max: {self.client_rpcs_max} must be at least 1")
         if self.rust_threads < 0:
             raise ValueError(f"rust_threads: {self.rust_threads} is negative (0: every core)")
         if self.message_bytes_max > PEER_MESSAGE_BYTES_MAX:

@@ -648,8 +648,9 @@ def test_a_body_whose_anchor_is_refused_leaves_nothing_behind(net: Network) -> N
 
 
 def test_hundreds_of_concurrent_fetches_are_all_answered(net: Network) -> None:
-    """More fetches in flight than LMDB has reader slots (126): each one awaits its audit
-    commit, and none may hold a read transaction meanwhile."""
+    """More fetches in flight than LMDB has reader slots (126), within the listener's
+    limit of calls at once (`client_rpcs_max`, 512): each one awaits its audit commit,
+    and none may hold a read transaction meanwhile."""
     record = net.put(OBSERVATION)
 
     async def fetch_all() -> list[grpc.StatusCode]:
@@ -670,6 +671,7 @@ def test_hundreds_of_concurrent_fetches_are_all_answered(net: Network) -> None:
                     return error.code()
                 return grpc.StatusCode.OK
 
-            return await asyncio.gather(*(one() for _ in range(300)))
+            return await asyncio.gather(*(one() for _ in range(200)))
 
-    assert set(asyncio.run(fetch_all())) == {grpc.StatusCode.OK}
+    codes = asyncio.run(fetch_all())
+    assert set(codes) == {grpc.StatusCode.OK}, {c: codes.count(c) for c in set(codes)}

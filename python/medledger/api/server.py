@@ -19,6 +19,7 @@ from medledger.channels.payee import Payee
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
 from medledger.transport.credentials import PeerTrust, ServerTls
+from medledger.transport.tls_version import RequireTls13
 from medledger.vault.service import Vault
 from medledger.wire.v1 import channels_pb2, ledger_pb2, peer_pb2, peer_pb2_grpc, records_pb2
 
@@ -29,11 +30,16 @@ PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name
 RECORD_SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_name
 VAULT_SERVICE = records_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name
 HEALTH_SERVICES = ("", LEDGER_SERVICE)
+"""The names a node's health service answers for: the whole server, and LedgerService."""
 PEER_RPCS_MAX = 256
 """Calls the peer listener runs at once: validators hold one Push stream each, and fetch
 blocks and proposals a few at a time."""
-"""The names a node's health service answers for: the whole server, and LedgerService."""
+IDLE_CONNECTION_MS = 5 * 60 * 1000
+"""A connection with no call for this long is closed (clients reconnect on their next
+call), so idle connections cannot pile up."""
 CHANNEL_SERVICE = channels_pb2.DESCRIPTOR.services_by_name["ChannelService"].full_name
+HUB_RPCS_MAX = 1_024
+"""Calls a hub runs at once: one stream per open channel, beside a few unary calls."""
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -194,7 +200,9 @@ async def serve(
     """Starts serving `node`'s client API on `listen` (host:port; port 0 picks one),
     over server TLS (`tls`; None: clear text). Returns the server, the bound port and the
     health service (SERVING for "" and LedgerService)."""
-    server = _server(node.config.message_bytes_max)
+    server = _server(
+        node.config.message_bytes_max, rpcs_max=node.config.client_rpcs_max, tls=tls is not None
+    )
     server.add_generic_rpc_handlers(
         (ledger_handler(LedgerServicer(node)), records_handler(RecordServicer(node)))
     )
@@ -219,10 +227,7 @@ async def serve_peers(
 ) -> tuple[grpc.aio.Server, int]:
     """PeerService alone on `listen`, over mutual TLS against the member organisations'
     CAs (`trust`; None: clear text, and any caller is taken for a member)."""
-    server = grpc.aio.server(
-        options=[*_options(driver.config.message_bytes_max)],
-        maximum_concurrent_rpcs=PEER_RPCS_MAX,
-    )
+    server = _server(driver.config.message_bytes_max, rpcs_max=PEER_RPCS_MAX, tls=trust is not None)
     peer_pb2_grpc.add_PeerServiceServicer_to_server(
         PeerServicer(driver, authenticated=trust is not None), server
     )
@@ -234,7 +239,7 @@ async def serve_channels(
     payee: Payee, listen: str, message_bytes_max: int, tls: ServerTls | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """ChannelService alone, for a hub (a payee that is not a node)."""
-    server = _server(message_bytes_max)
+    server = _server(message_bytes_max, rpcs_max=HUB_RPCS_MAX, tls=tls is not None)
     server.add_generic_rpc_handlers((channel_handler(ChannelServicer(payee)),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -246,17 +251,30 @@ async def serve_channels(
 
 
 def _options(message_bytes_max: int) -> list[tuple[str, int]]:
+    # No per-connection stream limit (HTTP/2 MAX_CONCURRENT_STREAMS): a client that opens
+    # a burst of calls on a new connection, before it has the server's settings, would
+    # have the excess refused as UNAVAILABLE; the server-wide call limit bounds them.
     return [
         ("grpc.max_receive_message_length", message_bytes_max),
         ("grpc.max_send_message_length", message_bytes_max),
-        # Accept the peers' keepalive pings (see medledger.node.peers).
+        ("grpc.max_connection_idle_ms", IDLE_CONNECTION_MS),
+        ("grpc.max_metadata_size", 16 * 1024),
+        # Accept the peers' keepalive pings (see medledger.node.peers), no more often
+        # than every 4 s: a client that pings faster twice is disconnected (GOAWAY).
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
+        ("grpc.http2.max_ping_strikes", 2),
     ]
 
 
-def _server(message_bytes_max: int) -> grpc.aio.Server:
-    return grpc.aio.server(options=_options(message_bytes_max))
+def _server(message_bytes_max: int, *, rpcs_max: int, tls: bool) -> grpc.aio.Server:
+    """A server that runs at most `rpcs_max` calls at once (the next is refused at once,
+    RESOURCE_EXHAUSTED) and, over TLS, refuses calls over anything older than TLS 1.3."""
+    return grpc.aio.server(
+        options=_options(message_bytes_max),
+        maximum_concurrent_rpcs=rpcs_max,
+        interceptors=[RequireTls13()] if tls else [],
+    )
 
 
 async def _start(

@@ -1,0 +1,195 @@
+"""Issue 17: TLS 1.3 on every listener, and bounded calls, on a real node process.
+
+gRPC Python cannot set a minimum TLS version, so the node refuses calls (not
+handshakes) over TLS 1.2. A gRPC client cannot be made to speak TLS 1.2 either, so the
+test speaks HTTP/2 itself (`h2`) over a Python `ssl` socket limited to TLS 1.2, and
+makes the same call over TLS 1.3 to show the hand-made client works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+import ssl
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import h2.connection
+import h2.events
+import pytest
+
+from medledger.api.server import LEDGER_SERVICE, PEER_SERVICE
+from medledger.cli import init_home
+from medledger.client import LedgerClient
+from medledger.config import Home, NodeConfig
+from medledger.network import free_base_port, init_network, network_homes
+from medledger.node.launcher import NodeProcess, start_node
+from medledger.transport.credentials import aio_channel
+from medledger.wire.v1 import ledger_pb2, ledger_pb2_grpc, peer_pb2
+from tests.integration.conftest import tls_of
+
+CHAIN_ID = "medledger-transport-limits"
+
+
+@contextlib.contextmanager
+def lone_node(tmp_path: Path, **config: Any) -> Iterator[tuple[Home, NodeProcess]]:
+    home = Home(tmp_path / "home")
+    init_home(home, CHAIN_ID, listen="127.0.0.1:0")
+    if config:
+        home.config.write_text(dataclasses.replace(home.load_config(), **config).to_json())
+    node = start_node(home.root)
+    try:
+        yield home, node
+    finally:
+        node.stop()
+
+
+def grpc_call_over(
+    address: str,
+    ca: bytes,
+    version: ssl.TLSVersion,
+    path: str,
+    request: bytes,
+    certificate: Home | None = None,
+) -> dict[str, str]:
+    """One gRPC call over HTTP/2 on a TLS connection that negotiates exactly `version`
+    (presenting the node certificate of `certificate`, a home, if given); the response's
+    headers and trailers."""
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cadata=ca.decode())
+    context.minimum_version = context.maximum_version = version
+    if certificate is not None:
+        context.load_cert_chain(certificate.tls_certificate, certificate.tls_key)
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        assert tls.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2"}.get(version, "TLSv1.3")
+        connection = h2.connection.H2Connection()
+        connection.initiate_connection()
+        stream = connection.get_next_available_stream_id()
+        connection.send_headers(
+            stream,
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":path", path),
+                (":authority", address),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ],
+        )
+        framed = b"\x00" + len(request).to_bytes(4, "big") + request
+        connection.send_data(stream, framed, end_stream=True)
+        tls.sendall(connection.data_to_send())
+        headers: dict[str, str] = {}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            data = tls.recv(65_536)
+            if not data:
+                break
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                    headers.update((bytes(k).decode(), bytes(v).decode()) for k, v in event.headers)
+                if isinstance(event, h2.events.DataReceived):
+                    connection.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    return headers
+            tls.sendall(connection.data_to_send())
+        raise AssertionError(f"no answer from {address} over {version.name}")
+
+
+def test_calls_over_tls_1_2_are_refused_and_tls_1_3_is_answered(tmp_path: Path) -> None:
+    with lone_node(tmp_path) as (home, node):
+        ca = home.consortium_ca.read_bytes()
+        status = f"/{LEDGER_SERVICE}/GetStatus"
+        health = "/grpc.health.v1.Health/Check"
+        for path in (status, health):
+            answer = grpc_call_over(node.address, ca, ssl.TLSVersion.TLSv1_3, path, b"")
+            assert answer.get("grpc-status") == "0", answer
+            refused = grpc_call_over(node.address, ca, ssl.TLSVersion.TLSv1_2, path, b"")
+            assert refused.get("grpc-status") == str(grpc.StatusCode.UNAUTHENTICATED.value[0])
+            message = urllib.parse.unquote(refused.get("grpc-message", ""))
+            assert "TLS 1.3 is required" in message, message
+            assert "TLSv1.2" in message, message
+        # The refusals changed nothing: the node still answers a real client.
+        with LedgerClient(node.address, timeout_s=10, tls=tls_of(home)) as client:
+            assert client.status().chain_id == CHAIN_ID
+    assert "Traceback" not in (home.root / "node.log").read_text()
+
+
+def test_the_peer_port_refuses_tls_1_2_even_from_a_member(tmp_path: Path) -> None:
+    """Mutual TLS with a member's certificate, but TLS 1.2: refused before PeerService
+    reads the request. (Only node 0 of the network runs: its peer port is up.)"""
+    init_network(tmp_path, CHAIN_ID, 4, free_base_port(8), 1_000)
+    homes = network_homes(tmp_path, 4)
+    node = start_node(homes[0].root)
+    try:
+        peer_port = homes[0].load_config().peer_listen
+        ca = homes[0].consortium_ca.read_bytes()
+        path = f"/{PEER_SERVICE}/GetBlocks"
+        request = peer_pb2.GetBlocksRequest(from_height=1, count_max=1).SerializeToString()
+        answer = grpc_call_over(peer_port, ca, ssl.TLSVersion.TLSv1_3, path, request, homes[1])
+        assert answer.get("grpc-status") == "0", answer
+        refused = grpc_call_over(peer_port, ca, ssl.TLSVersion.TLSv1_2, path, request, homes[1])
+        assert refused.get("grpc-status") == str(grpc.StatusCode.UNAUTHENTICATED.value[0])
+        assert "TLS 1.3 is required" in urllib.parse.unquote(refused.get("grpc-message", ""))
+    finally:
+        node.stop()
+
+
+async def _status_code(stub: ledger_pb2_grpc.LedgerServiceAsyncStub) -> grpc.StatusCode:
+    try:
+        await stub.GetStatus(ledger_pb2.GetStatusRequest(), timeout=5)
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+async def _held_streams(address: str, home: Home, count: int) -> None:
+    """`count` StreamBlocks calls held open (the lone node makes no block without
+    transactions), then a further call: refused at once while they hold, answered
+    once one ends."""
+    async with aio_channel(address, tls_of(home)) as channel:
+        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        status = await stub.GetStatus(ledger_pb2.GetStatusRequest(), timeout=10)
+        held = [
+            stub.StreamBlocks(ledger_pb2.StreamBlocksRequest(from_height=status.height + 1))
+            for _ in range(count)
+        ]
+        try:
+            deadline = time.monotonic() + 10
+            while (code := await _status_code(stub)) == grpc.StatusCode.OK:
+                # Until the server has taken all of them in.
+                assert time.monotonic() < deadline, "the limit never took effect"
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            held.pop().cancel()
+            deadline = time.monotonic() + 10
+            while (code := await _status_code(stub)) != grpc.StatusCode.OK:
+                assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert time.monotonic() < deadline, "a freed slot was never reused"
+        finally:
+            for call in held:
+                call.cancel()
+
+
+def test_the_client_listener_runs_a_bounded_number_of_calls(tmp_path: Path) -> None:
+    with lone_node(tmp_path, client_rpcs_max=3) as (home, node):
+        asyncio.run(_held_streams(node.address, home, 3))
+        with LedgerClient(node.address, timeout_s=10, tls=tls_of(home)) as client:
+            assert client.status().chain_id == CHAIN_ID
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_config_without_room_for_a_call_is_refused(value: int) -> None:
+    with pytest.raises(ValueError, match="client_rpcs_max"):
+        NodeConfig(client_rpcs_max=value)
