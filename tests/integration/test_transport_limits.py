@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import signal
 import socket
 import ssl
 import time
@@ -30,6 +32,7 @@ from medledger.client import LedgerClient
 from medledger.config import Home, NodeConfig
 from medledger.network import free_base_port, init_network, network_homes
 from medledger.node.launcher import NodeProcess, start_node
+from medledger.transport.certs import load_identity, make_node_certificate
 from medledger.transport.credentials import aio_channel
 from medledger.wire.v1 import ledger_pb2, ledger_pb2_grpc, peer_pb2
 from tests.integration.conftest import tls_of
@@ -193,3 +196,34 @@ def test_the_client_listener_runs_a_bounded_number_of_calls(tmp_path: Path) -> N
 def test_a_config_without_room_for_a_call_is_refused(value: int) -> None:
     with pytest.raises(ValueError, match="client_rpcs_max"):
         NodeConfig(client_rpcs_max=value)
+
+
+def test_a_renewed_certificate_takes_over_on_sighup_and_its_expiry_is_reported(
+    tmp_path: Path,
+) -> None:
+    """Renewal with the same key needs no governance step: SIGHUP, and new connections
+    get the new certificate; GetStatus reports the expiry of the one served, and the log
+    warns once fewer than 7 days are left."""
+    with lone_node(tmp_path) as (home, node):
+        served = load_identity(home.tls_key, home.tls_certificate)
+        with LedgerClient(node.address, timeout_s=10, tls=tls_of(home)) as client:
+            expires_ms = client.status().tls_certificate_expires_unix_ms
+        assert expires_ms == int(served.certificate.not_valid_after_utc.timestamp() * 1000)
+        ca = load_identity(home.ca_key, home.ca_certificate)
+        renewed = make_node_certificate(ca, "node0", [node.address], key_pem=served.key_pem, days=3)
+        home.tls_certificate.write_bytes(renewed.certificate_pem)
+        os.kill(node.process.pid, signal.SIGHUP)
+        wanted = int(renewed.certificate.not_valid_after_utc.timestamp() * 1000)
+        deadline = time.monotonic() + 10
+        while True:
+            with LedgerClient(node.address, timeout_s=10, tls=tls_of(home)) as client:
+                if client.status().tls_certificate_expires_unix_ms == wanted:
+                    break
+            assert time.monotonic() < deadline, "SIGHUP did not reload the certificate"
+            time.sleep(0.1)
+        # A new connection is served the renewed certificate.
+        host, port = node.address.rsplit(":", 1)
+        presented = ssl.get_server_certificate((host, int(port)))
+        assert presented.encode().strip() == renewed.certificate_pem.strip()
+    log = (home.root / "node.log").read_text()
+    assert "renew it" in log  # the warning: fewer than 7 days left

@@ -242,6 +242,8 @@ class LedgerNode:
         self._storage_refusal: tuple[Rejected | None, Rejected | None] = (None, None)
         # Signers admitted since the last commit: organisation, and until when it holds.
         self._submitters: dict[bytes, tuple[str, int]] = {}
+        # When the TLS certificate the listeners present expires (Unix ms; 0: clear text).
+        self.tls_expires_ms = 0
 
     @property
     def head(self) -> Head:
@@ -632,4 +634,5 @@ class LedgerNode:
             version=__version__,
             validator_public_key=self.key.public_key,
             committed_txs=head.committed_txs,
+            tls_certificate_expires_unix_ms=self.tls_expires_ms,
         )

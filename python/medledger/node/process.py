@@ -34,6 +34,7 @@ __all__ = ["run_node"]
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 2.0
 EXPIRY_WARNING = datetime.timedelta(days=7)
+EXPIRY_CHECK_INTERVAL_S = 6 * 3600
 FAILED_LINGER_S = 2.0
 """How long a failed node answers NOT_SERVING before it exits, so monitors see why."""
 GC_YOUNG_THRESHOLD = 100_000
@@ -64,7 +65,7 @@ def _transport(
         )
         return None, None
     tls = ServerTls(home.tls_key, home.tls_certificate)
-    _log_expiry(tls)
+    _log_expiry(tls, node)
     if not node.solo and not node.membership.bundle:
         raise CertificateError(
             "the ledger names no member organisation's CA: peers cannot be authenticated "
@@ -73,9 +74,11 @@ def _transport(
     return tls, PeerTrust(tls, lambda: node.membership.bundle)
 
 
-def _log_expiry(tls: ServerTls) -> None:
-    """The certificate's expiry, in the log; a warning within EXPIRY_WARNING of it."""
+def _log_expiry(tls: ServerTls, node: LedgerNode) -> None:
+    """The certificate's expiry, in the log and in GetStatus; a warning within
+    EXPIRY_WARNING of it."""
     expires = tls.identity.certificate.not_valid_after_utc
+    node.tls_expires_ms = int(expires.timestamp() * 1000)
     left = expires - datetime.datetime.now(datetime.UTC)
     if left < EXPIRY_WARNING:
         log.warning("TLS certificate %s expires %s: renew it", tls.certificate_path, expires)
@@ -83,7 +86,15 @@ def _log_expiry(tls: ServerTls) -> None:
         log.info("TLS certificate %s valid until %s", tls.certificate_path, expires)
 
 
-def _reload(tls: ServerTls) -> None:
+async def _check_expiry(tls: ServerTls, node: LedgerNode) -> None:
+    """Says again, every EXPIRY_CHECK_INTERVAL_S, how long the certificate has left: a
+    node that runs for months warns in the week before its certificate lapses."""
+    while True:
+        await asyncio.sleep(EXPIRY_CHECK_INTERVAL_S)
+        _log_expiry(tls, node)
+
+
+def _reload(tls: ServerTls, node: LedgerNode) -> None:
     """SIGHUP: new handshakes use the certificate on disk now; connections up keep theirs
     (consensus is not interrupted)."""
     try:
@@ -91,7 +102,7 @@ def _reload(tls: ServerTls) -> None:
     except (CertificateError, OSError, ValueError, TypeError) as error:
         log.error("SIGHUP: keeping the current TLS certificate: %s", error)
         return
-    _log_expiry(tls)
+    _log_expiry(tls, node)
 
 
 def _organisation_services(
@@ -184,10 +195,15 @@ async def run_node(home: Home, listen: str | None = None, *, insecure: bool = Fa
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    expiry_check = None
     if tls is not None:
-        loop.add_signal_handler(signal.SIGHUP, _reload, tls)
+        loop.add_signal_handler(signal.SIGHUP, _reload, tls, node)
+        expiry_check = asyncio.create_task(_check_expiry(tls, node), name="tls-expiry")
+        supervisor.watch([expiry_check])
     await stop.wait()
     supervisor.stopping = True
+    if expiry_check is not None:
+        expiry_check.cancel()
     if supervisor.failure is not None:
         for service in HEALTH_SERVICES:
             await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)

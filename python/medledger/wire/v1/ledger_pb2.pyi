@@ -567,6 +567,7 @@ class GetStatusResponse(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     VALIDATOR_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     COMMITTED_TXS_FIELD_NUMBER: _builtins.int
+    TLS_CERTIFICATE_EXPIRES_UNIX_MS_FIELD_NUMBER: _builtins.int
     chain_id: _builtins.str
     height: _builtins.int
     last_block_hash: _builtins.bytes
@@ -576,6 +577,10 @@ class GetStatusResponse(_message.Message):
     version: _builtins.str
     validator_public_key: _builtins.bytes
     committed_txs: _builtins.int
+    tls_certificate_expires_unix_ms: _builtins.int
+    """When the node's TLS certificate (the one its listeners present now) expires, in
+    Unix milliseconds; 0 when the node runs --insecure.
+    """
     def __init__(
         self,
         *,
@@ -588,10 +593,11 @@ class GetStatusResponse(_message.Message):
         version: _builtins.str = ...,
         validator_public_key: _builtins.bytes = ...,
         committed_txs: _builtins.int = ...,
+        tls_certificate_expires_unix_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_hash", b"app_hash", "chain_id", b"chain_id", "committed_txs", b"committed_txs", "height", b"height", "last_block_hash", b"last_block_hash", "mempool_bytes", b"mempool_bytes", "mempool_txs", b"mempool_txs", "validator_public_key", b"validator_public_key", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_hash", b"app_hash", "chain_id", b"chain_id", "committed_txs", b"committed_txs", "height", b"height", "last_block_hash", b"last_block_hash", "mempool_bytes", b"mempool_bytes", "mempool_txs", b"mempool_txs", "tls_certificate_expires_unix_ms", b"tls_certificate_expires_unix_ms", "validator_public_key", b"validator_public_key", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
