@@ -96,6 +96,20 @@ def cmd_gov_propose(args: argparse.Namespace) -> None:
     print(json.dumps(_summary(_read(args.out)), indent=2))
 
 
+def _set_organisation_ca(
+    args: argparse.Namespace, proposal: governance_pb2.GovernanceProposal
+) -> None:
+    if args.org_tls_ca is None:
+        raise CliError("--set-org-ca needs --org-tls-ca")
+    proposal.set_organisation_ca.CopyFrom(
+        governance_pb2.OrganisationCa(
+            organisation=args.set_org_ca,
+            tls_ca=args.org_tls_ca.read_bytes(),
+            keep_previous=args.keep_previous_ca,
+        )
+    )
+
+
 def _set_action(args: argparse.Namespace, proposal: governance_pb2.GovernanceProposal) -> None:
     validator = args.add_validator or args.remove_validator or args.set_power
     if validator is not None:
@@ -119,6 +133,8 @@ def _set_action(args: argparse.Namespace, proposal: governance_pb2.GovernancePro
                 tls_ca=tls_ca,
             )
         )
+    elif args.set_org_ca:
+        _set_organisation_ca(args, proposal)
     elif args.remove_org:
         proposal.remove_organisation = args.remove_org
     elif args.break_glass_max_minutes is not None or args.emergency_overrides_deny is not None:
@@ -129,7 +145,7 @@ def _set_action(args: argparse.Namespace, proposal: governance_pb2.GovernancePro
             change.emergency_overrides_deny = 1 if args.emergency_overrides_deny == "yes" else 2
     else:
         raise CliError(
-            "say what to change: --add-org, --remove-org, --add-validator, "
+            "say what to change: --add-org, --set-org-ca, --remove-org, --add-validator, "
             "--remove-validator, --set-power or a policy option"
         )
 
@@ -199,7 +215,15 @@ def add_commands(commands: Any) -> None:
     propose.add_argument(
         "--org-tls-ca",
         type=Path,
-        help="with --add-org: its CA certificate (PEM); its nodes' certificates chain to it",
+        help="with --add-org or --set-org-ca: its CA certificate (PEM); its nodes' "
+        "certificates chain to it",
+    )
+    propose.add_argument("--set-org-ca", metavar="ORG", help="rotate a member's CA to --org-tls-ca")
+    propose.add_argument(
+        "--keep-previous-ca",
+        action="store_true",
+        help="with --set-org-ca: trust the CA it held so far too, until a later "
+        "--set-org-ca with the same CA and without this flag",
     )
     propose.add_argument("--remove-org", help="an organisation's id")
     propose.add_argument("--add-validator", type=hex_bytes, help="a validator key (hex) to add")

@@ -12,7 +12,9 @@ from medledger.client import TxBuilder
 from medledger.client.members import enrolment_signature
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis, GenesisOrganisation, GenesisValidator
-from medledger.wire.v1 import governance_pb2, records_pb2, tx_pb2
+from medledger.transport.certs import make_ca, make_node_certificate
+from medledger.transport.membership import Membership
+from medledger.wire.v1 import governance_pb2, records_pb2, state_pb2, tx_pb2
 
 CHAIN = "governance-unit"
 NOW_MS = 1_800_000_000_000
@@ -232,3 +234,61 @@ def test_a_custodian_whose_organisation_was_removed_can_still_erase_its_records(
     )
     assert chain.apply(ADMINS["org-a"], erase)[0] == "NOT_CUSTODIAN"  # only its custodian
     assert chain.apply(custodian, erase) == ("OK", "")
+
+
+def _organisation(chain: Chain, org: str) -> state_pb2.Organisation:
+    found = queries.organisation(chain.state, org)
+    assert found is not None
+    return found
+
+
+def test_a_members_ca_rotates_with_an_overlap_that_governance_ends() -> None:
+    chain = Chain()
+    first, second, third = make_ca("org-b"), make_ca("org-b-2"), make_ca("org-b-3")
+    set_ca = governance_pb2.OrganisationCa
+    approvers = ("org-a", "org-b", "org-c")
+
+    def rotate(ca: bytes, *, keep: bool, org: str = "org-b") -> tuple[str, str]:
+        change = set_ca(organisation=org, tls_ca=ca, keep_previous=keep)
+        return chain.apply(
+            ADMINS["org-a"], govern(proposal("set_organisation_ca", change), *approvers)
+        )
+
+    assert rotate(first.certificate_pem, keep=False) == ("OK", "")
+    assert _organisation(chain, "org-b").tls_ca == first.certificate_pem
+    assert rotate(second.certificate_pem, keep=True) == ("OK", "")
+    rotating = _organisation(chain, "org-b")
+    assert (rotating.tls_ca, rotating.previous_tls_ca) == (
+        second.certificate_pem,
+        first.certificate_pem,
+    )
+    # Both are trusted meanwhile: certificates from either name org-b.
+    membership = Membership([rotating])
+    for ca in (first, second):
+        node = make_node_certificate(ca, "node", ["127.0.0.1:1"])
+        assert membership.organisation_of(node.certificate_pem) == "org-b"
+    # Ending the overlap: the same CA again, without keep_previous.
+    assert rotate(second.certificate_pem, keep=False) == ("OK", "")
+    ended = _organisation(chain, "org-b")
+    assert (ended.tls_ca, ended.previous_tls_ca) == (second.certificate_pem, b"")
+    old = make_node_certificate(first, "node", ["127.0.0.1:1"])
+    assert Membership([ended]).organisation_of(old.certificate_pem) is None
+    # Nothing to change, another member's CA (current or previous), an unknown member.
+    assert rotate(second.certificate_pem, keep=False)[0] == "NOT_PERMITTED"
+    assert rotate(third.certificate_pem, keep=True) == ("OK", "")
+    assert rotate(third.certificate_pem, keep=False, org="org-c")[0] == "ORGANISATION_EXISTS"
+    assert rotate(second.certificate_pem, keep=False, org="org-c")[0] == "ORGANISATION_EXISTS"
+    assert rotate(third.certificate_pem, keep=False, org="org-x")[0] == "UNKNOWN_ORGANISATION"
+
+
+def test_a_ca_change_that_is_not_one_ca_certificate_is_malformed() -> None:
+    chain = Chain()
+    node = make_node_certificate(make_ca("org-b"), "node", ["127.0.0.1:1"])
+    for pem in (b"", b"not pem", node.certificate_pem):
+        change = governance_pb2.OrganisationCa(organisation="org-b", tls_ca=pem)
+        code, message = chain.apply(
+            ADMINS["org-a"],
+            govern(proposal("set_organisation_ca", change), "org-a", "org-b", "org-c"),
+        )
+        assert code == "MALFORMED"
+        assert "set_organisation_ca.tls_ca" in message

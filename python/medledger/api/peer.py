@@ -55,12 +55,18 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> peer_pb2.PushAck:
         organisation = await self._caller(context)
+        certificates = list(context.auth_context().get("x509_pem_cert") or [])
         async for message in request_iterator:
-            if organisation is not None and not self.driver.node.membership.is_member(organisation):
+            # Checked at every message, against the ledger's membership now: the
+            # organisation may have been removed, or its CA rotated out, meanwhile.
+            if organisation is not None and (
+                self.driver.node.membership.organisation_of(certificates[0]) != organisation
+            ):
                 await _refuse(
                     context,
                     grpc.StatusCode.PERMISSION_DENIED,
-                    f"organisation {organisation}: no longer a member",
+                    f"organisation {organisation}: no longer a member, or its certificate's "
+                    "CA is no longer trusted",
                 )
             await self.driver.receive_from_stream(message, via=organisation)
         return peer_pb2.PushAck()

@@ -97,6 +97,8 @@ def _check_action(field: str, proposal: governance_pb2.GovernanceProposal) -> No
             raise _invalid(f"{field}.remove_organisation", "must be an organisation id")
     elif action == "change_validators":
         check_changes(f"{field}.change_validators", proposal.change_validators)
+    elif action == "set_organisation_ca":
+        _check_organisation_ca(f"{field}.set_organisation_ca", proposal.set_organisation_ca)
     else:
         change = proposal.set_policy
         if change.break_glass_max_ms > DAY_MS:
@@ -112,6 +114,15 @@ def _check_action(field: str, proposal: governance_pb2.GovernanceProposal) -> No
             )
         if not (change.break_glass_max_ms or change.emergency_overrides_deny or keys):
             raise _invalid(f"{field}.set_policy", "changes nothing")
+
+
+def _check_organisation_ca(field: str, change: governance_pb2.OrganisationCa) -> None:
+    if not ORGANISATION_ID.fullmatch(change.organisation):
+        raise _invalid(f"{field}.organisation", "must be an organisation id")
+    try:
+        check_ca_certificate(change.tls_ca, f"{field}.tls_ca")
+    except ValueError as error:
+        raise _invalid(f"{field}.tls_ca", str(error)) from None
 
 
 def _check_new_organisation(field: str, new: governance_pb2.NewOrganisation) -> None:
@@ -206,7 +217,48 @@ def _apply(
         return _remove_organisation(state, height, proposal.remove_organisation)
     if action == "change_validators":
         return change_validators(state, height, proposal.change_validators)
+    if action == "set_organisation_ca":
+        return _set_organisation_ca(state, proposal.set_organisation_ca)
     return _set_policy(state, proposal.set_policy)
+
+
+def _others_hold(state: BlockState, tls_ca: bytes, besides: str) -> bool:
+    """Whether a member other than `besides` holds `tls_ca` (current or previous CA):
+    a certificate it signed would then name either organisation."""
+    for org_id in consortium(state).organisations:
+        other = organisation_of(state, org_id)
+        if other is None or org_id == besides:
+            continue
+        for held in (other.tls_ca, other.previous_tls_ca):
+            if held and same_ca(tls_ca, held):
+                return True
+    return False
+
+
+def _set_organisation_ca(state: BlockState, change: governance_pb2.OrganisationCa) -> TxOutcome:
+    """A CA rotation: the new CA, and with `keep_previous` the current one still trusted
+    beside it; the same CA without `keep_previous` ends an overlap."""
+    field = "govern.set_organisation_ca"
+    organisation = organisation_of(state, change.organisation)
+    if organisation is None:
+        return TxOutcome(
+            tx_pb2.RESULT_CODE_UNKNOWN_ORGANISATION, f"{field}.organisation: not a member"
+        )
+    if _others_hold(state, change.tls_ca, change.organisation):
+        return TxOutcome(
+            tx_pb2.RESULT_CODE_ORGANISATION_EXISTS, f"{field}.tls_ca: another member's CA"
+        )
+    updated = state_pb2.Organisation()
+    updated.CopyFrom(organisation)
+    if organisation.tls_ca and same_ca(change.tls_ca, organisation.tls_ca):
+        if change.keep_previous or not organisation.previous_tls_ca:
+            return TxOutcome(tx_pb2.RESULT_CODE_NOT_PERMITTED, f"{field}: changes nothing")
+        updated.previous_tls_ca = b""  # the overlap ends: only the new CA is trusted
+    else:
+        updated.previous_tls_ca = organisation.tls_ca if change.keep_previous else b""
+        updated.tls_ca = change.tls_ca
+    state.put(ORGANISATIONS, change.organisation.encode(), updated)
+    return TxOutcome(tx_pb2.RESULT_CODE_OK, "")
 
 
 def _add_organisation(
@@ -227,11 +279,7 @@ def _add_organisation(
             tx_pb2.RESULT_CODE_NOT_PERMITTED,
             "govern.add_organisation.weight: would alone be over the approval threshold",
         )
-    if new.tls_ca and any(
-        same_ca(new.tls_ca, other.tls_ca)
-        for org_id in consortium(state).organisations
-        if (other := organisation_of(state, org_id)) is not None and other.tls_ca
-    ):
+    if new.tls_ca and _others_hold(state, new.tls_ca, besides=new.id):
         # Another member's CA: its certificates would name either organisation.
         return TxOutcome(
             tx_pb2.RESULT_CODE_ORGANISATION_EXISTS,

@@ -21,21 +21,25 @@ SEEN_MAX = 4096
 
 class Membership:
     def __init__(self, organisations: Iterable[state_pb2.Organisation]) -> None:
-        self._cas: dict[str, x509.Certificate] = {}
+        # Each member's CAs: its current one, and during a rotation its previous one.
+        self._cas: dict[str, list[x509.Certificate]] = {}
         pems = []
         for organisation in sorted(organisations, key=lambda o: o.id):
-            if organisation.removed_height or not organisation.tls_ca:
+            if organisation.removed_height:
                 continue
-            try:
-                ca = x509.load_pem_x509_certificate(organisation.tls_ca)
-            except ValueError as error:
-                log.error("organisation %s: its tls_ca does not load: %s", organisation.id, error)
-                continue
-            self._cas[organisation.id] = ca
-            # Re-encoded, not as stored: PEM text the ledger accepted without a final
-            # newline (or with text around it) would glue two certificates together, and
-            # gRPC would then load no root at all.
-            pems.append(certificate_pem(ca))
+            for pem in (organisation.tls_ca, organisation.previous_tls_ca):
+                if not pem:
+                    continue
+                try:
+                    ca = x509.load_pem_x509_certificate(pem)
+                except ValueError as error:
+                    log.error("organisation %s: a tls_ca does not load: %s", organisation.id, error)
+                    continue
+                self._cas.setdefault(organisation.id, []).append(ca)
+                # Re-encoded, not as stored: PEM text the ledger accepted without a final
+                # newline (or with text around it) would glue two certificates together,
+                # and gRPC would then load no root at all.
+                pems.append(certificate_pem(ca))
         self.bundle = b"".join(pems)
         """The member CAs as one PEM bundle: the peer listener's and peer links' roots."""
         self._seen: dict[bytes, str | None] = {}
@@ -52,7 +56,11 @@ class Membership:
             except ValueError:
                 self._seen[certificate_pem] = None
             else:
-                issuers = [org for org, ca in self._cas.items() if issued_by(certificate, ca)]
+                issuers = [
+                    org
+                    for org, cas in self._cas.items()
+                    if any(issued_by(certificate, ca) for ca in cas)
+                ]
                 # Two members holding one CA (a CA certificate is public): neither is named.
                 self._seen[certificate_pem] = issuers[0] if len(issuers) == 1 else None
                 if len(self._seen) > SEEN_MAX:

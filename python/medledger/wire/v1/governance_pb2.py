@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"medledger/wire/v1/governance.proto\x12\x11medledger.wire.v1\"[\n\x0fNewOrganisation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x64mins\x18\x03 \x03(\x0c\x12\x0e\n\x06weight\x18\x04 \x01(\x04\x12\x0e\n\x06tls_ca\x18\x05 \x01(\x0c\"{\n\x0cPolicyChange\x12\x1a\n\x12\x62reak_glass_max_ms\x18\x01 \x01(\x04\x12 \n\x18\x65mergency_overrides_deny\x18\x02 \x01(\r\x12\x14\n\x0c\x61\x64\x64_auditors\x18\x03 \x03(\x0c\x12\x17\n\x0fremove_auditors\x18\x04 \x03(\x0c\"[\n\x0fValidatorUpdate\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\r\n\x05power\x18\x02 \x01(\x04\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"G\n\x10ValidatorChanges\x12\x33\n\x07updates\x18\x01 \x03(\x0b\x32\".medledger.wire.v1.ValidatorUpdate\"\xca\x02\n\x12GovernanceProposal\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x13\n\x0bproposal_id\x18\x02 \x01(\x0c\x12\x16\n\x0e\x65xpires_height\x18\x03 \x01(\x04\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12>\n\x10\x61\x64\x64_organisation\x18\n \x01(\x0b\x32\".medledger.wire.v1.NewOrganisationH\x00\x12\x1d\n\x13remove_organisation\x18\x0b \x01(\tH\x00\x12\x35\n\nset_policy\x18\x0c \x01(\x0b\x32\x1f.medledger.wire.v1.PolicyChangeH\x00\x12@\n\x11\x63hange_validators\x18\r \x01(\x0b\x32#.medledger.wire.v1.ValidatorChangesH\x00\x42\x08\n\x06\x61\x63tion\"B\n\x08\x41pproval\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"J\n\x06Govern\x12\x10\n\x08proposal\x18\x01 \x01(\x0c\x12.\n\tapprovals\x18\x02 \x03(\x0b\x32\x1b.medledger.wire.v1.Approval\"\x8a\x01\n\x10GovernanceRecord\x12\x13\n\x0bproposal_id\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\r\n\x05tx_id\x18\x03 \x01(\x0c\x12\x13\n\x0b\x61pproved_by\x18\x04 \x03(\t\x12\x17\n\x0f\x61pproved_weight\x18\x05 \x01(\x04\x12\x14\n\x0ctotal_weight\x18\x06 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"medledger/wire/v1/governance.proto\x12\x11medledger.wire.v1\"[\n\x0fNewOrganisation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x64mins\x18\x03 \x03(\x0c\x12\x0e\n\x06weight\x18\x04 \x01(\x04\x12\x0e\n\x06tls_ca\x18\x05 \x01(\x0c\"{\n\x0cPolicyChange\x12\x1a\n\x12\x62reak_glass_max_ms\x18\x01 \x01(\x04\x12 \n\x18\x65mergency_overrides_deny\x18\x02 \x01(\r\x12\x14\n\x0c\x61\x64\x64_auditors\x18\x03 \x03(\x0c\x12\x17\n\x0fremove_auditors\x18\x04 \x03(\x0c\"[\n\x0fValidatorUpdate\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\r\n\x05power\x18\x02 \x01(\x04\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"G\n\x10ValidatorChanges\x12\x33\n\x07updates\x18\x01 \x03(\x0b\x32\".medledger.wire.v1.ValidatorUpdate\"M\n\x0eOrganisationCa\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\x0e\n\x06tls_ca\x18\x02 \x01(\x0c\x12\x15\n\rkeep_previous\x18\x03 \x01(\x08\"\x8c\x03\n\x12GovernanceProposal\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x13\n\x0bproposal_id\x18\x02 \x01(\x0c\x12\x16\n\x0e\x65xpires_height\x18\x03 \x01(\x04\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12>\n\x10\x61\x64\x64_organisation\x18\n \x01(\x0b\x32\".medledger.wire.v1.NewOrganisationH\x00\x12\x1d\n\x13remove_organisation\x18\x0b \x01(\tH\x00\x12\x35\n\nset_policy\x18\x0c \x01(\x0b\x32\x1f.medledger.wire.v1.PolicyChangeH\x00\x12@\n\x11\x63hange_validators\x18\r \x01(\x0b\x32#.medledger.wire.v1.ValidatorChangesH\x00\x12@\n\x13set_organisation_ca\x18\x0e \x01(\x0b\x32!.medledger.wire.v1.OrganisationCaH\x00\x42\x08\n\x06\x61\x63tion\"B\n\x08\x41pproval\x12\x14\n\x0corganisation\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"J\n\x06Govern\x12\x10\n\x08proposal\x18\x01 \x01(\x0c\x12.\n\tapprovals\x18\x02 \x03(\x0b\x32\x1b.medledger.wire.v1.Approval\"\x8a\x01\n\x10GovernanceRecord\x12\x13\n\x0bproposal_id\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\r\n\x05tx_id\x18\x03 \x01(\x0c\x12\x13\n\x0b\x61pproved_by\x18\x04 \x03(\t\x12\x17\n\x0f\x61pproved_weight\x18\x05 \x01(\x04\x12\x14\n\x0ctotal_weight\x18\x06 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,12 +39,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATORUPDATE']._serialized_end=366
   _globals['_VALIDATORCHANGES']._serialized_start=368
   _globals['_VALIDATORCHANGES']._serialized_end=439
-  _globals['_GOVERNANCEPROPOSAL']._serialized_start=442
-  _globals['_GOVERNANCEPROPOSAL']._serialized_end=772
-  _globals['_APPROVAL']._serialized_start=774
-  _globals['_APPROVAL']._serialized_end=840
-  _globals['_GOVERN']._serialized_start=842
-  _globals['_GOVERN']._serialized_end=916
-  _globals['_GOVERNANCERECORD']._serialized_start=919
-  _globals['_GOVERNANCERECORD']._serialized_end=1057
+  _globals['_ORGANISATIONCA']._serialized_start=441
+  _globals['_ORGANISATIONCA']._serialized_end=518
+  _globals['_GOVERNANCEPROPOSAL']._serialized_start=521
+  _globals['_GOVERNANCEPROPOSAL']._serialized_end=917
+  _globals['_APPROVAL']._serialized_start=919
+  _globals['_APPROVAL']._serialized_end=985
+  _globals['_GOVERN']._serialized_start=987
+  _globals['_GOVERN']._serialized_end=1061
+  _globals['_GOVERNANCERECORD']._serialized_start=1064
+  _globals['_GOVERNANCERECORD']._serialized_end=1202
 # @@protoc_insertion_point(module_scope)

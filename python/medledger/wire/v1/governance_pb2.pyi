@@ -162,6 +162,39 @@ class ValidatorChanges(_message.Message):
 Global___ValidatorChanges: _TypeAlias = ValidatorChanges  # noqa: Y015
 
 @_typing.final
+class OrganisationCa(_message.Message):
+    """A member organisation's new CA (rotation). With `keep_previous` the CA it held so far
+    stays trusted beside the new one, so its nodes can move to certificates from the new
+    CA one by one; a later change with the same CA and `keep_previous` unset ends the
+    overlap.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    TLS_CA_FIELD_NUMBER: _builtins.int
+    KEEP_PREVIOUS_FIELD_NUMBER: _builtins.int
+    organisation: _builtins.str
+    """a member organisation's id"""
+    tls_ca: _builtins.bytes
+    """PEM of the new CA certificate"""
+    keep_previous: _builtins.bool
+    def __init__(
+        self,
+        *,
+        organisation: _builtins.str = ...,
+        tls_ca: _builtins.bytes = ...,
+        keep_previous: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_previous", b"keep_previous", "organisation", b"organisation", "tls_ca", b"tls_ca"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrganisationCa: _TypeAlias = OrganisationCa  # noqa: Y015
+
+@_typing.final
 class GovernanceProposal(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -173,6 +206,7 @@ class GovernanceProposal(_message.Message):
     REMOVE_ORGANISATION_FIELD_NUMBER: _builtins.int
     SET_POLICY_FIELD_NUMBER: _builtins.int
     CHANGE_VALIDATORS_FIELD_NUMBER: _builtins.int
+    SET_ORGANISATION_CA_FIELD_NUMBER: _builtins.int
     chain_id: _builtins.str
     proposal_id: _builtins.bytes
     """16 bytes; a proposal takes effect at most once"""
@@ -188,6 +222,8 @@ class GovernanceProposal(_message.Message):
     def set_policy(self) -> Global___PolicyChange: ...
     @_builtins.property
     def change_validators(self) -> Global___ValidatorChanges: ...
+    @_builtins.property
+    def set_organisation_ca(self) -> Global___OrganisationCa: ...
     def __init__(
         self,
         *,
@@ -199,12 +235,13 @@ class GovernanceProposal(_message.Message):
         remove_organisation: _builtins.str = ...,
         set_policy: Global___PolicyChange | None = ...,
         change_validators: Global___ValidatorChanges | None = ...,
+        set_organisation_ca: Global___OrganisationCa | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_organisation", b"add_organisation", "change_validators", b"change_validators", "remove_organisation", b"remove_organisation", "set_policy", b"set_policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_organisation", b"add_organisation", "change_validators", b"change_validators", "remove_organisation", b"remove_organisation", "set_organisation_ca", b"set_organisation_ca", "set_policy", b"set_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_organisation", b"add_organisation", "chain_id", b"chain_id", "change_validators", b"change_validators", "description", b"description", "expires_height", b"expires_height", "proposal_id", b"proposal_id", "remove_organisation", b"remove_organisation", "set_policy", b"set_policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "add_organisation", b"add_organisation", "chain_id", b"chain_id", "change_validators", b"change_validators", "description", b"description", "expires_height", b"expires_height", "proposal_id", b"proposal_id", "remove_organisation", b"remove_organisation", "set_organisation_ca", b"set_organisation_ca", "set_policy", b"set_policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["add_organisation", "remove_organisation", "set_policy", "change_validators"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["add_organisation", "remove_organisation", "set_policy", "change_validators", "set_organisation_ca"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 

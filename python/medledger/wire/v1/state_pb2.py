@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from medledger.wire.v1 import tx_pb2 as medledger_dot_wire_dot_v1_dot_tx__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmedledger/wire/v1/state.proto\x12\x11medledger.wire.v1\x1a\x1amedledger/wire/v1/tx.proto\"\xab\x01\n\x0bParticipant\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".medledger.wire.v1.ParticipantKind\x12%\n\x04role\x18\x03 \x01(\x0e\x32\x17.medledger.wire.v1.Role\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x19\n\x11registered_height\x18\x05 \x01(\x04\"\x8b\x01\n\x08TxRecord\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0f\n\x07tx_hash\x18\x03 \x01(\x0c\x12\x11\n\tbody_hash\x18\x04 \x01(\x0c\x12+\n\x04\x63ode\x18\x05 \x01(\x0e\x32\x1d.medledger.wire.v1.ResultCode\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x84\x01\n\x0cOrganisation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x64mins\x18\x03 \x03(\x0c\x12\x0e\n\x06weight\x18\x04 \x01(\x04\x12\x12\n\nvalidators\x18\x05 \x03(\x0c\x12\x16\n\x0eremoved_height\x18\x06 \x01(\x04\x12\x0e\n\x06tls_ca\x18\x07 \x01(\x0c\"\x85\x01\n\tRoleGrant\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x17.medledger.wire.v1.Role\x12\x12\n\nexpires_ms\x18\x02 \x01(\x04\x12\x15\n\rissued_height\x18\x03 \x01(\x04\x12\x0e\n\x06issuer\x18\x04 \x01(\x0c\x12\x16\n\x0erevoked_height\x18\x05 \x01(\x04\"\x87\x01\n\x06Member\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12+\n\x05roles\x18\x03 \x03(\x0b\x32\x1c.medledger.wire.v1.RoleGrant\x12\x17\n\x0f\x65nrolled_height\x18\x04 \x01(\x04\x12\r\n\x05\x61\x64min\x18\x05 \x01(\x08\"\xf8\x01\n\x06Policy\x12\x1a\n\x12\x62reak_glass_max_ms\x18\x01 \x01(\x04\x12 \n\x18\x65mergency_overrides_deny\x18\x02 \x01(\x08\x12\x1c\n\x14governance_numerator\x18\x03 \x01(\r\x12\x1e\n\x16governance_denominator\x18\x04 \x01(\r\x12\x10\n\x08\x61uditors\x18\x05 \x03(\x0c\x12\"\n\x1avalidator_change_numerator\x18\x06 \x01(\r\x12$\n\x1cvalidator_change_denominator\x18\x07 \x01(\r\x12\x16\n\x0evalidators_min\x18\x08 \x01(\r\"Z\n\x0eValidatorEntry\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\r\n\x05power\x18\x02 \x01(\x04\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"e\n\x12ValidatorSetRecord\x12\x18\n\x10\x65\x66\x66\x65\x63tive_height\x18\x01 \x01(\x04\x12\x35\n\nvalidators\x18\x02 \x03(\x0b\x32!.medledger.wire.v1.ValidatorEntry\"9\n\nConsortium\x12\x15\n\rorganisations\x18\x01 \x03(\t\x12\x14\n\x0ctotal_weight\x18\x02 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmedledger/wire/v1/state.proto\x12\x11medledger.wire.v1\x1a\x1amedledger/wire/v1/tx.proto\"\xab\x01\n\x0bParticipant\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".medledger.wire.v1.ParticipantKind\x12%\n\x04role\x18\x03 \x01(\x0e\x32\x17.medledger.wire.v1.Role\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x19\n\x11registered_height\x18\x05 \x01(\x04\"\x8b\x01\n\x08TxRecord\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0f\n\x07tx_hash\x18\x03 \x01(\x0c\x12\x11\n\tbody_hash\x18\x04 \x01(\x0c\x12+\n\x04\x63ode\x18\x05 \x01(\x0e\x32\x1d.medledger.wire.v1.ResultCode\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x9d\x01\n\x0cOrganisation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x64mins\x18\x03 \x03(\x0c\x12\x0e\n\x06weight\x18\x04 \x01(\x04\x12\x12\n\nvalidators\x18\x05 \x03(\x0c\x12\x16\n\x0eremoved_height\x18\x06 \x01(\x04\x12\x0e\n\x06tls_ca\x18\x07 \x01(\x0c\x12\x17\n\x0fprevious_tls_ca\x18\x08 \x01(\x0c\"\x85\x01\n\tRoleGrant\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x17.medledger.wire.v1.Role\x12\x12\n\nexpires_ms\x18\x02 \x01(\x04\x12\x15\n\rissued_height\x18\x03 \x01(\x04\x12\x0e\n\x06issuer\x18\x04 \x01(\x0c\x12\x16\n\x0erevoked_height\x18\x05 \x01(\x04\"\x87\x01\n\x06Member\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12+\n\x05roles\x18\x03 \x03(\x0b\x32\x1c.medledger.wire.v1.RoleGrant\x12\x17\n\x0f\x65nrolled_height\x18\x04 \x01(\x04\x12\r\n\x05\x61\x64min\x18\x05 \x01(\x08\"\xf8\x01\n\x06Policy\x12\x1a\n\x12\x62reak_glass_max_ms\x18\x01 \x01(\x04\x12 \n\x18\x65mergency_overrides_deny\x18\x02 \x01(\x08\x12\x1c\n\x14governance_numerator\x18\x03 \x01(\r\x12\x1e\n\x16governance_denominator\x18\x04 \x01(\r\x12\x10\n\x08\x61uditors\x18\x05 \x03(\x0c\x12\"\n\x1avalidator_change_numerator\x18\x06 \x01(\r\x12$\n\x1cvalidator_change_denominator\x18\x07 \x01(\r\x12\x16\n\x0evalidators_min\x18\x08 \x01(\r\"Z\n\x0eValidatorEntry\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\r\n\x05power\x18\x02 \x01(\x04\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"e\n\x12ValidatorSetRecord\x12\x18\n\x10\x65\x66\x66\x65\x63tive_height\x18\x01 \x01(\x04\x12\x35\n\nvalidators\x18\x02 \x03(\x0b\x32!.medledger.wire.v1.ValidatorEntry\"9\n\nConsortium\x12\x15\n\rorganisations\x18\x01 \x03(\t\x12\x14\n\x0ctotal_weight\x18\x02 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,17 +37,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TXRECORD']._serialized_start=255
   _globals['_TXRECORD']._serialized_end=394
   _globals['_ORGANISATION']._serialized_start=397
-  _globals['_ORGANISATION']._serialized_end=529
-  _globals['_ROLEGRANT']._serialized_start=532
-  _globals['_ROLEGRANT']._serialized_end=665
-  _globals['_MEMBER']._serialized_start=668
-  _globals['_MEMBER']._serialized_end=803
-  _globals['_POLICY']._serialized_start=806
-  _globals['_POLICY']._serialized_end=1054
-  _globals['_VALIDATORENTRY']._serialized_start=1056
-  _globals['_VALIDATORENTRY']._serialized_end=1146
-  _globals['_VALIDATORSETRECORD']._serialized_start=1148
-  _globals['_VALIDATORSETRECORD']._serialized_end=1249
-  _globals['_CONSORTIUM']._serialized_start=1251
-  _globals['_CONSORTIUM']._serialized_end=1308
+  _globals['_ORGANISATION']._serialized_end=554
+  _globals['_ROLEGRANT']._serialized_start=557
+  _globals['_ROLEGRANT']._serialized_end=690
+  _globals['_MEMBER']._serialized_start=693
+  _globals['_MEMBER']._serialized_end=828
+  _globals['_POLICY']._serialized_start=831
+  _globals['_POLICY']._serialized_end=1079
+  _globals['_VALIDATORENTRY']._serialized_start=1081
+  _globals['_VALIDATORENTRY']._serialized_end=1171
+  _globals['_VALIDATORSETRECORD']._serialized_start=1173
+  _globals['_VALIDATORSETRECORD']._serialized_end=1274
+  _globals['_CONSORTIUM']._serialized_start=1276
+  _globals['_CONSORTIUM']._serialized_end=1333
 # @@protoc_insertion_point(module_scope)

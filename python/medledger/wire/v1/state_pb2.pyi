@@ -102,6 +102,7 @@ class Organisation(_message.Message):
     VALIDATORS_FIELD_NUMBER: _builtins.int
     REMOVED_HEIGHT_FIELD_NUMBER: _builtins.int
     TLS_CA_FIELD_NUMBER: _builtins.int
+    PREVIOUS_TLS_CA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """lowercase ASCII letters, digits and '-', at most 32 bytes"""
     name: _builtins.str
@@ -112,6 +113,10 @@ class Organisation(_message.Message):
     tls_ca: _builtins.bytes
     """PEM of its CA certificate: nodes accept peer connections (mutual TLS) only from
     certificates a current member's CA signed, bound to that member's validators.
+    """
+    previous_tls_ca: _builtins.bytes
+    """During a CA rotation (governance `set_organisation_ca` with `keep_previous`), the CA
+    it held before, still trusted; empty otherwise.
     """
     @_builtins.property
     def admins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
@@ -131,10 +136,11 @@ class Organisation(_message.Message):
         validators: _abc.Iterable[_builtins.bytes] | None = ...,
         removed_height: _builtins.int = ...,
         tls_ca: _builtins.bytes = ...,
+        previous_tls_ca: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admins", b"admins", "id", b"id", "name", b"name", "removed_height", b"removed_height", "tls_ca", b"tls_ca", "validators", b"validators", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admins", b"admins", "id", b"id", "name", b"name", "previous_tls_ca", b"previous_tls_ca", "removed_height", b"removed_height", "tls_ca", b"tls_ca", "validators", b"validators", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
