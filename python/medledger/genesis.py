@@ -14,7 +14,7 @@ from pathlib import Path
 
 from medledger.block import VALIDATORS_MAX, ValidatorSet
 from medledger.crypto import SigningKey, sha256
-from medledger.transport.ca_check import check_ca_certificate
+from medledger.transport.ca_check import ca_conflict, check_ca_certificate
 
 __all__ = [
     "Allocation",
@@ -223,6 +223,7 @@ class Genesis:
         seen_ids: set[str] = set()
         enrolled: set[bytes] = set()
         run: set[bytes] = set()
+        cas: list[GenesisOrganisation] = []
         for org in self.organisations:
             where = f"genesis organisation {org.id!r}"
             if not ORGANISATION_ID.fullmatch(org.id):
@@ -244,6 +245,13 @@ class Genesis:
             run |= set(org.validators)
             if org.tls_ca:
                 check_ca_certificate(org.tls_ca, f"{where}: tls_ca")
+                for earlier in cas:
+                    conflict = ca_conflict(org.tls_ca, earlier.tls_ca)
+                    if conflict is not None:
+                        raise ValueError(
+                            f"{where}: tls_ca conflicts with {earlier.id!r}'s (same {conflict})"
+                        )
+                cas.append(org)
         self._check_policy()
 
     def _check_policy(self) -> None:

@@ -4,7 +4,13 @@ and expiry, and what each action changes."""
 
 from __future__ import annotations
 
+import datetime
 import os
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from medledger.app import Application, governance, queries
 from medledger.app.state import MemoryState, genesis_writes
@@ -12,7 +18,7 @@ from medledger.client import TxBuilder
 from medledger.client.members import enrolment_signature
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis, GenesisOrganisation, GenesisValidator
-from medledger.transport.certs import make_ca, make_node_certificate
+from medledger.transport.certs import Identity, make_ca, make_node_certificate
 from medledger.transport.membership import Membership
 from medledger.wire.v1 import governance_pb2, records_pb2, state_pb2, tx_pb2
 
@@ -292,3 +298,142 @@ def test_a_ca_change_that_is_not_one_ca_certificate_is_malformed() -> None:
         )
         assert code == "MALFORMED"
         assert "set_organisation_ca.tls_ca" in message
+
+
+def _with_unknown_key_type(pem: bytes) -> bytes:
+    """The same CA with its key's algorithm identifier changed to one `cryptography`
+    cannot load (id-ecPublicKey, 1.2.840.10045.2.1, becomes ...2.9)."""
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    ec_public_key = bytes.fromhex("06072a8648ce3d0201")
+    assert der.count(ec_public_key) == 1
+    changed = der.replace(ec_public_key, bytes.fromhex("06072a8648ce3d0209"))
+    return x509.load_der_x509_certificate(changed).public_bytes(serialization.Encoding.PEM)
+
+
+def _ca_like(victim: bytes, *, copy_key_identifier: bool) -> bytes:
+    """A new key under `victim`'s subject (and, if asked, its key identifier)."""
+    original = x509.load_pem_x509_certificate(victim)
+    key = ec.generate_private_key(ec.SECP256R1())
+    identifier = (
+        original.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        if copy_key_identifier
+        else x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    )
+    built = (
+        x509.CertificateBuilder()
+        .subject_name(original.subject)
+        .issuer_name(original.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(original.not_valid_before_utc)
+        .not_valid_after(original.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(identifier, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return built.public_bytes(serialization.Encoding.PEM)
+
+
+def _set_ca(
+    chain: Chain, org: str, pem: bytes, *approvers: str, keep: bool = False
+) -> tuple[str, str]:
+    change = governance_pb2.OrganisationCa(organisation=org, tls_ca=pem, keep_previous=keep)
+    return chain.apply(ADMINS["org-a"], govern(proposal("set_organisation_ca", change), *approvers))
+
+
+def test_a_ca_that_would_cut_another_member_off_is_refused() -> None:
+    """TLS stacks pick an issuer by subject and key identifier: a second CA under a
+    member's subject would have that member's chains checked against the wrong key."""
+    chain = Chain()
+    victim = make_ca("org-b").certificate_pem
+    assert _set_ca(chain, "org-b", victim, "org-a", "org-b", "org-c") == ("OK", "")
+    for copy_identifier, conflict in ((False, "subject"), (True, "subject")):
+        lookalike = _ca_like(victim, copy_key_identifier=copy_identifier)
+        code, message = _set_ca(chain, "org-c", lookalike, "org-a", "org-c", "org-d")
+        assert code == "ORGANISATION_EXISTS"
+        assert f"org-b's CA (same {conflict})" in message
+        assert _organisation(chain, "org-c").tls_ca == b""
+    # The member's own rotation under its subject is fine with distinct key identifiers,
+    # refused when the identifier is copied (the two could not be told apart).
+    own = _ca_like(victim, copy_key_identifier=False)
+    code, message = _set_ca(chain, "org-b", own, "org-a", "org-b", "org-c", keep=True)
+    assert (code, message) == ("OK", "")
+    copied = _ca_like(own, copy_key_identifier=True)
+    code, message = _set_ca(chain, "org-b", copied, "org-a", "org-b", "org-c", keep=True)
+    assert code == "NOT_PERMITTED"
+    assert "key identifier" in message
+
+
+def test_the_organisation_itself_must_approve_a_change_of_its_ca() -> None:
+    chain = Chain()
+    theirs = make_ca("coalition").certificate_pem
+    code, message = _set_ca(chain, "org-b", theirs, "org-a", "org-c", "org-d")
+    assert code == "NOT_APPROVED"
+    assert "org-b must approve" in message
+    assert _organisation(chain, "org-b").tls_ca == b""
+
+
+def test_a_ca_renewed_with_its_key_replaces_the_old_certificate() -> None:
+    chain = Chain()
+    first = make_ca("org-b")
+    assert _set_ca(chain, "org-b", first.certificate_pem, "org-a", "org-b", "org-c")[0] == "OK"
+    renewed = _renew(first)
+    assert renewed != first.certificate_pem
+    assert _set_ca(chain, "org-b", renewed, "org-a", "org-b", "org-c") == ("OK", "")
+    held = _organisation(chain, "org-b")
+    assert (held.tls_ca, held.previous_tls_ca) == (renewed, b"")
+    # Node certificates the old certificate's key signed still name org-b.
+    node = make_node_certificate(first, "node", ["127.0.0.1:1"])
+    assert Membership([held]).organisation_of(node.certificate_pem) == "org-b"
+
+
+def _renew(ca: Identity) -> bytes:
+    original = x509.load_pem_x509_certificate(ca.certificate_pem)
+    key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(original.subject)
+        .issuer_name(original.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(original.not_valid_before_utc)
+        .not_valid_after(original.not_valid_after_utc + datetime.timedelta(days=365))
+    )
+    for extension in original.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def test_a_ca_whose_key_cannot_be_read_is_malformed_and_trusts_nothing() -> None:
+    """It used to pass the checks and then raise inside block application, on every
+    node at the same block."""
+    chain = Chain()
+    unreadable = _with_unknown_key_type(make_ca("org-b").certificate_pem)
+    code, message = _set_ca(chain, "org-b", unreadable, "org-a", "org-b", "org-c")
+    assert code == "MALFORMED"
+    assert "set_organisation_ca.tls_ca" in message
+    assert "public key" in message
+    # Had one been stored, peers' certificates are simply not its members'.
+    held = state_pb2.Organisation(id="org-b", tls_ca=unreadable)
+    node = make_node_certificate(make_ca("org-b"), "node", ["127.0.0.1:1"])
+    assert Membership([held]).organisation_of(node.certificate_pem) is None
+
+
+def test_a_genesis_whose_members_share_a_ca_subject_is_refused() -> None:
+    validator = SigningKey.from_seed(b"w" * 32)
+    first = make_ca("org-a").certificate_pem
+    organisations = (
+        GenesisOrganisation("org-a", "A", (ADMINS["org-a"].public_key,), tls_ca=first),
+        GenesisOrganisation(
+            "org-b",
+            "B",
+            (ADMINS["org-b"].public_key,),
+            tls_ca=_ca_like(first, copy_key_identifier=False),
+        ),
+    )
+    genesis = Genesis(
+        CHAIN, 0, (GenesisValidator("w", validator.public_key, 1),), organisations=organisations
+    )
+    with pytest.raises(ValueError, match=r"org-b.*conflicts with 'org-a'.*same subject"):
+        genesis.check_organisations()

@@ -29,7 +29,7 @@ from medledger.app.validators import change_validators, check_changes
 from medledger.crypto import signing_message, verify
 from medledger.errors import Rejected
 from medledger.genesis import ORGANISATION_ID
-from medledger.transport.ca_check import check_ca_certificate, same_ca
+from medledger.transport.ca_check import ca_conflict, check_ca_certificate, overlap_refusal
 from medledger.wire.v1 import governance_pb2, state_pb2, tx_pb2
 
 __all__ = ["APPROVALS_MAX", "check_govern", "govern", "proposal_of", "signed_bytes"]
@@ -186,7 +186,7 @@ def govern(  # noqa: PLR0911 - one return per rule reads best
             f"govern.approvals: weight {approved} of {total} ({', '.join(approved_by) or 'none'})"
             f" is not more than {numerator}/{denominator}",
         )
-    outcome = _apply(state, height, proposal, (numerator, denominator))
+    outcome = _apply(state, height, proposal, (numerator, denominator), approved_by)
     if outcome.code != tx_pb2.RESULT_CODE_OK:
         return outcome
     state.put(
@@ -209,6 +209,7 @@ def _apply(
     height: int,
     proposal: governance_pb2.GovernanceProposal,
     threshold: tuple[int, int],
+    approved_by: list[str],
 ) -> TxOutcome:
     action = proposal.WhichOneof("action")
     if action == "add_organisation":
@@ -218,43 +219,61 @@ def _apply(
     if action == "change_validators":
         return change_validators(state, height, proposal.change_validators)
     if action == "set_organisation_ca":
-        return _set_organisation_ca(state, proposal.set_organisation_ca)
+        return _set_organisation_ca(state, proposal.set_organisation_ca, approved_by)
     return _set_policy(state, proposal.set_policy)
 
 
-def _others_hold(state: BlockState, tls_ca: bytes, besides: str) -> bool:
-    """Whether a member other than `besides` holds `tls_ca` (current or previous CA):
-    a certificate it signed would then name either organisation."""
+def _conflict_with_others(state: BlockState, tls_ca: bytes, besides: str) -> str | None:
+    """Which other member's CA (current or previous) `tls_ca` would be confused with, and
+    by what (`ca_conflict`): a shared key lets a certificate name either organisation; a
+    shared subject or key identifier makes TLS stacks check the other's chains against
+    the wrong CA, cutting it off from every peer. None when it is distinct from all."""
     for org_id in consortium(state).organisations:
         other = organisation_of(state, org_id)
         if other is None or org_id == besides:
             continue
         for held in (other.tls_ca, other.previous_tls_ca):
-            if held and same_ca(tls_ca, held):
-                return True
-    return False
+            conflict = ca_conflict(tls_ca, held) if held else None
+            if conflict is not None:
+                return f"{org_id}'s CA (same {conflict})"
+    return None
 
 
-def _set_organisation_ca(state: BlockState, change: governance_pb2.OrganisationCa) -> TxOutcome:
+def _set_organisation_ca(
+    state: BlockState, change: governance_pb2.OrganisationCa, approved_by: list[str]
+) -> TxOutcome:
     """A CA rotation: the new CA, and with `keep_previous` the current one still trusted
-    beside it; the same CA without `keep_previous` ends an overlap."""
+    beside it; the same certificate without `keep_previous` ends an overlap. The
+    organisation itself must be among the approvers: otherwise a coalition could give it
+    a CA of the coalition's and be taken for its nodes on the peer port."""
     field = "govern.set_organisation_ca"
     organisation = organisation_of(state, change.organisation)
     if organisation is None:
         return TxOutcome(
             tx_pb2.RESULT_CODE_UNKNOWN_ORGANISATION, f"{field}.organisation: not a member"
         )
-    if _others_hold(state, change.tls_ca, change.organisation):
+    if change.organisation not in approved_by:
         return TxOutcome(
-            tx_pb2.RESULT_CODE_ORGANISATION_EXISTS, f"{field}.tls_ca: another member's CA"
+            tx_pb2.RESULT_CODE_NOT_APPROVED,
+            f"govern.approvals: {change.organisation} must approve a change of its own CA",
+        )
+    conflict = _conflict_with_others(state, change.tls_ca, change.organisation)
+    if conflict is not None:
+        return TxOutcome(
+            tx_pb2.RESULT_CODE_ORGANISATION_EXISTS, f"{field}.tls_ca: conflicts with {conflict}"
         )
     updated = state_pb2.Organisation()
     updated.CopyFrom(organisation)
-    if organisation.tls_ca and same_ca(change.tls_ca, organisation.tls_ca):
+    if change.tls_ca == organisation.tls_ca:
         if change.keep_previous or not organisation.previous_tls_ca:
             return TxOutcome(tx_pb2.RESULT_CODE_NOT_PERMITTED, f"{field}: changes nothing")
         updated.previous_tls_ca = b""  # the overlap ends: only the new CA is trusted
     else:
+        # A new key, or the same key re-issued (a renewal: new validity or subject).
+        if change.keep_previous and organisation.tls_ca:
+            overlap = overlap_refusal(change.tls_ca, organisation.tls_ca)
+            if overlap is not None:
+                return TxOutcome(tx_pb2.RESULT_CODE_NOT_PERMITTED, f"{field}.tls_ca: {overlap}")
         updated.previous_tls_ca = organisation.tls_ca if change.keep_previous else b""
         updated.tls_ca = change.tls_ca
     state.put(ORGANISATIONS, change.organisation.encode(), updated)
@@ -279,11 +298,11 @@ def _add_organisation(
             tx_pb2.RESULT_CODE_NOT_PERMITTED,
             "govern.add_organisation.weight: would alone be over the approval threshold",
         )
-    if new.tls_ca and _others_hold(state, new.tls_ca, besides=new.id):
-        # Another member's CA: its certificates would name either organisation.
+    conflict = _conflict_with_others(state, new.tls_ca, new.id) if new.tls_ca else None
+    if conflict is not None:
         return TxOutcome(
             tx_pb2.RESULT_CODE_ORGANISATION_EXISTS,
-            "govern.add_organisation.tls_ca: another member's CA",
+            f"govern.add_organisation.tls_ca: conflicts with {conflict}",
         )
     for admin in new.admins:
         if state.get(MEMBERS, admin, state_pb2.Member) is not None:

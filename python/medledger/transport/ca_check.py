@@ -1,28 +1,111 @@
-"""The one rule about a CA certificate the ledger holds, shared by genesis and
-governance (no other transport code: the ledger needs only this)."""
+"""The rules about a CA certificate the ledger holds, shared by genesis and governance
+(no other transport code: the ledger needs only this).
+
+Every function here is total: a certificate it cannot read is refused (or reported as a
+conflict), never an exception escaping into block application, where one would stop
+every node on the same block."""
 
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-__all__ = ["CA_PEM_BYTES_MAX", "check_ca_certificate", "same_ca"]
+__all__ = [
+    "CA_PEM_BYTES_MAX",
+    "ca_conflict",
+    "check_ca_certificate",
+    "overlap_refusal",
+    "same_ca",
+]
 
 CA_PEM_BYTES_MAX = 8 * 1024
+CURVES = ("secp256r1", "secp384r1")
+"""ECDSA curves a CA key may use (beside Ed25519): what TLS 1.3 stacks all verify."""
+
+
+def _load(pem: bytes) -> x509.Certificate | None:
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except Exception:  # any unreadable certificate is simply not one
+        return None
+
+
+def _key_der(certificate: x509.Certificate) -> bytes | None:
+    try:
+        return certificate.public_key().public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+        )
+    except Exception:  # an unknown key type has no comparable encoding
+        return None
+
+
+def _key_identifier(certificate: x509.Certificate) -> bytes | None:
+    try:
+        return certificate.extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier
+        ).value.digest
+    except Exception:  # absent or malformed: no identifier to compare
+        return None
 
 
 def same_ca(first: bytes, second: bytes) -> bool:
     """Whether two CA certificates (PEM) hold one key (structural: the DER public keys)."""
-    try:
-        keys = [x509.load_pem_x509_certificate(pem).public_key() for pem in (first, second)]
-    except ValueError:
+    certificates = [_load(first), _load(second)]
+    if certificates[0] is None or certificates[1] is None:
         return False
-    encoded = [key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) for key in keys]
-    return encoded[0] == encoded[1]
+    keys = [_key_der(c) for c in certificates if c is not None]
+    return keys[0] is not None and keys[0] == keys[1]
+
+
+def ca_conflict(first: bytes, second: bytes) -> str | None:
+    """What two organisations' CAs share that would let a certificate one signs be taken
+    for the other's: the key (it would name either organisation), the subject or the key
+    identifier (a TLS stack picks an issuer by name and key identifier, so the other's
+    chains would be checked against the wrong key and fail). None when they share none;
+    "unreadable" when either cannot be read (refused, never guessed)."""
+    a, b = _load(first), _load(second)
+    if a is None or b is None:
+        return "unreadable"
+    key_a, key_b = _key_der(a), _key_der(b)
+    if key_a is None or key_b is None:
+        return "unreadable"
+    if key_a == key_b:
+        return "key"
+    if a.subject == b.subject:
+        return "subject"
+    identifier = _key_identifier(a)
+    if identifier is not None and identifier == _key_identifier(b):
+        return "key identifier"
+    return None
+
+
+def overlap_refusal(new: bytes, current: bytes) -> str | None:
+    """Why an organisation's new CA cannot be trusted beside its current one during a
+    rotation, or None. Under one subject a TLS stack tells two CAs apart only by their key
+    identifiers (a node certificate's authority key identifier names its CA), so two keys
+    under one subject need distinct identifiers, and one identifier cannot name two keys."""
+    a, b = _load(new), _load(current)
+    if a is None or b is None:
+        return "unreadable beside the current CA"
+    key_a, key_b = _key_der(a), _key_der(b)
+    if key_a is None or key_b is None:
+        return "unreadable beside the current CA"
+    if key_a == key_b:
+        return None  # a renewal: chains verify under either certificate
+    id_a, id_b = _key_identifier(a), _key_identifier(b)
+    if id_a is not None and id_a == id_b:
+        return "the current CA's key identifier, for another key"
+    if a.subject == b.subject and (id_a is None or id_b is None):
+        return "the current CA's subject, without key identifiers to tell the two apart"
+    return None
 
 
 def check_ca_certificate(pem: bytes, where: str) -> None:
-    """Raises ValueError naming `where` unless `pem` is one CA certificate (PEM)."""
+    """Raises ValueError naming `where` unless `pem` is one CA certificate (PEM) with an
+    ECDSA P-256/P-384 or Ed25519 key, allowed to sign certificates, whose self-signature
+    verifies when it is self-issued."""
     if len(pem) > CA_PEM_BYTES_MAX:
         raise ValueError(f"{where}: longer than {CA_PEM_BYTES_MAX} bytes")
     try:
@@ -31,9 +114,32 @@ def check_ca_certificate(pem: bytes, where: str) -> None:
         raise ValueError(f"{where}: not a PEM certificate ({error})") from None
     if len(certificates) != 1:
         raise ValueError(f"{where}: exactly one certificate")
+    certificate = certificates[0]
     try:
-        constraints = certificates[0].extensions.get_extension_for_class(x509.BasicConstraints)
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
     except x509.ExtensionNotFound:
         raise ValueError(f"{where}: not a CA certificate (no basic constraints)") from None
+    except Exception as error:  # a malformed extension
+        raise ValueError(f"{where}: unreadable extensions ({type(error).__name__})") from None
     if not constraints.value.ca:
         raise ValueError(f"{where}: not a CA certificate")
+    try:
+        key = certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm) as error:
+        raise ValueError(f"{where}: unreadable public key ({type(error).__name__})") from None
+    if not (
+        isinstance(key, ed25519.Ed25519PublicKey)
+        or (isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in CURVES)
+    ):
+        raise ValueError(f"{where}: the key must be ECDSA P-256 or P-384, or Ed25519")
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError(f"{where}: its key usage does not allow signing certificates")
+    if certificate.issuer == certificate.subject:
+        try:
+            certificate.verify_directly_issued_by(certificate)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            raise ValueError(f"{where}: its self-signature does not verify") from None

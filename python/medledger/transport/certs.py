@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -191,7 +191,9 @@ def issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
     """Whether `ca` signed `certificate` (its issuer name and signature)."""
     try:
         certificate.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        # UnsupportedAlgorithm: a CA whose key this library cannot load signs nothing
+        # (every peer call asks this: it must answer, never raise).
         return False
     return True
 
