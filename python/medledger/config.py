@@ -44,6 +44,12 @@ class NodeConfig:
     # Calls the client listener runs at once; the next is refused (RESOURCE_EXHAUSTED).
     # With `message_bytes_max` it bounds what clients can make the node hold.
     client_rpcs_max: int = 512
+    # Calls one member organisation may hold open at once on the peer listener (its
+    # validators' Push streams and their fetches), so that one member cannot take the
+    # listener's whole call budget from the others; and how long a Push stream may stay
+    # silent (peers resend every `resend_interval_ms`) before it is closed.
+    peer_calls_per_organisation_max: int = 16
+    peer_push_silence_ms: int = 60_000
     message_bytes_max: int = 16 * 1024 * 1024
     expiry_horizon_blocks: int = 10_000
     # The LMDB map starts at this size and doubles as it fills, up to the maximum (and
@@ -78,6 +84,16 @@ class NodeConfig:
             raise ValueError(
                 f"lmdb_map_size_max_bytes: {self.lmdb_map_size_max_bytes} is below "
                 f"lmdb_map_size_bytes ({self.lmdb_map_size_bytes}), the map's starting size"
+            )
+        if self.peer_calls_per_organisation_max < 1:
+            raise ValueError(
+                f"peer_calls_per_organisation_max: {self.peer_calls_per_organisation_max} "
+                "must be at least 1"
+            )
+        if self.peer_push_silence_ms < 10 * self.resend_interval_ms:
+            raise ValueError(
+                f"peer_push_silence_ms: {self.peer_push_silence_ms} must be at least 10 "
+                f"resend intervals ({10 * self.resend_interval_ms} ms)"
             )
         if self.client_rpcs_max < 1:
             raise ValueError(f"client_rpcs_max: {self.client_rpcs_max} must be at least 1")

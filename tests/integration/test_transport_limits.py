@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from medledger.node.launcher import NodeProcess, start_node
 from medledger.transport.certs import load_identity, make_node_certificate
 from medledger.transport.credentials import aio_channel
 from medledger.wire.v1 import ledger_pb2, ledger_pb2_grpc, peer_pb2
-from tests.integration.conftest import tls_of
+from tests.integration.conftest import member_tls, tls_of
 
 CHAIN_ID = "medledger-transport-limits"
 
@@ -227,3 +227,88 @@ def test_a_renewed_certificate_takes_over_on_sighup_and_its_expiry_is_reported(
         assert presented.encode().strip() == renewed.certificate_pem.strip()
     log = (home.root / "node.log").read_text()
     assert "renew it" in log  # the warning: fewer than 7 days left
+
+
+PUSH = f"/{PEER_SERVICE}/Push"
+GET_BLOCKS = f"/{PEER_SERVICE}/GetBlocks"
+
+
+async def _get_blocks_code(channel: grpc.aio.Channel) -> tuple[grpc.StatusCode, str]:
+    get = channel.unary_stream(
+        GET_BLOCKS,
+        request_serializer=peer_pb2.GetBlocksRequest.SerializeToString,
+        response_deserializer=peer_pb2.BlockWithCommit.FromString,
+    )
+    try:
+        async for _ in get(peer_pb2.GetBlocksRequest(from_height=1, count_max=1), timeout=5):
+            pass
+    except grpc.aio.AioRpcError as error:
+        return error.code(), error.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+async def _one_member_cannot_starve_the_others(homes: list[Home], share: int) -> None:
+    """node 1's organisation holds its whole share of node 0's peer listener with Push
+    streams that never send: its next call is refused naming it, node 2's organisation
+    is still answered, and the silent streams are closed after the silence window."""
+    peer_port = homes[0].load_config().peer_listen
+    async with (
+        aio_channel(peer_port, member_tls(homes[1])) as byzantine,
+        aio_channel(peer_port, member_tls(homes[2])) as honest,
+    ):
+        push: grpc.aio.StreamUnaryMultiCallable[bytes, peer_pb2.PushAck]
+        push = byzantine.stream_unary(
+            PUSH, request_serializer=None, response_deserializer=peer_pb2.PushAck.FromString
+        )
+
+        async def silent() -> AsyncIterator[bytes]:
+            await asyncio.Event().wait()
+            yield b""  # never reached
+
+        started = time.monotonic()
+        held = [push(silent()) for _ in range(share)]
+        deadline = time.monotonic() + 10
+        while (answer := await _get_blocks_code(byzantine))[0] == grpc.StatusCode.OK:
+            assert time.monotonic() < deadline, "the organisation's share never filled"
+            await asyncio.sleep(0.1)
+        code, details = answer
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "organisation org-1" in details
+        assert "peer_calls_per_organisation_max" in details
+        assert await _get_blocks_code(honest) == (grpc.StatusCode.OK, "")
+
+        outcomes = await asyncio.gather(*held, return_exceptions=True)
+        assert time.monotonic() - started >= 2.5  # held open until the silence window
+        for outcome in outcomes:
+            assert isinstance(outcome, grpc.aio.AioRpcError)
+            assert outcome.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "peer_push_silence_ms" in (outcome.details() or "")
+        # Its share is free again.
+        assert await _get_blocks_code(byzantine) == (grpc.StatusCode.OK, "")
+
+
+def test_one_member_cannot_hold_the_peer_listener(tmp_path: Path) -> None:
+    init_network(tmp_path, CHAIN_ID, 4, free_base_port(8), 1_000)
+    homes = network_homes(tmp_path, 4)
+    config = dataclasses.replace(
+        homes[0].load_config(), peer_calls_per_organisation_max=4, peer_push_silence_ms=5_000
+    )
+    homes[0].config.write_text(config.to_json())
+    node = start_node(homes[0].root)  # alone: nothing else talks to it
+    try:
+        asyncio.run(_one_member_cannot_starve_the_others(homes, share=4))
+    finally:
+        node.stop()
+    assert "Traceback" not in (homes[0].root / "node.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("peer_calls_per_organisation_max", 0), ("peer_push_silence_ms", 4_999)],
+)
+def test_a_peer_listener_config_that_would_refuse_honest_peers_is_refused(
+    setting: str, value: int
+) -> None:
+    settings: dict[str, Any] = {setting: value}
+    with pytest.raises(ValueError, match=setting):
+        NodeConfig(**settings)

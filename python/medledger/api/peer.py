@@ -5,11 +5,18 @@ Over mutual TLS (`authenticated`), every call first names the member organisatio
 CA signed the caller's certificate; the handshake already refused certificates no
 current member's CA signed, and a stream whose organisation leaves the consortium is cut
 at its next message. A consensus message is then taken only from a validator that
-organisation runs (`ConsensusDriver.receive_from_stream`, `via`)."""
+organisation runs (`ConsensusDriver.receive_from_stream`, `via`).
+
+One member cannot starve the others: it holds at most `peer_calls_per_organisation_max`
+calls at once (the listener's budget is shared), and a Push stream that stays silent for
+`peer_push_silence_ms` is closed, so a held stream must keep passing the membership
+check that each message triggers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, NoReturn
 
 import grpc
@@ -33,6 +40,40 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     def __init__(self, driver: ConsensusDriver, *, authenticated: bool) -> None:
         self.driver = driver
         self.authenticated = authenticated
+        self.calls: dict[str, int] = {}  # calls open now, per member organisation
+
+    @contextlib.contextmanager
+    def _counted(self, organisation: str | None) -> Iterator[bool]:
+        """Counts a call against its organisation's share; yields False (counting
+        nothing) when the share is used up. Over clear text nobody is known or limited."""
+        limit = self.driver.config.peer_calls_per_organisation_max
+        if organisation is None:
+            yield True
+            return
+        held = self.calls.get(organisation, 0)
+        if held >= limit:
+            yield False
+            return
+        self.calls[organisation] = held + 1
+        try:
+            yield True
+        finally:
+            left = self.calls[organisation] - 1
+            if left:
+                self.calls[organisation] = left
+            else:
+                del self.calls[organisation]
+
+    async def _over_share(
+        self, organisation: str | None, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> NoReturn:
+        limit = self.driver.config.peer_calls_per_organisation_max
+        await _refuse(
+            context,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"organisation {organisation}: already holds {limit} calls on this peer listener "
+            "(peer_calls_per_organisation_max)",
+        )
 
     async def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
         """The caller's organisation (None over clear text, where nobody is known)."""
@@ -56,26 +97,44 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     ) -> peer_pb2.PushAck:
         organisation = await self._caller(context)
         certificates = list(context.auth_context().get("x509_pem_cert") or [])
-        async for message in request_iterator:
-            # Checked at every message, against the ledger's membership now: the
-            # organisation may have been removed, or its CA rotated out, meanwhile.
-            if organisation is not None and (
-                self.driver.node.membership.organisation_of(certificates[0]) != organisation
-            ):
-                await _refuse(
-                    context,
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"organisation {organisation}: no longer a member, or its certificate's "
-                    "CA is no longer trusted",
-                )
-            await self.driver.receive_from_stream(message, via=organisation)
+        silence_s = self.driver.config.peer_push_silence_ms / 1000
+        with self._counted(organisation) as admitted:
+            if not admitted:
+                await self._over_share(organisation, context)
+            messages = aiter(request_iterator)
+            while True:
+                try:
+                    message = await asyncio.wait_for(anext(messages), silence_s)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    await _refuse(
+                        context,
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"no message for {silence_s:g} s (peer_push_silence_ms); reconnect",
+                    )
+                # Checked at every message, against the ledger's membership now: the
+                # organisation may have been removed, or its CA rotated out, meanwhile.
+                if organisation is not None and (
+                    self.driver.node.membership.organisation_of(certificates[0]) != organisation
+                ):
+                    await _refuse(
+                        context,
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"organisation {organisation}: no longer a member, or its "
+                        "certificate's CA is no longer trusted",
+                    )
+                await self.driver.receive_from_stream(message, via=organisation)
         return peer_pb2.PushAck()
 
     async def GetProposal(  # noqa: N802
         self, request: peer_pb2.GetProposalRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> peer_pb2.GetProposalResponse:
-        await self._caller(context)
-        block = self.driver.held_block(request.height, request.block_hash)
+        organisation = await self._caller(context)
+        with self._counted(organisation) as admitted:
+            if not admitted:
+                await self._over_share(organisation, context)
+            block = self.driver.held_block(request.height, request.block_hash)
         if block is None:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
@@ -86,12 +145,15 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     async def GetBlocks(  # noqa: N802
         self, request: peer_pb2.GetBlocksRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[peer_pb2.BlockWithCommit]:
-        await self._caller(context)
-        store = self.driver.node.store
-        count = min(request.count_max or BLOCKS_PER_REQUEST_MAX, BLOCKS_PER_REQUEST_MAX)
-        last = min(store.head.height, request.from_height + count - 1)
-        for height in range(max(1, request.from_height), last + 1):
-            block, commit = store.block(height), store.commit(height)
-            assert block is not None, "every height up to the head is stored"
-            assert commit is not None, "every stored block has its certificate"
-            yield peer_pb2.BlockWithCommit(block=block, commit=commit)
+        organisation = await self._caller(context)
+        with self._counted(organisation) as admitted:
+            if not admitted:
+                await self._over_share(organisation, context)
+            store = self.driver.node.store
+            count = min(request.count_max or BLOCKS_PER_REQUEST_MAX, BLOCKS_PER_REQUEST_MAX)
+            last = min(store.head.height, request.from_height + count - 1)
+            for height in range(max(1, request.from_height), last + 1):
+                block, commit = store.block(height), store.commit(height)
+                assert block is not None, "every height up to the head is stored"
+                assert commit is not None, "every stored block has its certificate"
+                yield peer_pb2.BlockWithCommit(block=block, commit=commit)
