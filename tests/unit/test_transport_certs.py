@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from medledger.transport.ca_check import same_ca
 from medledger.transport.certs import (
     CertificateError,
+    Identity,
     issued_by,
     load_certificates,
     load_identity,
@@ -119,6 +120,66 @@ def test_a_renewed_certificate_serves_after_reload_without_a_restart(tmp_path: P
     with pytest.raises(CertificateError):
         served.reload()
     assert served.identity == renewed  # a bad file keeps the old identity
+
+
+def test_a_reload_refuses_a_certificate_peers_would_refuse(tmp_path: Path) -> None:
+    """Expired, not yet valid, or from another member's CA: the node keeps serving the
+    certificate it has (and says why), instead of one every peer would refuse."""
+    ca, other = make_ca("org-a"), make_ca("org-b")
+    membership = Membership(
+        [
+            state_pb2.Organisation(id="org-a", tls_ca=ca.certificate_pem),
+            state_pb2.Organisation(id="org-b", tls_ca=other.certificate_pem),
+        ]
+    )
+    first = make_node_certificate(ca, "node0", ["127.0.0.1:1"])
+    save_identity(first, tmp_path / "node.key", tmp_path / "node.pem")
+    served = ServerTls(tmp_path / "node.key", tmp_path / "node.pem")
+
+    def same_member(identity: Identity) -> None:
+        refusal = membership.renewal_refusal(first.certificate_pem, identity.certificate_pem)
+        if refusal is not None:
+            raise CertificateError(refusal)
+
+    now = datetime.now(UTC)
+    refused = {
+        "expired at": make_node_certificate(
+            ca,
+            "node0",
+            ["127.0.0.1:1"],
+            key_pem=first.key_pem,
+            days=1,
+            issued_at=now - timedelta(days=3),
+        ),
+        "not valid until": make_node_certificate(
+            ca,
+            "node0",
+            ["127.0.0.1:1"],
+            key_pem=first.key_pem,
+            issued_at=now + timedelta(days=2),
+        ),
+        "not signed by a CA organisation org-a holds": make_node_certificate(
+            other, "node0", ["127.0.0.1:1"], key_pem=first.key_pem
+        ),
+    }
+    for reason, certificate in refused.items():
+        (tmp_path / "node.pem").write_bytes(certificate.certificate_pem)
+        with pytest.raises(CertificateError, match=reason):
+            served.reload(same_member)
+        assert served.identity == first
+    renewed = make_node_certificate(ca, "node0", ["127.0.0.1:1"], key_pem=first.key_pem)
+    (tmp_path / "node.pem").write_bytes(renewed.certificate_pem)
+    assert served.reload(same_member) == renewed
+    # After a rotation without overlap no member's CA signed the old certificate: the
+    # new CA's certificate is taken.
+    rotated = Membership([state_pb2.Organisation(id="org-a", tls_ca=other.certificate_pem)])
+    assert (
+        rotated.renewal_refusal(
+            first.certificate_pem,
+            refused["not signed by a CA organisation org-a holds"].certificate_pem,
+        )
+        is None
+    )
 
 
 def test_member_cas_form_a_bundle_grpc_loads_whatever_text_the_ledger_holds() -> None:

@@ -23,7 +23,7 @@ from medledger.node.channels import ChannelWatcher, NodeChannelLedger
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
 from medledger.node.supervisor import Supervisor
-from medledger.transport.certs import CertificateError
+from medledger.transport.certs import CertificateError, Identity
 from medledger.transport.credentials import PeerTrust, ServerTls
 from medledger.vault.kek import FileKek
 from medledger.vault.service import Vault
@@ -97,8 +97,15 @@ async def _check_expiry(tls: ServerTls, node: LedgerNode) -> None:
 def _reload(tls: ServerTls, node: LedgerNode) -> None:
     """SIGHUP: new handshakes use the certificate on disk now; connections up keep theirs
     (consensus is not interrupted)."""
+    current = tls.identity.certificate_pem
+
+    def same_organisation(identity: Identity) -> None:
+        refusal = node.membership.renewal_refusal(current, identity.certificate_pem)
+        if refusal is not None:
+            raise CertificateError(f"{tls.certificate_path}: {refusal}")
+
     try:
-        tls.reload()
+        tls.reload(same_organisation)
     except (CertificateError, OSError, ValueError, TypeError) as error:
         log.error("SIGHUP: keeping the current TLS certificate: %s", error)
         return

@@ -18,6 +18,7 @@ text is only ever explicit: `None`, which only a node run with `--insecure` acce
 
 from __future__ import annotations
 
+import datetime
 import enum
 import logging
 import os
@@ -29,7 +30,13 @@ from typing import Any
 
 import grpc
 
-from medledger.transport.certs import Identity, load_certificates, load_identity
+from medledger.transport.certs import (
+    CLOCK_SKEW,
+    CertificateError,
+    Identity,
+    load_certificates,
+    load_identity,
+)
 
 __all__ = [
     "FROM_ENVIRONMENT",
@@ -127,9 +134,23 @@ class ServerTls:
         with self._lock:
             return self._identity
 
-    def reload(self) -> Identity:
-        """Reads the files again; on a bad file keeps the old identity and raises."""
+    def reload(self, check: Callable[[Identity], None] | None = None) -> Identity:
+        """Reads the files again; keeps the old identity and raises on a bad file, on a
+        certificate outside its validity period (peers would refuse it), or when `check`
+        (the caller's rule, e.g. the same organisation) raises CertificateError."""
         identity = load_identity(self.key_path, self.certificate_path)
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = identity.certificate
+        if certificate.not_valid_after_utc <= now:
+            raise CertificateError(
+                f"{self.certificate_path}: expired at {certificate.not_valid_after_utc}"
+            )
+        if certificate.not_valid_before_utc > now + CLOCK_SKEW:
+            raise CertificateError(
+                f"{self.certificate_path}: not valid until {certificate.not_valid_before_utc}"
+            )
+        if check is not None:
+            check(identity)
         with self._lock:
             self._identity = identity
         return identity

@@ -66,3 +66,13 @@ class Membership:
                 if len(self._seen) > SEEN_MAX:
                     self._seen.pop(next(iter(self._seen)))
         return self._seen[certificate_pem]
+
+    def renewal_refusal(self, current_pem: bytes, new_pem: bytes) -> str | None:
+        """Why a node serving `current_pem` should not switch to `new_pem`, or None: a
+        certificate that a member's CA signed is replaced only by one from a CA of the same
+        member (another CA's would be refused by every peer). A certificate no current CA
+        signed (after a rotation without overlap) may be replaced by any."""
+        organisation = self.organisation_of(current_pem)
+        if organisation is None or self.organisation_of(new_pem) == organisation:
+            return None
+        return f"not signed by a CA organisation {organisation} holds on the ledger"
