@@ -7,6 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+from medledger.network import free_base_port
+from medledger.transport.credentials import TLS_CA_ENV
 
 TIMEOUT_S = 120
 
@@ -32,3 +38,18 @@ def medledger(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+def init_network_as_typed(
+    root: Path, chain_id: str, monkeypatch: pytest.MonkeyPatch, *, ports: int = 8
+) -> int:
+    """`medledger init` of a 4-validator network at `root`, as an operator types it,
+    on `ports` free ports from the one returned (client APIs first, then PeerServices).
+    Later commands trust the network's CA bundle (`TLS_CA_ENV`), as `--node` needs."""
+    port = free_base_port(ports)
+    medledger(
+        "init", "--home", str(root), "--chain-id", chain_id, "--validators", "4",
+        "--base-port", str(port),
+    )  # fmt: skip
+    monkeypatch.setenv(TLS_CA_ENV, str(root / "consortium-ca.pem"))
+    return port

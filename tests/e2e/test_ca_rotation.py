@@ -11,67 +11,32 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import pytest
 
-from medledger.client import LedgerClient
 from medledger.config import Home
-from medledger.network import free_base_port
 from medledger.node.launcher import NodeProcess, start_node
 from medledger.transport.certs import (
     load_identity,
     make_ca,
     make_node_certificate,
 )
-from medledger.transport.credentials import TLS_CA_ENV, ClientTls, sync_channel
-from medledger.wire.v1 import peer_pb2, peer_pb2_grpc
-from tests.e2e.cli_runner import medledger
-from tests.e2e.test_validator_changes import _govern
+from medledger.transport.credentials import ClientTls
+from tests.e2e.cli_runner import init_network_as_typed, medledger
+from tests.e2e.test_validator_changes import _govern, _height, _wait
 from tests.integration.conftest import stop_all
+from tests.integration.test_outsiders import _blocks
 
 CHAIN_ID = "e2e-ca-rotation"
-WAIT_S = 60.0
-
-
-def _wait(what: str, condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def _height(address: str) -> int:
-    with LedgerClient(address) as client:
-        return client.status().height
-
-
-def _blocks(peer_port: str, tls: ClientTls) -> str:
-    """GetBlocks on a peer port: how many came, or the refusal's code."""
-    with sync_channel(peer_port, tls) as channel:
-        try:
-            stream = peer_pb2_grpc.PeerServiceStub(channel).GetBlocks(
-                peer_pb2.GetBlocksRequest(from_height=1, count_max=1), timeout=5
-            )
-            return f"{len(list(stream))} blocks"
-        except grpc.RpcError as error:
-            return str(error.code().name)
 
 
 def test_a_member_rotates_its_ca_without_stopping_the_chain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "net"
-    port = free_base_port(8)
-    medledger(
-        "init", "--home", str(root), "--chain-id", CHAIN_ID, "--validators", "4",
-        "--base-port", str(port),
-    )  # fmt: skip
+    init_network_as_typed(root, CHAIN_ID, monkeypatch)
     bundle_file = root / "consortium-ca.pem"
-    monkeypatch.setenv(TLS_CA_ENV, str(bundle_file))
     homes = [Home(root / f"node{i}") for i in range(4)]
     addresses = [h.load_config().listen for h in homes]
     peer_port = homes[0].load_config().peer_listen
@@ -102,8 +67,8 @@ def test_a_member_rotates_its_ca_without_stopping_the_chain(
         roots = b"".join(h.ca_certificate.read_bytes() for h in homes) + new_ca.certificate_pem
         old_client = make_node_certificate(old_ca, "old", ["127.0.0.1:1"])
         new_client = make_node_certificate(new_ca, "new", ["127.0.0.1:1"])
-        assert _blocks(peer_port, ClientTls(roots, old_client)) == "1 blocks"
-        assert _blocks(peer_port, ClientTls(roots, new_client)) == "1 blocks"
+        assert _blocks(peer_port, ClientTls(roots, old_client)) == "2 blocks"
+        assert _blocks(peer_port, ClientTls(roots, new_client)) == "2 blocks"
 
         # Organisation 1's node moves to a certificate from the new CA, same key.
         served = load_identity(rotating.tls_key, rotating.tls_certificate)
@@ -125,7 +90,7 @@ def test_a_member_rotates_its_ca_without_stopping_the_chain(
             "the old CA to be refused",
             lambda: _blocks(peer_port, ClientTls(roots, old_client)) == "UNAVAILABLE",
         )
-        assert _blocks(peer_port, ClientTls(roots, new_client)) == "1 blocks"
+        assert _blocks(peer_port, ClientTls(roots, new_client)) == "2 blocks"
         # All four still sign: node 1's links reconnect with its renewed certificate.
         at = _height(addresses[0])
         _wait("blocks after the rotation", lambda: _height(addresses[0]) >= at + 4)

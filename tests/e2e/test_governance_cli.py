@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medledger.network import free_base_port
-from medledger.transport.credentials import TLS_CA_ENV
-from tests.e2e.cli_runner import medledger
+from tests.e2e.cli_runner import init_network_as_typed, medledger
 
 CHAIN_ID = "e2e-governance-1"
 
@@ -21,12 +19,7 @@ def test_organisations_add_a_hospital_by_proposal_and_change_the_policy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "net"
-    port = free_base_port(8)
-    medledger(
-        "init", "--home", str(root), "--chain-id", CHAIN_ID, "--validators", "4",
-        "--base-port", str(port),
-    )  # fmt: skip
-    monkeypatch.setenv(TLS_CA_ENV, str(root / "consortium-ca.pem"))  # for --node
+    port = init_network_as_typed(root, CHAIN_ID, monkeypatch)
     homes = [["--home", str(root / f"node{i}")] for i in range(4)]
     newcomer_key, member_key = tmp_path / "new-admin.json", tmp_path / "member.json"
     newcomer = medledger("keys", "new", str(newcomer_key)).stdout.strip()

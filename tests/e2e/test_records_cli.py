@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from medledger.network import free_base_port
-from medledger.transport.credentials import TLS_CA_ENV
-from tests.e2e.cli_runner import medledger
+from tests.e2e.cli_runner import init_network_as_typed, medledger
 
 CHAIN_ID = "e2e-records-1"
 BUNDLE = {
@@ -52,12 +50,7 @@ def test_the_records_story_as_users_type_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "net"
-    port = free_base_port(8)
-    medledger(
-        "init", "--home", str(root), "--chain-id", CHAIN_ID, "--validators", "4",
-        "--base-port", str(port),
-    )  # fmt: skip
-    monkeypatch.setenv(TLS_CA_ENV, str(root / "consortium-ca.pem"))  # for --node
+    port = init_network_as_typed(root, CHAIN_ID, monkeypatch)
     hospital = ["--home", str(root / "node0")]
     nodes = [f"127.0.0.1:{port + i}" for i in range(4)]
     keys = {}

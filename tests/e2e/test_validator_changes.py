@@ -27,11 +27,9 @@ from medledger.client.proofs import ProofError, verify_transaction_proof
 from medledger.config import Home
 from medledger.genesis import Genesis
 from medledger.keys import load_key
-from medledger.network import free_base_port
 from medledger.node.launcher import NodeProcess, start_node
-from medledger.transport.credentials import TLS_CA_ENV
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, tx_pb2
-from tests.e2e.cli_runner import medledger
+from tests.e2e.cli_runner import init_network_as_typed, medledger
 from tests.integration.conftest import stop_all
 
 CHAIN_ID = "e2e-validators-1"
@@ -79,16 +77,11 @@ def test_a_validator_joins_votes_and_another_leaves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "net"
-    port = free_base_port(10)
+    port = init_network_as_typed(root, CHAIN_ID, monkeypatch, ports=10)
     # Client APIs on port..port+3 and PeerServices on port+4..port+7 (init); the
     # newcomer's on port+8 and port+9.
     addresses = [*(f"127.0.0.1:{port + i}" for i in range(4)), f"127.0.0.1:{port + 8}"]
     peers = [*(f"127.0.0.1:{port + 4 + i}" for i in range(4)), f"127.0.0.1:{port + 9}"]
-    medledger(
-        "init", "--home", str(root), "--chain-id", CHAIN_ID, "--validators", "4",
-        "--base-port", str(port),
-    )  # fmt: skip
-    monkeypatch.setenv(TLS_CA_ENV, str(root / "consortium-ca.pem"))
     homes = [Home(root / f"node{i}") for i in range(5)]
     # Organisation 1 runs the newcomer: its CA certifies the new node.
     joined = medledger(

@@ -310,28 +310,44 @@ def _with_unknown_key_type(pem: bytes) -> bytes:
     return x509.load_der_x509_certificate(changed).public_bytes(serialization.Encoding.PEM)
 
 
-def _ca_like(victim: bytes, *, copy_key_identifier: bool) -> bytes:
-    """A new key under `victim`'s subject (and, if asked, its key identifier)."""
-    original = x509.load_pem_x509_certificate(victim)
-    key = ec.generate_private_key(ec.SECP256R1())
-    identifier = (
-        original.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        if copy_key_identifier
-        else x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    )
-    built = (
+def _self_signed(
+    original: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey,
+    extensions: list[x509.Extension[x509.ExtensionType]],
+    *,
+    extra_days: int = 0,
+) -> bytes:
+    """A CA certificate under `original`'s subject and validity (`extra_days` longer),
+    for `key`, with `extensions`."""
+    builder = (
         x509.CertificateBuilder()
         .subject_name(original.subject)
         .issuer_name(original.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(original.not_valid_before_utc)
-        .not_valid_after(original.not_valid_after_utc)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(identifier, critical=False)
-        .sign(key, hashes.SHA256())
+        .not_valid_after(original.not_valid_after_utc + datetime.timedelta(days=extra_days))
     )
-    return built.public_bytes(serialization.Encoding.PEM)
+    for extension in extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _ca_like(victim: bytes, *, copy_key_identifier: bool) -> bytes:
+    """A new key under `victim`'s subject (and, if asked, its key identifier)."""
+    original = x509.load_pem_x509_certificate(victim)
+    key = ec.generate_private_key(ec.SECP256R1())
+    identifier = (
+        original.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        if copy_key_identifier
+        else x509.Extension(
+            x509.SubjectKeyIdentifier.oid,
+            False,
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+        )
+    )
+    constraints = original.extensions.get_extension_for_class(x509.BasicConstraints)
+    return _self_signed(original, key, [constraints, identifier])
 
 
 def _set_ca(
@@ -388,21 +404,11 @@ def test_a_ca_renewed_with_its_key_replaces_the_old_certificate() -> None:
 
 
 def _renew(ca: Identity) -> bytes:
+    """`ca` re-issued with its key, for a year longer."""
     original = x509.load_pem_x509_certificate(ca.certificate_pem)
     key = serialization.load_pem_private_key(ca.key_pem, password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(original.subject)
-        .issuer_name(original.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(original.not_valid_before_utc)
-        .not_valid_after(original.not_valid_after_utc + datetime.timedelta(days=365))
-    )
-    for extension in original.extensions:
-        builder = builder.add_extension(extension.value, extension.critical)
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    return _self_signed(original, key, list(original.extensions), extra_days=365)
 
 
 def test_a_ca_whose_key_cannot_be_read_is_malformed_and_trusts_nothing() -> None:

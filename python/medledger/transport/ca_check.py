@@ -7,6 +7,8 @@ every node on the same block."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -50,13 +52,31 @@ def _key_identifier(certificate: x509.Certificate) -> bytes | None:
         return None
 
 
+@dataclass(frozen=True)
+class _Ca:
+    """What comparisons of CA certificates read: subject, key (DER) and key identifier."""
+
+    subject: x509.Name
+    key: bytes
+    identifier: bytes | None
+
+
+def _read_pair(first: bytes, second: bytes) -> tuple[_Ca, _Ca] | None:
+    """Both certificates as `_Ca`, or None when either or its key cannot be read."""
+    read = []
+    for pem in (first, second):
+        certificate = _load(pem)
+        key = None if certificate is None else _key_der(certificate)
+        if certificate is None or key is None:
+            return None
+        read.append(_Ca(certificate.subject, key, _key_identifier(certificate)))
+    return read[0], read[1]
+
+
 def same_ca(first: bytes, second: bytes) -> bool:
     """Whether two CA certificates (PEM) hold one key (structural: the DER public keys)."""
-    certificates = [_load(first), _load(second)]
-    if certificates[0] is None or certificates[1] is None:
-        return False
-    keys = [_key_der(c) for c in certificates if c is not None]
-    return keys[0] is not None and keys[0] == keys[1]
+    pair = _read_pair(first, second)
+    return pair is not None and pair[0].key == pair[1].key
 
 
 def ca_conflict(first: bytes, second: bytes) -> str | None:
@@ -65,18 +85,15 @@ def ca_conflict(first: bytes, second: bytes) -> str | None:
     identifier (a TLS stack picks an issuer by name and key identifier, so the other's
     chains would be checked against the wrong key and fail). None when they share none;
     "unreadable" when either cannot be read (refused, never guessed)."""
-    a, b = _load(first), _load(second)
-    if a is None or b is None:
+    pair = _read_pair(first, second)
+    if pair is None:
         return "unreadable"
-    key_a, key_b = _key_der(a), _key_der(b)
-    if key_a is None or key_b is None:
-        return "unreadable"
-    if key_a == key_b:
+    a, b = pair
+    if a.key == b.key:
         return "key"
     if a.subject == b.subject:
         return "subject"
-    identifier = _key_identifier(a)
-    if identifier is not None and identifier == _key_identifier(b):
+    if a.identifier is not None and a.identifier == b.identifier:
         return "key identifier"
     return None
 
@@ -86,18 +103,15 @@ def overlap_refusal(new: bytes, current: bytes) -> str | None:
     rotation, or None. Under one subject a TLS stack tells two CAs apart only by their key
     identifiers (a node certificate's authority key identifier names its CA), so two keys
     under one subject need distinct identifiers, and one identifier cannot name two keys."""
-    a, b = _load(new), _load(current)
-    if a is None or b is None:
+    pair = _read_pair(new, current)
+    if pair is None:
         return "unreadable beside the current CA"
-    key_a, key_b = _key_der(a), _key_der(b)
-    if key_a is None or key_b is None:
-        return "unreadable beside the current CA"
-    if key_a == key_b:
+    a, b = pair
+    if a.key == b.key:
         return None  # a renewal: chains verify under either certificate
-    id_a, id_b = _key_identifier(a), _key_identifier(b)
-    if id_a is not None and id_a == id_b:
+    if a.identifier is not None and a.identifier == b.identifier:
         return "the current CA's key identifier, for another key"
-    if a.subject == b.subject and (id_a is None or id_b is None):
+    if a.subject == b.subject and (a.identifier is None or b.identifier is None):
         return "the current CA's subject, without key identifiers to tell the two apart"
     return None
 
