@@ -350,7 +350,11 @@ def cmd_bench_records(args: argparse.Namespace) -> None:
     from medledger.records_bench import run_records_bench  # noqa: PLC0415
 
     run_records_bench(
-        anchors=args.anchors, fetches=args.fetches, transfers=args.transfers, json_path=args.json
+        anchors=args.anchors,
+        fetches=args.fetches,
+        transfers=args.transfers,
+        json_path=args.json,
+        insecure=args.insecure,
     )
 
 
@@ -559,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
     records.add_argument("--fetches", type=int, default=2_000)
     records.add_argument("--transfers", type=int, default=20_000)
     records.add_argument("--json", type=Path)
+    records.add_argument("--insecure", action="store_true", help="clear text, to compare")
     records.set_defaults(run=cmd_bench_records)
     channels = bench.add_parser(
         "channels", help="acknowledged payments/s on one channel and on many, one payee"

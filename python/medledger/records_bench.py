@@ -19,6 +19,7 @@ from medledger.loadgen import WINDOW_BATCHES, percentile, stream_batches
 
 if TYPE_CHECKING:
     from medledger.crypto import SigningKey
+    from medledger.transport.credentials import ClientTls
     from medledger.wire.v1.envelope_pb2 import SignedTransaction
 
 __all__ = ["RecordsBenchResult", "run_records_bench"]
@@ -42,8 +43,14 @@ class RecordsBenchResult:
 
 
 def run_records_bench(
-    *, anchors: int, fetches: int, transfers: int, json_path: Path | None = None
+    *,
+    anchors: int,
+    fetches: int,
+    transfers: int,
+    json_path: Path | None = None,
+    insecure: bool = False,
 ) -> RecordsBenchResult:
+    """Over TLS, as a network runs; `insecure`: clear text, for a figure beside it."""
     from medledger.cli import init_home  # noqa: PLC0415
     from medledger.client import LedgerClient, TxBuilder, enrol  # noqa: PLC0415
     from medledger.client.records import RecordsClient  # noqa: PLC0415
@@ -51,13 +58,13 @@ def run_records_bench(
     from medledger.crypto import SigningKey  # noqa: PLC0415
     from medledger.keys import load_key  # noqa: PLC0415
     from medledger.node.launcher import start_node  # noqa: PLC0415
+    from medledger.transport.credentials import ClientTls  # noqa: PLC0415
     from medledger.wire.v1 import records_pb2, tx_pb2  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="medledger-bench-records-") as tmp:
         home = Home(Path(tmp) / "node")
-        # Clear text: these figures compare with earlier runs of the same bench; the
-        # transport's cost is measured by `bench cluster` (with and without TLS).
-        init_home(home, CHAIN_ID, listen="127.0.0.1:0", insecure=True)
+        init_home(home, CHAIN_ID, listen="127.0.0.1:0", insecure=insecure)
+        tls = None if insecure else ClientTls.from_file(home.consortium_ca)
         custodian = load_key(home.keys_dir / "client.json")
         patient, reader = SigningKey.generate(), SigningKey.generate()
         builder = TxBuilder(custodian, CHAIN_ID)
@@ -85,7 +92,7 @@ def run_records_bench(
         try:
             # Set-up, not measured: the organisation's admin (the custodian's own key here)
             # issues the roles.
-            with LedgerClient(node.address) as ledger:
+            with LedgerClient(node.address, tls=tls) as ledger:
                 enrol(
                     ledger,
                     custodian,
@@ -96,10 +103,10 @@ def run_records_bench(
                         reader: [tx_pb2.ROLE_RESEARCHER],
                     },
                 )
-            anchor_s = _commit_all(node.address, anchor_txs)
-            transfer_s = _commit_all(node.address, transfer_txs)
+            anchor_s = _commit_all(node.address, anchor_txs, tls)
+            transfer_s = _commit_all(node.address, transfer_txs, tls)
             # Records in the vault and a consent covering them, then the fetches.
-            with RecordsClient(node.address, CHAIN_ID) as records:
+            with RecordsClient(node.address, CHAIN_ID, tls=tls) as records:
                 record_ids = [
                     records.put(
                         custodian,
@@ -112,7 +119,7 @@ def run_records_bench(
                     ).record_id
                     for i in range(RECORDS)
                 ]
-            with LedgerClient(node.address) as ledger:
+            with LedgerClient(node.address, tls=tls) as ledger:
                 now = int(time.time() * 1000)
                 grant = TxBuilder(patient, CHAIN_ID).grant_consent(
                     grantee=reader.public_key,
@@ -124,7 +131,9 @@ def run_records_bench(
                 )
                 ledger.submit(grant, wait=True)
             fetch_s, latencies = asyncio.run(
-                _fetch_all(node.address, reader, [record_ids[i % RECORDS] for i in range(fetches)])
+                _fetch_all(
+                    node.address, reader, [record_ids[i % RECORDS] for i in range(fetches)], tls
+                )
             )
         finally:
             node.stop()
@@ -144,28 +153,27 @@ def run_records_bench(
     return result
 
 
-def _commit_all(address: str, txs: list[SignedTransaction]) -> float:
+def _commit_all(address: str, txs: list[SignedTransaction], tls: ClientTls | None) -> float:
     """Seconds to get every transaction committed through two SubmitStreams."""
     batches = [txs[i : i + BATCH] for i in range(0, len(txs), BATCH)]
     seconds, _ = asyncio.run(
-        stream_batches([address], batches, 2, len(txs), WINDOW_BATCHES, tls=None)
+        stream_batches([address], batches, 2, len(txs), WINDOW_BATCHES, tls=tls)
     )
     return seconds
 
 
 async def _fetch_all(
-    address: str, reader: SigningKey, record_ids: list[bytes]
+    address: str, reader: SigningKey, record_ids: list[bytes], tls: ClientTls | None
 ) -> tuple[float, list[float]]:
-    import grpc  # noqa: PLC0415
-
     from medledger.client.records import fetch_request, open_fetched  # noqa: PLC0415
     from medledger.client.sync import channel_options  # noqa: PLC0415
+    from medledger.transport.credentials import aio_channel  # noqa: PLC0415
     from medledger.vault.requests import sign_request  # noqa: PLC0415
     from medledger.wire.v1 import records_pb2, records_pb2_grpc  # noqa: PLC0415
 
     latencies: list[float] = []
     in_flight = asyncio.Semaphore(FETCHES_IN_FLIGHT)
-    async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+    async with aio_channel(address, tls, channel_options()) as channel:
         stub = records_pb2_grpc.VaultServiceStub(channel)
 
         async def one(record_id: bytes) -> None:
