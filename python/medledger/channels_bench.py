@@ -39,8 +39,10 @@ from medledger.loadgen import WINDOW_BATCHES, percentile, stream_batches
 if TYPE_CHECKING:
     from medledger.channels.store import ChannelStore
     from medledger.client import TxBuilder
+    from medledger.config import Home
     from medledger.crypto import SigningKey
     from medledger.node.launcher import NodeProcess
+    from medledger.transport.credentials import ClientTls
     from medledger.wire.v1 import channels_pb2
     from medledger.wire.v1.envelope_pb2 import SignedTransaction
 
@@ -131,21 +133,22 @@ def run_channels_bench(
     batch: int,
     hub_rate: float | None = None,
     json_path: Path | None = None,
+    insecure: bool = False,
 ) -> ChannelsBenchResult:
+    """Over TLS, as a network runs (the node, the hub and the payers' sessions);
+    `insecure`: clear text, for a figure beside it."""
     from medledger.channels.store import ChannelStore  # noqa: PLC0415
     from medledger.cli import init_home  # noqa: PLC0415
-    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
     from medledger.config import Home  # noqa: PLC0415
     from medledger.crypto import SigningKey  # noqa: PLC0415
     from medledger.keys import load_key  # noqa: PLC0415
     from medledger.node.launcher import start_node  # noqa: PLC0415
-    from medledger.wire.v1 import channels_pb2, tx_pb2  # noqa: PLC0415
+    from medledger.transport.credentials import ClientTls  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="medledger-bench-channels-") as tmp:
         home = Home(Path(tmp) / "node")
-        # Clear text: these figures compare with earlier runs of the same bench; the
-        # transport's cost is measured by `bench cluster` (with and without TLS).
-        init_home(home, CHAIN_ID, listen="127.0.0.1:0", insecure=True)
+        init_home(home, CHAIN_ID, listen="127.0.0.1:0", insecure=insecure)
+        tls = None if insecure else ClientTls.from_file(home.consortium_ca)
         payee = load_key(home.keys_dir / "client.json")
         payers = [SigningKey.generate() for _ in range(channels + 1)]
         hub_key = SigningKey.generate()
@@ -153,62 +156,41 @@ def run_channels_bench(
         node = start_node(home.root)
         hub = None
         try:
-            with LedgerClient(node.address) as ledger:
-                expiry = ledger.status().height + 1_000
-            bank = TxBuilder(payee, CHAIN_ID)
-            everyone = [*payers, hub_key, *hub_payers]
-            setup = _setup_phases(bank, everyone, hub_key, expiry)
             pairs = [(p, payee) for p in [*payers, hub_key]] + [(p, hub_key) for p in hub_payers]
-            opens = [
-                TxBuilder(p, CHAIN_ID).open_channel(
-                    payee=to.public_key,
-                    deposit_micros=DEPOSIT,
-                    challenge_blocks=100,
-                    expiry_height=expiry,
-                )
-                for p, to in pairs
-            ]
-            for txs in [*setup, opens]:
-                asyncio.run(
-                    stream_batches([node.address], [txs], 1, len(txs), WINDOW_BATCHES, tls=None)
-                )
-            all_locals = [
-                channels_pb2.LocalChannel(
-                    channel_id=tx_pb2.TransactionBody.FromString(tx.body).open_channel.channel_id,
-                    payer=p.public_key,
-                    payee=to.public_key,
-                    deposit_micros=DEPOSIT,
-                    address=node.address,
-                )
-                for (p, to), tx in zip(pairs, opens, strict=True)
-            ]
+            all_locals = _open_channels(node.address, tls, payee, hub_key, pairs)
             locals_ = all_locals[: len(payers)]
-            hub = _start_hub(Path(tmp), hub_key, all_locals[len(payers)], node.address)
+            hub_home = None if insecure else home  # the hub belongs to the node's organisation
+            hub = _start_hub(Path(tmp), hub_key, all_locals[len(payers)], node.address, hub_home)
             via_hub = all_locals[len(payers) + 1 :]
             for local in via_hub:
                 local.address = hub.address
             store = ChannelStore(Path(tmp) / "payers")
-            one, fsyncs_one = asyncio.run(
-                _pay(store, payers[:1], locals_[:1], payments, batch=batch, in_flight=IN_FLIGHT_ONE)
-            )
-            many, fsyncs_many = asyncio.run(
-                _pay(
-                    store, payers[1:], locals_[1:], payments, batch=batch, in_flight=IN_FLIGHT_MANY
-                )
-            )
 
-            def through_hub(rate: float | None) -> tuple[Run, int]:
+            def pay(
+                keys: list[SigningKey],
+                channels: list[channels_pb2.LocalChannel],
+                in_flight: int,
+                **routing: Any,
+            ) -> tuple[Run, int]:
                 return asyncio.run(
                     _pay(
                         store,
-                        hub_payers,
-                        via_hub,
+                        keys,
+                        channels,
                         payments,
                         batch=batch,
-                        in_flight=IN_FLIGHT_HUB,
-                        destination=payee.public_key,
-                        rate=rate,
+                        in_flight=in_flight,
+                        tls=tls,
+                        **routing,
                     )
+                )
+
+            one, fsyncs_one = pay(payers[:1], locals_[:1], IN_FLIGHT_ONE)
+            many, fsyncs_many = pay(payers[1:], locals_[1:], IN_FLIGHT_MANY)
+
+            def through_hub(rate: float | None) -> tuple[Run, int]:
+                return pay(
+                    hub_payers, via_hub, IN_FLIGHT_HUB, destination=payee.public_key, rate=rate
                 )
 
             routed, fsyncs_routed = through_hub(None)
@@ -245,6 +227,7 @@ async def _pay(
     in_flight: int,
     destination: bytes = b"",
     rate: float | None = None,
+    tls: ClientTls | None,
 ) -> tuple[Run, int]:
     """Pays `payments` spread over the channels; with `destination` every batch is
     routed through the channels' payee (a hub) on an invoice of `destination`; with
@@ -269,7 +252,14 @@ async def _pay(
 
     async def one_channel(index: int, key: SigningKey, local: channels_pb2.LocalChannel) -> None:
         session = PayerSession(
-            key, CHAIN_ID, store, local, local.address, commit=commit, in_flight_max=in_flight
+            key,
+            CHAIN_ID,
+            store,
+            local,
+            local.address,
+            commit=commit,
+            in_flight_max=in_flight,
+            tls=tls,
         )
         # Each channel's own lines: random ids, so ids never repeat across channels
         # (a hub forwards many channels' lines on one channel, where ids must be unique).
@@ -355,19 +345,78 @@ def _run(
     return run
 
 
+def _open_channels(
+    address: str,
+    tls: ClientTls | None,
+    bank: SigningKey,
+    hub_key: SigningKey,
+    pairs: list[tuple[SigningKey, SigningKey]],
+) -> list[channels_pb2.LocalChannel]:
+    """Set-up, not measured: `bank` enrols and funds every payer of `pairs` (payer,
+    payee; `hub_key` as a payment processor), and each opens its channel; the payers'
+    records of those channels."""
+    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
+    from medledger.wire.v1 import channels_pb2, tx_pb2  # noqa: PLC0415
+
+    with LedgerClient(address, tls=tls) as ledger:
+        expiry = ledger.status().height + 1_000
+    setup = _setup_phases(TxBuilder(bank, CHAIN_ID), [p for p, _ in pairs], hub_key, expiry)
+    opens = [
+        TxBuilder(p, CHAIN_ID).open_channel(
+            payee=to.public_key,
+            deposit_micros=DEPOSIT,
+            challenge_blocks=100,
+            expiry_height=expiry,
+        )
+        for p, to in pairs
+    ]
+    for txs in [*setup, opens]:
+        asyncio.run(stream_batches([address], [txs], 1, len(txs), WINDOW_BATCHES, tls=tls))
+    return [
+        channels_pb2.LocalChannel(
+            channel_id=tx_pb2.TransactionBody.FromString(tx.body).open_channel.channel_id,
+            payer=p.public_key,
+            payee=to.public_key,
+            deposit_micros=DEPOSIT,
+            address=address,
+        )
+        for (p, to), tx in zip(pairs, opens, strict=True)
+    ]
+
+
 def _start_hub(
-    root: Path, key: SigningKey, to_provider: channels_pb2.LocalChannel, node: str
+    root: Path,
+    key: SigningKey,
+    to_provider: channels_pb2.LocalChannel,
+    node: str,
+    organisation: Home | None,
 ) -> NodeProcess:
-    """A hub process whose store holds its channel to the provider."""
+    """A hub process whose store holds its channel to the provider; with `organisation`
+    (a home whose CA is at hand) it serves TLS with a certificate from that CA."""
     from medledger.channels.store import ChannelStore  # noqa: PLC0415
     from medledger.keys import save_key  # noqa: PLC0415
     from medledger.node.launcher import start_hub  # noqa: PLC0415
+    from medledger.transport.certs import (  # noqa: PLC0415
+        load_identity,
+        make_node_certificate,
+        save_identity,
+    )
 
     store = ChannelStore(root / "hub")
     store.write([store.channel_write(to_provider)])
     store.close()
     save_key(key, root / "hub.key")
-    return start_hub(root / "hub", root / "hub.key", node)
+    tls = ["--insecure"]
+    if organisation is not None:
+        ca = load_identity(organisation.ca_key, organisation.ca_certificate)
+        served = make_node_certificate(ca, "hub", ["127.0.0.1:0"])
+        save_identity(served, root / "hub-tls.key", root / "hub-tls.pem")
+        tls = [
+            "--tls-key", str(root / "hub-tls.key"),
+            "--tls-cert", str(root / "hub-tls.pem"),
+            "--tls-ca", str(organisation.consortium_ca),
+        ]  # fmt: skip
+    return start_hub(root / "hub", root / "hub.key", node, tls=tls)
 
 
 def _sign_verify_ceiling(key: SigningKey, batch: int) -> float:

@@ -367,6 +367,7 @@ def cmd_bench_channels(args: argparse.Namespace) -> None:
         batch=args.batch,
         hub_rate=args.hub_rate or None,
         json_path=args.json,
+        insecure=args.insecure,
     )
 
 
@@ -578,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table
         help="payments/s offered in the paced hub row (0: leave the row out)",
     )
     channels.add_argument("--json", type=Path)
+    channels.add_argument("--insecure", action="store_true", help="clear text, to compare")
     channels.set_defaults(run=cmd_bench_channels)
     return parser
 
