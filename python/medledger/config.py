@@ -44,6 +44,9 @@ class NodeConfig:
     # Calls the client listener runs at once; the next is refused (RESOURCE_EXHAUSTED).
     # With `message_bytes_max` it bounds what clients can make the node hold.
     client_rpcs_max: int = 512
+    # Of those, what one client address may hold (its host; connections from it share):
+    # one client cannot then take every call from the others.
+    client_calls_per_address_max: int = 256
     # Calls one member organisation may hold open at once on the peer listener (its
     # validators' Push streams and their fetches), so that one member cannot take the
     # listener's whole call budget from the others; and how long a Push stream may stay
@@ -94,6 +97,11 @@ class NodeConfig:
             raise ValueError(
                 f"peer_push_silence_ms: {self.peer_push_silence_ms} must be at least 10 "
                 f"resend intervals ({10 * self.resend_interval_ms} ms)"
+            )
+        if self.client_calls_per_address_max < 1:
+            raise ValueError(
+                f"client_calls_per_address_max: {self.client_calls_per_address_max} must be "
+                "at least 1"
             )
         if self.client_rpcs_max < 1:
             raise ValueError(f"client_rpcs_max: {self.client_rpcs_max} must be at least 1")

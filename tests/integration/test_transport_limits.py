@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +60,11 @@ def grpc_call_over(
     path: str,
     request: bytes,
     certificate: Home | None = None,
+    source: str = "",
 ) -> dict[str, str]:
     """One gRPC call over HTTP/2 on a TLS connection that negotiates exactly `version`
-    (presenting the node certificate of `certificate`, a home, if given); the response's
-    headers and trailers."""
+    (presenting the node certificate of `certificate`, a home, if given; from the local
+    address `source`, if given); the response's headers and trailers."""
     host, port = address.rsplit(":", 1)
     context = ssl.create_default_context(cadata=ca.decode())
     context.minimum_version = context.maximum_version = version
@@ -71,7 +72,9 @@ def grpc_call_over(
         context.load_cert_chain(certificate.tls_certificate, certificate.tls_key)
     context.set_alpn_protocols(["h2"])
     with (
-        socket.create_connection((host, int(port)), timeout=10) as raw,
+        socket.create_connection(
+            (host, int(port)), timeout=10, source_address=(source, 0) if source else None
+        ) as raw,
         context.wrap_socket(raw, server_hostname=host) as tls,
     ):
         assert tls.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2"}.get(version, "TLSv1.3")
@@ -158,10 +161,12 @@ async def _status_code(stub: ledger_pb2_grpc.LedgerServiceAsyncStub) -> grpc.Sta
     return grpc.StatusCode.OK
 
 
-async def _held_streams(address: str, home: Home, count: int) -> None:
+async def _held_streams(
+    address: str, home: Home, count: int, meanwhile: Callable[[str], None] | None = None
+) -> None:
     """`count` StreamBlocks calls held open (the lone node makes no block without
-    transactions), then a further call: refused at once while they hold, answered
-    once one ends."""
+    transactions), then a further call: refused at once while they hold (its message
+    given to `meanwhile`, which runs then), answered once one ends."""
     async with aio_channel(address, tls_of(home)) as channel:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         status = await stub.GetStatus(ledger_pb2.GetStatusRequest(), timeout=10)
@@ -175,6 +180,11 @@ async def _held_streams(address: str, home: Home, count: int) -> None:
                 # Until the server has taken all of them in.
                 assert time.monotonic() < deadline, "the limit never took effect"
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            if meanwhile is not None:
+                try:
+                    await stub.GetStatus(ledger_pb2.GetStatusRequest(), timeout=5)
+                except grpc.aio.AioRpcError as error:
+                    meanwhile(error.details() or "")
             held.pop().cancel()
             deadline = time.monotonic() + 10
             while (code := await _status_code(stub)) != grpc.StatusCode.OK:
@@ -192,10 +202,39 @@ def test_the_client_listener_runs_a_bounded_number_of_calls(tmp_path: Path) -> N
             assert client.status().chain_id == CHAIN_ID
 
 
+def test_one_client_address_cannot_take_every_call(tmp_path: Path) -> None:
+    """A client at 127.0.0.1 holds its share of the client listener's calls: its next call
+    is refused naming its address, while a client at 127.0.0.2 is still answered."""
+    with lone_node(tmp_path, client_calls_per_address_max=3) as (home, node):
+        ca = home.consortium_ca.read_bytes()
+        get_status = f"/{LEDGER_SERVICE}/GetStatus"
+        answers: list[dict[str, str]] = []
+
+        def while_held(refusal: str) -> None:
+            assert "client address ipv4:127.0.0.1" in refusal
+            assert "client_calls_per_address_max" in refusal
+            request = ledger_pb2.GetStatusRequest().SerializeToString()
+            answers.append(
+                grpc_call_over(
+                    node.address,
+                    ca,
+                    ssl.TLSVersion.TLSv1_3,
+                    get_status,
+                    request,
+                    source="127.0.0.2",
+                )
+            )
+
+        asyncio.run(_held_streams(node.address, home, 3, while_held))
+        assert [answer.get("grpc-status") for answer in answers] == ["0"]
+
+
 @pytest.mark.parametrize("value", [0, -1])
 def test_a_config_without_room_for_a_call_is_refused(value: int) -> None:
     with pytest.raises(ValueError, match="client_rpcs_max"):
         NodeConfig(client_rpcs_max=value)
+    with pytest.raises(ValueError, match="client_calls_per_address_max"):
+        NodeConfig(client_calls_per_address_max=value)
 
 
 def test_a_renewed_certificate_takes_over_on_sighup_and_its_expiry_is_reported(

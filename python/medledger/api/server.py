@@ -18,6 +18,7 @@ from medledger.api.records import RecordServicer, VaultServicer
 from medledger.channels.payee import Payee
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
+from medledger.transport.address_share import AddressShare
 from medledger.transport.credentials import PeerTrust, ServerTls
 from medledger.transport.tls_version import RequireTls13
 from medledger.vault.service import Vault
@@ -40,6 +41,8 @@ call), so idle connections cannot pile up."""
 CHANNEL_SERVICE = channels_pb2.DESCRIPTOR.services_by_name["ChannelService"].full_name
 HUB_RPCS_MAX = 1_024
 """Calls a hub runs at once: one stream per open channel, beside a few unary calls."""
+HUB_CALLS_PER_ADDRESS_MAX = 512
+"""Of which one client address may hold (a processor runs many channels from one host)."""
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -200,8 +203,12 @@ async def serve(
     """Starts serving `node`'s client API on `listen` (host:port; port 0 picks one),
     over server TLS (`tls`; None: clear text). Returns the server, the bound port and the
     health service (SERVING for "" and LedgerService)."""
+    share = AddressShare(node.config.client_calls_per_address_max, "client_calls_per_address_max")
     server = _server(
-        node.config.message_bytes_max, rpcs_max=node.config.client_rpcs_max, tls=tls is not None
+        node.config.message_bytes_max,
+        rpcs_max=node.config.client_rpcs_max,
+        tls=tls is not None,
+        share=share,
     )
     server.add_generic_rpc_handlers(
         (ledger_handler(LedgerServicer(node)), records_handler(RecordServicer(node)))
@@ -239,7 +246,8 @@ async def serve_channels(
     payee: Payee, listen: str, message_bytes_max: int, tls: ServerTls | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """ChannelService alone, for a hub (a payee that is not a node)."""
-    server = _server(message_bytes_max, rpcs_max=HUB_RPCS_MAX, tls=tls is not None)
+    share = AddressShare(HUB_CALLS_PER_ADDRESS_MAX, "HUB_CALLS_PER_ADDRESS_MAX")
+    server = _server(message_bytes_max, rpcs_max=HUB_RPCS_MAX, tls=tls is not None, share=share)
     server.add_generic_rpc_handlers((channel_handler(ChannelServicer(payee)),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -267,13 +275,19 @@ def _options(message_bytes_max: int) -> list[tuple[str, int]]:
     ]
 
 
-def _server(message_bytes_max: int, *, rpcs_max: int, tls: bool) -> grpc.aio.Server:
+def _server(
+    message_bytes_max: int, *, rpcs_max: int, tls: bool, share: AddressShare | None = None
+) -> grpc.aio.Server:
     """A server that runs at most `rpcs_max` calls at once (the next is refused at once,
-    RESOURCE_EXHAUSTED) and, over TLS, refuses calls over anything older than TLS 1.3."""
+    RESOURCE_EXHAUSTED), at most `share`'s from one client address, and, over TLS,
+    refuses calls over anything older than TLS 1.3 (checked first)."""
+    interceptors: list[grpc.aio.ServerInterceptor] = [RequireTls13()] if tls else []
+    if share is not None:
+        interceptors.append(share)
     return grpc.aio.server(
         options=_options(message_bytes_max),
         maximum_concurrent_rpcs=rpcs_max,
-        interceptors=[RequireTls13()] if tls else [],
+        interceptors=interceptors,
     )
 
 

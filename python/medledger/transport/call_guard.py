@@ -1,0 +1,78 @@
+"""Runs a check around every call of a server, whatever the method's shape.
+
+gRPC Python's server interceptors see a method's name, not its caller; the caller (the
+connection's address, its TLS session) is known only to the handler, through its
+context. `GuardInterceptor` therefore wraps each method handler so that `guard(context)`,
+an async context manager, surrounds the whole call: entered before the service sees a
+byte of the request (it refuses by aborting the call), left when the call ends, however
+it ends (streams included)."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+__all__ = ["Context", "Guard", "GuardInterceptor"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Guard = Callable[[Context], contextlib.AbstractAsyncContextManager[None]]
+
+
+def _unary_response(behaviour: Callable[[Any, Context], Any], guard: Guard) -> Any:
+    async def guarded(request: Any, context: Context) -> Any:
+        async with guard(context):
+            result = behaviour(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+    return guarded
+
+
+def _streamed_response(behaviour: Callable[[Any, Context], Any], guard: Guard) -> Any:
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def guarded_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            async with guard(context):
+                async for response in behaviour(request, context):
+                    yield response
+
+        return guarded_stream
+    # A handler that writes with context.write: the call lasts as long as it runs.
+    return _unary_response(behaviour, guard)
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every method handler of a server with `guard`."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler: Any = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        decode, encode = handler.request_deserializer, handler.response_serializer
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary_response(handler.unary_unary, self.guard), decode, encode
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _unary_response(handler.stream_unary, self.guard), decode, encode
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _streamed_response(handler.unary_stream, self.guard), decode, encode
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _streamed_response(handler.stream_stream, self.guard), decode, encode
+        )
