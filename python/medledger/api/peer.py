@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import grpc
 
 from medledger.node.consensus_driver import ConsensusDriver
+from medledger.transport.call_guard import Shares
 from medledger.wire.v1 import peer_pb2, peer_pb2_grpc
 
 __all__ = ["PeerServicer"]
@@ -40,29 +41,22 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     def __init__(self, driver: ConsensusDriver, *, authenticated: bool) -> None:
         self.driver = driver
         self.authenticated = authenticated
-        self.calls: dict[str, int] = {}  # calls open now, per member organisation
+        self.calls = Shares()  # calls open now, per member organisation
 
     @contextlib.contextmanager
     def _counted(self, organisation: str | None) -> Iterator[bool]:
         """Counts a call against its organisation's share; yields False (counting
         nothing) when the share is used up. Over clear text nobody is known or limited."""
-        limit = self.driver.config.peer_calls_per_organisation_max
         if organisation is None:
             yield True
             return
-        held = self.calls.get(organisation, 0)
-        if held >= limit:
+        if not self.calls.take(organisation, self.driver.config.peer_calls_per_organisation_max):
             yield False
             return
-        self.calls[organisation] = held + 1
         try:
             yield True
         finally:
-            left = self.calls[organisation] - 1
-            if left:
-                self.calls[organisation] = left
-            else:
-                del self.calls[organisation]
+            self.calls.give_back(organisation)
 
     async def _over_share(
         self, organisation: str | None, context: grpc.aio.ServicerContext[Any, Any]

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from medledger.transport.call_guard import Context, GuardInterceptor
+from medledger.transport.call_guard import Context, GuardInterceptor, Shares
 
 __all__ = ["AddressShare", "client_host"]
 
@@ -33,25 +33,19 @@ class AddressShare(GuardInterceptor):
     def __init__(self, calls_max: int, setting: str) -> None:
         self.calls_max = calls_max
         self.setting = setting
-        self.calls: dict[str, int] = {}
+        self.calls = Shares()
         super().__init__(self._counted)
 
     @contextlib.asynccontextmanager
     async def _counted(self, context: Context) -> AsyncIterator[None]:
         host = client_host(context.peer())
-        held = self.calls.get(host, 0)
-        if held >= self.calls_max:
+        if not self.calls.take(host, self.calls_max):
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"client address {host}: already holds {held} calls on this listener "
-                f"({self.setting}); retry when one ends",
+                f"client address {host}: already holds {self.calls.held(host)} calls on this "
+                f"listener ({self.setting}); retry when one ends",
             )
-        self.calls[host] = held + 1
         try:
             yield
         finally:
-            left = self.calls[host] - 1
-            if left:
-                self.calls[host] = left
-            else:
-                del self.calls[host]
+            self.calls.give_back(host)

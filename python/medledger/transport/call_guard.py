@@ -16,10 +16,36 @@ from typing import Any
 
 import grpc
 
-__all__ = ["Context", "Guard", "GuardInterceptor"]
+__all__ = ["Context", "Guard", "GuardInterceptor", "Shares"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Guard = Callable[[Context], contextlib.AbstractAsyncContextManager[None]]
+
+
+class Shares:
+    """Calls open now per key (a client address, a member organisation), each key
+    allowed at most the limit its caller gives."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, int] = {}
+
+    def held(self, key: str) -> int:
+        return self.open.get(key, 0)
+
+    def take(self, key: str, limit: int) -> bool:
+        """Counts one more call for `key`, unless it already holds `limit`."""
+        held = self.open.get(key, 0)
+        if held >= limit:
+            return False
+        self.open[key] = held + 1
+        return True
+
+    def give_back(self, key: str) -> None:
+        left = self.open[key] - 1
+        if left:
+            self.open[key] = left
+        else:
+            del self.open[key]
 
 
 def _unary_response(behaviour: Callable[[Any, Context], Any], guard: Guard) -> Any:
