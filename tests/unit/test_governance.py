@@ -4,6 +4,7 @@ and expiry, and what each action changes."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 
@@ -11,6 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from medledger.app import Application, governance, queries
 from medledger.app.state import MemoryState, genesis_writes
@@ -18,6 +20,7 @@ from medledger.client import TxBuilder
 from medledger.client.members import enrolment_signature
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis, GenesisOrganisation, GenesisValidator
+from medledger.transport.ca_check import check_ca_certificate
 from medledger.transport.certs import Identity, make_ca, make_node_certificate
 from medledger.transport.membership import Membership
 from medledger.wire.v1 import governance_pb2, records_pb2, state_pb2, tx_pb2
@@ -443,3 +446,64 @@ def test_a_genesis_whose_members_share_a_ca_subject_is_refused() -> None:
     )
     with pytest.raises(ValueError, match=r"org-b.*conflicts with 'org-a'.*same subject"):
         genesis.check_organisations()
+
+
+def _patched_der(pem: bytes, old: bytes, new: bytes) -> bytes:
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    assert der.count(old) == 1
+    patched = der.replace(old, new)
+    body = base64.encodebytes(patched).replace(b"\n", b"")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(lines) + b"\n-----END CERTIFICATE-----\n"
+
+
+def test_a_ca_the_library_cannot_parse_is_malformed_not_an_exception() -> None:
+    """An X.509 version 4 made `cryptography` raise InvalidVersion (not ValueError) from
+    the stateless check, in admission and in block application; a serial of zero or
+    below, which a coming release refuses at parsing, would judge apart nodes on two
+    library versions."""
+    ca = make_ca("org-b").certificate_pem
+    version_3 = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2, i.e. v3
+    serial = x509.load_pem_x509_certificate(ca).serial_number.to_bytes(20, "big").lstrip(b"\0")
+    encoded_serial = bytes([2, len(serial)]) + serial
+    negative = bytes([2, len(serial), serial[0] | 0x80]) + serial[1:]
+    for pem, reason in (
+        (_patched_der(ca, version_3, bytes.fromhex("a003020103")), "unreadable certificate"),
+        (_patched_der(ca, encoded_serial, negative), "serial number must be positive"),
+    ):
+        chain = Chain()
+        code, message = _set_ca(chain, "org-b", pem, "org-a", "org-b", "org-c")
+        assert code == "MALFORMED", message
+        assert reason in message
+        with pytest.raises(ValueError, match=reason):
+            check_ca_certificate(pem, "tls_ca")
+
+
+def test_a_subject_that_differs_only_in_case_or_spacing_is_the_same_subject() -> None:
+    """TLS stacks compare names canonically (ASCII case and white space folded)."""
+    chain = Chain()
+    victim = make_ca("acme")
+    assert _set_ca(chain, "org-b", victim.certificate_pem, "org-a", "org-b", "org-c")[0] == "OK"
+    key = ec.generate_private_key(ec.SECP256R1())
+    lookalike_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ACME"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "  acme   MEDLEDGER ca "),
+        ]
+    )
+    original = x509.load_pem_x509_certificate(victim.certificate_pem)
+    lookalike = (
+        x509.CertificateBuilder()
+        .subject_name(lookalike_name)
+        .issuer_name(lookalike_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(original.not_valid_before_utc)
+        .not_valid_after(original.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    code, message = _set_ca(chain, "org-c", lookalike, "org-a", "org-c", "org-d")
+    assert code == "ORGANISATION_EXISTS"
+    assert "org-b's CA (same subject)" in message

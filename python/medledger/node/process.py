@@ -106,7 +106,7 @@ def _reload(tls: ServerTls, node: LedgerNode) -> None:
 
     try:
         tls.reload(same_organisation)
-    except (CertificateError, OSError, ValueError, TypeError) as error:
+    except Exception as error:  # any bad file (the library raises more than ValueError)
         log.error("SIGHUP: keeping the current TLS certificate: %s", error)
         return
     _log_expiry(tls, node)

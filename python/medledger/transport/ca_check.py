@@ -7,6 +7,8 @@ every node on the same block."""
 
 from __future__ import annotations
 
+import re
+import string
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -52,11 +54,29 @@ def _key_identifier(certificate: x509.Certificate) -> bytes | None:
         return None
 
 
+_ASCII_SPACE = re.compile(r"[ \t\n\r\f\v]+")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def _canonical(name: x509.Name) -> tuple[tuple[str, str], ...]:
+    """A name as TLS stacks compare names when they look for an issuer: each attribute's
+    value with ASCII letters lowered and ASCII white space collapsed and trimmed (ASCII
+    only: the ledger's answer must not depend on an interpreter's Unicode tables)."""
+    return tuple(
+        (
+            attribute.oid.dotted_string,
+            _ASCII_SPACE.sub(" ", str(attribute.value)).strip(" ").translate(_ASCII_LOWER),
+        )
+        for attribute in name
+    )
+
+
 @dataclass(frozen=True)
 class _Ca:
-    """What comparisons of CA certificates read: subject, key (DER) and key identifier."""
+    """What comparisons of CA certificates read: subject (canonical), key (DER) and key
+    identifier."""
 
-    subject: x509.Name
+    subject: tuple[tuple[str, str], ...]
     key: bytes
     identifier: bytes | None
 
@@ -69,7 +89,11 @@ def _read_pair(first: bytes, second: bytes) -> tuple[_Ca, _Ca] | None:
         key = None if certificate is None else _key_der(certificate)
         if certificate is None or key is None:
             return None
-        read.append(_Ca(certificate.subject, key, _key_identifier(certificate)))
+        try:
+            subject = _canonical(certificate.subject)
+        except Exception:  # a name the library cannot read: the pair cannot be compared
+            return None
+        read.append(_Ca(subject, key, _key_identifier(certificate)))
     return read[0], read[1]
 
 
@@ -117,11 +141,21 @@ def overlap_refusal(new: bytes, current: bytes) -> str | None:
 
 
 def check_ca_certificate(pem: bytes, where: str) -> None:
-    """Raises ValueError naming `where` unless `pem` is one CA certificate (PEM) with an
-    ECDSA P-256/P-384 or Ed25519 key, allowed to sign certificates, whose self-signature
-    verifies when it is self-issued."""
+    """Raises ValueError naming `where` unless `pem` is one CA certificate (PEM) with a
+    positive serial, an ECDSA P-256/P-384 or Ed25519 key, allowed to sign certificates,
+    whose self-signature verifies when it is self-issued. Only ValueError escapes: it runs
+    in block application, where any other exception would stop the block."""
     if len(pem) > CA_PEM_BYTES_MAX:
         raise ValueError(f"{where}: longer than {CA_PEM_BYTES_MAX} bytes")
+    try:
+        _check(pem, where)
+    except ValueError:
+        raise
+    except Exception as error:  # what the library raises on input it does not expect
+        raise ValueError(f"{where}: unreadable certificate ({type(error).__name__})") from None
+
+
+def _check(pem: bytes, where: str) -> None:
     try:
         certificates = x509.load_pem_x509_certificates(pem)
     except ValueError as error:
@@ -129,17 +163,19 @@ def check_ca_certificate(pem: bytes, where: str) -> None:
     if len(certificates) != 1:
         raise ValueError(f"{where}: exactly one certificate")
     certificate = certificates[0]
+    # A serial of zero or below is refused by RFC 5280 and, in a coming `cryptography`,
+    # at parsing: refused here now, so that no two library versions judge it apart.
+    if certificate.serial_number <= 0:
+        raise ValueError(f"{where}: its serial number must be positive")
     try:
         constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
     except x509.ExtensionNotFound:
         raise ValueError(f"{where}: not a CA certificate (no basic constraints)") from None
-    except Exception as error:  # a malformed extension
-        raise ValueError(f"{where}: unreadable extensions ({type(error).__name__})") from None
     if not constraints.value.ca:
         raise ValueError(f"{where}: not a CA certificate")
     try:
         key = certificate.public_key()
-    except (ValueError, UnsupportedAlgorithm) as error:
+    except UnsupportedAlgorithm as error:
         raise ValueError(f"{where}: unreadable public key ({type(error).__name__})") from None
     if not (
         isinstance(key, ed25519.Ed25519PublicKey)

@@ -75,4 +75,8 @@ class Membership:
         organisation = self.organisation_of(current_pem)
         if organisation is None or self.organisation_of(new_pem) == organisation:
             return None
-        return f"not signed by a CA organisation {organisation} holds on the ledger"
+        return (
+            f"not signed by a CA organisation {organisation} holds in this node's view of the "
+            "ledger (if this node missed a CA rotation, restart it: start-up serves the "
+            "certificate on disk)"
+        )
