@@ -145,6 +145,23 @@ async def wait_for(condition: object, timeout_s: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def invoice_once_reachable(session: PayerSession, net: Network) -> bytes:
+    """One lock hash from the provider through the hub, once the hub has its link to the
+    provider back: until then the hub answers UNAVAILABLE, which a client retries (the
+    hub reconnects with back-off, so being done with old routes does not mean linked)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            (fresh,) = await session.invoices(1, net.provider)
+        except ChannelRefused as refused:
+            if refused.status != "UNAVAILABLE":
+                raise
+            assert asyncio.get_running_loop().time() < deadline, "the hub never reconnected"
+            await asyncio.sleep(0.1)
+        else:
+            return fresh
+
+
 def lines(count: int, claim: str) -> list[channels_pb2.Payment]:
     return [
         payment(PRICE, claim_id=claim, procedure_code="99213", units=1, service_date="2026-11-25")
@@ -383,7 +400,7 @@ def test_sigkill_of_the_hub_mid_stream_completes_each_route_on_both_hops_or_neit
         async with net.payer.session(net.to_hub) as session:
             await wait_for(lambda: not session.pending_locks(), 20)
             # The stream goes on: a new route is delivered through the restarted hub.
-            (fresh,) = await session.invoices(1, net.provider)
+            fresh = await invoice_once_reachable(session, net)
             outcome = await send_routed(session, net, fresh, lines(10, "CLM-after"))
             assert sha256(await asyncio.wait_for(outcome, 15)) == fresh
             delivered.append(fresh)
@@ -444,7 +461,7 @@ def test_sigkill_of_the_provider_mid_route_leaves_no_route_complete_on_one_hop_o
         async with net.payer.session(net.to_hub) as session:
             # Routes the provider held are resolved, the others failed: nothing pending.
             await wait_for(lambda: not session.pending_locks(), 30)
-            (fresh,) = await session.invoices(1, net.provider)
+            fresh = await invoice_once_reachable(session, net)
             outcome = await send_routed(session, net, fresh, lines(10, "CLM-after"))
             assert sha256(await asyncio.wait_for(outcome, 15)) == fresh
 
