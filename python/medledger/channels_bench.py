@@ -395,27 +395,13 @@ def _start_hub(
     (a home whose CA is at hand) it serves TLS with a certificate from that CA."""
     from medledger.channels.store import ChannelStore  # noqa: PLC0415
     from medledger.keys import save_key  # noqa: PLC0415
-    from medledger.node.launcher import start_hub  # noqa: PLC0415
-    from medledger.transport.certs import (  # noqa: PLC0415
-        load_identity,
-        make_node_certificate,
-        save_identity,
-    )
+    from medledger.node.launcher import hub_tls_options, start_hub  # noqa: PLC0415
 
     store = ChannelStore(root / "hub")
     store.write([store.channel_write(to_provider)])
     store.close()
     save_key(key, root / "hub.key")
-    tls = ["--insecure"]
-    if organisation is not None:
-        ca = load_identity(organisation.ca_key, organisation.ca_certificate)
-        served = make_node_certificate(ca, "hub", ["127.0.0.1:0"])
-        save_identity(served, root / "hub-tls.key", root / "hub-tls.pem")
-        tls = [
-            "--tls-key", str(root / "hub-tls.key"),
-            "--tls-cert", str(root / "hub-tls.pem"),
-            "--tls-ca", str(organisation.consortium_ca),
-        ]  # fmt: skip
+    tls = ["--insecure"] if organisation is None else hub_tls_options(organisation, root)
     return start_hub(root / "hub", root / "hub.key", node, tls=tls)
 
 

@@ -15,7 +15,7 @@ from medledger.config import Home
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis
 from medledger.keys import load_key
-from medledger.node.launcher import NodeProcess, start_node
+from medledger.node.launcher import NodeProcess, hub_tls_options, start_node
 from medledger.transport.certs import load_identity, make_node_certificate, save_identity
 from medledger.transport.credentials import (
     TLS_CA_ENV,
@@ -62,14 +62,8 @@ def issue_tls(home: Home, name: str, directory: Path) -> ServerTls:
 
 
 def hub_tls_args(home: Home, directory: Path) -> list[str]:
-    """`medledger hub start` options: a certificate from `home`'s organisation, and the
-    consortium's CAs to verify the node and the providers against."""
-    served = issue_tls(home, "hub", directory)
-    return [
-        "--tls-key", str(served.key_path),
-        "--tls-cert", str(served.certificate_path),
-        "--tls-ca", str(home.consortium_ca),
-    ]  # fmt: skip
+    """`medledger hub start` options for a hub of `home`'s organisation."""
+    return hub_tls_options(home, directory)
 
 
 def trust(monkeypatch: pytest.MonkeyPatch, bundle: Path) -> None:

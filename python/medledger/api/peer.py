@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 import grpc
@@ -43,31 +43,19 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self.authenticated = authenticated
         self.calls = Shares()  # calls open now, per member organisation
 
-    @contextlib.contextmanager
-    def _counted(self, organisation: str | None) -> Iterator[bool]:
-        """Counts a call against its organisation's share; yields False (counting
-        nothing) when the share is used up. Over clear text nobody is known or limited."""
-        if organisation is None:
-            yield True
-            return
-        if not self.calls.take(organisation, self.driver.config.peer_calls_per_organisation_max):
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            self.calls.give_back(organisation)
-
-    async def _over_share(
+    def _share(
         self, organisation: str | None, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> NoReturn:
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """The call counted against its organisation's share, refused past it. Over clear
+        text nobody is known or limited."""
+        if organisation is None:
+            return contextlib.nullcontext()
         limit = self.driver.config.peer_calls_per_organisation_max
-        await _refuse(
-            context,
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        refusal = (
             f"organisation {organisation}: already holds {limit} calls on this peer listener "
-            "(peer_calls_per_organisation_max)",
+            "(peer_calls_per_organisation_max)"
         )
+        return self.calls.holding(context, organisation, limit, refusal)
 
     async def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
         """The caller's organisation (None over clear text, where nobody is known)."""
@@ -92,9 +80,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         organisation = await self._caller(context)
         certificates = list(context.auth_context().get("x509_pem_cert") or [])
         silence_s = self.driver.config.peer_push_silence_ms / 1000
-        with self._counted(organisation) as admitted:
-            if not admitted:
-                await self._over_share(organisation, context)
+        async with self._share(organisation, context):
             messages = aiter(request_iterator)
             while True:
                 try:
@@ -125,9 +111,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self, request: peer_pb2.GetProposalRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> peer_pb2.GetProposalResponse:
         organisation = await self._caller(context)
-        with self._counted(organisation) as admitted:
-            if not admitted:
-                await self._over_share(organisation, context)
+        async with self._share(organisation, context):
             block = self.driver.held_block(request.height, request.block_hash)
         if block is None:
             await context.abort(
@@ -140,9 +124,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self, request: peer_pb2.GetBlocksRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[peer_pb2.BlockWithCommit]:
         organisation = await self._caller(context)
-        with self._counted(organisation) as admitted:
-            if not admitted:
-                await self._over_share(organisation, context)
+        async with self._share(organisation, context):
             store = self.driver.node.store
             count = min(request.count_max or BLOCKS_PER_REQUEST_MAX, BLOCKS_PER_REQUEST_MAX)
             last = min(store.head.height, request.from_height + count - 1)

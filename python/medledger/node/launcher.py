@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medledger.config import Home
+from medledger.transport.certs import load_identity, make_node_certificate, save_identity
+
 __all__ = ["NodeProcess", "start_hub", "start_node"]
 
 READY_TIMEOUT_S = 60.0
@@ -53,6 +56,22 @@ def start_node(
     node runs in its own session with its output in the log, so it outlives the caller."""
     command = ["node", "start", "--home", str(home), "--listen", listen]
     return _start(command, home, log_path or home / "node.log", READY_LINE, detach=detach)
+
+
+def hub_tls_options(organisation: Home, directory: Path) -> list[str]:
+    """`medledger hub start` transport options for a hub of the organisation whose CA is
+    in `organisation` (a home, as `init` leaves it): a certificate from that CA, kept in
+    `directory`/tls and reused when there already (a restarted hub), and the consortium's
+    CAs to verify the node and the providers against."""
+    key, certificate = directory / "tls" / "hub.key", directory / "tls" / "hub.pem"
+    if not key.exists():
+        ca = load_identity(organisation.ca_key, organisation.ca_certificate)
+        save_identity(make_node_certificate(ca, "hub", ["127.0.0.1:0"]), key, certificate)
+    return [
+        "--tls-key", str(key),
+        "--tls-cert", str(certificate),
+        "--tls-ca", str(organisation.consortium_ca),
+    ]  # fmt: skip
 
 
 def start_hub(

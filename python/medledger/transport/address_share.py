@@ -9,9 +9,6 @@ A stranger with many addresses can still fill the pool; one with one address can
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-
-import grpc
 
 from medledger.transport.call_guard import Context, GuardInterceptor, Shares
 
@@ -36,16 +33,10 @@ class AddressShare(GuardInterceptor):
         self.calls = Shares()
         super().__init__(self._counted)
 
-    @contextlib.asynccontextmanager
-    async def _counted(self, context: Context) -> AsyncIterator[None]:
+    def _counted(self, context: Context) -> contextlib.AbstractAsyncContextManager[None]:
         host = client_host(context.peer())
-        if not self.calls.take(host, self.calls_max):
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"client address {host}: already holds {self.calls.held(host)} calls on this "
-                f"listener ({self.setting}); retry when one ends",
-            )
-        try:
-            yield
-        finally:
-            self.calls.give_back(host)
+        refusal = (
+            f"client address {host}: already holds {self.calls_max} calls on this listener "
+            f"({self.setting}); retry when one ends"
+        )
+        return self.calls.holding(context, host, self.calls_max, refusal)

@@ -47,6 +47,19 @@ class Shares:
         else:
             del self.open[key]
 
+    @contextlib.asynccontextmanager
+    async def holding(
+        self, context: Context, key: str, limit: int, refusal: str
+    ) -> AsyncIterator[None]:
+        """One call of `key` for as long as the block runs; a call over `limit` is
+        refused (RESOURCE_EXHAUSTED, `refusal`) instead."""
+        if not self.take(key, limit):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        try:
+            yield
+        finally:
+            self.give_back(key)
+
 
 def _unary_response(behaviour: Callable[[Any, Context], Any], guard: Guard) -> Any:
     async def guarded(request: Any, context: Context) -> Any:
