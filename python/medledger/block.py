@@ -12,10 +12,6 @@ from typing import TYPE_CHECKING
 
 from medledger import merkle
 from medledger._core import (
-    BLOCK_BYTES_MAX,
-    BLOCK_TXS_MAX,
-    TX_BYTES_MAX,
-    VALIDATORS_MAX,
     ValidatedBlock,
     ValidatorSet,
     block_hash,
@@ -25,6 +21,7 @@ from medledger._core import (
     validate_block,
 )
 from medledger.crypto import SigningKey, vote_signing_message
+from medledger.limits import BLOCK_BYTES_MAX, BLOCK_TXS_MAX, TX_BYTES_MAX, VALIDATORS_MAX
 from medledger.wire.v1 import envelope_pb2
 
 if TYPE_CHECKING:

@@ -6,16 +6,21 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from medledger.block import BLOCK_BYTES_MAX, TX_BYTES_MAX
+from medledger import limits
+from medledger.limits import (
+    BLOCK_TXS_MAX,
+    MESSAGE_BYTES_MIN,
+    PEER_MESSAGE_BYTES_MAX,
+    PEER_RPCS_MAX,
+    TX_BYTES_MAX,
+    VERIFY_BATCH_MAX,
+)
 
-__all__ = ["DEFAULT_LISTEN", "Home", "NodeConfig"]
+# PEER_MESSAGE_BYTES_MAX: re-exported for medledger.client.sync, which should import it
+# from medledger.limits.
+__all__ = ["DEFAULT_LISTEN", "PEER_MESSAGE_BYTES_MAX", "Home", "NodeConfig"]
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
-PEER_MESSAGE_BYTES_MAX = 16 * 1024 * 1024
-"""The message limit of the channels peers and the SDK open (medledger.client.sync)."""
-BLOCK_HEADROOM_BYTES = 1024 * 1024
-"""Room a block leaves for its header and for the messages that carry it whole (a
-proposal, a GetBlocks answer) inside the gRPC message limit."""
 
 
 @dataclass(frozen=True)
@@ -32,33 +37,36 @@ class NodeConfig:
     # node logs a warning. Without it the node needs its TLS files under `tls/`.
     insecure: bool = False
     block_interval_ms: int = 50
-    block_txs_max: int = 8_000
-    mempool_txs_max: int = 200_000
-    mempool_bytes_max: int = 128 * 1024 * 1024
+    # Every maximum's default, and why it has its value: medledger.limits.
+    block_txs_max: int = limits.DEFAULT_BLOCK_TXS_MAX
+    mempool_txs_max: int = limits.DEFAULT_MEMPOOL_TXS_MAX
+    # At least one block (`block_tx_bytes_max`).
+    mempool_bytes_max: int = limits.DEFAULT_MEMPOOL_BYTES_MAX
     # One key's share of the ordinary lane: a quarter, so no signer holds the whole pool.
-    mempool_signer_txs_max: int = 50_000
+    mempool_signer_txs_max: int = limits.DEFAULT_MEMPOOL_SIGNER_TXS_MAX
     # One organisation's share (all its members' keys together): half, so a member whose
     # people or systems flood cannot crowd out the others (permissioned chains only).
-    mempool_organisation_txs_max: int = 100_000
-    submit_batch_txs_max: int = 4_096
+    mempool_organisation_txs_max: int = limits.DEFAULT_MEMPOOL_ORGANISATION_TXS_MAX
+    submit_batch_txs_max: int = limits.DEFAULT_SUBMIT_BATCH_TXS_MAX
     # Calls the client listener runs at once; the next is refused (RESOURCE_EXHAUSTED).
     # With `message_bytes_max` it bounds what clients can make the node hold.
-    client_rpcs_max: int = 512
+    client_rpcs_max: int = limits.DEFAULT_CLIENT_RPCS_MAX
     # Of those, what one client address may hold (its host; connections from it share):
     # one client cannot then take every call from the others.
-    client_calls_per_address_max: int = 256
+    client_calls_per_address_max: int = limits.DEFAULT_CLIENT_CALLS_PER_ADDRESS_MAX
     # Calls one member organisation may hold open at once on the peer listener (its
     # validators' Push streams and their fetches), so that one member cannot take the
     # listener's whole call budget from the others; and how long a Push stream may stay
     # silent (peers resend every `resend_interval_ms`) before it is closed.
-    peer_calls_per_organisation_max: int = 16
+    peer_calls_per_organisation_max: int = limits.DEFAULT_PEER_CALLS_PER_ORGANISATION_MAX
     peer_push_silence_ms: int = 60_000
-    message_bytes_max: int = 16 * 1024 * 1024
+    # Between MESSAGE_BYTES_MIN and PEER_MESSAGE_BYTES_MAX; blocks take what fits it.
+    message_bytes_max: int = limits.DEFAULT_MESSAGE_BYTES_MAX
     expiry_horizon_blocks: int = 10_000
     # The LMDB map starts at this size and doubles as it fills, up to the maximum (and
     # never past the disk's room): medledger.chain.store.
-    lmdb_map_size_bytes: int = 1024 * 1024 * 1024
-    lmdb_map_size_max_bytes: int = 1024 * 1024 * 1024 * 1024
+    lmdb_map_size_bytes: int = limits.DEFAULT_LMDB_MAP_SIZE_BYTES
+    lmdb_map_size_max_bytes: int = limits.DEFAULT_LMDB_MAP_SIZE_MAX_BYTES
     # The PeerService address of every genesis validator, in genesis order (this node's
     # own entry included). Empty for a lone validator. Validators added later bring
     # theirs on the ledger.
@@ -68,7 +76,7 @@ class NodeConfig:
     timeout_vote_ms: int = 500
     timeout_vote_delta_ms: int = 250
     resend_interval_ms: int = 500
-    peer_queue_max: int = 10_000
+    peer_queue_max: int = limits.DEFAULT_PEER_QUEUE_MAX
     empty_block_interval_ms: int = 1_000
     # Threads for batch verification and Merkle hashing (0: every core). Nodes that share
     # a host (a local network) each take their share, so that idle workers waiting for
@@ -76,13 +84,7 @@ class NodeConfig:
     rust_threads: int = 0
 
     def __post_init__(self) -> None:
-        # Peers talk through channels limited to 16 MiB (medledger.client.sync), and a
-        # block must hold at least one transaction of the largest admissible size.
-        if self.block_tx_bytes_max < TX_BYTES_MAX + 64:
-            raise ValueError(
-                f"message_bytes_max: {self.message_bytes_max} leaves no room for a block "
-                f"(at least {BLOCK_HEADROOM_BYTES + TX_BYTES_MAX + 64} bytes)"
-            )
+        self._check_limits()
         if self.lmdb_map_size_max_bytes < self.lmdb_map_size_bytes:
             raise ValueError(
                 f"lmdb_map_size_max_bytes: {self.lmdb_map_size_max_bytes} is below "
@@ -107,17 +109,54 @@ class NodeConfig:
             raise ValueError(f"client_rpcs_max: {self.client_rpcs_max} must be at least 1")
         if self.rust_threads < 0:
             raise ValueError(f"rust_threads: {self.rust_threads} is negative (0: every core)")
-        if self.message_bytes_max > PEER_MESSAGE_BYTES_MAX:
+
+    def _check_limits(self) -> None:
+        """The relations of medledger.limits that a node's own values could break: each
+        refusal names the field."""
+        # Peers and the SDK accept messages of PEER_MESSAGE_BYTES_MAX; a block (within
+        # `block_tx_bytes_max` of it) must hold one transaction of the largest size.
+        if not MESSAGE_BYTES_MIN <= self.message_bytes_max <= PEER_MESSAGE_BYTES_MAX:
             raise ValueError(
-                f"message_bytes_max: {self.message_bytes_max} exceeds what peers and the SDK "
-                f"accept ({PEER_MESSAGE_BYTES_MAX})"
+                f"message_bytes_max: {self.message_bytes_max} must be from "
+                f"{MESSAGE_BYTES_MIN} (a block of one transaction of TX_BYTES_MAX "
+                f"{TX_BYTES_MAX} with its headroom) to {PEER_MESSAGE_BYTES_MAX} (what peers "
+                "and the SDK accept)"
             )
+        # The Rust core refuses a block of more than BLOCK_TXS_MAX transactions: a
+        # proposer must not build one its own validation refuses.
+        if not 1 <= self.block_txs_max <= BLOCK_TXS_MAX:
+            raise ValueError(
+                f"block_txs_max: {self.block_txs_max} must be from 1 to BLOCK_TXS_MAX "
+                f"({BLOCK_TXS_MAX}), the most block validation accepts"
+            )
+        if self.mempool_bytes_max < self.block_tx_bytes_max:
+            raise ValueError(
+                f"mempool_bytes_max: {self.mempool_bytes_max} is less than one block "
+                f"(block_tx_bytes_max {self.block_tx_bytes_max}, from message_bytes_max)"
+            )
+        for name in ("mempool_txs_max", "mempool_signer_txs_max", "mempool_organisation_txs_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: {getattr(self, name)} must be at least 1")
+        # A batch (and a gossip message) is verified in one Rust call.
+        if not 1 <= self.submit_batch_txs_max <= VERIFY_BATCH_MAX:
+            raise ValueError(
+                f"submit_batch_txs_max: {self.submit_batch_txs_max} must be from 1 to "
+                f"VERIFY_BATCH_MAX ({VERIFY_BATCH_MAX}), what one verification call takes"
+            )
+        if self.peer_calls_per_organisation_max > PEER_RPCS_MAX:
+            raise ValueError(
+                f"peer_calls_per_organisation_max: {self.peer_calls_per_organisation_max} "
+                f"exceeds the peer listener's calls at once (PEER_RPCS_MAX {PEER_RPCS_MAX})"
+            )
+        if self.peer_queue_max < 1:
+            raise ValueError(f"peer_queue_max: {self.peer_queue_max} must be at least 1")
 
     @property
     def block_tx_bytes_max(self) -> int:
         """The most transaction bytes a block may hold: under the Rust core's
-        BLOCK_BYTES_MAX, and small enough to travel whole within `message_bytes_max`."""
-        return min(BLOCK_BYTES_MAX, self.message_bytes_max) - BLOCK_HEADROOM_BYTES
+        BLOCK_BYTES_MAX, and small enough to travel whole within `message_bytes_max`
+        (medledger.limits.block_tx_bytes_max)."""
+        return limits.block_tx_bytes_max(self.message_bytes_max)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

@@ -12,8 +12,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from medledger.block import VALIDATORS_MAX, ValidatorSet
+from medledger.block import ValidatorSet
 from medledger.crypto import SigningKey, sha256
+from medledger.limits import VALIDATORS_MAX
 from medledger.transport.ca_check import ca_conflict, check_ca_certificate
 
 __all__ = [

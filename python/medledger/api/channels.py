@@ -13,13 +13,12 @@ from medledger.api.status import abort
 from medledger.channels.payee import Payee, Verdict
 from medledger.channels.rules import ChannelRuleError
 from medledger.errors import Rejected
+from medledger.limits import STREAM_PENDING_MAX
 from medledger.wire.v1 import channels_pb2
 
 __all__ = ["ChannelServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-STREAM_PENDING_MAX = 1_024
-"""Updates one stream may have accepted but not yet acknowledged (back-pressure)."""
 
 
 class ChannelServicer:

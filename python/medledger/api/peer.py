@@ -21,13 +21,12 @@ from typing import Any, NoReturn
 
 import grpc
 
+from medledger.limits import BLOCKS_PER_REQUEST_MAX
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.transport.call_guard import Shares
 from medledger.wire.v1 import peer_pb2, peer_pb2_grpc
 
 __all__ = ["PeerServicer"]
-
-BLOCKS_PER_REQUEST_MAX = 100
 
 
 async def _refuse(

@@ -16,6 +16,7 @@ from medledger.api.ledger import LedgerServicer
 from medledger.api.peer import PeerServicer
 from medledger.api.records import RecordServicer, VaultServicer
 from medledger.channels.payee import Payee
+from medledger.limits import HUB_CALLS_PER_ADDRESS_MAX, HUB_RPCS_MAX, PEER_RPCS_MAX
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
 from medledger.transport.address_share import AddressShare
@@ -32,17 +33,10 @@ RECORD_SERVICE = records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_n
 VAULT_SERVICE = records_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name
 HEALTH_SERVICES = ("", LEDGER_SERVICE)
 """The names a node's health service answers for: the whole server, and LedgerService."""
-PEER_RPCS_MAX = 256
-"""Calls the peer listener runs at once: validators hold one Push stream each, and fetch
-blocks and proposals a few at a time."""
 IDLE_CONNECTION_MS = 5 * 60 * 1000
 """A connection with no call for this long is closed (clients reconnect on their next
 call), so idle connections cannot pile up."""
 CHANNEL_SERVICE = channels_pb2.DESCRIPTOR.services_by_name["ChannelService"].full_name
-HUB_RPCS_MAX = 1_024
-"""Calls a hub runs at once: one stream per open channel, beside a few unary calls."""
-HUB_CALLS_PER_ADDRESS_MAX = 512
-"""Of which one client address may hold (a processor runs many channels from one host)."""
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

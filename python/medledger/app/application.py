@@ -16,12 +16,12 @@ from medledger.app.state import (
     next_app_hash,
 )
 from medledger.errors import Rejected
+from medledger.limits import TEXT_BYTES_MAX
 from medledger.wire.v1 import state_pb2, tx_pb2
 
 __all__ = ["Application", "BlockResult", "TxOutcome"]
 
 TX_ID_BYTES = 16
-TEXT_BYTES_MAX = 128
 
 Handler = Callable[[BlockState, int, bytes, Any], TxOutcome]
 

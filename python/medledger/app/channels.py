@@ -28,6 +28,7 @@ from medledger.channels.signing import (
 from medledger.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, sha256
 from medledger.errors import Rejected
 from medledger.genesis import CHALLENGE_BLOCKS_MAX
+from medledger.limits import PREIMAGES_MAX
 from medledger.wire.v1 import channels_pb2, ledger_pb2, tx_pb2
 
 __all__ = [
@@ -47,10 +48,6 @@ __all__ = [
     "settle_channel",
     "top_up_channel",
 ]
-
-"""Longest challenge window a channel may ask for: a deposit is never locked for long."""
-PREIMAGES_MAX = 64
-"""Most preimages one transaction reveals (each costs a hash per lock to match)."""
 
 OPEN = channels_pb2.CHANNEL_STATUS_OPEN
 CLOSING = channels_pb2.CHANNEL_STATUS_CLOSING

@@ -11,6 +11,7 @@ from medledger.app.outcome import TxOutcome
 from medledger.app.records import RECORD_ID_BYTES
 from medledger.app.state import CONSENTS, BlockState
 from medledger.errors import Rejected
+from medledger.limits import CONSENT_TEXT_BYTES_MAX, SCOPE_ITEMS_MAX
 from medledger.wire.v1 import records_pb2, state_pb2, tx_pb2
 
 __all__ = [
@@ -24,8 +25,6 @@ __all__ = [
     "revoke_consent",
 ]
 
-SCOPE_ITEMS_MAX = 32
-TEXT_BYTES_MAX = 64
 KEY_BYTES = 32
 
 
@@ -67,8 +66,10 @@ def check_grant(msg: records_pb2.GrantConsent, signer: bytes) -> None:
         items = getattr(scope, name)
         if len(items) > SCOPE_ITEMS_MAX:
             raise _invalid(f"{field}.scope.{name}", f"more than {SCOPE_ITEMS_MAX}")
-    if any(len(t.encode()) > TEXT_BYTES_MAX for t in scope.resource_types):
-        raise _invalid(f"{field}.scope.resource_types", f"longer than {TEXT_BYTES_MAX} bytes")
+    if any(len(t.encode()) > CONSENT_TEXT_BYTES_MAX for t in scope.resource_types):
+        raise _invalid(
+            f"{field}.scope.resource_types", f"longer than {CONSENT_TEXT_BYTES_MAX} bytes"
+        )
     if any(len(r) != RECORD_ID_BYTES for r in scope.record_ids):
         raise _invalid(f"{field}.scope.record_ids", f"each must be {RECORD_ID_BYTES} bytes")
 

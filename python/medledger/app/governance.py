@@ -29,20 +29,22 @@ from medledger.app.validators import change_validators, check_changes
 from medledger.crypto import signing_message, verify
 from medledger.errors import Rejected
 from medledger.genesis import ORGANISATION_ID
+from medledger.limits import (
+    ADMINS_MAX,
+    APPROVALS_MAX,
+    AUDITORS_MAX,
+    DESCRIPTION_BYTES_MAX,
+    NAME_BYTES_MAX,
+)
 from medledger.transport.ca_check import ca_conflict, check_ca_certificate, overlap_refusal
 from medledger.wire.v1 import governance_pb2, state_pb2, tx_pb2
 
 __all__ = ["APPROVALS_MAX", "check_govern", "govern", "proposal_of", "signed_bytes"]
 
 PROPOSAL_ID_BYTES = 16
-DESCRIPTION_BYTES_MAX = 512
-NAME_BYTES_MAX = 128
-ADMINS_MAX = 16
-APPROVALS_MAX = 64
 HORIZON_BLOCKS = 100_000
 """A proposal's expiry height is at most this far ahead when it is submitted: collected
 approvals do not last for ever."""
-AUDITORS_MAX = 64
 DAY_MS = 24 * 60 * 60 * 1000
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64

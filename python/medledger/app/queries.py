@@ -21,6 +21,7 @@ from medledger.app.state import (
     RECORD_VERSIONS,
     RECORDS,
 )
+from medledger.limits import LIST_MAX
 from medledger.wire.v1 import channels_pb2, records_pb2, state_pb2
 
 __all__ = [
@@ -39,9 +40,6 @@ __all__ = [
     "record_versions",
     "roles",
 ]
-
-LIST_MAX = 10_000
-"""Most entries one list query returns."""
 
 
 class Reader(Protocol):

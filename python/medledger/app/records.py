@@ -18,6 +18,7 @@ from medledger.app.state import (
     BlockState,
 )
 from medledger.errors import Rejected
+from medledger.limits import LABEL_BYTES_MAX, LABELS_MAX, REASON_BYTES_MAX
 from medledger.wire.v1 import records_pb2, tx_pb2
 
 __all__ = [
@@ -40,9 +41,6 @@ ERASURE_REASONS = frozenset(records_pb2.ErasureReason.values()) - {
     records_pb2.ERASURE_REASON_UNSPECIFIED
 }
 KEY_BYTES = 32
-LABEL_BYTES_MAX = 64
-LABELS_MAX = 16
-REASON_BYTES_MAX = 256
 OK = TxOutcome(tx_pb2.RESULT_CODE_OK, "")
 
 

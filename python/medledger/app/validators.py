@@ -30,9 +30,10 @@ from medledger.app.state import (
     BlockState,
     genesis_validators,
 )
-from medledger.block import VALIDATORS_MAX, ValidatorSet
+from medledger.block import ValidatorSet
 from medledger.errors import Rejected
 from medledger.genesis import ORGANISATION_ID, Genesis
+from medledger.limits import ADDRESS_BYTES_MAX, UPDATES_MAX, VALIDATORS_MAX
 from medledger.wire.v1 import governance_pb2, state_pb2, tx_pb2
 
 __all__ = [
@@ -46,9 +47,7 @@ __all__ = [
 ]
 
 LATEST_KEY = VALIDATORS_LATEST_KEY
-UPDATES_MAX = 64
 POWER_MAX = 2**32 - 1
-ADDRESS_BYTES_MAX = 256
 ADDRESS = re.compile(r"[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}")
 """host:port (a name, IPv4 or [IPv6]) of a validator's PeerService."""
 DEFAULT_CHANGE_MAX = (1, 3)

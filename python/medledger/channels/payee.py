@@ -38,6 +38,7 @@ from medledger.channels.signing import (
 from medledger.channels.store import ChannelStore, GroupCommit, Write, when_durable
 from medledger.crypto import SigningKey, sha256
 from medledger.errors import Rejected
+from medledger.limits import INVOICES_PER_REQUEST_MAX, OPEN_INVOICES_PER_CHANNEL_MAX
 from medledger.signed_requests import check_request
 from medledger.wire.v1 import channels_pb2
 
@@ -47,9 +48,6 @@ Deliver = Callable[[channels_pb2.ChannelEvent], None]
 
 LOCK_MARGIN_BLOCKS = 10
 """A new lock must leave at least this many blocks to reveal its preimage on the ledger."""
-INVOICES_PER_REQUEST_MAX = 4_096
-OPEN_INVOICES_PER_CHANNEL_MAX = 100_000
-"""Unpaid invoices one channel may hold: asking for invoices costs the asker nothing."""
 PREIMAGE_BYTES = 32
 
 

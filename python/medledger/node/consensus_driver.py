@@ -16,7 +16,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +28,16 @@ from medledger.config import NodeConfig
 from medledger.consensus import Engine, Proposal, TimeoutConfig
 from medledger.consensus.guard import SigningGuard
 from medledger.errors import MedledgerError
+from medledger.limits import (
+    CATCH_UP_BLOCKS_MAX,
+    CATCH_UP_BYTES_MAX,
+    FRAMING_BYTES,
+    GOSSIP_INLINE_BYTES_MAX,
+    GOSSIP_INLINE_TXS_MAX,
+    INPUTS_MAX,
+    TX_BYTES_MAX,
+)
 from medledger.node.ledger_node import LedgerNode
-from medledger.node.mempool import FRAMING_BYTES
 from medledger.node.peers import PeerLink
 from medledger.node.replica import (
     Broadcast,
@@ -49,18 +57,12 @@ from medledger.node.replica import (
 from medledger.transport.credentials import ClientTls, PeerTrust, aio_channel
 from medledger.wire.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc
 
-__all__ = ["ConsensusDriver", "to_wire"]
+__all__ = ["ConsensusDriver", "gossip_chunks", "to_wire"]
 
 log = logging.getLogger(__name__)
 
-INPUTS_MAX = 50_000
+# The maxima (INPUTS_MAX, GOSSIP_INLINE_*, CATCH_UP_*) are in medledger.limits.
 GOSSIP_INTERVAL_S = 0.02
-GOSSIP_INLINE_TXS_MAX = 512
-GOSSIP_INLINE_BYTES_MAX = 1024 * 1024
-"""Gossip batches up to this size are verified on the event loop; larger ones (that
-would stall it for tens of milliseconds) in a thread."""
-CATCH_UP_BLOCKS_MAX = 100
-CATCH_UP_BYTES_MAX = 64 * 1024 * 1024
 CATCH_UP_TIMEOUT_S = 30.0
 CATCH_UP_IDLE_S = 5.0
 """A fetch ends when its next block takes longer than this."""
@@ -85,6 +87,31 @@ class ProposalArrived:
 
 
 Input = StepInput | Fetched | ProposalArrived
+
+
+def gossip_chunks(
+    txs: Sequence[envelope_pb2.SignedTransaction], count_max: int, bytes_max: int
+) -> Iterator[Sequence[envelope_pb2.SignedTransaction]]:
+    """`txs` in order, in gossip messages of at most `count_max` transactions (what a
+    peer verifies in one batch) and `bytes_max` bytes of them, framed (a block's worth:
+    with its headroom the message fits the peers' message limit, which a count alone
+    does not ensure: 4,096 transactions of TX_BYTES_MAX are 256 MiB)."""
+    for start in range(0, len(txs), count_max):
+        chunk = txs[start : start + count_max]
+        if len(chunk) * (TX_BYTES_MAX + FRAMING_BYTES) <= bytes_max:
+            yield chunk  # fits whatever the sizes (at most TX_BYTES_MAX each)
+            continue
+        sizes = list(map(envelope_pb2.SignedTransaction.ByteSize, chunk))  # ~0.6 µs each
+        if sum(sizes) + len(chunk) * FRAMING_BYTES <= bytes_max:
+            yield chunk
+            continue
+        first, size = 0, 0
+        for i, tx_bytes in enumerate(sizes):
+            if i > first and size + tx_bytes + FRAMING_BYTES > bytes_max:
+                yield chunk[first:i]
+                first, size = i, 0
+            size += tx_bytes + FRAMING_BYTES
+        yield chunk[first:]
 
 
 def now_ms() -> int:
@@ -508,6 +535,6 @@ class ConsensusDriver:
     def _send_gossip(self) -> None:
         if self._gossip:
             batch, self._gossip = self._gossip, []
-            for start in range(0, len(batch), self.config.submit_batch_txs_max):
-                chunk = batch[start : start + self.config.submit_batch_txs_max]
+            count_max, bytes_max = self.config.submit_batch_txs_max, self.config.block_tx_bytes_max
+            for chunk in gossip_chunks(batch, count_max, bytes_max):
                 self._broadcast(peer_pb2.PeerMessage(txs=peer_pb2.TxGossip(txs=chunk)))

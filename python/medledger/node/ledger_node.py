@@ -24,7 +24,6 @@ from medledger.app.channels import NOT_URGENT, time_critical
 from medledger.app.state import ORGANISATIONS, VALIDATORS
 from medledger.app.validators import ValidatorSchedule
 from medledger.block import (
-    TX_BYTES_MAX,
     ValidatorSet,
     assemble_block,
     block_tx_hashes,
@@ -37,6 +36,7 @@ from medledger.config import Home, NodeConfig
 from medledger.crypto import SigningKey, sha256
 from medledger.errors import Rejected
 from medledger.genesis import Genesis
+from medledger.limits import TX_BYTES_MAX
 from medledger.node.mempool import Mempool, PendingTx
 from medledger.transport.membership import Membership
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, state_pb2, tx_pb2

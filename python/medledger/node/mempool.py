@@ -16,23 +16,27 @@ from typing import TypeVar
 
 from medledger.app.channels import NOT_URGENT, URGENT_FOR_PAYEE, channel_id_of
 from medledger.errors import Rejected
+from medledger.limits import (
+    FRAMING_BYTES,
+    URGENT_BYTES_MAX,
+    URGENT_PAYEE_PER_CHANNEL_MAX,
+    URGENT_PER_CHANNEL_MAX,
+    URGENT_TXS_MAX,
+)
 from medledger.wire.v1 import envelope_pb2, tx_pb2
 
-__all__ = ["Mempool", "PendingTx"]
+# The lane limits and FRAMING_BYTES live in medledger.limits, re-exported here.
+__all__ = [
+    "FRAMING_BYTES",
+    "URGENT_BYTES_MAX",
+    "URGENT_PAYEE_PER_CHANNEL_MAX",
+    "URGENT_PER_CHANNEL_MAX",
+    "URGENT_TXS_MAX",
+    "Mempool",
+    "PendingTx",
+]
 
 K = TypeVar("K")
-
-URGENT_TXS_MAX = 10_000
-"""Room of the reserved lane (beside the ordinary limit)."""
-URGENT_PER_CHANNEL_MAX = 4
-"""Time-critical transactions one channel may have waiting from anyone but its payee
-(a payer holding many states both signed could submit many challenges)."""
-URGENT_PAYEE_PER_CHANNEL_MAX = 2
-"""The room the channel's payee has in the lane, which nobody else can take."""
-URGENT_BYTES_MAX = 16 * 1024 * 1024
-"""Bytes of the reserved lane, counted apart from the ordinary lane's."""
-FRAMING_BYTES = 8
-"""What a transaction adds to a block's encoding beyond its own bytes (tag and length)."""
 
 
 @dataclass(eq=False, slots=True)

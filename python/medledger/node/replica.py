@@ -54,11 +54,13 @@ from medledger.consensus.guard import SigningGuard
 from medledger.consensus.messages import guard_step, sign_bytes, signer, with_signature
 from medledger.crypto import SigningKey, sha256, verify
 from medledger.errors import MedledgerError, Rejected
+from medledger.limits import PROPOSAL_FETCHES_MAX
 from medledger.node.ledger_node import TxEntry
 from medledger.node.mempool import PendingTx
 from medledger.wire.v1 import envelope_pb2, peer_pb2
 
 __all__ = [
+    "PROPOSAL_FETCHES_MAX",
     "Broadcast",
     "Commit",
     "Effect",
@@ -75,8 +77,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HASH_BYTES = 32
-PROPOSAL_FETCHES_MAX = 4
-"""Whole-block fetches of compact proposals in flight at once (one height's worth)."""
 CATCH_UP_RETRY_MS = 2_000
 """A peer is asked again for blocks at most this often, whatever it signs."""
 FOLLOW_STALL_MS = 10_000

@@ -16,6 +16,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from medledger.limits import CA_PEM_BYTES_MAX
+
 __all__ = [
     "CA_PEM_BYTES_MAX",
     "ca_conflict",
@@ -24,7 +26,6 @@ __all__ = [
     "same_ca",
 ]
 
-CA_PEM_BYTES_MAX = 8 * 1024
 CURVES = ("secp256r1", "secp384r1")
 """ECDSA curves a CA key may use (beside Ed25519): what TLS 1.3 stacks all verify."""
 

@@ -9,14 +9,13 @@ from collections.abc import Iterable
 
 from cryptography import x509
 
+from medledger.limits import SEEN_MAX
 from medledger.transport.certs import certificate_pem, issued_by
 from medledger.wire.v1 import state_pb2
 
 __all__ = ["Membership"]
 
 log = logging.getLogger(__name__)
-SEEN_MAX = 4096
-"""Certificates remembered with their organisation (a member can mint any number)."""
 
 
 class Membership:
