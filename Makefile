@@ -45,9 +45,10 @@ lint-python: build
 	ruff check .
 	ruff format --check .
 	mypy
+	lint-imports
 	$(PY) -m mypy.stubtest medledger._core
 
-lint: lint-tree lint-rust lint-python ## self-contained tree, rustfmt, clippy, ruff, mypy and stubtest
+lint: lint-tree lint-rust lint-python ## self-contained tree, rustfmt, clippy, ruff, mypy, import layers and stubtest
 
 # Never fails: without root or apt-get it says why it installed nothing (the partition
 # tests then skip what needs the tools, saying so).

@@ -21,13 +21,13 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from medledger.chain import ChainStore
-from medledger.cli import init_home
 from medledger.client import TxBuilder
 from medledger.config import Home
 from medledger.crypto import SigningKey, tx_signing_message, verify_batch
 from medledger.genesis import Genesis
 from medledger.keys import load_key
 from medledger.node.ledger_node import LedgerNode
+from medledger.run.homes import init_home
 from medledger.wire.v1 import envelope_pb2
 
 CHAIN_ID = "medledger-bench"

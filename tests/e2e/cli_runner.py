@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from medledger.network import free_base_port
+from medledger.run.homes import free_base_port
 from medledger.transport.credentials import TLS_CA_ENV
 
 TIMEOUT_S = 120

@@ -48,8 +48,8 @@ from pathlib import Path
 from medledger.block import block_hash
 from medledger.chain.store import ChainStore
 from medledger.client import LedgerClient
-from medledger.network import init_network, network_homes
-from medledger.node.launcher import READY_LINE, READY_TIMEOUT_S, NodeProcess
+from medledger.run.homes import init_network, network_homes
+from medledger.run.launcher import READY_LINE, READY_TIMEOUT_S, NodeProcess
 from medledger.wire.v1 import envelope_pb2
 from tests.e2e.cli_runner import medledger
 from tests.integration.conftest import stop_all, tls_of

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from medledger.config import Home
-from medledger.node.launcher import NodeProcess, start_node
+from medledger.run.launcher import NodeProcess, start_node
 from medledger.transport.certs import (
     load_identity,
     make_ca,

@@ -13,7 +13,7 @@ import pytest
 
 from medledger.config import Home
 from medledger.keys import load_key
-from medledger.node.launcher import start_hub, start_node
+from medledger.run.launcher import start_hub, start_node
 from medledger.transport.credentials import TLS_CA_ENV
 from tests.e2e.cli_runner import medledger
 from tests.integration.conftest import hub_tls_args

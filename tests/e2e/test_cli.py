@@ -13,8 +13,8 @@ import lmdb
 import pytest
 
 from medledger.config import Home
-from medledger.network import free_base_port
-from medledger.node.launcher import start_node
+from medledger.run.homes import free_base_port
+from medledger.run.launcher import start_node
 from medledger.transport.credentials import TLS_CA_ENV
 from tests.e2e.cli_runner import medledger
 

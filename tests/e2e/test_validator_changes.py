@@ -27,7 +27,7 @@ from medledger.client.proofs import ProofError, verify_transaction_proof
 from medledger.config import Home
 from medledger.genesis import Genesis
 from medledger.keys import load_key
-from medledger.node.launcher import NodeProcess, start_node
+from medledger.run.launcher import NodeProcess, start_node
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, tx_pb2
 from tests.e2e.cli_runner import init_network_as_typed, medledger
 from tests.integration.conftest import stop_all

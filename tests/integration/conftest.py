@@ -9,13 +9,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from medledger.cli import init_home
 from medledger.client import LedgerClient, TxBuilder, enrol
 from medledger.config import Home
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis
 from medledger.keys import load_key
-from medledger.node.launcher import NodeProcess, hub_tls_options, start_node
+from medledger.run.homes import init_home
+from medledger.run.launcher import NodeProcess, hub_tls_options, start_node
 from medledger.transport.certs import load_identity, make_node_certificate, save_identity
 from medledger.transport.credentials import (
     TLS_CA_ENV,

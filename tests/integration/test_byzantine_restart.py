@@ -45,9 +45,9 @@ from medledger.consensus.messages import sign_bytes, with_signature
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis
 from medledger.keys import load_key
-from medledger.network import free_base_port, init_network, network_homes
-from medledger.node.launcher import NodeProcess, start_node
 from medledger.node.replica import from_wire, to_wire
+from medledger.run.homes import free_base_port, init_network, network_homes
+from medledger.run.launcher import NodeProcess, start_node
 from medledger.transport.credentials import ClientTls, aio_channel
 from medledger.wire.v1 import peer_pb2, peer_pb2_grpc
 from tests.integration.conftest import member_tls, peer_credentials, stop_all, trust

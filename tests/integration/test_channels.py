@@ -17,9 +17,9 @@ from medledger.channels.payer import ChannelRefused
 from medledger.channels.rules import ChannelRuleError, LockedPayments, UpdateParts, next_state
 from medledger.channels.signing import initial_state, sign_channel_request, sign_refund, sign_state
 from medledger.client.channels import ChannelWallet, payment
-from medledger.client.errors import STATUS_BY_CODE
 from medledger.crypto import SigningKey, sha256
 from medledger.transport.credentials import FROM_ENVIRONMENT, aio_channel
+from medledger.transport.grpc_common import STATUS_BY_CODE
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc, tx_pb2
 from tests.integration.conftest import CHAIN_ID, RunningNode, launch
 

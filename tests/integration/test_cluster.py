@@ -15,8 +15,8 @@ import pytest
 from medledger.client import LedgerClient, TxBuilder
 from medledger.config import Home
 from medledger.keys import load_key
-from medledger.network import free_base_port, init_network, network_homes
-from medledger.node.launcher import NodeProcess, start_node
+from medledger.run.homes import free_base_port, init_network, network_homes
+from medledger.run.launcher import NodeProcess, start_node
 from medledger.wire.v1 import envelope_pb2, tx_pb2
 from tests.integration.conftest import stop_all, trust
 

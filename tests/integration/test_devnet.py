@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from medledger.network import DEVNET_FILE, devnet_up, free_base_port, init_network
+from medledger.run.devnet import DEVNET_FILE, devnet_up
+from medledger.run.homes import free_base_port, init_network
 from tests.leaks import MARKER, marked
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from medledger.cli import init_home
 from medledger.client import LedgerClient, TxBuilder
 from medledger.config import Home
 from medledger.keys import load_key
-from medledger.node.launcher import start_node
+from medledger.run.homes import init_home
+from medledger.run.launcher import start_node
 from medledger.wire.v1 import channels_pb2, envelope_pb2, tx_pb2
 from tests.integration.conftest import CHAIN_ID, RunningNode
 from tests.integration.test_channels import DEPOSIT, new_wallet, open_channel, pay, wait_for

@@ -21,7 +21,7 @@ from medledger.channels.store import ChannelStore
 from medledger.client.channels import ChannelWallet, payment, routed_lock
 from medledger.crypto import SigningKey, sha256
 from medledger.keys import save_key
-from medledger.node.launcher import NodeProcess, start_hub, start_node
+from medledger.run.launcher import NodeProcess, start_hub, start_node
 from medledger.transport.credentials import FROM_ENVIRONMENT, sync_channel
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 from tests.integration.conftest import (

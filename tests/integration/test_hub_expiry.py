@@ -29,13 +29,13 @@ from medledger.channels.hub import HOUSEKEEPING_S
 from medledger.channels.payee import Payee, Verdict
 from medledger.channels.payer import ChannelRefused, PayerSession
 from medledger.channels.store import ChannelStore
-from medledger.client.builder import TxBuilder
 from medledger.client.channels import ChannelWallet, RemoteChannelLedger, payment
 from medledger.config import NodeConfig
 from medledger.crypto import SigningKey
 from medledger.keys import save_key
-from medledger.node.launcher import NodeProcess, start_hub
+from medledger.run.launcher import NodeProcess, start_hub
 from medledger.transport.credentials import TLS_CA_ENV
+from medledger.tx import TxBuilder
 from medledger.wire.v1 import channels_pb2, tx_pb2
 from tests.integration.conftest import (
     CHAIN_ID,

@@ -17,16 +17,15 @@ from pathlib import Path
 import grpc
 import pytest
 
-from medledger.cli import init_home
 from medledger.client import LedgerClient, TxBuilder
 from medledger.config import Home
 from medledger.consensus import Vote, VoteType
 from medledger.consensus.messages import sign_bytes
 from medledger.errors import Rejected
 from medledger.keys import load_key
-from medledger.network import free_base_port, init_network, network_homes
 from medledger.node.consensus_driver import to_wire
-from medledger.node.launcher import NodeProcess, start_node
+from medledger.run.homes import free_base_port, init_home, init_network, network_homes
+from medledger.run.launcher import NodeProcess, start_node
 from medledger.transport.certs import load_identity, make_ca, make_node_certificate
 from medledger.transport.credentials import TLS_CA_ENV, ClientTls, aio_channel, sync_channel
 from medledger.wire.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc, tx_pb2

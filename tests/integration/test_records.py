@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from medledger.app.governance import signed_bytes
-from medledger.cli import init_home
 from medledger.client import LedgerClient, TxBuilder, enrol
 from medledger.client.reads import sign_read
 from medledger.client.records import RecordsClient
@@ -26,7 +25,8 @@ from medledger.config import Home
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.keys import load_key
-from medledger.node.launcher import NodeProcess, start_node
+from medledger.run.homes import init_home
+from medledger.run.launcher import NodeProcess, start_node
 from medledger.transport.credentials import aio_channel, sync_channel
 from medledger.vault.envelope import EnvelopeError, commitment, open_body, unwrap_key
 from medledger.vault.requests import sign_request

@@ -13,12 +13,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from medledger.cli import init_home
 from medledger.client import LedgerClient
 from medledger.config import Home
 from medledger.errors import Rejected
 from medledger.keys import load_key
-from medledger.node.launcher import start_node
+from medledger.run.homes import init_home
+from medledger.run.launcher import start_node
 from medledger.transport.credentials import sync_channel
 from medledger.tx import sign_transaction
 from tests.integration.conftest import CHAIN_ID, tls_of

@@ -27,11 +27,10 @@ import h2.events
 import pytest
 
 from medledger.api.server import LEDGER_SERVICE, PEER_SERVICE
-from medledger.cli import init_home
 from medledger.client import LedgerClient
 from medledger.config import Home, NodeConfig
-from medledger.network import free_base_port, init_network, network_homes
-from medledger.node.launcher import NodeProcess, start_node
+from medledger.run.homes import free_base_port, init_home, init_network, network_homes
+from medledger.run.launcher import NodeProcess, start_node
 from medledger.transport.certs import load_identity, make_node_certificate
 from medledger.transport.credentials import aio_channel
 from medledger.wire.v1 import ledger_pb2, ledger_pb2_grpc, peer_pb2

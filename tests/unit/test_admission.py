@@ -10,12 +10,12 @@ import asyncio
 from pathlib import Path
 
 from medledger.block import assemble_block, tx_hash
-from medledger.cli import init_home
 from medledger.client import TxBuilder
 from medledger.config import Home
 from medledger.genesis import Genesis
 from medledger.keys import load_key
 from medledger.node.ledger_node import LedgerNode
+from medledger.run.homes import init_home
 from medledger.wire.v1 import envelope_pb2
 
 CHAIN_ID = "medledger-admission-test"

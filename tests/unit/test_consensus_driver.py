@@ -20,7 +20,6 @@ from medledger.consensus.messages import sign_bytes
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis
 from medledger.keys import load_key
-from medledger.network import init_network, join_network, network_homes
 from medledger.node.consensus_driver import ConsensusDriver, Inputs, to_wire
 from medledger.node.ledger_node import LedgerNode
 from medledger.node.replica import (
@@ -34,6 +33,7 @@ from medledger.node.replica import (
     Fired,
     ToEngine,
 )
+from medledger.run.homes import init_network, join_network, network_homes
 from medledger.tx import sign_transaction
 from medledger.wire.v1 import envelope_pb2, state_pb2, tx_pb2
 

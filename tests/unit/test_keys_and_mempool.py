@@ -16,8 +16,8 @@ from medledger.config import NodeConfig
 from medledger.crypto import SigningKey
 from medledger.errors import InvalidArgument, Rejected
 from medledger.keys import KeyFileError, load_key, save_key
-from medledger.network import init_network, network_homes
 from medledger.node.mempool import URGENT_PER_CHANNEL_MAX, Mempool, PendingTx
+from medledger.run.homes import init_network, network_homes
 from medledger.wire.v1 import channels_pb2, tx_pb2
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from medledger.cli import init_home
 from medledger.client import TxBuilder
 from medledger.config import Home
 from medledger.crypto import SigningKey
 from medledger.genesis import Genesis
 from medledger.keys import load_key
 from medledger.node.ledger_node import LedgerNode
+from medledger.run.homes import init_home
 from medledger.vault import envelope
 from medledger.vault.kek import FileKek
 from medledger.vault.service import Vault

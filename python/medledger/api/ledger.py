@@ -16,9 +16,9 @@ from medledger.api.reads import reading, requester_of
 from medledger.api.status import abort, require_length
 from medledger.app import queries
 from medledger.channels.rules import ChannelRuleError, check_channel_id
-from medledger.client.errors import STATUS_BY_CODE
 from medledger.errors import Rejected
 from medledger.node.ledger_node import Admitted, LedgerNode, committed_receipt
+from medledger.transport.grpc_common import STATUS_BY_CODE
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
 
 __all__ = ["LedgerServicer"]

@@ -55,10 +55,10 @@ from medledger.channels.payee import LOCK_MARGIN_BLOCKS, ChannelLedger, Payee
 from medledger.channels.payer import PayerSession, UpdateDiscarded
 from medledger.channels.rules import ChannelRuleError, LockedPayments
 from medledger.channels.store import ChannelStore, Write, when_durable
-from medledger.client.builder import TxBuilder
 from medledger.crypto import SigningKey, sha256
 from medledger.errors import Rejected
 from medledger.transport.credentials import FROM_ENVIRONMENT, Transport
+from medledger.tx import TxBuilder
 from medledger.wire.v1 import channels_pb2, envelope_pb2, tx_pb2
 
 __all__ = ["HUB_EXPIRY_DELTA_BLOCKS", "Hub"]

@@ -29,10 +29,9 @@ from medledger.channels.signing import (
     verify_signed_state,
 )
 from medledger.channels.store import ChannelStore, GroupCommit, when_durable
-from medledger.client.errors import STATUS_BY_CODE
-from medledger.client.sync import channel_options
 from medledger.crypto import SigningKey, sha256
 from medledger.transport.credentials import FROM_ENVIRONMENT, Transport, aio_channel
+from medledger.transport.grpc_common import STATUS_BY_CODE, channel_options
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 
 __all__ = [

@@ -16,6 +16,7 @@ from medledger._core import check_channel_state, verify_channel_states
 from medledger.crypto import SigningKey, signing_message, verify
 from medledger.errors import MedledgerError
 from medledger.signed_requests import sign_request
+from medledger.tx import CHANNEL_ID_BYTES
 from medledger.wire.v1 import channels_pb2
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "verify_signed_state",
 ]
 
-CHANNEL_ID_BYTES = 16
 HASH_BYTES = 32
 PREIMAGE_BYTES = 32
 ZERO_DIGEST = bytes(32)

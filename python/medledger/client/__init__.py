@@ -8,10 +8,10 @@ or in streamed batches, waiting for commits, and checking inclusion proofs offli
 """
 
 from medledger.client.aio import AsyncLedgerClient
-from medledger.client.builder import TxBuilder, new_tx_id
 from medledger.client.members import EnrolmentError, enrol
 from medledger.client.proofs import ProofError, verify_transaction_proof
 from medledger.client.sync import LedgerClient
+from medledger.tx import TxBuilder, new_tx_id
 
 __all__ = [
     "AsyncLedgerClient",

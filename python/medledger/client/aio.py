@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 
 from medledger.client.errors import translated_errors
-from medledger.client.sync import DEFAULT_TIMEOUT_S, channel_options
+from medledger.client.sync import DEFAULT_TIMEOUT_S
 from medledger.transport.credentials import FROM_ENVIRONMENT, Transport, aio_channel
+from medledger.transport.grpc_common import channel_options
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
 
 __all__ = ["AsyncLedgerClient"]

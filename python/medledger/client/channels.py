@@ -23,10 +23,10 @@ from medledger.channels.payer import (
 )
 from medledger.channels.rules import ChannelRuleError
 from medledger.channels.store import ChannelStore
-from medledger.client.builder import TxBuilder
 from medledger.client.sync import LedgerClient
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
+from medledger.tx import TxBuilder
 from medledger.wire.v1 import channels_pb2, envelope_pb2, ledger_pb2, tx_pb2
 
 __all__ = [

@@ -9,10 +9,7 @@ import grpc
 
 from medledger.errors import Rejected
 
-__all__ = ["STATUS_BY_CODE", "from_rpc_error", "translated_errors"]
-
-STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
-"""gRPC status codes by number, as messages carry them (ChannelRefusal.code, Receipt)."""
+__all__ = ["from_rpc_error", "translated_errors"]
 
 
 def from_rpc_error(error: grpc.RpcError) -> Rejected:

@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterable, Mapping
 
 from medledger.app.members import enrolment_message
-from medledger.client.builder import TxBuilder
 from medledger.client.sync import LedgerClient
 from medledger.crypto import SigningKey
+from medledger.tx import TxBuilder
 from medledger.wire.v1 import tx_pb2
 
 __all__ = ["DEFAULT_VALIDITY_MS", "EnrolmentError", "enrol", "enrolment_signature"]

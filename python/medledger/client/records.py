@@ -12,10 +12,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from medledger.client.errors import translated_errors
 from medledger.client.reads import sign_read
-from medledger.client.sync import DEFAULT_TIMEOUT_S, channel_options
+from medledger.client.sync import DEFAULT_TIMEOUT_S
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.transport.credentials import FROM_ENVIRONMENT, Transport, sync_channel
+from medledger.transport.grpc_common import channel_options
 from medledger.vault import envelope
 from medledger.vault.requests import sign_request
 from medledger.wire.v1 import records_pb2, records_pb2_grpc

@@ -12,23 +12,15 @@ from medledger.block import ValidatorSet
 from medledger.client.errors import from_rpc_error, translated_errors
 from medledger.client.proofs import verify_transaction_proof
 from medledger.client.reads import R, sign_read
-from medledger.config import PEER_MESSAGE_BYTES_MAX
 from medledger.crypto import SigningKey
 from medledger.transport.credentials import FROM_ENVIRONMENT, Transport, sync_channel
+from medledger.transport.grpc_common import channel_options
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, ledger_pb2_grpc, tx_pb2
 
 __all__ = ["LedgerClient"]
 
 DEFAULT_TIMEOUT_S = 30.0
-MESSAGE_BYTES_MAX = PEER_MESSAGE_BYTES_MAX
 POLL_INTERVAL_S = 0.05
-
-
-def channel_options() -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
-        ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
-    ]
 
 
 class LedgerClient:

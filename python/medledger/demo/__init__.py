@@ -18,7 +18,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from medledger.cli import init_home
 from medledger.config import Home
 from medledger.crypto import SigningKey
 from medledger.demo.cast import Cast
@@ -30,8 +29,8 @@ from medledger.demo.story import DemoFailed, Story
 from medledger.demo.verify import verify_after_shutdown
 from medledger.genesis import Allocation, Genesis
 from medledger.keys import load_key
-from medledger.network import free_base_port, init_network, network_homes
-from medledger.node.launcher import NodeProcess, start_node
+from medledger.run.homes import free_base_port, init_home, init_network, network_homes
+from medledger.run.launcher import NodeProcess, start_node
 from medledger.transport.certs import Identity, load_identity
 from medledger.transport.credentials import ClientTls
 

@@ -23,7 +23,7 @@ from medledger.crypto import SigningKey, sha256
 from medledger.demo.cast import Cast
 from medledger.demo.story import DemoFailed, Story
 from medledger.keys import save_key
-from medledger.node.launcher import NodeProcess, start_hub
+from medledger.run.launcher import NodeProcess, start_hub
 from medledger.transport.certs import Identity, make_node_certificate, save_identity
 from medledger.transport.credentials import ClientTls, sync_channel
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from medledger.cli_records import access_table
 from medledger.client import LedgerClient, TxBuilder, new_tx_id
+from medledger.client.access_log import access_table
 from medledger.client.anchor_proof import anchor_proof_document, verify_anchor_proof
 from medledger.client.records import RecordsClient
 from medledger.crypto import SigningKey

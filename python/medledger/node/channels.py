@@ -17,8 +17,8 @@ import logging
 
 from medledger.app import queries
 from medledger.channels.payee import LOCK_MARGIN_BLOCKS, Payee
-from medledger.client.builder import TxBuilder
 from medledger.node.ledger_node import LedgerNode
+from medledger.tx import TxBuilder
 from medledger.wire.v1 import channels_pb2, tx_pb2
 
 __all__ = ["ChannelWatcher", "NodeChannelLedger"]

@@ -23,7 +23,6 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from medledger.client.sync import channel_options
 from medledger.config import NodeConfig
 from medledger.consensus import Engine, Proposal, TimeoutConfig
 from medledger.consensus.guard import SigningGuard
@@ -55,6 +54,7 @@ from medledger.node.replica import (
     to_wire,
 )
 from medledger.transport.credentials import ClientTls, PeerTrust, aio_channel
+from medledger.transport.grpc_common import channel_options
 from medledger.wire.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc
 
 __all__ = ["ConsensusDriver", "gossip_chunks", "to_wire"]

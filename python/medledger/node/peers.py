@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from medledger.client.sync import channel_options
 from medledger.transport.credentials import ClientTls, aio_channel
+from medledger.transport.grpc_common import channel_options
 from medledger.wire.v1 import peer_pb2
 
 __all__ = ["PeerLink"]

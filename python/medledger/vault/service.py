@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from medledger.app import queries
 from medledger.app.consent import decide
 from medledger.app.records import ERASURE_REASONS, RECORD_ID_BYTES
-from medledger.client.builder import TxBuilder
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.node.ledger_node import LedgerNode
+from medledger.tx import TxBuilder
 from medledger.vault import envelope
 from medledger.vault.requests import check_request
 from medledger.vault.store import SlotTaken, VaultStore

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from medledger.cli_support import (
+from rich.console import Console
+
+from medledger.cli.support import (
     CliError,
     add_connection,
     client_key,
@@ -18,16 +19,18 @@ from medledger.cli_support import (
     hex_bytes,
     ledger_client,
 )
+from medledger.client import LedgerClient, TxBuilder, new_tx_id
+from medledger.client.access_log import access_table
+from medledger.client.anchor_proof import anchor_proof_document, load, verify_anchor_proof
+from medledger.client.proofs import ProofError
+from medledger.client.records import RecordsClient
 from medledger.config import Home
+from medledger.fhir.export import access_event_to_fhir, consent_to_fhir
+from medledger.fhir.ingest import BundleError, resources_of_bundle
 from medledger.genesis import Genesis
 from medledger.wire.v1 import records_pb2
 
-if TYPE_CHECKING:
-    from rich.table import Table
-
-    from medledger.client.records import RecordsClient
-
-__all__ = ["access_table", "add_commands"]
+__all__ = ["add_commands"]
 
 DAY_MS = 24 * 3600 * 1000
 EXPIRY_BLOCKS = 100
@@ -35,10 +38,6 @@ PURPOSES = {
     name.removeprefix("PURPOSE_").lower().replace("_", "-"): value
     for name, value in records_pb2.Purpose.items()
     if value != records_pb2.PURPOSE_UNSPECIFIED
-}
-OUTCOMES = {
-    records_pb2.ACCESS_OUTCOME_RELEASED: "released",
-    records_pb2.ACCESS_OUTCOME_REFUSED: "refused",
 }
 
 
@@ -63,8 +62,6 @@ def _address(args: argparse.Namespace) -> str:
 
 
 def _records(args: argparse.Namespace) -> RecordsClient:
-    from medledger.client import LedgerClient  # noqa: PLC0415
-    from medledger.client.records import RecordsClient  # noqa: PLC0415
 
     address = _address(args)
     tls = client_tls(args)
@@ -80,7 +77,6 @@ def _records(args: argparse.Namespace) -> RecordsClient:
 
 
 def cmd_record_put(args: argparse.Namespace) -> None:
-    from medledger.fhir.ingest import BundleError, resources_of_bundle  # noqa: PLC0415
 
     try:
         resources = resources_of_bundle(args.bundle.read_bytes())
@@ -128,7 +124,6 @@ def cmd_record_erase(args: argparse.Namespace) -> None:
 
 
 def cmd_record_proof(args: argparse.Namespace) -> None:
-    from medledger.client.anchor_proof import anchor_proof_document  # noqa: PLC0415
 
     reader = client_key(args)  # the custodian, who signed the anchor, or an auditor
     with _records(args) as records:
@@ -145,8 +140,6 @@ def cmd_record_proof(args: argparse.Namespace) -> None:
 
 
 def cmd_verify_proof(args: argparse.Namespace) -> None:
-    from medledger.client.anchor_proof import load, verify_anchor_proof  # noqa: PLC0415
-    from medledger.client.proofs import ProofError  # noqa: PLC0415
 
     try:
         proof = verify_anchor_proof(load(str(args.file)), Genesis.load(args.genesis))
@@ -164,7 +157,6 @@ def cmd_verify_proof(args: argparse.Namespace) -> None:
 
 
 def cmd_consent_grant(args: argparse.Namespace) -> None:
-    from medledger.client import TxBuilder, new_tx_id  # noqa: PLC0415
 
     now = int(time.time() * 1000)
     consent_id = new_tx_id()
@@ -189,7 +181,6 @@ def cmd_consent_grant(args: argparse.Namespace) -> None:
 
 
 def cmd_consent_revoke(args: argparse.Namespace) -> None:
-    from medledger.client import TxBuilder  # noqa: PLC0415
 
     with ledger_client(args) as client:
         status = client.status()
@@ -203,7 +194,6 @@ def cmd_consent_revoke(args: argparse.Namespace) -> None:
 
 
 def cmd_consent_list(args: argparse.Namespace) -> None:
-    from medledger.fhir.export import consent_to_fhir  # noqa: PLC0415
 
     with _records(args) as client:
         consents = client.consents(args.patient, client_key(args))
@@ -213,39 +203,7 @@ def cmd_consent_list(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------- access
 
 
-def access_table(
-    events: list[records_pb2.AccessEvent], title: str, name: Callable[[bytes], str]
-) -> Table:
-    """The access log as a table: when, who (`name` of the requester's key), which record,
-    why, the outcome, and the consent or break-glass declaration it rested on."""
-    from rich.table import Table  # noqa: PLC0415
-
-    table = Table(title=title)
-    for column in ("when (UTC)", "who", "record", "purpose", "outcome", "why", "consent", "flag"):
-        table.add_column(column)
-    for event in events:
-        access = event.access
-        table.add_row(
-            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(access.time_ms / 1000)),
-            name(access.requester),
-            f"{access.record_id.hex()[:12]} v{access.version}",
-            records_pb2.Purpose.Name(access.purpose).removeprefix("PURPOSE_").lower(),
-            OUTCOMES.get(access.outcome, "?"),
-            access.reason,
-            f"{access.consent_id.hex()[:12]} v{access.consent_version}"
-            if access.consent_id
-            else "",
-            f"BREAK-GLASS ({access.emergency_reason_hash.hex()[:12]}…)"
-            if access.break_glass
-            else "",
-        )
-    return table
-
-
 def cmd_access_log(args: argparse.Namespace) -> None:
-    from rich.console import Console  # noqa: PLC0415
-
-    from medledger.fhir.export import access_event_to_fhir  # noqa: PLC0415
 
     with _records(args) as client:
         events = client.access_events(args.patient, client_key(args))
@@ -257,7 +215,6 @@ def cmd_access_log(args: argparse.Namespace) -> None:
 
 
 def cmd_access_review(args: argparse.Namespace) -> None:
-    from rich.console import Console  # noqa: PLC0415
 
     key = client_key(args)
     with _records(args) as client:

@@ -4,31 +4,47 @@ and finding the node address and signing key from `--node`, `--home` and `--key`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TypeAlias
 
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from medledger.client import LedgerClient
 from medledger.config import DEFAULT_LISTEN, Home
 from medledger.crypto import SigningKey
 from medledger.keys import load_key
-
-if TYPE_CHECKING:
-    from medledger.client import LedgerClient
-    from medledger.transport.credentials import ClientTls
+from medledger.transport.certs import CertificateError
+from medledger.transport.credentials import ClientTls
 
 __all__ = [
+    "EXPIRY_BLOCKS",
     "TLS_CA_ENV",
     "CliError",
+    "Subcommands",
     "add_connection",
     "client_key",
     "client_tls",
     "hex_bytes",
     "ledger_client",
     "node_address",
+    "print_message",
 ]
+
+EXPIRY_BLOCKS = 100
+"""How many blocks a transaction the CLI submits stays valid for."""
+
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What `add_subparsers` returns: each command module adds its commands to it."""
 
 TLS_CA_ENV = "MEDLEDGER_TLS_CA"
 """The consortium's CA bundle, when neither --tls-ca nor --home names one."""
+
+
+def print_message(message: Message) -> None:
+    print(json.dumps(json_format.MessageToDict(message), indent=2))
 
 
 class CliError(Exception):
@@ -55,8 +71,6 @@ def client_tls(args: argparse.Namespace) -> ClientTls | None:
     --tls-ca, the home's `tls/consortium-ca.pem`, or $MEDLEDGER_TLS_CA), or clear text
     with --insecure (or a home whose node runs insecure)."""
     # grpc is imported only by commands that talk to a node.
-    from medledger.transport.certs import CertificateError  # noqa: PLC0415
-    from medledger.transport.credentials import ClientTls  # noqa: PLC0415
 
     if getattr(args, "insecure", False):
         return None
@@ -81,7 +95,6 @@ def client_tls(args: argparse.Namespace) -> ClientTls | None:
 
 
 def ledger_client(args: argparse.Namespace, reader: SigningKey | None = None) -> LedgerClient:
-    from medledger.client import LedgerClient  # noqa: PLC0415
 
     return LedgerClient(node_address(args), reader=reader, tls=client_tls(args))
 

@@ -1,18 +1,18 @@
-"""A network of validators on one machine: homes for N validators sharing one genesis,
-and a local devnet of real node processes on 127.0.0.1."""
+"""Node homes: one validator's (`init_home`), a network's sharing one genesis
+(`init_network`), and a home that follows a running network (`join_network`). Each holds
+keys (mode 0600), the organisation's CA and the node's TLS certificate, the genesis and a
+config."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
 import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from medledger.config import Home, NodeConfig
+from medledger.config import DEFAULT_LISTEN, Home, NodeConfig
 from medledger.crypto import SigningKey
 from medledger.genesis import (
     DEFAULT_MIN_CHALLENGE_BLOCKS,
@@ -22,22 +22,21 @@ from medledger.genesis import (
     founding_organisation,
 )
 from medledger.keys import save_key
-from medledger.node.launcher import NodeProcess, start_node
 from medledger.transport.certs import Identity, make_ca
 from medledger.transport.files import issue_node_certificate, save_ca, write_bundle
 
 __all__ = [
-    "devnet_down",
-    "devnet_up",
+    "DEFAULT_FUND_MICROS",
     "free_base_port",
+    "init_home",
     "init_network",
     "join_network",
     "network_homes",
 ]
 
+DEFAULT_FUND_MICROS = 10**15
+"""What genesis gives each client key unless told otherwise."""
 VALIDATOR_POWER = 10
-DEVNET_FILE = "devnet.json"
-STOP_TIMEOUT_S = 10.0
 
 
 def free_base_port(count: int, start: int = 20_000, stop: int = 60_000) -> int:
@@ -179,55 +178,39 @@ def join_network(
     return key
 
 
-def devnet_up(root: Path) -> list[NodeProcess]:
-    """Starts every node of the network under `root`, detached; records their pids."""
-    homes = sorted(p.parent for p in root.glob("node*/config.json"))
-    if not homes:
-        raise FileNotFoundError(f"no network under {root}; run `medledger init --validators N`")
-    nodes: list[NodeProcess] = []
-    try:
-        for home in homes:
-            nodes.append(start_node(home, Home(home).load_config().listen, detach=True))
-    except BaseException:
-        # Detached nodes outlive this process: stop those already started, or nothing
-        # (no devnet.json) would ever stop them.
-        for node in nodes:
-            node.stop()
-        raise
-    record = [{"home": str(n.home), "pid": n.process.pid, "address": n.address} for n in nodes]
-    (root / DEVNET_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    return nodes
-
-
-def devnet_down(root: Path) -> int:
-    """Stops the processes `devnet_up` started (SIGTERM, then SIGKILL past the deadline).
-    Returns how many were running."""
-    path = root / DEVNET_FILE
-    if not path.exists():
-        return 0
-    pids = [int(entry["pid"]) for entry in json.loads(path.read_text())]
-    running = [pid for pid in pids if _signal(pid, signal.SIGTERM)]
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while running and time.monotonic() < deadline:
-        running = [pid for pid in running if _alive(pid)]
-        time.sleep(0.1)
-    for pid in running:
-        _signal(pid, signal.SIGKILL)
-    path.unlink()
-    return len(pids)
-
-
-def _signal(pid: int, signum: int) -> bool:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # not our child: ask the kernel
-        return _signal(pid, 0)
-    return finished == 0
+def init_home(
+    home: Home,
+    chain_id: str,
+    listen: str = DEFAULT_LISTEN,
+    fund_micros: int = DEFAULT_FUND_MICROS,
+    *,
+    extra_allocations: Sequence[Allocation] = (),
+    min_challenge_blocks: int = DEFAULT_MIN_CHALLENGE_BLOCKS,
+    insecure: bool = False,
+) -> Genesis:
+    """Creates a one-validator home: keys (mode 0600), genesis with a funded client
+    account (and `extra_allocations`), one organisation (`org-0`, whose admin is the
+    client key and which runs the validator) with its CA, the node's TLS certificate,
+    and config (`insecure`: clear text)."""
+    if home.config.exists():
+        raise FileExistsError(f"{home.root} is already initialised")
+    home.root.mkdir(parents=True, exist_ok=True)
+    validator, client = SigningKey.generate(), SigningKey.generate()
+    save_key(validator, home.validator_key)
+    save_key(client, home.keys_dir / "client.json")
+    ca = make_ca("org-0")
+    save_ca(home, ca)
+    issue_node_certificate(home, ca, "node0", [listen])
+    write_bundle(home.consortium_ca, [ca.certificate_pem])
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=int(time.time() * 1000),
+        validators=(GenesisValidator("validator-0", validator.public_key, 10),),
+        allocations=(Allocation(client.public_key, fund_micros), *extra_allocations),
+        min_challenge_blocks=min_challenge_blocks,
+        organisations=(founding_organisation(0, client, validator, ca.certificate_pem),),
+    )
+    genesis.validator_set()
+    home.genesis.write_text(genesis.to_json())
+    home.config.write_text(NodeConfig(listen=listen, insecure=insecure).to_json())
+    return genesis

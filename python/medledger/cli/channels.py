@@ -15,7 +15,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medledger.cli_support import (
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from medledger.channels.billing import remittance_csv, remittance_json, statement
+from medledger.channels.signing import sign_refund
+from medledger.channels.store import ChannelStore
+from medledger.cli.support import (
     CliError,
     add_connection,
     client_key,
@@ -24,7 +30,14 @@ from medledger.cli_support import (
     ledger_client,
     node_address,
 )
+from medledger.client import LedgerClient
+from medledger.client.channels import ChannelWallet, payment, routed_lock
 from medledger.config import Home
+from medledger.errors import Rejected
+from medledger.run.hub import run_hub
+from medledger.transport.certs import CertificateError
+from medledger.transport.credentials import ServerTls, sync_channel
+from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
 
 if TYPE_CHECKING:
     from medledger.channels.store import ChannelStore
@@ -37,13 +50,11 @@ DEFAULT_STORE = Path("medledger-channels")
 
 
 def _wallet(args: argparse.Namespace) -> ChannelWallet:
-    from medledger.client.channels import ChannelWallet  # noqa: PLC0415
 
     return ChannelWallet(client_key(args), ledger_client(args), args.store)
 
 
 def _state_json(local: channels_pb2.LocalChannel) -> dict[str, Any]:
-    from medledger.wire.v1 import channels_pb2  # noqa: PLC0415
 
     if not local.latest.state:
         return {"sequence": 0}
@@ -74,7 +85,6 @@ def cmd_channel_open(args: argparse.Namespace) -> None:
 
 
 def cmd_channel_pay(args: argparse.Namespace) -> None:
-    from medledger.client.channels import payment, routed_lock  # noqa: PLC0415
 
     if args.count < 1 or args.batch < 1:
         raise CliError("--count and --batch must be at least 1")
@@ -121,12 +131,6 @@ def cmd_channel_pay(args: argparse.Namespace) -> None:
 
 
 def cmd_channel_refund(args: argparse.Namespace) -> None:
-    import grpc  # noqa: PLC0415
-
-    from medledger.channels.signing import sign_refund  # noqa: PLC0415
-    from medledger.client import LedgerClient  # noqa: PLC0415
-    from medledger.client.channels import payment  # noqa: PLC0415
-    from medledger.wire.v1 import channels_pb2, channels_pb2_grpc  # noqa: PLC0415
 
     address = node_address(args)
     tls = client_tls(args)
@@ -137,7 +141,6 @@ def cmd_channel_refund(args: argparse.Namespace) -> None:
         payment=payment(args.amount, claim_id=args.claim, procedure_code=args.code),
     )
     sign_refund(client_key(args), chain_id, offer)
-    from medledger.transport.credentials import sync_channel  # noqa: PLC0415
 
     with sync_channel(address, tls) as channel:
         try:
@@ -174,7 +177,6 @@ def cmd_channel_close(args: argparse.Namespace) -> None:
 
 
 def cmd_channel_status(args: argparse.Namespace) -> None:
-    from google.protobuf.json_format import MessageToDict  # noqa: PLC0415
 
     with ledger_client(args) as ledger:
         on_chain = ledger.get_channel(args.channel)
@@ -189,9 +191,6 @@ def cmd_channel_status(args: argparse.Namespace) -> None:
 
 
 def cmd_hub_start(args: argparse.Namespace) -> None:
-    from medledger.hub_process import run_hub  # noqa: PLC0415
-    from medledger.transport.certs import CertificateError  # noqa: PLC0415
-    from medledger.transport.credentials import ServerTls  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     server_tls = None
@@ -210,7 +209,6 @@ def cmd_hub_start(args: argparse.Namespace) -> None:
 
 def _store(args: argparse.Namespace, *, required: bool = True) -> ChannelStore | None:
     """The channel store to read: a node home's (the provider's side) or `--store`."""
-    from medledger.channels.store import ChannelStore  # noqa: PLC0415
 
     root = Home(args.home).root / "channels" if args.home else args.store
     if not root.exists():
@@ -221,8 +219,6 @@ def _store(args: argparse.Namespace, *, required: bool = True) -> ChannelStore |
 
 
 def cmd_channel_export(args: argparse.Namespace) -> None:
-    from medledger.channels.billing import remittance_csv, remittance_json, statement  # noqa: PLC0415
-    from medledger.errors import Rejected  # noqa: PLC0415
 
     store = _store(args)
     assert store is not None

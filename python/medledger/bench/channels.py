@@ -25,23 +25,34 @@ batch's scheduled time, so a batch the hub delays also delays the clock of none 
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medledger.loadgen import WINDOW_BATCHES, percentile, stream_batches
+from medledger.bench.harness import WINDOW_BATCHES, one_node, percentile, report, stream_batches
+from medledger.channels.payer import PayerSession
+from medledger.channels.signing import sign_state, state_message
+from medledger.channels.store import ChannelStore, GroupCommit
+from medledger.client import LedgerClient, TxBuilder
+from medledger.client.channels import payment, routed_lock
+from medledger.client.members import enrolment_signature
+from medledger.config import Home
+from medledger.crypto import SigningKey, verify
+from medledger.keys import save_key
+from medledger.run.launcher import hub_tls_options, start_hub
+from medledger.transport.credentials import ClientTls
+from medledger.wire.v1 import channels_pb2, tx_pb2
 
 if TYPE_CHECKING:
     from medledger.channels.store import ChannelStore
     from medledger.client import TxBuilder
     from medledger.config import Home
     from medledger.crypto import SigningKey
-    from medledger.node.launcher import NodeProcess
+    from medledger.run.launcher import NodeProcess
     from medledger.transport.credentials import ClientTls
     from medledger.wire.v1 import channels_pb2
     from medledger.wire.v1.envelope_pb2 import SignedTransaction
@@ -95,9 +106,6 @@ def _setup_phases(
 ) -> list[list[SignedTransaction]]:
     """Set-up, not measured: the payee's key (its organisation's admin) enrols everyone
     (each agreeing to join), each opens an account, then the payee funds it."""
-    from medledger.client import TxBuilder  # noqa: PLC0415
-    from medledger.client.members import enrolment_signature  # noqa: PLC0415
-    from medledger.wire.v1 import tx_pb2  # noqa: PLC0415
 
     year_later_ms = int(time.time() * 1000) + 365 * 24 * 3600 * 1000
     return [
@@ -137,29 +145,22 @@ def run_channels_bench(
 ) -> ChannelsBenchResult:
     """Over TLS, as a network runs (the node, the hub and the payers' sessions);
     `insecure`: clear text, for a figure beside it."""
-    from medledger.channels.store import ChannelStore  # noqa: PLC0415
-    from medledger.cli import init_home  # noqa: PLC0415
-    from medledger.config import Home  # noqa: PLC0415
-    from medledger.crypto import SigningKey  # noqa: PLC0415
-    from medledger.keys import load_key  # noqa: PLC0415
-    from medledger.node.launcher import start_node  # noqa: PLC0415
-    from medledger.transport.credentials import ClientTls  # noqa: PLC0415
 
-    with tempfile.TemporaryDirectory(prefix="medledger-bench-channels-") as tmp:
-        home = Home(Path(tmp) / "node")
-        init_home(home, CHAIN_ID, listen="127.0.0.1:0", insecure=insecure)
-        tls = None if insecure else ClientTls.from_file(home.consortium_ca)
-        payee = load_key(home.keys_dir / "client.json")
+    with (
+        tempfile.TemporaryDirectory(prefix="medledger-bench-channels-") as tmp,
+        one_node(Path(tmp) / "node", CHAIN_ID, insecure=insecure) as node,
+    ):
+        tls = node.tls
+        payee = node.client_key()
         payers = [SigningKey.generate() for _ in range(channels + 1)]
         hub_key = SigningKey.generate()
         hub_payers = [SigningKey.generate() for _ in range(channels)]
-        node = start_node(home.root)
         hub = None
         try:
             pairs = [(p, payee) for p in [*payers, hub_key]] + [(p, hub_key) for p in hub_payers]
             all_locals = _open_channels(node.address, tls, payee, hub_key, pairs)
             locals_ = all_locals[: len(payers)]
-            hub_home = None if insecure else home  # the hub belongs to the node's organisation
+            hub_home = None if insecure else node.home  # the hub belongs to the node's organisation
             hub = _start_hub(Path(tmp), hub_key, all_locals[len(payers)], node.address, hub_home)
             via_hub = all_locals[len(payers) + 1 :]
             for local in via_hub:
@@ -201,7 +202,6 @@ def run_channels_bench(
         finally:
             if hub is not None:
                 hub.stop()
-            node.stop()
     result = ChannelsBenchResult(
         batch=batch,
         one_channel=one,
@@ -211,9 +211,7 @@ def run_channels_bench(
         sign_verify_ceiling_per_s=_sign_verify_ceiling(payee, batch),
         payer_fsyncs=fsyncs_one + fsyncs_many + fsyncs_routed + (fsyncs_paced or 0),
     )
-    print(json.dumps(asdict(result), indent=2))
-    if json_path is not None:
-        json_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    report(result, json_path)
     return result
 
 
@@ -232,9 +230,6 @@ async def _pay(
     """Pays `payments` spread over the channels; with `destination` every batch is
     routed through the channels' payee (a hub) on an invoice of `destination`; with
     `rate` the batches are sent on a schedule that offers that many payments per second."""
-    from medledger.channels.payer import PayerSession  # noqa: PLC0415
-    from medledger.channels.store import GroupCommit  # noqa: PLC0415
-    from medledger.client.channels import payment, routed_lock  # noqa: PLC0415
 
     commit = GroupCommit(store)
     commit.start()
@@ -355,8 +350,6 @@ def _open_channels(
     """Set-up, not measured: `bank` enrols and funds every payer of `pairs` (payer,
     payee; `hub_key` as a payment processor), and each opens its channel; the payers'
     records of those channels."""
-    from medledger.client import LedgerClient, TxBuilder  # noqa: PLC0415
-    from medledger.wire.v1 import channels_pb2, tx_pb2  # noqa: PLC0415
 
     with LedgerClient(address, tls=tls) as ledger:
         expiry = ledger.status().height + 1_000
@@ -393,9 +386,6 @@ def _start_hub(
 ) -> NodeProcess:
     """A hub process whose store holds its channel to the provider; with `organisation`
     (a home whose CA is at hand) it serves TLS with a certificate from that CA."""
-    from medledger.channels.store import ChannelStore  # noqa: PLC0415
-    from medledger.keys import save_key  # noqa: PLC0415
-    from medledger.node.launcher import hub_tls_options, start_hub  # noqa: PLC0415
 
     store = ChannelStore(root / "hub")
     store.write([store.channel_write(to_provider)])
@@ -406,8 +396,6 @@ def _start_hub(
 
 
 def _sign_verify_ceiling(key: SigningKey, batch: int) -> float:
-    from medledger.channels.signing import sign_state, state_message  # noqa: PLC0415
-    from medledger.crypto import verify  # noqa: PLC0415
 
     state = bytes(range(100))  # about the size of a state
     message = state_message(CHAIN_ID, state)

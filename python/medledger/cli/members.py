@@ -8,13 +8,17 @@ import json
 import time
 from typing import Any
 
-from medledger.cli_support import (
+from medledger.cli.support import (
     CliError,
     add_connection,
     client_key,
     hex_bytes,
     ledger_client,
+    print_message,
 )
+from medledger.client import TxBuilder
+from medledger.client.members import enrolment_signature
+from medledger.errors import Rejected
 from medledger.wire.v1 import tx_pb2
 
 __all__ = ["add_commands"]
@@ -33,8 +37,6 @@ def _role_name(role: int) -> str:
 
 
 def _submit(args: argparse.Namespace, body_of: Any) -> None:
-    from medledger.cli import print_message  # noqa: PLC0415
-    from medledger.client import TxBuilder  # noqa: PLC0415
 
     admin = client_key(args)
     with ledger_client(args, reader=admin) as client:
@@ -46,7 +48,6 @@ def _submit(args: argparse.Namespace, body_of: Any) -> None:
 
 def _own_organisation(client: Any, admin: Any) -> str:
     """The organisation the signing key administers, as the ledger knows it."""
-    from medledger.errors import Rejected  # noqa: PLC0415
 
     try:
         member = client.get_member(admin.public_key).member
@@ -73,7 +74,6 @@ def cmd_member_issue(args: argparse.Namespace) -> None:
 
 def cmd_member_agree(args: argparse.Namespace) -> None:
     """The key's agreement to be enrolled by an organisation (its first role needs it)."""
-    from medledger.client.members import enrolment_signature  # noqa: PLC0415
 
     with ledger_client(args) as client:
         chain_id = client.status().chain_id

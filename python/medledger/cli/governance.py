@@ -13,14 +13,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medledger.cli_support import (
+from google.protobuf.json_format import MessageToDict
+
+from medledger.app.governance import proposal_of, signed_bytes
+from medledger.cli.support import (
     CliError,
     add_connection,
     client_key,
     hex_bytes,
     ledger_client,
+    print_message,
 )
-from medledger.wire.v1 import governance_pb2
+from medledger.client import TxBuilder
+from medledger.crypto import verify
+from medledger.errors import Rejected
+from medledger.wire.v1 import governance_pb2, tx_pb2
 
 __all__ = ["add_commands"]
 
@@ -62,10 +69,6 @@ def _write(path: Path, govern: governance_pb2.Govern) -> None:
 
 
 def _summary(govern: governance_pb2.Govern) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict  # noqa: PLC0415
-
-    from medledger.app.governance import proposal_of, signed_bytes  # noqa: PLC0415
-    from medledger.crypto import verify  # noqa: PLC0415
 
     proposal = proposal_of(govern)
     message = signed_bytes(proposal.chain_id, govern.proposal)
@@ -151,8 +154,6 @@ def _set_action(args: argparse.Namespace, proposal: governance_pb2.GovernancePro
 
 
 def cmd_gov_sign(args: argparse.Namespace) -> None:
-    from medledger.app.governance import proposal_of, signed_bytes  # noqa: PLC0415
-    from medledger.errors import Rejected  # noqa: PLC0415
 
     govern = _read(args.file)
     admin = client_key(args)
@@ -183,9 +184,6 @@ def cmd_gov_show(args: argparse.Namespace) -> None:
 
 
 def cmd_gov_submit(args: argparse.Namespace) -> None:
-    from medledger.cli import print_message  # noqa: PLC0415
-    from medledger.client import TxBuilder  # noqa: PLC0415
-    from medledger.wire.v1 import tx_pb2  # noqa: PLC0415
 
     govern = _read(args.file)
     with ledger_client(args) as client:

@@ -11,11 +11,18 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medledger.loadgen import WINDOW_BATCHES, percentile, stream_batches
+from medledger.bench.harness import WINDOW_BATCHES, one_node, percentile, report, stream_batches
+from medledger.client import LedgerClient, TxBuilder, enrol
+from medledger.client.records import RecordsClient, fetch_request, open_fetched
+from medledger.crypto import SigningKey
+from medledger.transport.credentials import ClientTls, aio_channel
+from medledger.transport.grpc_common import channel_options
+from medledger.vault.requests import sign_request
+from medledger.wire.v1 import records_pb2, records_pb2_grpc, tx_pb2
 
 if TYPE_CHECKING:
     from medledger.crypto import SigningKey
@@ -51,21 +58,13 @@ def run_records_bench(
     insecure: bool = False,
 ) -> RecordsBenchResult:
     """Over TLS, as a network runs; `insecure`: clear text, for a figure beside it."""
-    from medledger.cli import init_home  # noqa: PLC0415
-    from medledger.client import LedgerClient, TxBuilder, enrol  # noqa: PLC0415
-    from medledger.client.records import RecordsClient  # noqa: PLC0415
-    from medledger.config import Home  # noqa: PLC0415
-    from medledger.crypto import SigningKey  # noqa: PLC0415
-    from medledger.keys import load_key  # noqa: PLC0415
-    from medledger.node.launcher import start_node  # noqa: PLC0415
-    from medledger.transport.credentials import ClientTls  # noqa: PLC0415
-    from medledger.wire.v1 import records_pb2, tx_pb2  # noqa: PLC0415
 
-    with tempfile.TemporaryDirectory(prefix="medledger-bench-records-") as tmp:
-        home = Home(Path(tmp) / "node")
-        init_home(home, CHAIN_ID, listen="127.0.0.1:0", insecure=insecure)
-        tls = None if insecure else ClientTls.from_file(home.consortium_ca)
-        custodian = load_key(home.keys_dir / "client.json")
+    with (
+        tempfile.TemporaryDirectory(prefix="medledger-bench-records-") as tmp,
+        one_node(Path(tmp) / "node", CHAIN_ID, insecure=insecure) as node,
+    ):
+        tls = node.tls
+        custodian = node.client_key()
         patient, reader = SigningKey.generate(), SigningKey.generate()
         builder = TxBuilder(custodian, CHAIN_ID)
         anchor_txs = [
@@ -88,55 +87,49 @@ def run_records_bench(
             builder.transfer(to=custodian.public_key, amount_micros=1, expiry_height=10_000)
             for _ in range(transfers)
         ]
-        node = start_node(home.root)
-        try:
-            # Set-up, not measured: the organisation's admin (the custodian's own key here)
-            # issues the roles.
-            with LedgerClient(node.address, tls=tls) as ledger:
-                enrol(
-                    ledger,
-                    custodian,
-                    "org-0",
-                    {
-                        custodian: [tx_pb2.ROLE_CUSTODIAN],
-                        patient: [tx_pb2.ROLE_PATIENT],
-                        reader: [tx_pb2.ROLE_RESEARCHER],
-                    },
-                )
-            anchor_s = _commit_all(node.address, anchor_txs, tls)
-            transfer_s = _commit_all(node.address, transfer_txs, tls)
-            # Records in the vault and a consent covering them, then the fetches.
-            with RecordsClient(node.address, CHAIN_ID, tls=tls) as records:
-                record_ids = [
-                    records.put(
-                        custodian,
-                        patient=patient.public_key,
-                        resource_type="Observation",
-                        category="laboratory",
-                        content=json.dumps(
-                            {"resourceType": "Observation", "status": "final", "n": i}
-                        ).encode(),
-                    ).record_id
-                    for i in range(RECORDS)
-                ]
-            with LedgerClient(node.address, tls=tls) as ledger:
-                now = int(time.time() * 1000)
-                grant = TxBuilder(patient, CHAIN_ID).grant_consent(
-                    grantee=reader.public_key,
-                    purposes=[records_pb2.PURPOSE_RESEARCH],
-                    resource_types=["Observation"],
-                    valid_from_ms=now - 1000,
-                    valid_until_ms=now + 3_600_000,
-                    expiry_height=ledger.status().height + 100,
-                )
-                ledger.submit(grant, wait=True)
-            fetch_s, latencies = asyncio.run(
-                _fetch_all(
-                    node.address, reader, [record_ids[i % RECORDS] for i in range(fetches)], tls
-                )
+        # Set-up, not measured: the organisation's admin (the custodian's own key here)
+        # issues the roles.
+        with LedgerClient(node.address, tls=tls) as ledger:
+            enrol(
+                ledger,
+                custodian,
+                "org-0",
+                {
+                    custodian: [tx_pb2.ROLE_CUSTODIAN],
+                    patient: [tx_pb2.ROLE_PATIENT],
+                    reader: [tx_pb2.ROLE_RESEARCHER],
+                },
             )
-        finally:
-            node.stop()
+        anchor_s = _commit_all(node.address, anchor_txs, tls)
+        transfer_s = _commit_all(node.address, transfer_txs, tls)
+        # Records in the vault and a consent covering them, then the fetches.
+        with RecordsClient(node.address, CHAIN_ID, tls=tls) as records:
+            record_ids = [
+                records.put(
+                    custodian,
+                    patient=patient.public_key,
+                    resource_type="Observation",
+                    category="laboratory",
+                    content=json.dumps(
+                        {"resourceType": "Observation", "status": "final", "n": i}
+                    ).encode(),
+                ).record_id
+                for i in range(RECORDS)
+            ]
+        with LedgerClient(node.address, tls=tls) as ledger:
+            now = int(time.time() * 1000)
+            grant = TxBuilder(patient, CHAIN_ID).grant_consent(
+                grantee=reader.public_key,
+                purposes=[records_pb2.PURPOSE_RESEARCH],
+                resource_types=["Observation"],
+                valid_from_ms=now - 1000,
+                valid_until_ms=now + 3_600_000,
+                expiry_height=ledger.status().height + 100,
+            )
+            ledger.submit(grant, wait=True)
+        fetch_s, latencies = asyncio.run(
+            _fetch_all(node.address, reader, [record_ids[i % RECORDS] for i in range(fetches)], tls)
+        )
     result = RecordsBenchResult(
         anchors=anchors,
         anchors_per_s=anchors / anchor_s,
@@ -147,9 +140,7 @@ def run_records_bench(
         transfers=transfers,
         transfers_per_s=transfers / transfer_s,
     )
-    print(json.dumps(asdict(result), indent=2))
-    if json_path is not None:
-        json_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    report(result, json_path)
     return result
 
 
@@ -165,11 +156,6 @@ def _commit_all(address: str, txs: list[SignedTransaction], tls: ClientTls | Non
 async def _fetch_all(
     address: str, reader: SigningKey, record_ids: list[bytes], tls: ClientTls | None
 ) -> tuple[float, list[float]]:
-    from medledger.client.records import fetch_request, open_fetched  # noqa: PLC0415
-    from medledger.client.sync import channel_options  # noqa: PLC0415
-    from medledger.transport.credentials import aio_channel  # noqa: PLC0415
-    from medledger.vault.requests import sign_request  # noqa: PLC0415
-    from medledger.wire.v1 import records_pb2, records_pb2_grpc  # noqa: PLC0415
 
     latencies: list[float] = []
     in_flight = asyncio.Semaphore(FETCHES_IN_FLIGHT)

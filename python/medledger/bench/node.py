@@ -4,31 +4,43 @@ one node, with the per-transaction cost of each stage measured in the same run."
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.progress import Progress
 
-if TYPE_CHECKING:
-    from medledger.transport.credentials import ClientTls
-    from medledger.wire.v1.envelope_pb2 import SignedTransaction
+from medledger.app import Application
+from medledger.app.state import MemoryState
+from medledger.bench.harness import WINDOW_BATCHES, percentile, report, stream_batches
+from medledger.chain import ChainStore
+from medledger.client import TxBuilder
+from medledger.client.members import enrolment_signature
+from medledger.config import Home
+from medledger.crypto import SigningKey, tx_signing_message, verify_batch
+from medledger.genesis import Genesis, GenesisValidator
+from medledger.keys import load_key
+from medledger.run.homes import (
+    DEFAULT_FUND_MICROS,
+    free_base_port,
+    init_home,
+    init_network,
+    network_homes,
+)
+from medledger.run.launcher import start_node
+from medledger.transport.credentials import ClientTls
+from medledger.wire.v1 import ledger_pb2, tx_pb2
+from medledger.wire.v1.envelope_pb2 import SignedTransaction
 
-__all__ = ["NodeBenchResult", "percentile", "run_node_bench", "stream_batches"]
+__all__ = ["NodeBenchResult", "run_node_bench"]
 
 CHAIN_ID = "medledger-bench"
 PAYERS = 100
 """Distinct signing accounts in the workload. Signature verification gathers the terms of
 one key (see `medledger._core.verify_batch`), so a single payer would flatter it; a
 hundred payers stand for the payment processors and providers of a regional network."""
-WINDOW_BATCHES = 8
-"""Batches a stream keeps in flight: enough to keep the node busy, few enough that the
-latency measured is the pipeline's, not a queue the load generator built."""
 
 
 @dataclass
@@ -49,11 +61,6 @@ class NodeBenchResult:
     # machine) verifies every transaction once.
     verify_sigs_per_s: float = 0.0
     verify_ceiling_tx_per_s: float = 0.0
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def run_node_bench(
@@ -95,16 +102,6 @@ def _run(
     payers: int,
     insecure: bool,
 ) -> NodeBenchResult:
-    from medledger.cli import DEFAULT_FUND_MICROS, init_home  # noqa: PLC0415
-    from medledger.client import TxBuilder  # noqa: PLC0415
-    from medledger.client.members import enrolment_signature  # noqa: PLC0415
-    from medledger.config import Home  # noqa: PLC0415
-    from medledger.crypto import SigningKey  # noqa: PLC0415
-    from medledger.keys import load_key  # noqa: PLC0415
-    from medledger.network import free_base_port, init_network, network_homes  # noqa: PLC0415
-    from medledger.node.launcher import start_node  # noqa: PLC0415
-    from medledger.transport.credentials import ClientTls  # noqa: PLC0415
-    from medledger.wire.v1 import tx_pb2  # noqa: PLC0415
 
     if validators == 1:
         homes = [Home(root)]
@@ -184,73 +181,12 @@ def _run(
         verify_sigs_per_s=round(verify_rate),
         verify_ceiling_tx_per_s=round(verify_rate / validators),
     )
-    print(json.dumps(asdict(result), indent=2))
-    if json_path is not None:
-        json_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    report(result, json_path)
     return result
-
-
-async def stream_batches(
-    addresses: list[str],
-    batches: list[list[SignedTransaction]],
-    streams: int,
-    total: int,
-    window_batches: int,
-    *,
-    tls: ClientTls | None,
-) -> tuple[float, list[float]]:
-    """Streams `batches` over `streams` SubmitStreams spread over `addresses`, each with
-    `window_batches` in flight; raises unless every transaction commits OK. Returns the
-    seconds taken and each transaction's submit-to-commit latency."""
-
-    from medledger.client.sync import channel_options  # noqa: PLC0415
-    from medledger.transport.credentials import aio_channel  # noqa: PLC0415
-    from medledger.wire.v1 import ledger_pb2, ledger_pb2_grpc, tx_pb2  # noqa: PLC0415
-
-    latencies: list[float] = []
-    committed = 0
-    sent_at: dict[int, float] = {}
-    with Progress(transient=True) as progress:
-        task = progress.add_task("committing", total=total)
-
-        async def onestream_batches(lane: int) -> None:
-            nonlocal committed
-            # Streams spread over the validators, as clients of a network would.
-            address = addresses[lane % len(addresses)]
-            async with aio_channel(address, tls, channel_options()) as channel:
-                stub = ledger_pb2_grpc.LedgerServiceStub(channel)
-                mine = [(i, b) for i, b in enumerate(batches) if i % streams == lane]
-                window = asyncio.Semaphore(window_batches)
-
-                async def requests() -> AsyncIterator[ledger_pb2.SubmitBatch]:
-                    for batch_id, txs in mine:
-                        await window.acquire()
-                        sent_at[batch_id] = time.perf_counter()
-                        yield ledger_pb2.SubmitBatch(batch_id=batch_id, txs=txs)
-
-                async for result in stub.SubmitStream(requests(), timeout=600):
-                    now = time.perf_counter()
-                    window.release()
-                    ok = sum(r.code == tx_pb2.RESULT_CODE_OK for r in result.receipts)
-                    if ok != len(result.receipts):
-                        raise RuntimeError(f"batch {result.batch_id}: {result.receipts[0]}")
-                    latencies.extend([now - sent_at[result.batch_id]] * len(result.receipts))
-                    committed += ok
-                    progress.update(task, completed=committed)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(onestream_batches(lane) for lane in range(streams)))
-        seconds = time.perf_counter() - started
-    return seconds, latencies
 
 
 def _stage_costs(sample: list[SignedTransaction]) -> dict[str, float]:
     """Per-transaction cost of each pipeline stage, measured in-process on `sample`."""
-    from medledger.app import Application  # noqa: PLC0415
-    from medledger.app.state import MemoryState  # noqa: PLC0415
-    from medledger.chain import ChainStore  # noqa: PLC0415
-    from medledger.crypto import tx_signing_message, verify_batch  # noqa: PLC0415
-    from medledger.wire.v1 import ledger_pb2, tx_pb2  # noqa: PLC0415
 
     txs = sample
     n = len(txs)
@@ -289,7 +225,6 @@ def _stage_costs(sample: list[SignedTransaction]) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         store = ChainStore(Path(tmp), 1 << 30)
-        from medledger.genesis import Genesis, GenesisValidator  # noqa: PLC0415
 
         store.init_genesis(Genesis(CHAIN_ID, 0, (GenesisValidator("v", bytes(32), 1),)))
         records = [(b.tx_id, bytes(32), bytes(80)) for b in bodies]
