@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medledger import _core
 from medledger import block as blocks
 from medledger.block import ValidatorSet, validate_block
 from medledger.crypto import SigningKey
-from medledger.errors import DecodeError, InvalidArgument, InvalidBlock, LimitExceeded
+from medledger.errors import (
+    DecodeError,
+    InvalidArgument,
+    InvalidBlock,
+    LimitExceeded,
+    MedledgerError,
+)
 from medledger.wire.v1 import envelope_pb2
 from tests.conftest import CHAIN_ID, Network
 
@@ -112,6 +120,47 @@ def test_a_short_parent_hash_argument_is_named(network: Network) -> None:
             validators=network.validators,
         )
     assert raised.value.field == "parent_hash"
+
+
+def _another_chain(network: Network) -> object:
+    block = network.block(network.txs(2))
+    block.header.chain_id = "another-chain"
+    return validate(network, block, network.commit(block))
+
+
+@pytest.mark.parametrize(
+    ("call", "kind", "field"),
+    [
+        (lambda _: _core.tx_hash(b"\x0a\xff\xff"), DecodeError, "tx"),
+        (lambda _: _core.signing_message("tx", "", b""), InvalidArgument, "chain_id"),
+        (_another_chain, InvalidBlock, "header.chain_id"),
+        (lambda _: _core.check_channel_state(bytes(64 * 1024 + 1)), LimitExceeded, "state"),
+    ],
+)
+def test_each_core_error_kind_arrives_as_its_class_naming_the_field(
+    network: Network,
+    call: Callable[[Network], object],
+    kind: type[MedledgerError],
+    field: str,
+) -> None:
+    """The binding maps each variant of the core's one error type to one class of
+    medledger.errors, with the field as an attribute and in the message."""
+    for _ in range(2):  # the classes are looked up once, then reused
+        with pytest.raises(MedledgerError) as raised:
+            call(network)
+        assert type(raised.value) is kind
+        assert raised.value.field == field
+        assert field in str(raised.value)
+    # Shape errors stay ValueErrors for callers that catch those.
+    assert isinstance(raised.value, ValueError) == (kind in (DecodeError, InvalidArgument))
+    if isinstance(raised.value, LimitExceeded):
+        assert raised.value.limit_name == "STATE_BYTES_MAX"
+        assert (raised.value.limit, raised.value.actual) == (64 * 1024, 64 * 1024 + 1)
+        assert "STATE_BYTES_MAX" in str(raised.value)
+    else:
+        reason = getattr(raised.value, "reason", "")
+        assert reason
+        assert reason in str(raised.value)
 
 
 @settings(max_examples=200, deadline=None)

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medledger._core import VERIFY_BATCH_MAX
+from medledger._core import VERIFY_BATCH_MAX, admit_batch
 from medledger.crypto import (
     SigningKey,
     sha256,
@@ -128,6 +128,15 @@ def test_verify_batch_rejects_lists_of_different_lengths() -> None:
     with pytest.raises(InvalidArgument) as raised:
         verify_batch([b"a"], [], [])
     assert "public_keys" in raised.value.field
+
+
+def test_admit_batch_refuses_lists_of_different_lengths_as_invalid_argument() -> None:
+    key = SigningKey.generate()
+    with pytest.raises(InvalidArgument) as raised:
+        admit_batch("net-1", [b"body"], [key.public_key], [])
+    assert raised.value.field == "bodies, public_keys, signatures"
+    assert "got 1, 1, 0" in raised.value.reason
+    assert isinstance(raised.value, ValueError)  # what callers caught before
 
 
 def test_verify_batch_threads_must_be_in_range() -> None:

@@ -139,6 +139,13 @@ def next_state(
         raise _refused("batch", f"refunds {refunded} exceed the payee's {payee + refunded}")
     if parts.final and locks:
         raise _refused("state.final", "a final state must not hold locks")
+    # Every head this runs on adds up (state 0, or checked by Rust `check_state`), and
+    # an update only moves money between payer, payee and locks or adds deposit.
+    held = payer + payee + sum(lock.amount_micros for lock in locks)
+    assert held == parts.deposit_micros, (
+        f"channel {previous.channel_id.hex()} state {previous.sequence + 1}: payer {payer}"
+        f" + payee {payee} + locks {held - payer - payee} != deposit {parts.deposit_micros}"
+    )
     return channels_pb2.ChannelState(
         channel_id=previous.channel_id,
         sequence=previous.sequence + 1,

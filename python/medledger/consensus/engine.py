@@ -333,6 +333,30 @@ class Engine:
         self._judged: dict[bytes, int] = {}  # value id -> distinct byte strings judged
         self._proposed: set[bytes] = set()  # ids of the proposals accepted at this height
 
+    def _assert_rounds(self) -> None:
+        """The invariant between the rounds, checked wherever one of them changes:
+        `-1 <= locked_round <= round`, `-1 <= valid_round <= round`, and
+        `locked_round <= valid_round` unless `valid_round == -1`. Not simply
+        `locked_round <= valid_round`: a validator restored from a guard file whose valid
+        value's bytes were lost keeps its lock (safety) without a valid value. A round of
+        -1 means exactly that its value is None."""
+        assert -1 <= self.locked_round <= self.round, (
+            f"height {self.height}: locked_round {self.locked_round} not in -1..{self.round}"
+        )
+        assert -1 <= self.valid_round <= self.round, (
+            f"height {self.height}: valid_round {self.valid_round} not in -1..{self.round}"
+        )
+        assert self.valid_round == -1 or self.locked_round <= self.valid_round, (
+            f"height {self.height}: locked_round {self.locked_round} after valid_round "
+            f"{self.valid_round}"
+        )
+        assert (self.locked_round == -1) == (self.locked_value is None), (
+            f"height {self.height}: locked_round {self.locked_round} without a locked value"
+        )
+        assert (self.valid_round == -1) == (self.valid_value is None), (
+            f"height {self.height}: valid_round {self.valid_round} without a valid value"
+        )
+
     def _round(self, round_: int) -> RoundState:
         state = self.rounds.get(round_)
         if state is None:
@@ -397,6 +421,7 @@ class Engine:
         for vote in state.evidence:
             if vote.height == self.height and 0 <= vote.validator < len(self.powers):
                 self._round(vote.round).prevotes.add(vote, self.powers[vote.validator])
+        self._assert_rounds()
 
     def start(self) -> list[Output]:
         """Starts the current round of the current height (0, or the round a restored
@@ -513,6 +538,7 @@ class Engine:
     def _start_round(self, round_: int, outputs: list[Output]) -> None:  # line 11
         self.round = round_
         self.step = Step.PROPOSE
+        self._assert_rounds()
         if self.me is not None and self.proposer(self.height, round_) == self.me:
             if self.valid_value is not None:
                 value_id, value = self.valid_value
@@ -641,6 +667,7 @@ class Engine:
             self.step = Step.PRECOMMIT
         self.valid_value = (proposal.value_id, proposal.value)
         self.valid_round = self.round
+        self._assert_rounds()
         return True
 
     def _line_44_precommit_nil(self, outputs: list[Output]) -> bool:

@@ -197,7 +197,23 @@ pub fn check_state(state: &[u8]) -> Result<ChannelState> {
             ),
         ));
     }
+    debug_assert_eq!(
+        held_u128(&decoded),
+        u128::from(decoded.deposit_micros),
+        "a checked state's payer, payee and locks add up to its deposit"
+    );
     Ok(decoded)
+}
+
+/// payer + payee + locks, in a width that cannot overflow: the invariant `check_state`
+/// promises, recomputed independently of its checked sum.
+fn held_u128(state: &ChannelState) -> u128 {
+    let locked: u128 = state
+        .locks
+        .iter()
+        .map(|lock| u128::from(lock.amount_micros))
+        .sum();
+    u128::from(state.payer_micros) + u128::from(state.payee_micros) + locked
 }
 
 /// One verdict per (state, public key, signature): whether the key signed that encoded

@@ -12,45 +12,73 @@ use medledger_core::domain::{self, Domain};
 use medledger_core::ed25519;
 use medledger_core::hash::{self, Hash, HASH_LEN};
 use medledger_core::{admission, channel, limits, merkle, parallel, wire, Error};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyBytes, PyType};
 
-/// Raises the Python exception that corresponds to a core error.
-fn raise(error: Error) -> PyErr {
-    Python::with_gil(|py| {
-        let message = error.to_string();
-        let exception = py.import("medledger.errors").and_then(|errors| match &error {
-            Error::Decode { field, reason } => errors.getattr("DecodeError")?.call1((message, field, reason)),
-            Error::InvalidArgument { field, reason } => {
-                errors.getattr("InvalidArgument")?.call1((message, field, reason))
-            }
-            Error::InvalidBlock { field, reason } => {
-                errors.getattr("InvalidBlock")?.call1((message, field, reason))
-            }
-            Error::LimitExceeded {
-                field,
-                limit_name,
-                limit,
-                actual,
-            } => errors
-                .getattr("LimitExceeded")?
-                .call1((message, field, *limit_name, *limit, *actual)),
-        });
-        match exception {
-            Ok(exception) => PyErr::from_value(exception),
-            Err(import_failure) => import_failure,
-        }
-    })
+/// A core error on its way to Python. The orphan rule forbids `From<Error> for PyErr`
+/// here, so binding functions return `CoreResult` and `?` wraps core errors in this.
+#[derive(Debug)]
+struct CoreError(Error);
+
+type CoreResult<T> = Result<T, CoreError>;
+
+impl From<Error> for CoreError {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
+
+/// The classes of `python/medledger/errors.py`, imported once per interpreter.
+static DECODE_ERROR: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+static INVALID_ARGUMENT: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+static INVALID_BLOCK: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+static LIMIT_EXCEEDED: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+
+fn error_class<'py>(
+    py: Python<'py>,
+    cell: &'static GILOnceCell<Py<PyType>>,
+    name: &str,
+) -> PyResult<Bound<'py, PyType>> {
+    cell.import(py, "medledger.errors", name).cloned()
+}
+
+/// The Python exception that corresponds to a core error: the class of the variant,
+/// called with the message and the variant's fields (see `errors.py`). If the class
+/// cannot be imported, the import's own error is raised instead.
+impl From<CoreError> for PyErr {
+    fn from(CoreError(error): CoreError) -> Self {
+        Python::with_gil(|py| {
+            let message = error.to_string();
+            let raised = match error {
+                Error::Decode { field, reason } => error_class(py, &DECODE_ERROR, "DecodeError")
+                    .map(|class| PyErr::from_type(class, (message, field, reason))),
+                Error::InvalidArgument { field, reason } => {
+                    error_class(py, &INVALID_ARGUMENT, "InvalidArgument")
+                        .map(|class| PyErr::from_type(class, (message, field, reason)))
+                }
+                Error::InvalidBlock { field, reason } => error_class(py, &INVALID_BLOCK, "InvalidBlock")
+                    .map(|class| PyErr::from_type(class, (message, field, reason))),
+                Error::LimitExceeded {
+                    field,
+                    limit_name,
+                    limit,
+                    actual,
+                } => error_class(py, &LIMIT_EXCEEDED, "LimitExceeded")
+                    .map(|class| PyErr::from_type(class, (message, field, limit_name, limit, actual))),
+            };
+            raised.unwrap_or_else(|import_failure| import_failure)
+        })
+    }
 }
 
 fn bytes<'py>(py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
     PyBytes::new(py, data)
 }
 
-fn hash_arg(field: &str, data: &[u8]) -> PyResult<Hash> {
+fn hash_arg(field: &str, data: &[u8]) -> CoreResult<Hash> {
     data.try_into().map_err(|_| {
-        raise(Error::InvalidArgument {
+        CoreError(Error::InvalidArgument {
             field: field.to_owned(),
             reason: format!("must be {HASH_LEN} bytes, got {}", data.len()),
         })
@@ -63,7 +91,7 @@ fn slices<'a>(items: &'a [Bound<'_, PyBytes>]) -> Vec<&'a [u8]> {
     items.iter().map(PyBytesMethods::as_bytes).collect()
 }
 
-fn hashes_arg(field: &str, items: &[Bound<'_, PyBytes>]) -> PyResult<Vec<Hash>> {
+fn hashes_arg(field: &str, items: &[Bound<'_, PyBytes>]) -> CoreResult<Vec<Hash>> {
     items
         .iter()
         .enumerate()
@@ -98,8 +126,8 @@ fn run_heavy<T: Send>(py: Python<'_>, heavy: bool, work: impl FnOnce() -> T + Se
 /// Sizes the Rust thread pool that batch verification and Merkle hashing run on when no
 /// `threads` is given (see `medledger_core::parallel::use_threads`).
 #[pyfunction]
-fn use_threads(count: usize) -> PyResult<()> {
-    medledger_core::parallel::use_threads(count).map_err(raise)
+fn use_threads(count: usize) -> CoreResult<()> {
+    Ok(medledger_core::parallel::use_threads(count)?)
 }
 
 #[pyfunction]
@@ -119,8 +147,8 @@ impl SigningKey {
     }
 
     #[staticmethod]
-    fn from_seed(seed: &[u8]) -> PyResult<Self> {
-        ed25519::SigningKey::from_seed(seed).map(Self).map_err(raise)
+    fn from_seed(seed: &[u8]) -> CoreResult<Self> {
+        Ok(Self(ed25519::SigningKey::from_seed(seed)?))
     }
 
     #[getter]
@@ -157,13 +185,13 @@ fn verify_batch(
     messages: Vec<Bound<'_, PyBytes>>,
     signatures: Vec<Bound<'_, PyBytes>>,
     threads: Option<usize>,
-) -> PyResult<Vec<bool>> {
+) -> CoreResult<Vec<bool>> {
     let (keys, messages, signatures) = (slices(&public_keys), slices(&messages), slices(&signatures));
     let heavy = keys.len() >= RELEASE_GIL_ITEMS;
-    run_heavy(py, heavy, || {
+    let verdicts = run_heavy(py, heavy, || {
         ed25519::verify_batch(&keys, &messages, &signatures, threads)
-    })
-    .map_err(raise)
+    })?;
+    Ok(verdicts)
 }
 
 /// (encoded, tx_hash, body_hash, valid) for each (body, public_key, signature).
@@ -183,11 +211,17 @@ fn admit_batch<'py>(
     public_keys: Vec<Bound<'py, PyBytes>>,
     signatures: Vec<Bound<'py, PyBytes>>,
     threads: Option<usize>,
-) -> PyResult<Vec<AdmittedTx<'py>>> {
+) -> CoreResult<Vec<AdmittedTx<'py>>> {
     if public_keys.len() != bodies.len() || signatures.len() != bodies.len() {
-        return Err(PyValueError::new_err(
-            "bodies, public_keys, signatures: must have equal lengths",
-        ));
+        return Err(CoreError(Error::InvalidArgument {
+            field: "bodies, public_keys, signatures".to_owned(),
+            reason: format!(
+                "must have equal lengths, got {}, {}, {}",
+                bodies.len(),
+                public_keys.len(),
+                signatures.len()
+            ),
+        }));
     }
     let txs: Vec<wire::SignedTransaction> = bodies
         .iter()
@@ -200,7 +234,7 @@ fn admit_batch<'py>(
         })
         .collect();
     let heavy = txs.len() >= RELEASE_GIL_ITEMS;
-    let admitted = run_heavy(py, heavy, || admission::admit_batch(chain_id, &txs, threads)).map_err(raise)?;
+    let admitted = run_heavy(py, heavy, || admission::admit_batch(chain_id, &txs, threads))?;
     Ok(admitted
         .into_iter()
         .map(|a| {
@@ -220,9 +254,9 @@ fn signing_message<'py>(
     domain: &str,
     chain_id: &str,
     payload: &[u8],
-) -> PyResult<Bound<'py, PyBytes>> {
-    let domain = Domain::from_name(domain).map_err(raise)?;
-    let message = domain::signing_message(domain, chain_id, payload).map_err(raise)?;
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let domain = Domain::from_name(domain)?;
+    let message = domain::signing_message(domain, chain_id, payload)?;
     Ok(bytes(py, &message))
 }
 
@@ -234,25 +268,26 @@ fn vote_signing_message<'py>(
     height: u64,
     round: u32,
     block_hash: &[u8],
-) -> PyResult<Bound<'py, PyBytes>> {
-    let payload = domain::vote_payload(vote_type, height, round, block_hash).map_err(raise)?;
-    let message = domain::signing_message(Domain::Vote, chain_id, &payload).map_err(raise)?;
+) -> CoreResult<Bound<'py, PyBytes>> {
+    let payload = domain::vote_payload(vote_type, height, round, block_hash)?;
+    let message = domain::signing_message(Domain::Vote, chain_id, &payload)?;
     Ok(bytes(py, &message))
 }
 
 #[pyfunction]
-fn check_channel_state(state: &[u8]) -> PyResult<()> {
+fn check_channel_state(state: &[u8]) -> CoreResult<()> {
     // A state is at most STATE_BYTES_MAX (64 KiB): checked while holding the GIL.
-    channel::check_state(state).map(drop).map_err(raise)
+    channel::check_state(state)?;
+    Ok(())
 }
 
 /// (paid into each new lock, paid outright, refunded) by one update's encoded
 /// PaymentBatch, each line checked; `groups[i]` lines pay into the i-th new lock.
 #[pyfunction]
 #[pyo3(signature = (batch, groups=Vec::new()))]
-fn sum_channel_payments(py: Python<'_>, batch: &[u8], groups: Vec<u32>) -> PyResult<(Vec<u64>, u64, u64)> {
+fn sum_channel_payments(py: Python<'_>, batch: &[u8], groups: Vec<u32>) -> CoreResult<(Vec<u64>, u64, u64)> {
     let heavy = batch.len() >= RELEASE_GIL_BYTES;
-    let sums = run_heavy(py, heavy, || channel::sum_payments(batch, &groups)).map_err(raise)?;
+    let sums = run_heavy(py, heavy, || channel::sum_payments(batch, &groups))?;
     Ok((sums.locked, sums.paid, sums.refunded))
 }
 
@@ -265,13 +300,13 @@ fn verify_channel_states(
     public_keys: Vec<Bound<'_, PyBytes>>,
     signatures: Vec<Bound<'_, PyBytes>>,
     threads: Option<usize>,
-) -> PyResult<Vec<bool>> {
+) -> CoreResult<Vec<bool>> {
     let (states, keys, signatures) = (slices(&states), slices(&public_keys), slices(&signatures));
     let heavy = states.len() >= RELEASE_GIL_ITEMS;
-    run_heavy(py, heavy, || {
+    let verdicts = run_heavy(py, heavy, || {
         channel::verify_states(chain_id, &states, &keys, &signatures, threads)
-    })
-    .map_err(raise)
+    })?;
+    Ok(verdicts)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -288,11 +323,9 @@ fn merkle_root<'py>(
     py: Python<'py>,
     leaves: Vec<Bound<'py, PyBytes>>,
     threads: Option<usize>,
-) -> PyResult<Bound<'py, PyBytes>> {
+) -> CoreResult<Bound<'py, PyBytes>> {
     let leaves = slices(&leaves);
-    let root = py
-        .allow_threads(|| merkle::root(&leaves, threads))
-        .map_err(raise)?;
+    let root = py.allow_threads(|| merkle::root(&leaves, threads))?;
     Ok(bytes(py, &root))
 }
 
@@ -301,11 +334,9 @@ fn merkle_inclusion_proof<'py>(
     py: Python<'py>,
     leaves: Vec<Bound<'py, PyBytes>>,
     index: usize,
-) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+) -> CoreResult<Vec<Bound<'py, PyBytes>>> {
     let leaves = slices(&leaves);
-    let proof = py
-        .allow_threads(|| merkle::inclusion_proof(&leaves, index))
-        .map_err(raise)?;
+    let proof = py.allow_threads(|| merkle::inclusion_proof(&leaves, index))?;
     Ok(hash_list(py, &proof))
 }
 
@@ -330,11 +361,9 @@ fn merkle_consistency_proof<'py>(
     py: Python<'py>,
     leaves: Vec<Bound<'py, PyBytes>>,
     old_size: usize,
-) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+) -> CoreResult<Vec<Bound<'py, PyBytes>>> {
     let leaves = slices(&leaves);
-    let proof = py
-        .allow_threads(|| merkle::consistency_proof(&leaves, old_size))
-        .map_err(raise)?;
+    let proof = py.allow_threads(|| merkle::consistency_proof(&leaves, old_size))?;
     Ok(hash_list(py, &proof))
 }
 
@@ -366,12 +395,12 @@ struct PyValidatorSet(ValidatorSet);
 #[pymethods]
 impl PyValidatorSet {
     #[new]
-    fn new(members: Vec<(Bound<'_, PyBytes>, u64)>) -> PyResult<Self> {
+    fn new(members: Vec<(Bound<'_, PyBytes>, u64)>) -> CoreResult<Self> {
         let members: Vec<(&[u8], u64)> = members
             .iter()
             .map(|(key, power)| (key.as_bytes(), *power))
             .collect();
-        ValidatorSet::new(&members).map(Self).map_err(raise)
+        Ok(Self(ValidatorSet::new(&members)?))
     }
 
     #[getter]
@@ -426,7 +455,7 @@ fn validate_block(
     app_hash: Option<&[u8]>,
     verified_tx_hashes: Option<Vec<Bound<'_, PyBytes>>>,
     threads: Option<usize>,
-) -> PyResult<PyValidatedBlock> {
+) -> CoreResult<PyValidatedBlock> {
     let parent_hash = hash_arg("parent_hash", parent_hash)?;
     let app_hash = app_hash.map(|h| hash_arg("app_hash", h)).transpose()?;
     let verified: Option<HashSet<Hash>> = verified_tx_hashes
@@ -442,9 +471,7 @@ fn validate_block(
         verified_tx_hashes: verified.as_ref(),
         threads,
     };
-    let validated = py
-        .allow_threads(|| block::validate_block(block, commit, &expect))
-        .map_err(raise)?;
+    let validated = py.allow_threads(|| block::validate_block(block, commit, &expect))?;
     let header = &validated.header;
     Ok(PyValidatedBlock {
         block_hash: bytes(py, &validated.block_hash).unbind(),
@@ -465,26 +492,26 @@ fn validate_block(
 }
 
 #[pyfunction]
-fn block_hash<'py>(py: Python<'py>, header: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let header: wire::BlockHeader = wire::decode("header", header).map_err(raise)?;
+fn block_hash<'py>(py: Python<'py>, header: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+    let header: wire::BlockHeader = wire::decode("header", header)?;
     Ok(bytes(py, &wire::header_hash(&header)))
 }
 
 #[pyfunction]
-fn tx_hash<'py>(py: Python<'py>, tx: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let tx: wire::SignedTransaction = wire::decode("tx", tx).map_err(raise)?;
+fn tx_hash<'py>(py: Python<'py>, tx: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+    let tx: wire::SignedTransaction = wire::decode("tx", tx)?;
     Ok(bytes(py, &wire::tx_hash(&tx)))
 }
 
 #[pyfunction]
-fn block_id<'py>(py: Python<'py>, block: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let id = py.allow_threads(|| block::block_id(block)).map_err(raise)?;
+fn block_id<'py>(py: Python<'py>, block: &[u8]) -> CoreResult<Bound<'py, PyBytes>> {
+    let id = py.allow_threads(|| block::block_id(block))?;
     Ok(bytes(py, &id))
 }
 
 #[pyfunction]
-fn block_tx_hashes<'py>(py: Python<'py>, block: &[u8]) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-    let hashes = py.allow_threads(|| wire::block_tx_hashes(block)).map_err(raise)?;
+fn block_tx_hashes<'py>(py: Python<'py>, block: &[u8]) -> CoreResult<Vec<Bound<'py, PyBytes>>> {
+    let hashes = py.allow_threads(|| wire::block_tx_hashes(block))?;
     Ok(hash_list(py, &hashes))
 }
 
