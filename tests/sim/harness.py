@@ -212,7 +212,7 @@ class SimLedger:
 
     def candidates(self, height: int, count_max: int, bytes_max: int) -> list[PendingTx]:
         fresh = [p for p in self.sim.pool.values() if self.admitted(p.tx_hash) is not None]
-        return fresh[:count_max]
+        return self.app.prepare_proposal(height, fresh[:count_max]).txs
 
     def commit(self, block_bytes: bytes, commit_bytes: bytes) -> Committed:
         """Rust validation with the commit certificate, then the application, then disk:

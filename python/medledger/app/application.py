@@ -1,10 +1,18 @@
-"""The Application: admission checks and deterministic block execution."""
+"""The Application: the ledger's rules behind a boundary in the manner of ABCI.
+
+The node calls, in order: `check_tx` when a transaction is submitted; `prepare_proposal`
+on the candidates when it proposes; `process_proposal` on a block another validator
+proposed; `finalize_block` on a decided block; `commit` for what that block writes (state
+and the transaction index with each transaction's receipt), which the node makes durable
+in one LMDB transaction. Everything here is deterministic and reads state only through a
+`StateReader`: expiry, id rules and receipts are decided in this one place.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 from medledger.app import accounts, channels, consent, governance, identity, members, records
 from medledger.app.outcome import TxOutcome
@@ -19,7 +27,15 @@ from medledger.errors import Rejected
 from medledger.limits import TEXT_BYTES_MAX
 from medledger.wire.v1 import state_pb2, tx_pb2
 
-__all__ = ["Application", "BlockResult", "TxOutcome"]
+__all__ = [
+    "Application",
+    "BlockCommit",
+    "BlockResult",
+    "BlockTx",
+    "Prepared",
+    "TxOutcome",
+    "expiry_refusal",
+]
 
 TX_ID_BYTES = 16
 
@@ -66,11 +82,69 @@ CHECKS: dict[str, Callable[[Any, bytes], None]] = {
 }
 
 
+class BlockTx(Protocol):
+    """A block's transaction as the application needs it: decoded, with the hashes Rust
+    computed, and whether this node already checked it (`check_tx`) at admission."""
+
+    @property
+    def signer(self) -> bytes: ...
+    @property
+    def body(self) -> tx_pb2.TransactionBody: ...
+    @property
+    def tx_id(self) -> bytes: ...
+    @property
+    def tx_hash(self) -> bytes: ...
+    @property
+    def body_hash(self) -> bytes: ...
+    @property
+    def checked(self) -> bool:
+        """Whether this node verified the signature and ran the application's
+        stateless checks (`Application.check_tx`) on it already."""
+        ...
+
+
+T = TypeVar("T", bound=BlockTx)
+
+
 @dataclass(frozen=True)
 class BlockResult:
     outcomes: list[TxOutcome]
     writes: list[tuple[str, bytes, bytes]]
     app_hash: bytes
+
+
+@dataclass
+class Prepared(Generic[T]):
+    """`prepare_proposal`'s answer: the transactions to propose, in order, and those that
+    may never be committed, each with the refusal to give whoever waits on it."""
+
+    txs: list[T] = field(default_factory=list)
+    refused: list[tuple[T, Rejected]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BlockCommit:
+    """What a finalized block writes, in one LMDB transaction: the state writes, the new
+    app hash, and the transaction index (tx id, tx hash, encoded `TxRecord`), whose
+    records are also the block's receipts."""
+
+    writes: list[tuple[str, bytes, bytes]]
+    app_hash: bytes
+    tx_index: list[tuple[bytes, bytes, bytes]]
+    records: list[state_pb2.TxRecord]
+
+
+def expiry_refusal(expiry_height: int, height: int, *, when: str = "block") -> Rejected | None:
+    """The one expiry rule: a transaction may be in the block at `height` up to and
+    including its `expiry_height`. `when` names the height in the refusal ("next" at
+    admission, "block" when proposing)."""
+    if expiry_height >= height:
+        return None
+    return Rejected(
+        "FAILED_PRECONDITION",
+        "body.expiry_height",
+        f"expired: {expiry_height} is below the {when} height {height}",
+    )
 
 
 def _invalid(field: str, reason: str) -> Rejected:
@@ -175,17 +249,45 @@ class Application:
         """Admission: stateless rules and expiry. Raises `Rejected` naming the field."""
         self._check_genesis_rules(body, check_body(body, self.chain_id, signer))
         expiry_height = body.expiry_height
-        if expiry_height < next_height:
-            raise Rejected(
-                "FAILED_PRECONDITION",
-                "body.expiry_height",
-                f"expired: {expiry_height} is below the next height {next_height}",
-            )
+        expired = expiry_refusal(expiry_height, next_height, when="next")
+        if expired is not None:
+            raise expired
         if expiry_height > next_height + self.expiry_horizon_blocks:
             raise _invalid(
                 "body.expiry_height",
                 f"{expiry_height} is more than {self.expiry_horizon_blocks} blocks ahead",
             )
+
+    def prepare_proposal(self, height: int, candidates: Sequence[T]) -> Prepared[T]:
+        """The transactions of a proposal at `height` from the mempool's `candidates`
+        (admitted, oldest first, within the block's count and byte caps): those that
+        expired meanwhile are refused, not proposed."""
+        prepared: Prepared[T] = Prepared()
+        for candidate in candidates:
+            expired = expiry_refusal(candidate.body.expiry_height, height)
+            if expired is None:
+                prepared.txs.append(candidate)
+            else:
+                prepared.refused.append((candidate, expired))
+        return prepared
+
+    def process_proposal(self, height: int, txs: Sequence[BlockTx]) -> str | None:
+        """Why another validator's proposal at `height` is invalid as far as its
+        transactions go, or None: each not checked here at admission must follow the
+        stateless rules (`check_body`), and no transaction id may appear twice. The
+        node adds what needs its storage and Rust (ids committed before; signatures,
+        the Merkle root and header links). An expired transaction does not make a
+        block invalid: `finalize_block` records it as EXPIRED."""
+        for index, tx in enumerate(txs):
+            if tx.checked:
+                continue  # admitted here: check_tx ran these rules already
+            try:
+                check_body(tx.body, self.chain_id, tx.signer)
+            except Rejected as error:
+                return f"txs[{index}]: {error}"
+        if len({tx.tx_id for tx in txs}) != len(txs):
+            return "a transaction id appears twice"
+        return None
 
     def finalize_block(
         self,
@@ -213,6 +315,26 @@ class Application:
         writes = state.writes()
         return BlockResult(outcomes, writes, next_app_hash(previous_app_hash, writes))
 
+    @staticmethod
+    def commit(height: int, txs: Sequence[BlockTx], result: BlockResult) -> BlockCommit:
+        """What block `height` writes: `result`'s state writes and app hash, and for each
+        transaction its index entry, a `TxRecord` (height, position, hashes, outcome)
+        that every later receipt of it is made from."""
+        tx_index = []
+        records = []
+        for index, (tx, outcome) in enumerate(zip(txs, result.outcomes, strict=True)):
+            record = state_pb2.TxRecord(
+                height=height,
+                index=index,
+                tx_hash=tx.tx_hash,
+                body_hash=tx.body_hash,
+                code=outcome.code,
+                message=outcome.message,
+            )
+            tx_index.append((tx.tx_id, tx.tx_hash, record.SerializeToString()))
+            records.append(record)
+        return BlockCommit(result.writes, result.app_hash, tx_index, records)
+
     def _apply(
         self,
         state: BlockState,
@@ -227,7 +349,7 @@ class Application:
                 self._check_genesis_rules(body, check_body(body, self.chain_id, signer))
             except Rejected as rejected:
                 return TxOutcome(tx_pb2.RESULT_CODE_MALFORMED, str(rejected))
-        if body.expiry_height < height:
+        if expiry_refusal(body.expiry_height, height) is not None:
             return TxOutcome(tx_pb2.RESULT_CODE_EXPIRED, f"expired at height {body.expiry_height}")
         if (
             self.permissioned

@@ -13,21 +13,19 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from medledger import __version__
 from medledger._core import admit_batch
 from medledger.app import Application, queries
+from medledger.app.application import BlockTx
 from medledger.app.channels import NOT_URGENT, time_critical
 from medledger.app.state import ORGANISATIONS, VALIDATORS
 from medledger.app.validators import ValidatorSchedule
 from medledger.block import (
     ValidatorSet,
-    assemble_block,
     block_tx_hashes,
-    encode_block,
     make_commit,
     validate_block,
 )
@@ -38,6 +36,7 @@ from medledger.errors import Rejected
 from medledger.genesis import Genesis
 from medledger.limits import TX_BYTES_MAX
 from medledger.node.mempool import Mempool, PendingTx
+from medledger.node.proposal import propose_block
 from medledger.transport.membership import Membership
 from medledger.wire.v1 import envelope_pb2, ledger_pb2, state_pb2, tx_pb2
 
@@ -104,25 +103,9 @@ class PreparedBatch:
     prepared: list[tuple[bytes, bytes, bytes, bool]]
 
 
-class TxEntry(Protocol):
-    """A block's transaction as the application needs it: a `PendingTx` this node
-    admitted, or a `DecodedTx` from a block that carried one it had not."""
-
-    @property
-    def signer(self) -> bytes: ...
-    @property
-    def body(self) -> tx_pb2.TransactionBody: ...
-    @property
-    def tx_id(self) -> bytes: ...
-    @property
-    def tx_hash(self) -> bytes: ...
-    @property
-    def body_hash(self) -> bytes: ...
-    @property
-    def checked(self) -> bool:
-        """Whether this node verified the signature and ran the application's
-        stateless checks (`Application.check_tx`) on it already."""
-        ...
+TxEntry = BlockTx
+"""A block's transaction: a `PendingTx` this node admitted, or a `DecodedTx` from a block
+that carried one it had not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,22 +451,27 @@ class LedgerNode:
                 await asyncio.sleep(interval_s)
             batch = self.mempool.take(self.config.block_txs_max, self.config.block_tx_bytes_max)
             if batch:
-                await self._commit_batch(batch)
+                await self._commit_batch(batch, int(time.time() * 1000))
 
-    async def _commit_batch(self, batch: list[PendingTx]) -> None:
+    async def _commit_batch(self, batch: list[PendingTx], now_ms: int) -> None:
         height = self.head.height + 1
-        expired = [p for p in batch if p.body.expiry_height < height]
-        for pending in expired:
-            reason = f"expired: {pending.body.expiry_height} is below the block height {height}"
-            rejected = Rejected("FAILED_PRECONDITION", "body.expiry_height", reason)
-            pending.resolve(rejected_receipt(rejected, pending.tx_id, pending.tx_hash))
-        batch = [p for p in batch if p.body.expiry_height >= height]
+        prepared = self.app.prepare_proposal(height, batch)
+        for pending, refusal in prepared.refused:
+            pending.resolve(rejected_receipt(refusal, pending.tx_id, pending.tx_hash))
+        batch = prepared.txs
         if not batch:
             return
         for pending in batch:
             self.in_flight[pending.tx_id] = pending
         try:
-            await self._commit_block(height, batch)
+            proposed = propose_block(self, height, batch, now_ms)
+            commit = make_commit(
+                chain_id=self.chain_id,
+                header=proposed.header_message,
+                round=0,
+                signers=[(0, self.key)],
+            )
+            await self.commit_block(proposed.value, commit.SerializeToString(), list(batch))
         except Exception:
             log.exception("block %d failed; its transactions are refused", height)
             for pending in batch:
@@ -493,26 +481,6 @@ class LedgerNode:
         finally:
             for pending in batch:
                 self.in_flight.pop(pending.tx_id, None)
-
-    async def _commit_block(self, height: int, batch: list[PendingTx]) -> None:
-        head = self.head
-        block = assemble_block(
-            chain_id=self.chain_id,
-            height=height,
-            parent_hash=head.block_hash,
-            txs=[p.tx for p in batch],
-            proposer=self.key.public_key,
-            validators=self.validators_at(height),
-            next_validators=self.validators_at(height + 1),
-            app_hash=head.app_hash,
-            time_unix_ms=max(int(time.time() * 1000), self.head_time_ms + 1),
-            leaves=[p.encoded for p in batch],
-        )
-        commit = make_commit(
-            chain_id=self.chain_id, header=block.header, round=0, signers=[(0, self.key)]
-        )
-        value = encode_block(block.header.SerializeToString(), [p.encoded for p in batch])
-        await self.commit_block(value, commit.SerializeToString(), list(batch))
 
     async def commit_block(
         self, block_bytes: bytes, commit_bytes: bytes, entries: list[TxEntry] | None = None
@@ -549,19 +517,7 @@ class LedgerNode:
                 time_ms=validated.time_unix_ms,
                 checked=[e.checked for e in entries],
             )
-        records = []
-        tx_records = []
-        for index, (entry, outcome) in enumerate(zip(entries, result.outcomes, strict=True)):
-            record = state_pb2.TxRecord(
-                height=height,
-                index=index,
-                tx_hash=entry.tx_hash,
-                body_hash=entry.body_hash,
-                code=outcome.code,
-                message=outcome.message,
-            )
-            records.append((entry.tx_id, entry.tx_hash, record.SerializeToString()))
-            tx_records.append(record)
+        block = self.app.commit(height, entries, result)
         # The set this block schedules (for height + 2) is known before the head moves:
         # peer messages are verified while the commit runs in its thread, against the set
         # of head + 2, which must never be read stale. (Block `height` is decided, so
@@ -574,9 +530,9 @@ class LedgerNode:
             block=block_bytes,
             commit=commit_bytes,
             block_hash=validated.block_hash,
-            app_hash=result.app_hash,
-            tx_index=records,
-            writes=result.writes,
+            app_hash=block.app_hash,
+            tx_index=block.tx_index,
+            writes=block.writes,
         )
         self.head_time_ms = validated.time_unix_ms
         if any(table == ORGANISATIONS for table, _, _ in result.writes):
@@ -584,7 +540,7 @@ class LedgerNode:
         self._submitters.clear()  # the block may have issued or revoked roles
         # Now durable: whoever waits for these transactions, wherever they were admitted,
         # gets a receipt (built only for transactions someone waits on).
-        for entry, record in zip(entries, tx_records, strict=True):
+        for entry, record in zip(entries, block.records, strict=True):
             pending = self.in_flight.pop(entry.tx_id, None) or self.mempool.remove(entry.tx_id)
             if pending is not None and pending.waiters:
                 pending.resolve(committed_receipt(entry.tx_id, record))
@@ -607,18 +563,11 @@ class LedgerNode:
     def candidates(self, height: int, count_max: int, bytes_max: int) -> list[PendingTx]:
         """The mempool's next transactions for a proposal at `height`; those that expired
         meanwhile leave the mempool, and whoever waits on them hears why."""
-        pending = []
-        for candidate in self.mempool.peek(count_max, bytes_max):
-            if candidate.body.expiry_height < height:
-                self.mempool.remove(candidate.tx_id)
-                reason = (
-                    f"expired: {candidate.body.expiry_height} is below the block height {height}"
-                )
-                rejected = Rejected("FAILED_PRECONDITION", "body.expiry_height", reason)
-                candidate.resolve(rejected_receipt(rejected, candidate.tx_id, candidate.tx_hash))
-            else:
-                pending.append(candidate)
-        return pending
+        prepared = self.app.prepare_proposal(height, self.mempool.peek(count_max, bytes_max))
+        for candidate, refusal in prepared.refused:
+            self.mempool.remove(candidate.tx_id)
+            candidate.resolve(rejected_receipt(refusal, candidate.tx_id, candidate.tx_hash))
+        return prepared.txs
 
     # ------------------------------------------------------------------- queries
 

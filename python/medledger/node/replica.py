@@ -25,10 +25,9 @@ from typing import Protocol
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from medledger import merkle
-from medledger.app.application import check_body
+from medledger.app.application import Application
 from medledger.block import (
     ValidatorSet,
-    assemble_block,
     block_hash,
     block_id,
     encode_block,
@@ -53,10 +52,11 @@ from medledger.consensus.engine import ROUNDS_AHEAD_MAX
 from medledger.consensus.guard import SigningGuard
 from medledger.consensus.messages import guard_step, sign_bytes, signer, with_signature
 from medledger.crypto import SigningKey, sha256, verify
-from medledger.errors import MedledgerError, Rejected
+from medledger.errors import MedledgerError
 from medledger.limits import PROPOSAL_FETCHES_MAX
 from medledger.node.ledger_node import TxEntry
 from medledger.node.mempool import PendingTx
+from medledger.node.proposal import propose_block
 from medledger.wire.v1 import envelope_pb2, peer_pb2
 
 __all__ = [
@@ -98,6 +98,7 @@ class Ledger(Protocol):
 
     chain_id: str
     key: SigningKey
+    app: Application
 
     @property
     def head(self) -> Head: ...
@@ -127,7 +128,8 @@ class Ledger(Protocol):
     def any_committed(self, tx_ids: Sequence[bytes]) -> bool: ...
 
     def candidates(self, height: int, count_max: int, bytes_max: int) -> list[PendingTx]:
-        """Admitted transactions for this node's next proposal at `height`, oldest first."""
+        """Admitted transactions for this node's next proposal at `height`, oldest first,
+        as `Application.prepare_proposal` keeps them."""
         ...
 
 
@@ -624,30 +626,14 @@ class Replica:
     # ------------------------------------------------------------------ value source
 
     def get_value(self, height: int) -> tuple[bytes, bytes]:
-        head = self.ledger.head
         pending = self.ledger.candidates(height, self.block_txs_max, self.block_tx_bytes_max)
-        block = assemble_block(
-            chain_id=self.chain_id,
-            height=height,
-            parent_hash=head.block_hash,
-            txs=[p.tx for p in pending],
-            proposer=self.ledger.key.public_key,
-            validators=self.ledger.validators_at(height),
-            next_validators=self.ledger.validators_at(height + 1),
-            app_hash=head.app_hash,
-            time_unix_ms=max(self.now_ms, self.ledger.head_time_ms + 1),
-            leaves=[p.encoded for p in pending],
-        )
-        header = block.header.SerializeToString()
-        value_id = block_hash(header)
-        # The canonical encodings, not the transactions as clients sent them (which may
-        # carry unknown fields): validation accepts only a canonical block.
-        value = encode_block(header, [p.encoded for p in pending])
+        proposed = propose_block(self.ledger, height, pending, self.now_ms)
+        value_id = proposed.value_id
         self._entries[value_id] = list(pending)
-        self._blocks[value_id] = value
-        self._block_times[value_id] = block.header.time_unix_ms
-        self._compact[value_id] = (header, [p.tx_hash for p in pending])
-        return value_id, value
+        self._blocks[value_id] = proposed.value
+        self._block_times[value_id] = proposed.time_ms
+        self._compact[value_id] = (proposed.header, [p.tx_hash for p in pending])
+        return value_id, proposed.value
 
     def valid(self, height: int, value_id: bytes, value: bytes) -> bool:
         """A proposal is valid if every transaction in it is well formed (shape checks
@@ -685,16 +671,11 @@ class Replica:
                 entries = self.ledger.block_entries(value)
             except (MedledgerError, ProtobufDecodeError):
                 return None
-        unadmitted = []
-        for index, entry in enumerate(entries):
-            if self.ledger.admitted(entry.tx_hash) is not None:
-                continue  # admitted here: check_tx ran these checks already
-            unadmitted.append(entry.tx_id)
-            try:
-                check_body(entry.body, self.chain_id, entry.signer)
-            except Rejected as error:
-                log.info("invalid proposal at height %d: txs[%d]: %s", height, index, error)
-                return None
+        invalid = self.ledger.app.process_proposal(height, entries)
+        if invalid is not None:
+            log.info("invalid proposal at height %d: %s", height, invalid)
+            return None
+        unadmitted = [e.tx_id for e in entries if self.ledger.admitted(e.tx_hash) is None]
         return entries, unadmitted
 
     def _valid(self, height: int, value_id: bytes, value: bytes) -> bool:
@@ -705,11 +686,10 @@ class Replica:
         if checked is None:
             return False
         entries, unadmitted = checked
-        tx_ids = [e.tx_id for e in entries]
         # An admitted transaction is not committed (admission looked, and a commit takes
         # its transactions out of the mempool before the next proposal is judged): only
         # the others need a storage read.
-        if len(set(tx_ids)) != len(tx_ids) or self.ledger.any_committed(unadmitted):
+        if self.ledger.any_committed(unadmitted):
             return False
         try:
             validated = validate_block(
