@@ -21,6 +21,7 @@ from medledger.limits import (
 __all__ = ["DEFAULT_LISTEN", "PEER_MESSAGE_BYTES_MAX", "Home", "NodeConfig"]
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
+DEFAULT_OPS_LISTEN = "127.0.0.1:0"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class NodeConfig:
     # Clear text on both listeners (a development network on one machine at most): the
     # node logs a warning. Without it the node needs its TLS files under `tls/`.
     insecure: bool = False
+    # The operations HTTP port: /metrics (Prometheus), /livez, /readyz. Port 0 picks a
+    # free one, named in the node's ready line; give a fixed one for a scrape config.
+    ops_listen: str = DEFAULT_OPS_LISTEN
     block_interval_ms: int = 50
     # Every maximum's default, and why it has its value: medledger.limits.
     block_txs_max: int = limits.DEFAULT_BLOCK_TXS_MAX

@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from medledger.api.call_metrics import CallMetrics
 from medledger.api.channels import ChannelServicer
 from medledger.api.ledger import LedgerServicer
 from medledger.api.peer import PeerServicer
@@ -252,6 +253,19 @@ async def serve_channels(
     return server, port
 
 
+def served_methods(*, peers: bool) -> dict[str, list[str]]:
+    """The gRPC methods a node serves, by service: the client API, health, and with
+    `peers` PeerService."""
+    files = [ledger_pb2, records_pb2, channels_pb2, *([peer_pb2] if peers else [])]
+    methods = {
+        service.full_name: [method.name for method in service.methods]
+        for file in files
+        for service in file.DESCRIPTOR.services_by_name.values()
+    }
+    methods[health.SERVICE_NAME] = ["Check", "Watch"]
+    return methods
+
+
 def _options(message_bytes_max: int) -> list[tuple[str, int]]:
     # No per-connection stream limit (HTTP/2 MAX_CONCURRENT_STREAMS): a client that opens
     # a burst of calls on a new connection, before it has the server's settings, would
@@ -275,7 +289,10 @@ def _server(
     """A server that runs at most `rpcs_max` calls at once (the next is refused at once,
     RESOURCE_EXHAUSTED), at most `share`'s from one client address, and, over TLS,
     refuses calls over anything older than TLS 1.3 (checked first)."""
-    interceptors: list[grpc.aio.ServerInterceptor] = [RequireTls13()] if tls else []
+    # Metrics outermost: every call is counted, a refused one too.
+    interceptors: list[grpc.aio.ServerInterceptor] = [CallMetrics()]
+    if tls:
+        interceptors.append(RequireTls13())
     if share is not None:
         interceptors.append(share)
     return grpc.aio.server(

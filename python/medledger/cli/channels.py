@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from medledger.client import LedgerClient
 from medledger.client.channels import ChannelWallet, payment, routed_lock
 from medledger.config import Home
 from medledger.errors import Rejected
+from medledger.ops.logs import configure_logging
 from medledger.run.hub import run_hub
 from medledger.transport.certs import CertificateError
 from medledger.transport.credentials import ServerTls, sync_channel
@@ -192,7 +192,7 @@ def cmd_channel_status(args: argparse.Namespace) -> None:
 
 def cmd_hub_start(args: argparse.Namespace) -> None:
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("text")
     server_tls = None
     if not args.insecure:
         if args.tls_key is None or args.tls_cert is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from pathlib import Path
 
 from rich.progress import Progress
@@ -21,6 +20,7 @@ from medledger.consensus.guard import GuardFileError
 from medledger.crypto import SigningKey
 from medledger.genesis import DEFAULT_MIN_CHALLENGE_BLOCKS, Genesis
 from medledger.keys import load_key, save_key
+from medledger.ops.logs import configure_logging
 from medledger.run.homes import DEFAULT_FUND_MICROS, init_home, init_network, join_network
 from medledger.run.node import run_node
 from medledger.transport.certs import CertificateError, load_identity
@@ -65,7 +65,7 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 def cmd_node_start(args: argparse.Namespace) -> None:
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_format)
     home = Home(args.home)
     try:
         home.load_config()
@@ -171,6 +171,12 @@ def add_commands(commands: Subcommands) -> None:
     start.add_argument("--listen", help="override the configured address (host:port)")
     start.add_argument(
         "--insecure", action="store_true", help="serve clear text (development only; logged)"
+    )
+    start.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text, or one JSON object per line (time, level, logger, message)",
     )
     start.set_defaults(run=cmd_node_start)
     join = node.add_parser(

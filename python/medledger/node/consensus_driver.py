@@ -36,6 +36,7 @@ from medledger.limits import (
     INPUTS_MAX,
     TX_BYTES_MAX,
 )
+from medledger.metrics import CATCH_UP_RUNS, EQUIVOCATIONS
 from medledger.node.ledger_node import LedgerNode
 from medledger.node.peers import PeerLink
 from medledger.node.replica import (
@@ -238,6 +239,18 @@ class ConsensusDriver:
         """The validators of the current height, by index."""
         return self.replica.public_keys
 
+    def reachable_power(self) -> tuple[int, int]:
+        """(voting power this node reaches, total) at the next height: its own, if it
+        votes, and that of each validator whose peer link is connected now."""
+        members = self.node.validators_at(self.node.head.height + 1).members()
+        me = self.node.key.public_key
+        reached = {key for key, link in self.peers.items() if link.connected}
+        power = sum(p for key, p in members if key == me or key in reached)
+        return power, sum(p for _, p in members)
+
+    def blocks_behind(self) -> int:
+        return self.replica.blocks_behind(monotonic_ms())
+
     def client_tls(self) -> ClientTls | None:
         return None if self.trust is None else self.trust.client()
 
@@ -399,6 +412,7 @@ class ConsensusDriver:
                 self._peers_changed.set()
                 self._spawn(self._next_height_after_pause(effect.height))
             elif isinstance(effect, Reported):
+                EQUIVOCATIONS.inc()
                 first = effect.equivocation.first
                 log.warning(
                     "equivocation by validator %d at height %d round %d (a %s)",
@@ -472,6 +486,7 @@ class ConsensusDriver:
         self._offer(ProposalArrived(proposal, block))
 
     async def _fetch_blocks(self, peer: bytes, from_height: int) -> None:
+        CATCH_UP_RUNS.inc()
         blocks: list[peer_pb2.BlockWithCommit] = []
         size = 0
         try:

@@ -35,6 +35,17 @@ from medledger.crypto import SigningKey, sha256
 from medledger.errors import Rejected
 from medledger.genesis import Genesis
 from medledger.limits import TX_BYTES_MAX
+from medledger.metrics import (
+    ADMISSION_REFUSALS,
+    BLOCK_COMMIT_SECONDS,
+    BLOCK_FSYNC_SECONDS,
+    BLOCK_INTERVAL_SECONDS,
+    BLOCK_TRANSACTIONS,
+    BLOCKS_COMMITTED,
+    MISSED_BLOCKS,
+    TRANSACTIONS_COMMITTED,
+    validator_label,
+)
 from medledger.node.mempool import Mempool, PendingTx
 from medledger.node.proposal import propose_block
 from medledger.transport.membership import Membership
@@ -66,6 +77,14 @@ STATUS_CODES = {
     "FAILED_PRECONDITION": 9,
     "UNAVAILABLE": 14,
 }
+
+
+def refused_at_admission(
+    rejected: Rejected, tx_id: bytes = b"", tx_hash: bytes = b""
+) -> tx_pb2.Receipt:
+    """The receipt of a transaction refused at admission, counted by its status."""
+    ADMISSION_REFUSALS.labels(code=rejected.status).inc()
+    return rejected_receipt(rejected, tx_id, tx_hash)
 
 
 def rejected_receipt(
@@ -301,14 +320,14 @@ class LedgerNode:
             if size > TX_BYTES_MAX:
                 reason = f"{size} bytes exceeds TX_BYTES_MAX {TX_BYTES_MAX}"
                 answers[i] = Admitted(
-                    rejected_receipt(Rejected("RESOURCE_EXHAUSTED", "tx", reason))
+                    refused_at_admission(Rejected("RESOURCE_EXHAUSTED", "tx", reason))
                 )
                 continue
             try:
                 body = tx_pb2.TransactionBody.FromString(tx.body)
             except ProtobufDecodeError:
                 rejected = Rejected("INVALID_ARGUMENT", "tx.body", "not a TransactionBody")
-                answers[i] = Admitted(rejected_receipt(rejected))
+                answers[i] = Admitted(refused_at_admission(rejected))
                 continue
             decoded.append((i, body))
 
@@ -352,7 +371,7 @@ class LedgerNode:
                         snapshot, txs[i], body, (encoded, tx_hash, body_hash), wait=gossip
                     )
                 except Rejected as rejected:
-                    answers[i] = Admitted(rejected_receipt(rejected, body.tx_id, tx_hash))
+                    answers[i] = Admitted(refused_at_admission(rejected, body.tx_id, tx_hash))
         assert all(answer is not None for answer in answers)
         if gossip and self.on_admitted is not None and self.mempool.added != added_before:
             self.on_admitted([p.tx for p in self.mempool.newest(self.mempool.added - added_before)])
@@ -489,6 +508,7 @@ class LedgerNode:
         the application, one LMDB write transaction. `entries` are the block's
         transactions as this node already decoded and verified them; without them the
         block is decoded here and every signature is verified."""
+        started = time.perf_counter()
         head = self.head
         height = head.height + 1
         if entries is None:
@@ -524,6 +544,7 @@ class LedgerNode:
         # whatever it schedules is what the chain will hold even if this write fails.)
         if self.schedule.updates_in(result.writes):
             log.info("validator set changes at height %d", height + 2)
+        write_started = time.perf_counter()
         await asyncio.to_thread(
             self.store.commit_block,
             height=height,
@@ -534,6 +555,10 @@ class LedgerNode:
             tx_index=block.tx_index,
             writes=block.writes,
         )
+        done = time.perf_counter()
+        self._count_block(height, entries, commit_bytes, validated.time_unix_ms)
+        BLOCK_FSYNC_SECONDS.observe(done - write_started)
+        BLOCK_COMMIT_SECONDS.observe(done - started)
         self.head_time_ms = validated.time_unix_ms
         if any(table == ORGANISATIONS for table, _, _ in result.writes):
             self.membership = self._membership()  # trust follows governance
@@ -547,6 +572,23 @@ class LedgerNode:
         async with self.new_block:
             self.new_block.notify_all()
         log.info("committed block %d with %d transactions", height, len(entries))
+
+    def _count_block(
+        self, height: int, entries: Sequence[TxEntry], commit_bytes: bytes, time_ms: int
+    ) -> None:
+        """Metrics of a committed block: its transactions, its interval, and the
+        validators of its height whose precommit its certificate lacks."""
+        BLOCKS_COMMITTED.inc()
+        TRANSACTIONS_COMMITTED.inc(len(entries))
+        BLOCK_TRANSACTIONS.observe(len(entries))
+        BLOCK_INTERVAL_SECONDS.observe(max(0, time_ms - self.head_time_ms) / 1000)
+        signed = {
+            s.validator_index
+            for s in envelope_pb2.CommitCertificate.FromString(commit_bytes).signatures
+        }
+        for index, (key, _) in enumerate(self.validators_at(height).members()):
+            if index not in signed:
+                MISSED_BLOCKS.labels(validator=validator_label(key)).inc()
 
     def block_entries(self, block_bytes: bytes) -> list[TxEntry]:
         """A block's transactions (see `block_entries`), with this node's mempool."""

@@ -317,6 +317,8 @@ class Replica:
         # By validator key: indices change with the set.
         self._asked_at: dict[bytes, int] = {}  # peer -> when it was last asked for blocks
         self._ahead: dict[bytes, int] = {}  # peer -> when it last signed a later height
+        # peer -> the latest height it signed past head + 1, and when (readiness)
+        self._signed_ahead: dict[bytes, tuple[int, int]] = {}
         self._followed = 0  # the turn of the next peer `follow` asks (round robin)
         self._head_seen = (-1, 0)  # the head `follow` last saw, and since when
         self.unbound_proposals = 0  # dropped: bytes that are not the block the id names
@@ -374,6 +376,7 @@ class Replica:
             # blocks this node lacks. The unsigned `committed_height` of a message is
             # never trusted: anyone can write any number there.
             self._ahead[sender] = monotonic_ms
+            self._signed_ahead[sender] = (decoded.height, monotonic_ms)
             effects += self._next_fetch(monotonic_ms)
         if decoded.height > head + 2:
             return effects  # from a set this node cannot know yet: evidence only
@@ -503,6 +506,20 @@ class Replica:
         effects: list[Effect] = [Broadcast(message) for message in self.sent]
         effects += [Broadcast(to_wire(vote)) for vote in self.engine.evidence()]
         return effects
+
+    def blocks_behind(self, monotonic_ms: int) -> int:
+        """How many blocks this node lacks by signed evidence of the last
+        CATCH_UP_EVIDENCE_MS: a validator that signed a message of height h has
+        committed h - 1. Unsigned claims (`committed_height`) are not counted."""
+        head = self.ledger.head.height
+        return max(
+            [
+                height - 1 - head
+                for height, seen in self._signed_ahead.values()
+                if monotonic_ms - seen < CATCH_UP_EVIDENCE_MS
+            ]
+            + [0]
+        )
 
     def held_block(self, height: int, value_id: bytes) -> bytes | None:
         """A block of the current height this node proposed or validated."""

@@ -22,6 +22,7 @@ __all__ = ["NodeProcess", "start_hub", "start_node"]
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 READY_LINE = re.compile(r"medledger node listening on (\S+:\d+)")
+OPS_ADDRESS = re.compile(r" ops (\S+:\d+)")
 HUB_READY_LINE = re.compile(r"medledger hub listening on (\S+:\d+)")
 
 
@@ -31,6 +32,8 @@ class NodeProcess:
     process: subprocess.Popen[str]
     address: str
     output: list[str] = field(default_factory=list)
+    ops_address: str = ""
+    """The operations HTTP port (metrics, probes), from the ready line."""
 
     def kill(self) -> None:
         """SIGKILL: no chance to flush or clean up, like a power cut."""
@@ -50,11 +53,17 @@ class NodeProcess:
 
 
 def start_node(
-    home: Path, listen: str = "127.0.0.1:0", log_path: Path | None = None, *, detach: bool = False
+    home: Path,
+    listen: str = "127.0.0.1:0",
+    log_path: Path | None = None,
+    *,
+    detach: bool = False,
+    options: Sequence[str] = (),
 ) -> NodeProcess:
-    """Starts `medledger node start --home HOME` and waits until it serves. A detached
-    node runs in its own session with its output in the log, so it outlives the caller."""
-    command = ["node", "start", "--home", str(home), "--listen", listen]
+    """Starts `medledger node start --home HOME` (with `options`, e.g. `--log-format
+    json`) and waits until it serves. A detached node runs in its own session with its
+    output in the log, so it outlives the caller."""
+    command = ["node", "start", "--home", str(home), "--listen", listen, *options]
     return _start(command, home, log_path or home / "node.log", READY_LINE, detach=detach)
 
 
@@ -117,7 +126,10 @@ def _start(
             lines.append(line)
             match = ready_line.search(line)
             if match:
-                return NodeProcess(home, process, match.group(1), lines)
+                ops = OPS_ADDRESS.search(line)
+                return NodeProcess(
+                    home, process, match.group(1), lines, ops.group(1) if ops else ""
+                )
         elif process.poll() is not None:
             break
     process.kill()

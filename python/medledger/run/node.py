@@ -9,20 +9,24 @@ import logging
 import signal
 
 import grpc
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health, health_pb2
 
 from medledger._core import use_threads
-from medledger.api.server import HEALTH_SERVICES, serve, serve_peers
+from medledger.api.server import HEALTH_SERVICES, serve, serve_peers, served_methods
 from medledger.channels.payee import Payee
 from medledger.channels.store import ChannelStore
 from medledger.config import Home
 from medledger.consensus.guard import FileGuardStore, SigningGuard
 from medledger.genesis import Genesis
 from medledger.keys import load_key
+from medledger.metrics import REGISTRY
 from medledger.node.channels import ChannelWatcher, NodeChannelLedger
 from medledger.node.consensus_driver import ConsensusDriver
 from medledger.node.ledger_node import LedgerNode
 from medledger.node.supervisor import Supervisor
+from medledger.ops.collector import NodeCollector, create_series
+from medledger.ops.readiness import Readiness
+from medledger.ops.server import OpsServer, serve_ops
 from medledger.transport.certs import CertificateError, Identity
 from medledger.transport.credentials import PeerTrust, ServerTls
 from medledger.vault.kek import FileKek
@@ -36,6 +40,9 @@ SHUTDOWN_GRACE_S = 2.0
 EXPIRY_WARNING = datetime.timedelta(days=7)
 EXPIRY_CHECK_INTERVAL_S = 6 * 3600
 FAILED_LINGER_S = 2.0
+HEALTH_INTERVAL_S = 1.0
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 """How long a failed node answers NOT_SERVING before it exits, so monitors see why."""
 GC_YOUNG_THRESHOLD = 100_000
 """Allocations between young-generation collections. A node allocates a few protobuf
@@ -157,6 +164,52 @@ async def _shutdown(  # noqa: PLR0917 - each part the node stops, in order
         payee.store.close()
 
 
+def _start_tasks(
+    supervisor: Supervisor,
+    node: LedgerNode,
+    driver: ConsensusDriver | None,
+    payee: Payee | None,
+    watcher: ChannelWatcher | None,
+) -> None:
+    """Starts the node's long-lived tasks, each watched by `supervisor`."""
+    node.start()
+    supervisor.watch(node.tasks())
+    if payee is not None and watcher is not None:
+        payee.start()
+        watcher.start()
+        supervisor.watch(payee.commit.tasks() + watcher.tasks())
+    if driver is not None:
+        driver.start()
+        supervisor.watch(driver.tasks())
+
+
+async def _serve_operations(
+    node: LedgerNode, driver: ConsensusDriver | None, readiness: Readiness
+) -> tuple[OpsServer, NodeCollector]:
+    """Metrics (every series made now, so each exists from the start), and the
+    operations port that serves them with the probes."""
+    create_series(node, served_methods(peers=driver is not None))
+    collector = NodeCollector(node, driver, readiness)
+    REGISTRY.register(collector)
+    return await serve_ops(node.config.ops_listen, readiness), collector
+
+
+async def _report_health(health_service: health.aio.HealthServicer, readiness: Readiness) -> None:
+    """The gRPC health service says what /readyz says, checked every
+    HEALTH_INTERVAL_S: SERVING when ready, NOT_SERVING otherwise."""
+    serving: bool | None = None
+    while True:
+        ready = not readiness.reasons()
+        if ready != serving:
+            status = SERVING if ready else NOT_SERVING
+            for service in HEALTH_SERVICES:
+                await health_service.set(service, status)
+            if serving is not None or not ready:
+                log.info("readiness: %s", "ready" if ready else "; ".join(readiness.reasons()))
+            serving = ready
+        await asyncio.sleep(HEALTH_INTERVAL_S)
+
+
 async def run_node(home: Home, listen: str | None = None, *, insecure: bool = False) -> str | None:
     """Serves until SIGINT or SIGTERM (returns None), or until a long-lived task ends
     (returns what ended, after health turned NOT_SERVING). `insecure` (or the config's)
@@ -183,22 +236,22 @@ async def run_node(home: Home, listen: str | None = None, *, insecure: bool = Fa
     _tune_gc()
     stop = asyncio.Event()
     supervisor = Supervisor(stop)
-    node.start()
-    supervisor.watch(node.tasks())
-    if payee is not None and watcher is not None:
-        payee.start()
-        watcher.start()
-        supervisor.watch(payee.commit.tasks() + watcher.tasks())
-    if driver is not None:
-        driver.start()
-        supervisor.watch(driver.tasks())
+    readiness = Readiness(node, driver, supervisor)
+    ops, collector = await _serve_operations(node, driver, readiness)
+    _start_tasks(supervisor, node, driver, payee, watcher)
     host = (listen or config.listen).rsplit(":", 1)[0]
     # Tests and scripts wait for this line; keep its shape.
     print(
         f"medledger node listening on {host}:{port} chain {genesis.chain_id} "
-        f"height {node.head.height}" + (f" peers {peer_address}" if peer_address else ""),
+        f"height {node.head.height}"
+        + (f" peers {peer_address}" if peer_address else "")
+        + f" ops {config.ops_listen.rsplit(':', 1)[0]}:{ops.port}",
         flush=True,
     )
+    health_updates = asyncio.create_task(
+        _report_health(health, readiness), name="health-from-readiness"
+    )
+    supervisor.watch([health_updates])
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -209,6 +262,7 @@ async def run_node(home: Home, listen: str | None = None, *, insecure: bool = Fa
         supervisor.watch([expiry_check])
     await stop.wait()
     supervisor.stopping = True
+    health_updates.cancel()
     if expiry_check is not None:
         expiry_check.cancel()
     if supervisor.failure is not None:
@@ -216,5 +270,7 @@ async def run_node(home: Home, listen: str | None = None, *, insecure: bool = Fa
             await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await asyncio.sleep(FAILED_LINGER_S)
     log.info("stopping")
+    await ops.stop()
+    REGISTRY.unregister(collector)
     await _shutdown([peer_server, server], driver, node, vault, payee, watcher)
     return supervisor.failure

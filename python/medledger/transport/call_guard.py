@@ -84,10 +84,15 @@ def _streamed_response(behaviour: Callable[[Any, Context], Any], guard: Guard) -
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every method handler of a server with `guard`."""
+    """Wraps every method handler of a server with `guard` (`guard_for` the method)."""
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
+
+    def guard_for(self, method: str) -> Guard:
+        """The guard of calls to `method` ("/package.Service/Method"): `guard` unless a
+        subclass needs the method's name."""
+        return self.guard
 
     async def intercept_service(
         self,
@@ -99,19 +104,20 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         handler: Any = await continuation(handler_call_details)
         if handler is None:
             return handler
+        guard = self.guard_for(handler_call_details.method)
         decode, encode = handler.request_deserializer, handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _unary_response(handler.unary_unary, self.guard), decode, encode
+                _unary_response(handler.unary_unary, guard), decode, encode
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _unary_response(handler.stream_unary, self.guard), decode, encode
+                _unary_response(handler.stream_unary, guard), decode, encode
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _streamed_response(handler.unary_stream, self.guard), decode, encode
+                _streamed_response(handler.unary_stream, guard), decode, encode
             )
         return grpc.stream_stream_rpc_method_handler(
-            _streamed_response(handler.stream_stream, self.guard), decode, encode
+            _streamed_response(handler.stream_stream, guard), decode, encode
         )

@@ -16,6 +16,7 @@ from medledger.app.consent import decide
 from medledger.app.records import ERASURE_REASONS, RECORD_ID_BYTES
 from medledger.crypto import SigningKey
 from medledger.errors import Rejected
+from medledger.metrics import VAULT_BREAK_GLASS, VAULT_FETCHES
 from medledger.node.ledger_node import LedgerNode
 from medledger.tx import TxBuilder
 from medledger.vault import envelope
@@ -254,8 +255,10 @@ class Vault:
         receipt = await self._commit(tx_pb2.TransactionBody(record_access=access))
         if receipt.code != tx_pb2.RESULT_CODE_OK:
             raise Rejected("UNAVAILABLE", "ledger", f"audit refused: {receipt.message}")
+        VAULT_FETCHES.labels(outcome="released" if decision.permitted else "refused").inc()
         if not decision.permitted:
             raise Rejected("PERMISSION_DENIED", decision.field, decision.reason)
+        VAULT_BREAK_GLASS.inc(int(decision.break_glass))  # a release under an emergency
         if self.store.is_pending(record.record_id, version):
             self.reconcile()  # its anchor is committed: this version is visible now
         material = self.store.key_material(record.record_id, version)
