@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_requests import Client
 
 from medledger.client import AsyncLedgerClient, ProofError, verify_transaction_proof
@@ -42,6 +43,34 @@ def test_a_reflection_client_lists_and_calls_the_api_without_generated_code(
     height = int(status["height"])
     block = client.request("medledger.wire.v1.LedgerService", "GetBlock", {"height": height})
     assert int(block["block"]["header"]["height"]) == height
+
+
+def test_reflection_answers_a_v1_client_as_it_answers_v1alpha(node: RunningNode) -> None:
+    """A client that speaks only grpc.reflection.v1 (grpcurl's default) lists the services
+    and gets the file that declares LedgerService, as a v1alpha client does."""
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="medledger.wire.v1.LedgerService"
+        ),
+    ]
+    answers = {}
+    for service in (
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ):
+        with node.channel() as channel:
+            call = channel.stream_stream(
+                f"/{service}/ServerReflectionInfo",
+                request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+            )
+            answers[service] = list(call(iter(requests), timeout=10))
+    v1, v1alpha = answers.values()
+    listed = {s.name for s in v1[0].list_services_response.service}
+    assert {"medledger.wire.v1.LedgerService", "grpc.reflection.v1.ServerReflection"} <= listed
+    assert v1[1].file_descriptor_response.file_descriptor_proto
+    assert [a.SerializeToString() for a in v1] == [a.SerializeToString() for a in v1alpha]
 
 
 def answer_code(channel: grpc.Channel, path: str, method: Any) -> grpc.StatusCode:

@@ -9,13 +9,13 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from medledger.api.call_metrics import CallMetrics
 from medledger.api.channels import ChannelServicer
 from medledger.api.ledger import LedgerServicer
 from medledger.api.peer import PeerServicer
 from medledger.api.records import RecordServicer, VaultServicer
+from medledger.api.reflection import enable_reflection
 from medledger.channels.payee import Payee
 from medledger.limits import HUB_CALLS_PER_ADDRESS_MAX, HUB_RPCS_MAX, PEER_RPCS_MAX
 from medledger.node.consensus_driver import ConsensusDriver
@@ -208,7 +208,7 @@ async def serve(
     server.add_generic_rpc_handlers(
         (ledger_handler(LedgerServicer(node)), records_handler(RecordServicer(node)))
     )
-    services = [LEDGER_SERVICE, RECORD_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    services = [LEDGER_SERVICE, RECORD_SERVICE, health.SERVICE_NAME]
     if vault is not None:
         server.add_generic_rpc_handlers((vault_handler(VaultServicer(vault)),))
         services.append(VAULT_SERVICE)
@@ -217,7 +217,7 @@ async def serve(
         services.append(CHANNEL_SERVICE)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(services, server)
+    enable_reflection(services, server)
     port = await _start(server, listen, None if tls is None else tls.server_credentials())
     for service in HEALTH_SERVICES:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -246,7 +246,7 @@ async def serve_channels(
     server.add_generic_rpc_handlers((channel_handler(ChannelServicer(payee)),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([CHANNEL_SERVICE, health.SERVICE_NAME], server)
+    enable_reflection([CHANNEL_SERVICE, health.SERVICE_NAME], server)
     port = await _start(server, listen, None if tls is None else tls.server_credentials())
     for service in ("", CHANNEL_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
