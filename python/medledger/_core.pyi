@@ -4,10 +4,13 @@ from collections.abc import Sequence
 from typing import final
 
 __all__ = [
+    "BATCH_PAYMENTS_MAX",
     "BLOCK_BYTES_MAX",
     "BLOCK_TXS_MAX",
     "CHAIN_ID_BYTES_MAX",
+    "LOCKS_MAX",
     "MERKLE_LEAVES_MAX",
+    "STATE_BYTES_MAX",
     "THREADS_MAX",
     "TX_BYTES_MAX",
     "VALIDATORS_MAX",
@@ -46,6 +49,11 @@ MERKLE_LEAVES_MAX: int
 CHAIN_ID_BYTES_MAX: int
 VALIDATORS_MAX: int
 THREADS_MAX: int
+# Channel maxima (rust/core/src/channel.rs): the largest encoded state, the locks one state
+# holds, the payment lines one update carries.
+STATE_BYTES_MAX: int
+LOCKS_MAX: int
+BATCH_PAYMENTS_MAX: int
 
 def use_threads(count: int) -> None: ...
 def sha256(data: bytes) -> bytes: ...

@@ -19,10 +19,13 @@ no other limit.
 from __future__ import annotations
 
 from medledger._core import (
+    BATCH_PAYMENTS_MAX,
     BLOCK_BYTES_MAX,
     BLOCK_TXS_MAX,
     CHAIN_ID_BYTES_MAX,
+    LOCKS_MAX,
     MERKLE_LEAVES_MAX,
+    STATE_BYTES_MAX,
     THREADS_MAX,
     TX_BYTES_MAX,
     VALIDATORS_MAX,
@@ -112,22 +115,25 @@ GIB = 1024 * MIB
 # BLOCK_BYTES_MAX (32 MiB: the largest block `validate_block` decodes), BLOCK_TXS_MAX
 # (20,000), TX_BYTES_MAX (64 KiB per encoded SignedTransaction), VERIFY_BATCH_MAX (2^20
 # signatures per call), MERKLE_LEAVES_MAX (2^24), CHAIN_ID_BYTES_MAX (64),
-# VALIDATORS_MAX (1,000), THREADS_MAX (256).
-#
-# The core enforces these too, but the binding does not export them yet; the values
-# below are pinned to the core's by tests/unit/test_limits.py (which makes the core
-# refuse one past each). Once rust/py exports them, import them above instead.
+# VALIDATORS_MAX (1,000), THREADS_MAX (256); and the channel maxima of
+# rust/core/src/channel.rs, under the names medledger gives them:
+CHANNEL_STATE_BYTES_MAX = STATE_BYTES_MAX
+"""The largest encoded channel state the channel rules accept (STATE_BYTES_MAX in
+rust/core/src/channel.rs, 60 KiB): TX_BYTES_MAX less room for the close, force close or
+challenge that carries it, so that a payee never signs a state it cannot defend on the
+ledger. The rules also accept only a state's canonical encoding, so none is padded."""
+CHANNEL_LOCKS_MAX = LOCKS_MAX
+"""Hash locks one channel state may hold (LOCKS_MAX in rust/core/src/channel.rs, 1,024)."""
+CHANNEL_UPDATE_LINES_MAX = BATCH_PAYMENTS_MAX
+"""Payment lines one channel update may carry (BATCH_PAYMENTS_MAX in
+rust/core/src/channel.rs, 4,096): a hub forwards at most this many in one update."""
+
+# The core enforces this one too, but the binding does not export it yet; the value is
+# pinned to the core's by tests/unit/test_limits.py (which makes the core refuse one
+# past it). Once rust/py exports it, import it above instead.
 COMMIT_BYTES_MAX = 64 + 80 * VALIDATORS_MAX
 """The largest commit certificate `validate_block` reads (rust/core/src/block.rs): a
 height, a round and a hash, then one signature with its index per validator."""
-CHANNEL_STATE_BYTES_MAX = 64 * KIB
-"""The largest encoded channel state the channel rules accept (STATE_BYTES_MAX in
-rust/core/src/channel.rs)."""
-CHANNEL_LOCKS_MAX = 1_024
-"""Hash locks one channel state may hold (LOCKS_MAX in rust/core/src/channel.rs)."""
-CHANNEL_UPDATE_LINES_MAX = 4_096
-"""Payment lines one channel update may carry (BATCH_PAYMENTS_MAX in
-rust/core/src/channel.rs): a hub forwards at most this many in one update."""
 CHANNEL_LINE_BYTES_BOUND = 512
 """What one payment line of a channel update takes, encoded (about 480 bytes at most,
 the billing fields at their limits), so an update of CHANNEL_UPDATE_LINES_MAX lines is
@@ -311,8 +317,9 @@ _SIGNATURE = 2 + 64
 _ORGANISATION_ID = 2 + 32  # an organisation id is at most 32 bytes (medledger.genesis)
 _VARINT = 1 + 10
 # A SignedTransaction around a body: the body's tag and length, the signer's key, the
-# signature; the body's own chain id, tx id, expiry and the tag and length of its kind.
-_TX_ENVELOPE = 4 + _KEY + _SIGNATURE + (2 + CHAIN_ID_BYTES_MAX) + (2 + 16) + _VARINT + 4
+# signature; the body's own chain id, tx id, expiry and the tag and length of its kind
+# (a kind's field number is 16 or more: a 2-byte tag, and a length up to 2^21, 3 bytes).
+_TX_ENVELOPE = 4 + _KEY + _SIGNATURE + (2 + CHAIN_ID_BYTES_MAX) + (2 + 16) + _VARINT + 5
 
 
 def _varint_bytes(value: int) -> int:
@@ -332,17 +339,21 @@ def _governance_tx_bytes() -> int:
     return _TX_ENVELOPE + 4 + proposal + APPROVALS_MAX * approval
 
 
-def _challenge_tx_bytes(state_bytes: int) -> int:
-    """A ChallengeChannel transaction carrying a signed state of `state_bytes` and
-    PREIMAGES_MAX preimages."""
-    signed_state = 4 + state_bytes + 2 * _SIGNATURE
-    return _TX_ENVELOPE + 4 + signed_state + PREIMAGES_MAX * _KEY
+def _channel_tx_bytes(state_bytes: int) -> int:
+    """The largest transaction that carries a signed channel state of `state_bytes`: a
+    ForceCloseChannel (a ChallengeChannel or CloseChannel lacks its channel id) with both
+    parties' signatures and PREIMAGES_MAX preimages of 32 bytes (admission refuses more,
+    or longer)."""
+    signed_state = (1 + _varint_bytes(state_bytes)) + state_bytes + 2 * _SIGNATURE
+    kind = (2 + 16) + (1 + 3) + signed_state + PREIMAGES_MAX * _KEY
+    return _TX_ENVELOPE + kind
 
 
-# A state holding CHANNEL_LOCKS_MAX locks (hash, amount, expiry each) and its own fields:
-# the largest a well-behaved payer makes.
+# The largest state the channel rules accept: CHANNEL_LOCKS_MAX locks (each a hash and two
+# varints, with its tag and 1-byte length), a channel id, four varints and a lines
+# digest at their largest, and the final flag (59,490 bytes).
 _LOCK = 2 + _KEY + 2 * _VARINT
-_LOCKED_STATE_BYTES = (2 + 16) + 4 * _VARINT + CHANNEL_LOCKS_MAX * (3 + _LOCK) + _KEY + 2
+_LOCKED_STATE_BYTES = (2 + 16) + 4 * _VARINT + CHANNEL_LOCKS_MAX * _LOCK + _KEY + 2
 # A payment line as the channel rules bound it: its id, amount, a billing line (claim
 # id of 64 characters, procedure code of 16, each up to 4 bytes in UTF-8, units, a
 # patient reference of 32 bytes, a YYYY-MM-DD date), the refund flag and signature.
@@ -456,9 +467,15 @@ def relations() -> list[tuple[str, bool]]:
             UPDATES_MAX <= VALIDATORS_MAX and _governance_tx_bytes() <= TX_BYTES_MAX,
         ),
         (
-            "a challenge carrying a state of CHANNEL_LOCKS_MAX locks and PREIMAGES_MAX "
-            "preimages fits one transaction of TX_BYTES_MAX",
-            _challenge_tx_bytes(_LOCKED_STATE_BYTES) <= TX_BYTES_MAX,
+            "the largest state the channel rules allow (CHANNEL_LOCKS_MAX locks, every "
+            "varint at its longest) is within CHANNEL_STATE_BYTES_MAX",
+            _LOCKED_STATE_BYTES <= CHANNEL_STATE_BYTES_MAX,
+        ),
+        (
+            "a close, force close or challenge carrying a state of CHANNEL_STATE_BYTES_MAX, "
+            "both signatures and PREIMAGES_MAX preimages fits one transaction of "
+            "TX_BYTES_MAX (a payee can always defend a state it signed)",
+            _channel_tx_bytes(CHANNEL_STATE_BYTES_MAX) <= TX_BYTES_MAX,
         ),
         (
             "a channel update of CHANNEL_UPDATE_LINES_MAX lines, a state of "

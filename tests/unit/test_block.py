@@ -134,7 +134,11 @@ def _another_chain(network: Network) -> object:
         (lambda _: _core.tx_hash(b"\x0a\xff\xff"), DecodeError, "tx"),
         (lambda _: _core.signing_message("tx", "", b""), InvalidArgument, "chain_id"),
         (_another_chain, InvalidBlock, "header.chain_id"),
-        (lambda _: _core.check_channel_state(bytes(64 * 1024 + 1)), LimitExceeded, "state"),
+        (
+            lambda _: _core.check_channel_state(bytes(_core.STATE_BYTES_MAX + 1)),
+            LimitExceeded,
+            "state",
+        ),
     ],
 )
 def test_each_core_error_kind_arrives_as_its_class_naming_the_field(
@@ -155,7 +159,10 @@ def test_each_core_error_kind_arrives_as_its_class_naming_the_field(
     assert isinstance(raised.value, ValueError) == (kind in (DecodeError, InvalidArgument))
     if isinstance(raised.value, LimitExceeded):
         assert raised.value.limit_name == "STATE_BYTES_MAX"
-        assert (raised.value.limit, raised.value.actual) == (64 * 1024, 64 * 1024 + 1)
+        assert (raised.value.limit, raised.value.actual) == (
+            _core.STATE_BYTES_MAX,
+            _core.STATE_BYTES_MAX + 1,
+        )
         assert "STATE_BYTES_MAX" in str(raised.value)
     else:
         reason = getattr(raised.value, "reason", "")

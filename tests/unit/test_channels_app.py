@@ -569,6 +569,59 @@ def test_a_lock_that_expired_is_not_claimed_by_repeating_the_pending_state() -> 
     assert paid(ledger) == (90, 10)
 
 
+def _signed_bytes(raw: bytes) -> channels_pb2.SignedChannelState:
+    """`raw` as it stands, signed by both parties: what a payer could get a careless
+    payee to sign, bypassing the update rules."""
+    return channels_pb2.SignedChannelState(
+        state=raw,
+        payer_signature=sign_state(PAYER, CHAIN, raw),
+        payee_signature=sign_state(PAYEE, CHAIN, raw),
+    )
+
+
+def test_a_state_with_two_locks_of_one_hash_is_refused_on_the_ledger() -> None:
+    """The update rules keep one lock per hash (one preimage would settle both, or one's
+    money would be dropped): a state holding two, though both parties signed it, is
+    refused by force close and by challenge, naming the lock, and moves nothing."""
+    twice = signed(sequence=2, payee=10, locks=[lock(20, 50), lock(30, 50)])
+    ledger = opened()
+    before = (ledger.balance(PAYER), ledger.balance(PAYEE), ledger.channel())
+    code = ledger.refused(force_tx(twice, key=PAYER, preimages=[PREIMAGE]))
+    assert code == tx_pb2.RESULT_CODE_INVALID_CHANNEL_STATE
+    assert "force_close_channel.state.state.locks[1].hash" in ledger.messages[0]
+    assert (ledger.balance(PAYER), ledger.balance(PAYEE), ledger.channel()) == before
+
+    ledger.ok(force_tx(signed(sequence=1, payee=5), key=PAYER))
+    closing = ledger.channel()
+    assert ledger.refused(challenge_tx(twice, PAYEE, preimages=[PREIMAGE])) == (
+        tx_pb2.RESULT_CODE_INVALID_CHANNEL_STATE
+    )
+    assert "challenge_channel.state.state.locks[1].hash" in ledger.messages[0]
+    assert ledger.channel() == closing
+    ledger.ok(settle_tx(), wait=WINDOW)
+    assert paid(ledger) == (95, 5)
+    assert (ledger.balance(PAYER), ledger.balance(PAYEE)) == (995, 55)
+
+
+def test_a_state_that_is_not_canonically_encoded_is_refused_on_the_ledger() -> None:
+    """A state padded with an unknown field decodes to the same fields, but the rules
+    accept only the canonical encoding: otherwise a payee could be made to sign a state
+    too large for the challenge that would defend it (issue 18)."""
+    good = signed(sequence=2, payee=10)
+    padded = _signed_bytes(good.state + b"\xc2\x3e\x03pad")  # unknown field 1000
+    fields = channels_pb2.ChannelState.FromString(padded.state)
+    fields.DiscardUnknownFields()
+    assert fields.SerializeToString() == good.state
+    ledger = opened()
+    assert ledger.refused(force_tx(padded, key=PAYER)) == tx_pb2.RESULT_CODE_INVALID_CHANNEL_STATE
+    assert "canonical" in ledger.messages[0]
+    ledger.ok(force_tx(signed(sequence=1, payee=5), key=PAYER))
+    assert ledger.refused(challenge_tx(padded)) == tx_pb2.RESULT_CODE_INVALID_CHANNEL_STATE
+    ledger.ok(challenge_tx(good))
+    ledger.ok(settle_tx(), wait=WINDOW)
+    assert paid(ledger) == (90, 10)
+
+
 # ------------------------------------------------------------------ stateless admission
 
 

@@ -18,7 +18,7 @@ from medledger.block import ValidatorSet, make_commit, validate_block
 from medledger.config import Home, NodeConfig
 from medledger.consensus.guard import FileGuardStore, SigningGuard
 from medledger.crypto import SigningKey
-from medledger.errors import LimitExceeded
+from medledger.errors import InvalidArgument, LimitExceeded
 from medledger.genesis import Genesis
 from medledger.keys import load_key
 from medledger.limits import (
@@ -119,9 +119,14 @@ def test_the_headroom_holds_the_largest_header_and_commit_certificate() -> None:
     assert proposal.ByteSize() <= PEER_MESSAGE_BYTES_MAX
 
 
-def test_the_core_limits_the_binding_does_not_export_match_the_core() -> None:
-    """COMMIT_BYTES_MAX and the channel limits are restated in medledger.limits until the
-    binding exports them: the core refuses exactly one past each."""
+def test_the_core_limits_match_the_core() -> None:
+    """COMMIT_BYTES_MAX is restated in medledger.limits until the binding exports it; the
+    channel limits are the binding's. The core refuses exactly one past each."""
+    assert (
+        limits.CHANNEL_STATE_BYTES_MAX,
+        limits.CHANNEL_LOCKS_MAX,
+        limits.CHANNEL_UPDATE_LINES_MAX,
+    ) == (_core.STATE_BYTES_MAX, _core.LOCKS_MAX, _core.BATCH_PAYMENTS_MAX)
     validators = ValidatorSet([(SigningKey.from_seed(b"\x01" * 32).public_key, 1)])
     with pytest.raises(LimitExceeded) as raised:
         validate_block(
@@ -160,32 +165,86 @@ def test_the_core_limits_the_binding_does_not_export_match_the_core() -> None:
     assert raised.value.limit == limits.CHANNEL_UPDATE_LINES_MAX
 
 
-@pytest.mark.xfail(
-    reason="issue 18: STATE_BYTES_MAX (rust/core/src/channel.rs) equals TX_BYTES_MAX, so a "
-    "state the channel rules accept, padded with unknown fields, is too large for the "
-    "challenge that would defend it; STATE_BYTES_MAX should leave room for the "
-    "transaction around it",
-    strict=True,
-)
-def test_a_state_the_channel_rules_accept_fits_the_challenge_that_carries_it() -> None:
+def _channel_txs(state: bytes) -> list[envelope_pb2.SignedTransaction]:
+    """A close, a force close and a challenge carrying `state` with both signatures, as
+    large as admission allows around it: the longest chain id, the largest expiry and
+    PREIMAGES_MAX preimages."""
     key = SigningKey.from_seed(b"\x02" * 32)
+    chain_id = "c" * limits.CHAIN_ID_BYTES_MAX
+    signed = channels_pb2.SignedChannelState(
+        state=state, payer_signature=bytes(64), payee_signature=bytes(64)
+    )
+    preimages = [bytes(32)] * limits.PREIMAGES_MAX
+    kinds = {
+        "close_channel": channels_pb2.CloseChannel(state=signed),
+        "force_close_channel": channels_pb2.ForceCloseChannel(
+            channel_id=bytes(16), state=signed, preimages=preimages
+        ),
+        "challenge_channel": channels_pb2.ChallengeChannel(state=signed, preimages=preimages),
+    }
+    txs = []
+    for kind, message in kinds.items():
+        body = tx_pb2.TransactionBody(chain_id=chain_id, tx_id=bytes(16), expiry_height=2**64 - 1)
+        getattr(body, kind).CopyFrom(message)
+        txs.append(sign_transaction(key, chain_id, body.SerializeToString()))
+    return txs
+
+
+def _largest_state() -> bytes:
+    """A state the rules accept with CHANNEL_LOCKS_MAX locks and its varints as long as
+    they can be while the parts still add up to the deposit."""
+    share = (2**64 - 1) // (limits.CHANNEL_LOCKS_MAX + 2)
+    locks = [
+        channels_pb2.HashLock(
+            hash=i.to_bytes(32, "big"), amount_micros=share, expiry_height=2**64 - 1
+        )
+        for i in range(limits.CHANNEL_LOCKS_MAX)
+    ]
+    state = channels_pb2.ChannelState(
+        channel_id=bytes(16),
+        sequence=2**64 - 1,
+        deposit_micros=2**64 - 1,
+        payer_micros=share,
+        payee_micros=2**64 - 1 - share * (limits.CHANNEL_LOCKS_MAX + 1),
+        locks=locks,
+        lines_digest=bytes(32),
+    )
+    return state.SerializeToString(deterministic=True)
+
+
+def test_a_state_the_channel_rules_accept_fits_the_challenge_that_carries_it() -> None:
+    """Issue 18: a payee must never sign a state it cannot defend on the ledger. The
+    reviewers' attack padded a state with an unknown field up to STATE_BYTES_MAX (then 64
+    KiB, TX_BYTES_MAX itself), so the challenge carrying it was too large to admit. Now
+    the rules refuse any state that is not the canonical encoding of its fields, and
+    CHANNEL_STATE_BYTES_MAX leaves room under TX_BYTES_MAX for the transaction around it,
+    so even bytes of that size would fit."""
     state = channels_pb2.ChannelState(channel_id=bytes(16), sequence=1).SerializeToString()
     pad = limits.CHANNEL_STATE_BYTES_MAX - len(state) - 2 - 3  # an unknown field's tag, length
-    state += _varint(1000 << 3 | 2) + _varint(pad) + bytes(pad)
-    assert len(state) == limits.CHANNEL_STATE_BYTES_MAX
-    _core.check_channel_state(state)  # the rules accept it
-    body = tx_pb2.TransactionBody(
-        chain_id=CHAIN_ID,
-        tx_id=bytes(16),
-        expiry_height=10,
-        challenge_channel=channels_pb2.ChallengeChannel(
-            state=channels_pb2.SignedChannelState(
-                state=state, payer_signature=bytes(64), payee_signature=bytes(64)
-            )
-        ),
-    )
-    tx = sign_transaction(key, CHAIN_ID, body.SerializeToString())
-    assert tx.ByteSize() <= TX_BYTES_MAX
+    padded = state + _varint(1000 << 3 | 2) + _varint(pad) + bytes(pad)
+    assert len(padded) == limits.CHANNEL_STATE_BYTES_MAX
+    _core.check_channel_state(state)
+    with pytest.raises(InvalidArgument) as raised:
+        _core.check_channel_state(padded)  # the rules refuse it: not canonical
+    assert raised.value.field == "state"
+    assert "canonical" in str(raised.value)
+    # Any bytes the size check lets through fit every transaction that carries them.
+    for tx in _channel_txs(bytes(limits.CHANNEL_STATE_BYTES_MAX)):
+        assert tx.ByteSize() <= TX_BYTES_MAX, tx.ByteSize()
+    # And the largest state the rules allow is accepted and fits with room to spare.
+    largest = _largest_state()
+    _core.check_channel_state(largest)
+    assert len(largest) <= limits.CHANNEL_STATE_BYTES_MAX
+    for tx in _channel_txs(largest):
+        assert tx.ByteSize() <= TX_BYTES_MAX, tx.ByteSize()
+
+
+def test_the_transaction_bound_in_the_relations_covers_the_largest_channel_transaction() -> None:
+    """The relation medledger.limits checks at import estimates the largest force close;
+    measured, it is no smaller than the real encoding."""
+    measured = max(tx.ByteSize() for tx in _channel_txs(bytes(limits.CHANNEL_STATE_BYTES_MAX)))
+    assert measured <= limits._channel_tx_bytes(limits.CHANNEL_STATE_BYTES_MAX) <= TX_BYTES_MAX
+    assert len(_largest_state()) <= limits._LOCKED_STATE_BYTES <= limits.CHANNEL_STATE_BYTES_MAX
 
 
 def _varint(value: int) -> bytes:

@@ -3,13 +3,17 @@
 //!
 //! A state is only ever signed over its exact encoded bytes under the
 //! [`Domain::ChannelState`] domain, so the checks here decode the same bytes the
-//! signatures cover.
+//! signatures cover, and accept only the canonical encoding: what a party signs is then
+//! exactly what the fields say, no larger, so the state always fits the transaction
+//! that defends it on the ledger.
 
 use crate::domain::{signing_message, Domain};
 use crate::ed25519;
 use crate::error::{Error, Result};
 use crate::hash::HASH_LEN;
-use std::collections::HashSet;
+use crate::limits::TX_BYTES_MAX;
+use prost::Message;
+use std::collections::{HashMap, HashSet};
 
 use crate::wire::{
     decode,
@@ -20,8 +24,29 @@ use crate::wire::{
 pub const CHANNEL_ID_LEN: usize = 16;
 /// Most hash locks one state may hold.
 pub const LOCKS_MAX: usize = 1_024;
-/// Largest encoded state accepted.
-pub const STATE_BYTES_MAX: usize = 64 * 1024;
+/// Room a state leaves under `TX_BYTES_MAX` for the transaction that carries it on the
+/// ledger: a force close, challenge or close holds the state with both parties'
+/// signatures, up to 64 preimages of 32 bytes (`PREIMAGES_MAX` in medledger.limits) and
+/// the signed envelope (chain id of 64 bytes, tx id, expiry, signer's key and
+/// signature), about 2.5 KiB at most; medledger.limits asserts that relation exactly.
+pub const STATE_CARRIER_BYTES_BOUND: usize = 4 * 1024;
+/// Largest encoded state accepted (60 KiB): a state both parties signed must fit the
+/// challenge or force close that defends it, or a payee could be made to sign a state
+/// it can never put on the ledger (the transaction would be refused as too large).
+pub const STATE_BYTES_MAX: usize = TX_BYTES_MAX - STATE_CARRIER_BYTES_BOUND;
+/// The largest canonical state the rules allow: a channel id, four varints of 10 bytes,
+/// `LOCKS_MAX` locks (a 32-byte hash and two 10-byte varints, framed) and a lines
+/// digest (59,490 bytes). `STATE_BYTES_MAX` is above it, so every state the rules allow
+/// can be signed.
+const STATE_BYTES_LARGEST: usize =
+    (2 + CHANNEL_ID_LEN) + 4 * VARINT_FIELD_BYTES_MAX + LOCKS_MAX * (2 + LOCK_BYTES_MAX) + (2 + HASH_LEN) + 2;
+/// A varint field with its one-byte tag.
+const VARINT_FIELD_BYTES_MAX: usize = 1 + 10;
+/// An encoded `HashLock`: a 32-byte hash and two varints, each with its tag.
+const LOCK_BYTES_MAX: usize = (2 + HASH_LEN) + 2 * VARINT_FIELD_BYTES_MAX;
+const _: () = assert!(LOCK_BYTES_MAX < 128, "a lock's length is a one-byte varint");
+const _: () = assert!(STATE_BYTES_LARGEST <= STATE_BYTES_MAX);
+const _: () = assert!(STATE_BYTES_MAX + STATE_CARRIER_BYTES_BOUND <= TX_BYTES_MAX);
 /// Most payment lines one update may carry.
 pub const BATCH_PAYMENTS_MAX: usize = 4_096;
 /// Length of a payment id.
@@ -134,9 +159,11 @@ fn check_line(payment: &Payment, invalid: &impl Fn(&str, String) -> Error) -> Re
     Ok(())
 }
 
-/// Decodes `state` and checks its shape: a 16-byte channel id, 32-byte lock hashes,
-/// positive lock amounts, a 32-byte (or absent) lines digest, no locks in a final state,
-/// and `payer + payee + locks == deposit` without overflow.
+/// Decodes `state` and checks its shape: the canonical encoding (the bytes its fields
+/// encode to: no unknown fields, no field repeated, out of order or at its default
+/// value), a 16-byte channel id, 32-byte lock hashes no two locks share, positive lock
+/// amounts, a 32-byte (or absent) lines digest, no locks in a final state, and
+/// `payer + payee + locks == deposit` without overflow.
 pub fn check_state(state: &[u8]) -> Result<ChannelState> {
     if state.len() > STATE_BYTES_MAX {
         return Err(Error::limit(
@@ -147,6 +174,17 @@ pub fn check_state(state: &[u8]) -> Result<ChannelState> {
         ));
     }
     let decoded: ChannelState = decode("state", state)?;
+    // prost skips unknown fields and takes the last of a repeated scalar, so bytes that
+    // decode may carry more than their fields: padding a payee would sign but that no
+    // transaction could carry, or two encodings of one state. Only the encoding of the
+    // decoded fields is accepted (it is what medledger and protobuf encoders write).
+    if decoded.encoded_len() != state.len() || decoded.encode_to_vec() != state {
+        return Err(Error::invalid_argument(
+            "state",
+            "not the canonical encoding of its fields (unknown fields, or fields repeated, \
+             out of order or at their default value)",
+        ));
+    }
     if decoded.channel_id.len() != CHANNEL_ID_LEN {
         return Err(Error::invalid_argument(
             "channel_id",
@@ -173,11 +211,21 @@ pub fn check_state(state: &[u8]) -> Result<ChannelState> {
         .payer_micros
         .checked_add(decoded.payee_micros)
         .ok_or_else(overflow)?;
+    // A lock is resolved by its hash: the update rules keep one lock per hash, so a
+    // state holding two (which no update makes, but a counterparty could sign and put on
+    // the ledger) would settle both with one preimage or drop one's money.
+    let mut hashes = HashMap::with_capacity(decoded.locks.len());
     for (i, lock) in decoded.locks.iter().enumerate() {
         if lock.hash.len() != HASH_LEN {
             return Err(Error::invalid_argument(
                 format!("locks[{i}].hash"),
                 format!("must be {HASH_LEN} bytes, got {}", lock.hash.len()),
+            ));
+        }
+        if let Some(first) = hashes.insert(lock.hash.as_slice(), i) {
+            return Err(Error::invalid_argument(
+                format!("locks[{i}].hash"),
+                format!("the hash of locks[{first}] again: each lock needs its own hash"),
             ));
         }
         if lock.amount_micros == 0 {
@@ -240,8 +288,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
-
     use super::*;
     use crate::ed25519::SigningKey;
     use crate::wire::v1::{BillingLine, HashLock, Payment};
@@ -381,6 +427,104 @@ mod tests {
             "batch.payments[0].line.procedure_code"
         );
         assert_eq!(field_of(sum_payments(&[0xff], &[]).unwrap_err()), "batch");
+    }
+
+    /// `state` with distinct lock hashes: lock `i` has `i + 1` (little-endian) in its first two bytes.
+    fn distinct_hashes(mut state: ChannelState) -> ChannelState {
+        for (i, lock) in state.locks.iter_mut().enumerate() {
+            lock.hash = vec![0; HASH_LEN];
+            lock.hash[..2].copy_from_slice(&(i as u16 + 1).to_le_bytes());
+        }
+        state
+    }
+
+    #[test]
+    fn two_locks_of_one_hash_are_refused_naming_the_second() {
+        let twice = state(60, 10, &[20, 10], 100);
+        assert_eq!(twice.locks[0].hash, twice.locks[1].hash);
+        let error = check_state(&twice.encode_to_vec()).unwrap_err();
+        assert!(error.to_string().contains("locks[0]"), "{error}");
+        assert_eq!(field_of(error), "locks[1].hash");
+        // Among many, the first repeat is named; distinct hashes pass.
+        let mut many = distinct_hashes(state(0, 0, &[1; 5], 5));
+        assert!(check_state(&many.encode_to_vec()).is_ok());
+        many.locks[4].hash = many.locks[2].hash.clone();
+        assert_eq!(
+            field_of(check_state(&many.encode_to_vec()).unwrap_err()),
+            "locks[4].hash"
+        );
+    }
+
+    #[test]
+    fn only_the_canonical_encoding_of_a_state_is_accepted() {
+        let canonical = state(60, 30, &[10], 100).encode_to_vec();
+        assert!(check_state(&canonical).is_ok());
+        let unknown_field = [canonical.as_slice(), &[0xc2, 0x3e, 2, 0, 0]].concat(); // field 1000
+        let unknown_varint = [canonical.as_slice(), &[0x48, 1]].concat(); // field 9 = 1
+        let sequence_again = [canonical.as_slice(), &[0x10, 1]].concat(); // sequence = 1 twice
+        let explicit_default = [&[0x40, 0][..], canonical.as_slice()].concat(); // final = false
+        let mut out_of_order = canonical[18..].to_vec(); // the channel id moved to the end
+        out_of_order.extend_from_slice(&canonical[..18]);
+        // sequence 1 written in two bytes (0x81 0x00) instead of one, after the channel id
+        assert_eq!(canonical[18..20], [0x10, 1]);
+        let long_varint = [&canonical[..19], &[0x81, 0x00], &canonical[20..]].concat();
+        for bytes in [
+            unknown_field,
+            unknown_varint,
+            sequence_again,
+            explicit_default,
+            out_of_order,
+            long_varint,
+        ] {
+            let decoded: ChannelState = decode("state", &bytes).unwrap();
+            assert_eq!(decoded, state(60, 30, &[10], 100), "the same fields, other bytes");
+            assert_eq!(field_of(check_state(&bytes).unwrap_err()), "state");
+        }
+        // Padding a state up to STATE_BYTES_MAX with an unknown field is refused too.
+        let pad = STATE_BYTES_MAX - canonical.len() - 2 - 3;
+        let mut padded = canonical.clone();
+        padded.extend_from_slice(&[0xc2, 0x3e]);
+        padded.extend_from_slice(&[
+            (pad as u8 & 0x7f) | 0x80,
+            (pad >> 7) as u8 | 0x80,
+            (pad >> 14) as u8,
+        ]);
+        padded.resize(STATE_BYTES_MAX, 0);
+        assert!(decode::<ChannelState>("state", &padded).is_ok());
+        assert_eq!(field_of(check_state(&padded).unwrap_err()), "state");
+    }
+
+    #[test]
+    fn the_largest_state_the_rules_allow_fits_under_the_limit_which_leaves_room_for_its_carrier() {
+        let mut largest = distinct_hashes(state(u64::MAX, u64::MAX, &[u64::MAX; LOCKS_MAX], u64::MAX));
+        largest.sequence = u64::MAX;
+        for lock in &mut largest.locks {
+            lock.expiry_height = u64::MAX;
+        }
+        assert_eq!(largest.encoded_len(), STATE_BYTES_LARGEST - 2); // no `final` with locks
+                                                                    // (STATE_BYTES_LARGEST <= STATE_BYTES_MAX is asserted when the crate compiles.)
+                                                                    // One that also adds up: accepted.
+        let per_lock = u64::MAX / (LOCKS_MAX as u64 + 2);
+        let mut valid = largest.clone();
+        for lock in &mut valid.locks {
+            lock.amount_micros = per_lock;
+        }
+        valid.payer_micros = per_lock;
+        valid.payee_micros = u64::MAX - per_lock * (LOCKS_MAX as u64 + 1);
+        assert!(valid.encoded_len() <= STATE_BYTES_MAX);
+        assert!(check_state(&valid.encode_to_vec()).is_ok());
+        // One past the limit is refused before it is decoded.
+        let error = check_state(&vec![0; STATE_BYTES_MAX + 1]).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::LimitExceeded {
+                    limit_name: "STATE_BYTES_MAX",
+                    ..
+                }
+            ),
+            "{error}"
+        );
     }
 
     #[test]

@@ -276,7 +276,7 @@ fn vote_signing_message<'py>(
 
 #[pyfunction]
 fn check_channel_state(state: &[u8]) -> CoreResult<()> {
-    // A state is at most STATE_BYTES_MAX (64 KiB): checked while holding the GIL.
+    // A state is at most STATE_BYTES_MAX (60 KiB): checked while holding the GIL.
     channel::check_state(state)?;
     Ok(())
 }
@@ -549,5 +549,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("CHAIN_ID_BYTES_MAX", limits::CHAIN_ID_BYTES_MAX)?;
     module.add("VALIDATORS_MAX", limits::VALIDATORS_MAX)?;
     module.add("THREADS_MAX", parallel::THREADS_MAX)?;
+    module.add("STATE_BYTES_MAX", channel::STATE_BYTES_MAX)?;
+    module.add("LOCKS_MAX", channel::LOCKS_MAX)?;
+    module.add("BATCH_PAYMENTS_MAX", channel::BATCH_PAYMENTS_MAX)?;
     Ok(())
 }
