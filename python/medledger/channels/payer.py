@@ -1,10 +1,13 @@
-"""The paying side of a channel: build, sign and stream updates; keep what is acknowledged.
+"""The paying side of a channel: the I/O around the payer's session core.
 
-`PayerSession` keeps many updates in flight on one ChannelService stream (pipelining);
-each covers a batch of payments under one signature. An update counts as paid when its
-acknowledgement arrives: the payee's countersignature, which the payee sends only once the
-update is durable on its side. The payer then stores the state both signed in its own
-LMDB (group commit) before reporting the payments acknowledged.
+`session.PayerCore` (pure) builds and signs each update, keeps the updates in flight and
+the acknowledged state, and decides what an acknowledgement, a refusal or a lock outcome
+means. `PayerSession` is its shell: it keeps many updates in flight on one
+ChannelService stream (pipelining), each covering a batch of payments under one
+signature. An update counts as paid when its acknowledgement arrives: the payee's
+countersignature, which the payee sends only once the update is durable on its side. The
+payer then stores the state both signed in its own LMDB (group commit) before reporting
+the payments acknowledged.
 """
 
 from __future__ import annotations
@@ -19,17 +22,17 @@ from typing import Literal
 
 import grpc
 
-from medledger.channels.rules import ChannelRuleError, LockedPayments, UpdateParts, next_state
-from medledger.channels.signing import (
-    initial_state,
-    sign_channel_request,
-    sign_state,
-    verify_channel_states,
-    verify_refund,
-    verify_signed_state,
+from medledger.channels.rules import ChannelRuleError, LockedPayments
+from medledger.channels.session import (
+    Acked,
+    ChannelRefused,
+    Failed,
+    PayerCore,
+    UpdateDiscarded,
 )
+from medledger.channels.signing import sign_channel_request
 from medledger.channels.store import ChannelStore, GroupCommit, when_durable
-from medledger.crypto import SigningKey, sha256
+from medledger.crypto import SigningKey
 from medledger.transport.credentials import FROM_ENVIRONMENT, Transport, aio_channel
 from medledger.transport.grpc_common import STATUS_BY_CODE, channel_options
 from medledger.wire.v1 import channels_pb2, channels_pb2_grpc
@@ -48,31 +51,16 @@ CONNECT_TIMEOUT_S = 10.0
 ACK_TIMEOUT_S = 30.0
 """How long an update may wait for its acknowledgement before the session gives the
 stream up as dead (a payee that stopped answering but keeps the connection open)."""
-RESOLVE_FLUSH_S = 0.005
-"""How long a lock outcome waits to ride on the next payment before it gets an update of
-its own: the payee is owed the amount of a revealed lock until a state includes it."""
-RESOLVE_RETRY_MAX_S = 5.0
-"""Each refusal doubles that wait, up to this: a payee that keeps refusing (to let a lock
-go, say) is asked again at this pace, not hundreds of times a second."""
 
 
 def new_payment_id() -> bytes:
     return secrets.token_bytes(16)
 
 
-class ChannelRefused(ChannelRuleError):
-    """The payee refused an update (or it could not be delivered)."""
-
-
-class UpdateDiscarded(ChannelRefused):
-    """The update was built on an earlier one the payee refused, so the payee refuses it
-    too: nothing in it was accepted, and its payments may be sent again."""
-
-
 @dataclass
-class _InFlight:
-    update: channels_pb2.ChannelUpdate
-    state: channels_pb2.ChannelState
+class _Waiting:
+    """A caller waiting for an update in flight to be acknowledged and stored."""
+
     acked: asyncio.Future[channels_pb2.SignedChannelState]
     sent_at: float = field(default_factory=time.monotonic)
 
@@ -107,45 +95,37 @@ class PayerSession:
         self.key = key
         self.chain_id = chain_id
         self.store = store
-        self.local = channel
+        self.core = PayerCore(key, chain_id, channel)
         self.address = address
         self.tls = tls
         self._owns_commit = commit is None
         self.commit = commit if commit is not None else GroupCommit(store)
         self._window = asyncio.Semaphore(in_flight_max)
-        self._in_flight: dict[int, _InFlight] = {}
-        # Sequences failed here because an earlier update was refused: the payee refuses
-        # them too, and those refusals (which arrive before any answer to a rebuilt
-        # update, the stream being ordered) must not fail the rebuilt ones.
-        self._discarded: set[int] = set()
-        self._head = self._acked_state()
-        self.refund_offers: dict[bytes, channels_pb2.RefundOffer] = {}
-        # Hash locks: the outcome each sender waits for, and the preimages and releases
-        # the next update carries.
+        self._waiting: dict[int, _Waiting] = {}
+        # The outcome each sender of a lock waits for.
         self._resolutions: dict[bytes, asyncio.Future[bytes]] = {}
-        self._preimages_due: dict[bytes, bytes] = {}
-        self._releases_due: set[bytes] = set()
         self._flush: asyncio.TimerHandle | None = None
-        self._flush_delay_s = RESOLVE_FLUSH_S
         self._closing = False
         self._on_resolved = on_resolved
         self._on_failed = on_failed
         self._outbound: asyncio.Queue[channels_pb2.ChannelUpdate | None] = asyncio.Queue()
         self._grpc: grpc.aio.Channel | None = None
         self._receiver: asyncio.Task[None] | None = None
-        self._failure: BaseException | None = None
         self._ack_timeout_s = ack_timeout_s
         self._call: grpc.aio.StreamStreamCall | None = None  # type: ignore[type-arg]
         self._watchdog: asyncio.Task[None] | None = None
 
-    def _acked_state(self) -> channels_pb2.ChannelState:
-        if self.local.latest.state:
-            return channels_pb2.ChannelState.FromString(self.local.latest.state)
-        return initial_state(self.local.channel_id, 0)
+    @property
+    def local(self) -> channels_pb2.LocalChannel:
+        return self.core.local
 
     @property
     def acked_state(self) -> channels_pb2.ChannelState:
-        return self._acked_state()
+        return self.core.acked_state()
+
+    @property
+    def refund_offers(self) -> dict[bytes, channels_pb2.RefundOffer]:
+        return self.core.refund_offers
 
     # ------------------------------------------------------------------ connection
 
@@ -159,7 +139,7 @@ class PayerSession:
         self._call = call = stub.Stream(self._requests())
         self._receiver = asyncio.create_task(self._receive(call))
         self._watchdog = asyncio.create_task(self._watch_acks())
-        if self._head.locks:
+        if self.core.head.locks:
             # The payee repeats the outcomes of pending locks to a stream once it carries
             # an update of the channel: an empty one, so they are heard without delay.
             self._outstanding(await self.send([]))
@@ -172,14 +152,13 @@ class PayerSession:
 
     def pending_locks(self) -> list[bytes]:
         """Hashes of the locks still pending after every update sent so far."""
-        return [lock.hash for lock in self._head.locks]
+        return self.core.pending_locks()
 
     @property
     def spendable_micros(self) -> int:
         """What the payer has left in the channel after every update sent so far,
         counting deposits on the ledger that no state includes yet."""
-        unclaimed = max(0, self.local.deposit_micros - self._head.deposit_micros)
-        return self._head.payer_micros + unclaimed
+        return self.core.spendable_micros
 
     async def invoices(self, count: int, destination: bytes = b"") -> list[bytes]:
         """Lock hashes from the payee (or, through a hub, from `destination`)."""
@@ -209,7 +188,7 @@ class PayerSession:
     async def __aexit__(self, *_: object) -> None:
         if self._flush is not None:
             self._flush.cancel()
-        if (self._preimages_due or self._releases_due) and self._failure is None:
+        if self.core.has_due() and self.core.failure is None:
             # Pay what revealed locks owe (and take back what failed ones hold) before
             # leaving, rather than leave the payee to claim it on the ledger.
             # If it fails they stay pending in the latest state; a later session pays.
@@ -246,16 +225,10 @@ class PayerSession:
                 return  # the payee has seen no update of this channel yet
             raise
         for offer in response.pending_refunds:
-            self._take_offer(offer)
-        if not response.state.state:
-            return
-        theirs = verify_signed_state(
-            self.chain_id, response.state, self.local.payer, self.local.payee
-        )
-        if theirs.channel_id == self.local.channel_id and theirs.sequence > self._head.sequence:
-            self.local.latest.CopyFrom(response.state)
-            await self.commit.commit([self.store.channel_write(self.local)])
-            self._head = theirs
+            self.core.take_offer(offer)
+        writes = self.core.adopt(response.state)
+        if writes:
+            await self.commit.commit(writes)
 
     async def _requests(self) -> AsyncIterator[channels_pb2.ChannelUpdate]:
         while (update := await self._outbound.get()) is not None:
@@ -282,57 +255,30 @@ class PayerSession:
         payments in one update). `resolution(hash)` completes with a lock's preimage once
         the payee, or through a hub the `destination`, has its payments. Preimages and
         releases due from earlier locks ride along."""
-        if self._failure is not None:
-            raise self._failure
+        if self.core.failure is not None:
+            raise self.core.failure
         if lock is not None:
             locks = [*locks, LockedPayments(lock, len(payments) - sum(g.payments for g in locks))]
         await self._window.acquire()
-        batch = channels_pb2.PaymentBatch(payments=payments)
-        if include_refunds and self.refund_offers:
-            batch.payments.extend(offer.payment for offer in self.refund_offers.values())
-            self.refund_offers.clear()
-        pending = {held.hash for held in self._head.locks}
-        preimages = [p for h, p in self._preimages_due.items() if h in pending]
-        released = [h for h in self._releases_due if h in pending]
-        self._preimages_due.clear()
-        self._releases_due.clear()
-        parts = UpdateParts(
-            batch=batch,
-            batch_bytes=batch.SerializeToString(deterministic=True),
-            deposit_micros=deposit_micros
-            or max(self._head.deposit_micros, self.local.deposit_micros),
-            locks=locks,
-            preimages=preimages,
-            released=released,
-            final=final,
-        )
         try:
-            state = next_state(self._head, parts)
+            flight = self.core.build(
+                payments,
+                deposit_micros=deposit_micros,
+                final=final,
+                include_refunds=include_refunds,
+                locks=locks,
+                destination=destination,
+            )
         except ChannelRuleError:
             self._window.release()
-            self._requeue(preimages, released)
+            self._schedule_flush_if_due()
             raise
-        encoded = state.SerializeToString(deterministic=True)
-        update = channels_pb2.ChannelUpdate(
-            channel_id=self.local.channel_id,
-            batch=batch,
-            state=encoded,
-            payer_signature=sign_state(self.key, self.chain_id, encoded),
-            new_locks=[
-                channels_pb2.NewLock(hash=group.lock.hash, payments=group.payments)
-                for group in locks
-            ],
-            destination=destination,
-            preimages=preimages,
-            released_locks=released,
-        )
         loop = asyncio.get_running_loop()
         for group in locks:
             self._resolutions[group.lock.hash] = loop.create_future()
         acked: asyncio.Future[channels_pb2.SignedChannelState] = loop.create_future()
-        self._in_flight[state.sequence] = _InFlight(update, state, acked)
-        self._head = state
-        self._outbound.put_nowait(update)
+        self._waiting[flight.state.sequence] = _Waiting(acked)
+        self._outbound.put_nowait(flight.update)
         return acked
 
     def resolution(self, lock_hash: bytes) -> asyncio.Future[bytes]:
@@ -344,29 +290,29 @@ class PayerSession:
     def release(self, lock_hash: bytes) -> None:
         """Takes a lock back in the next update: one that expired unclaimed (the payee
         accepts that) or that the payee gave up."""
-        if self._pending_lock(self.local.channel_id, lock_hash):
-            self._requeue((), [lock_hash])
+        if self.core.release(lock_hash):
+            self._schedule_flush()
 
     def _requeue(self, preimages: Sequence[bytes], released: Sequence[bytes]) -> None:
-        """Outcomes an update carried that was not sent or was refused: the next one
-        carries them."""
-        for preimage in preimages:
-            self._preimages_due[sha256(preimage)] = preimage
-        self._releases_due.update(released)
-        if preimages or released:
+        """Outcomes to carry in the next update: it goes soon."""
+        if self.core.requeue(preimages, released):
+            self._schedule_flush()
+
+    def _schedule_flush_if_due(self) -> None:
+        if self.core.has_due():
             self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if self._flush is None and not self._closing:
             self._flush = asyncio.get_running_loop().call_later(
-                self._flush_delay_s, self._flush_due
+                self.core.flush_delay_s, self._flush_due
             )
 
     def _flush_due(self) -> None:
         self._flush = None
-        if self._closing or self._failure is not None:
+        if self._closing or self.core.failure is not None:
             return
-        if self._preimages_due or self._releases_due:
+        if self.core.has_due():
             task = asyncio.get_running_loop().create_task(self.send([]))
             task.add_done_callback(_ignore_refusal)
 
@@ -375,12 +321,12 @@ class PayerSession:
     async def _watch_acks(self) -> None:
         """Ends a stream whose payee stopped answering: without it a payee that hangs
         (but keeps the connection open) would hold every update in flight for ever."""
-        while self._failure is None:
+        while self.core.failure is None:
             await asyncio.sleep(self._ack_timeout_s / 4)
-            oldest = min((f.sent_at for f in self._in_flight.values()), default=None)
+            oldest = min((w.sent_at for w in self._waiting.values()), default=None)
             if oldest is not None and time.monotonic() - oldest > self._ack_timeout_s:
                 reason = f"no acknowledgement within {self._ack_timeout_s:g} s"
-                self._fail_all(ChannelRefused("UNAVAILABLE", "stream", reason))
+                self._fail(self.core.fail_all(ChannelRefused("UNAVAILABLE", "stream", reason)))
                 if self._call is not None:
                     self._call.cancel()  # the receiver ends, and so does wait_closed()
 
@@ -389,112 +335,59 @@ class PayerSession:
             async for event in call:
                 kind = event.WhichOneof("event")
                 if kind == "ack":
-                    await self._on_ack(event.ack)
+                    self._on_ack(event.ack)
                 elif kind == "refusal":
-                    self._on_refusal(event.refusal)
+                    code = STATUS_BY_CODE.get(event.refusal.code, grpc.StatusCode.UNKNOWN)
+                    self._fail(self.core.on_refusal(event.refusal, code.name))
                 elif kind == "refund":
-                    self._take_offer(event.refund)
+                    self.core.take_offer(event.refund)
                 elif kind == "resolved":
                     self._on_resolved_lock(event.resolved)
                 elif kind == "failed":
                     self._on_failed_lock(event.failed)
         except grpc.aio.AioRpcError as error:
-            self._fail_all(ChannelRefused("UNAVAILABLE", "stream", error.details() or str(error)))
+            reason = error.details() or str(error)
+            self._fail(self.core.fail_all(ChannelRefused("UNAVAILABLE", "stream", reason)))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # this task was cancelled, not just the call (by the watchdog)
-        if self._in_flight:
-            self._fail_all(ChannelRefused("UNAVAILABLE", "stream", "closed before acknowledging"))
+        if self.core.in_flight:
+            closed = ChannelRefused("UNAVAILABLE", "stream", "closed before acknowledging")
+            self._fail(self.core.fail_all(closed))
 
-    async def _on_ack(self, ack: channels_pb2.ChannelAck) -> None:
-        flight = self._in_flight.get(ack.sequence)
-        if flight is None:
+    def _on_ack(self, ack: channels_pb2.ChannelAck) -> None:
+        decision = self.core.on_ack(ack, int(time.time() * 1000))
+        if decision is None:
             return  # an acknowledgement of an update already settled (a resend)
-        (valid,) = verify_channel_states(
-            self.chain_id, [flight.update.state], [self.local.payee], [ack.payee_signature]
-        )
-        if not valid:
-            self._fail_from(
-                ack.sequence,
-                ChannelRefused("UNAUTHENTICATED", "payee_signature", "not the payee's signature"),
-            )
+        if not isinstance(decision, Acked):
+            self._fail(decision)  # not the payee's signature
             return
-        del self._in_flight[ack.sequence]
-        self._flush_delay_s = RESOLVE_FLUSH_S
-        for preimage in flight.update.preimages:  # these locks are settled now
-            self._resolutions.pop(sha256(preimage), None)
-        for lock_hash in flight.update.released_locks:
+        waiting = self._waiting.pop(decision.sequence)
+        for lock_hash in decision.settled:  # these locks are settled now
             self._resolutions.pop(lock_hash, None)
-        signed = channels_pb2.SignedChannelState(
-            state=flight.update.state,
-            payer_signature=flight.update.payer_signature,
-            payee_signature=ack.payee_signature,
-        )
-        if flight.state.sequence > self._acked_state().sequence:
-            self.local.latest.CopyFrom(signed)
-        stored = channels_pb2.StoredUpdate(
-            update=flight.update,
-            payee_signature=ack.payee_signature,
-            acked_unix_ms=int(time.time() * 1000),
-        )
-        durable = self.commit.commit(
-            [
-                self.store.channel_write(self.local),
-                self.store.update_write(self.local.channel_id, flight.state.sequence, stored),
-            ]
-        )
+        durable = self.commit.commit(decision.writes)
         self._window.release()
-        durable.add_done_callback(lambda done: _settle(flight.acked, done, signed))
+        signed = decision.signed
+        durable.add_done_callback(lambda done: _settle(waiting.acked, done, signed))
 
-    def _on_refusal(self, refusal: channels_pb2.ChannelRefusal) -> None:
-        if refusal.sequence in self._discarded:
-            self._discarded.discard(refusal.sequence)
-            return
-        code = STATUS_BY_CODE.get(refusal.code, grpc.StatusCode.UNKNOWN)
-        self._flush_delay_s = min(self._flush_delay_s * 2, RESOLVE_RETRY_MAX_S)
-        self._fail_from(refusal.sequence, ChannelRefused(code.name, refusal.field, refusal.message))
-
-    def _fail_from(self, sequence: int, error: ChannelRefused) -> None:
-        """Fails the refused update and every later one (each built on it: those fail with
-        UpdateDiscarded unless the whole stream failed), and rewinds the head to the last
-        acknowledged state."""
-        for seq in sorted(s for s in self._in_flight if s >= sequence):
-            flight = self._in_flight.pop(seq)
-            failure = error
-            if seq != sequence:
-                self._discarded.add(seq)
-                if self._failure is None:
-                    failure = UpdateDiscarded(
-                        "ABORTED", "state.sequence", f"built on update {sequence}, refused"
-                    )
-            if not flight.acked.done():
-                flight.acked.set_exception(failure)
-            for new_lock in flight.update.new_locks:
-                waiter = self._resolutions.pop(new_lock.hash, None)
+    def _fail(self, failures: list[Failed]) -> None:
+        """Tells the callers of failed updates, and the waiters of the locks they added;
+        what they carried goes in the next update."""
+        for failed in failures:
+            waiting = self._waiting.pop(failed.sequence)
+            if not waiting.acked.done():
+                waiting.acked.set_exception(failed.error)
+            for lock_hash in failed.new_locks:
+                waiter = self._resolutions.pop(lock_hash, None)
                 if waiter is not None and not waiter.done():
-                    waiter.set_exception(failure)
-            self._requeue(flight.update.preimages, flight.update.released_locks)
+                    waiter.set_exception(failed.error)
             self._window.release()
-        self._head = max(
-            [self._acked_state(), *(f.state for f in self._in_flight.values())],
-            key=lambda s: s.sequence,
-        )
-
-    def _fail_all(self, error: ChannelRefused) -> None:
-        self._failure = error
-        self._fail_from(0, error)
-
-    def _pending_lock(self, channel_id: bytes, lock_hash: bytes) -> bool:
-        return channel_id == self.local.channel_id and any(
-            lock.hash == lock_hash for lock in self._head.locks
-        )
+        self._schedule_flush_if_due()
 
     def _on_resolved_lock(self, resolved: channels_pb2.LockResolved) -> None:
-        if not self._pending_lock(resolved.channel_id, resolved.hash):
-            return  # resolved already (an announcement repeated on reconnect)
-        if sha256(resolved.preimage) != resolved.hash:
-            return  # not the preimage: the lock stays pending until it expires
+        if not self.core.resolved_lock(resolved):
+            return  # resolved already (a repeated announcement), or not the preimage
         kept = self._on_resolved(resolved.hash, resolved.preimage) if self._on_resolved else None
         if kept is False:  # the route was given up before the preimage came: not paid
             self._requeue((), [resolved.hash])
@@ -509,21 +402,14 @@ class PayerSession:
             when_durable(kept, lambda: self._requeue([preimage], ()))
 
     def _on_failed_lock(self, failed: channels_pb2.LockFailed) -> None:
-        if not self._pending_lock(failed.channel_id, failed.hash):
+        if not self.core.failed_lock(failed):
             return
-        self._releases_due.add(failed.hash)
         waiter = self._resolutions.get(failed.hash)
         if waiter is not None and not waiter.done():
             waiter.set_exception(ChannelRefused("ABORTED", "new_locks.hash", failed.reason))
         if self._on_failed is not None:
             self._on_failed(failed.hash, failed.reason)
         self._schedule_flush()
-
-    def _take_offer(self, offer: channels_pb2.RefundOffer) -> None:
-        if offer.channel_id == self.local.channel_id and verify_refund(
-            self.chain_id, offer, self.local.payee
-        ):
-            self.refund_offers[offer.payment.payment_id] = offer
 
 
 def _ignore_refusal(task: asyncio.Task[asyncio.Future[channels_pb2.SignedChannelState]]) -> None:
