@@ -16,8 +16,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from medledger.client import LedgerClient
+from medledger.client import LedgerClient, enrol
+from medledger.client.records import RecordsClient
 from medledger.config import Home
+from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.genesis import Genesis
 from medledger.keys import load_key
@@ -25,6 +27,7 @@ from medledger.run.homes import free_base_port, init_home, init_network, network
 from medledger.run.launcher import NodeProcess, start_node
 from medledger.transport.credentials import ClientTls, sync_channel
 from medledger.tx import TxBuilder
+from medledger.wire.v1 import records_pb2, tx_pb2
 from tests.integration.conftest import stop_all
 
 # Every metric a fresh node exposes, with its Prometheus type.
@@ -265,3 +268,66 @@ def test_readiness_follows_the_reachable_voting_power(tmp_path: Path) -> None:
         )
     finally:
         stop_all(*processes)
+
+
+def test_no_log_line_carries_phi_key_material_or_a_whole_block(
+    lone: tuple[Home, NodeProcess],
+) -> None:
+    """Canaries planted where a careless log call would pick them up: a record's content
+    and an emergency reason, a transfer's reference, a refused transaction, a fetch under
+    break-glass; then no line of the node's log holds any of them, a key's secret seed,
+    or anything the size of a block."""
+    home, process = lone
+    tls = ClientTls.from_file(home.consortium_ca)
+    custodian = load_key(home.keys_dir / "client.json")
+    canaries = ["CANARY-PHI-Jane-Roe-1962-03-04", "CANARY-REF-INV-5531", "CANARY-WHY-chest-pain"]
+    clinician, patient = SigningKey.generate(), SigningKey.generate()
+    with LedgerClient(process.address, tls=tls) as client:
+        enrol(
+            client,
+            custodian,
+            "org-0",
+            {
+                custodian: [tx_pb2.ROLE_CUSTODIAN],
+                clinician: [tx_pb2.ROLE_CLINICIAN],
+                patient: [tx_pb2.ROLE_PATIENT],
+            },
+        )
+        height = client.status().height
+        builder = TxBuilder(custodian, "ops-1")
+        client.submit(
+            builder.transfer(
+                to=patient.public_key,
+                amount_micros=1,
+                reference=canaries[1],
+                expiry_height=height + 50,
+            ),
+            wait=True,
+        )
+        refused = builder.transfer(
+            to=patient.public_key, amount_micros=1, reference=canaries[1], expiry_height=0
+        )
+        with pytest.raises(Rejected):
+            client.submit(refused)
+    with RecordsClient(process.address, "ops-1", tls=tls) as records:
+        record = records.put(
+            custodian,
+            patient=patient.public_key,
+            resource_type="Observation",
+            content=json.dumps({"resourceType": "Observation", "note": canaries[0]}).encode(),
+        ).record_id
+        records.fetch(
+            clinician,
+            record,
+            purpose=records_pb2.PURPOSE_EMERGENCY,
+            emergency_reason=canaries[2],
+        )
+    process.stop()  # flushes the log; the module's other tests have run
+    log = (home.root / "node.log").read_text()
+    secrets = [
+        json.loads(path.read_text())["seed"]
+        for path in (home.validator_key, home.keys_dir / "client.json")
+    ]
+    for needle in [*canaries, *secrets, patient.public_key.hex()]:
+        assert needle not in log
+    assert max(len(line) for line in log.splitlines()) < 4_096

@@ -244,7 +244,7 @@ class ConsensusDriver:
         votes, and that of each validator whose peer link is connected now."""
         members = self.node.validators_at(self.node.head.height + 1).members()
         me = self.node.key.public_key
-        reached = {key for key, link in self.peers.items() if link.connected}
+        reached = {key for key, link in self.peers.items() if link.reachable}
         power = sum(p for key, p in members if key == me or key in reached)
         return power, sum(p for _, p in members)
 

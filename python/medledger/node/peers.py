@@ -49,7 +49,18 @@ class PeerLink:
         self.address = address
         # Encoded PeerMessages: a broadcast is serialised once for all its peers.
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(queue_max)
-        self.connected = False
+        self.connected = False  # a message was taken for sending since the last failure
+        self._channel: grpc.aio.Channel | None = None
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the connection to the peer is up now (TCP, TLS and HTTP/2 settled):
+        what readiness counts, not that a message was handed to gRPC."""
+        channel = self._channel
+        return (
+            channel is not None
+            and channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
+        )
 
     def offer(self, message: bytes) -> None:
         if self.queue.full():
@@ -69,6 +80,7 @@ class PeerLink:
             try:
                 options = channel_options() + KEEPALIVE_OPTIONS
                 async with aio_channel(self.address, self.tls(), options) as channel:
+                    self._channel = channel
                     push: grpc.aio.StreamUnaryMultiCallable[bytes, peer_pb2.PushAck]
                     push = channel.stream_unary(
                         PUSH_METHOD,
@@ -83,5 +95,6 @@ class PeerLink:
                     )
                     backoff_s = BACKOFF_MIN_S
             self.connected = False
+            self._channel = None
             await asyncio.sleep(backoff_s)
             backoff_s = min(BACKOFF_MAX_S, backoff_s * 2)

@@ -54,8 +54,8 @@ class NodeCollector(Collector):
         peers = list(driver.peers.values()) if driver is not None else []
         yield _gauge(
             "medledger_peers_connected",
-            "Validators whose peer link is connected now.",
-            sum(link.connected for link in peers),
+            "Validators whose peer connection is up now.",
+            sum(link.reachable for link in peers),
         )
         members = node.validators_at(node.head.height + 1)
         if driver is not None:
