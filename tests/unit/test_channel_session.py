@@ -12,6 +12,8 @@ import pytest
 
 from medledger.channels.rules import ChannelRuleError, LockedPayments, UpdateParts, next_state
 from medledger.channels.session import (
+    CLAIM_MARGIN_BLOCKS,
+    HUB_EXPIRY_DELTA_BLOCKS,
     LOCK_MARGIN_BLOCKS,
     RESOLVE_FLUSH_S,
     Accept,
@@ -25,6 +27,10 @@ from medledger.channels.session import (
     Refuse,
     Reveal,
     UpdateDiscarded,
+    check_route,
+    claims_due,
+    expired_routes,
+    forward_locks,
 )
 from medledger.channels.signing import initial_state, sign_refund, sign_state
 from medledger.channels.store import INVOICES, ROUTES
@@ -617,3 +623,61 @@ def test_the_payer_adopts_a_newer_state_both_signed() -> None:
     with pytest.raises(ChannelRuleError, match="overspend"):
         payer.core.build([payment(DEPOSIT)])
     assert payer.core.head == state
+
+
+# ---------------------------------------------------------------------- hub routes
+
+ROUTE_REFUSALS = {
+    "no channel to the destination": ({"link": False}, "FAILED_PRECONDITION", "destination"),
+    "the destination unreachable": ({"connected": False}, "UNAVAILABLE", "destination"),
+    "too little time for both hops": (
+        {"expiry": HEIGHT + LOCK_MARGIN_BLOCKS + HUB_EXPIRY_DELTA_BLOCKS - 1},
+        "FAILED_PRECONDITION",
+        "state.locks.expiry_height",
+    ),
+    "too little capacity": ({"spendable_micros": 4}, "RESOURCE_EXHAUSTED", "destination"),
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "field_name"), ROUTE_REFUSALS.values(), ids=ROUTE_REFUSALS
+)
+def test_a_hub_refuses_a_route_it_cannot_forward(
+    changes: dict[str, object], status: str, field_name: str
+) -> None:
+    given: dict[str, object] = {"link": True, "connected": True, "spendable_micros": 5}
+    given.update(changes)
+    expiry = given.pop("expiry", HEIGHT + LOCK_MARGIN_BLOCKS + HUB_EXPIRY_DELTA_BLOCKS)
+    assert isinstance(expiry, int)
+    lock = channels_pb2.HashLock(hash=b"h" * 32, amount_micros=5, expiry_height=expiry)
+    with pytest.raises(ChannelRuleError) as refused:
+        check_route(lock, height=HEIGHT, **given)  # type: ignore[arg-type]
+    assert (refused.value.status, refused.value.field) == (status, field_name)
+
+
+def test_a_route_it_can_forward_passes_and_is_forwarded_earlier() -> None:
+    expiry = HEIGHT + LOCK_MARGIN_BLOCKS + HUB_EXPIRY_DELTA_BLOCKS
+    lock = channels_pb2.HashLock(hash=b"h" * 32, amount_micros=5, expiry_height=expiry)
+    check_route(lock, height=HEIGHT, link=True, connected=True, spendable_micros=5)
+    route = channels_pb2.HubRoute(hash=lock.hash, amount_micros=5, in_expiry_height=expiry)
+    (forwarded,) = forward_locks([(route, 3)])
+    assert (forwarded.lock.expiry_height, forwarded.payments) == (
+        expiry - HUB_EXPIRY_DELTA_BLOCKS,
+        3,
+    )
+
+
+def test_routes_expire_and_claims_fall_due_by_height() -> None:
+    open_route = channels_pb2.HubRoute(
+        hash=b"a" * 32, in_channel_id=CHANNEL_ID, in_expiry_height=100
+    )
+    revealed = channels_pb2.HubRoute(
+        hash=b"b" * 32, in_channel_id=CHANNEL_ID, in_expiry_height=100, preimage=b"p" * 32
+    )
+    failed = channels_pb2.HubRoute(hash=b"c" * 32, in_expiry_height=100, failure="gone")
+    routes = [open_route, revealed, failed]
+    outgoing_expiry = 100 - HUB_EXPIRY_DELTA_BLOCKS
+    assert expired_routes(routes, outgoing_expiry) == []
+    assert expired_routes(routes, outgoing_expiry + 1) == [open_route]
+    assert claims_due(routes, 100 - CLAIM_MARGIN_BLOCKS - 1) == {}
+    assert claims_due(routes, 100 - CLAIM_MARGIN_BLOCKS) == {CHANNEL_ID: [b"p" * 32]}

@@ -51,9 +51,17 @@ from typing import Literal, Protocol
 
 import grpc
 
-from medledger.channels.payee import LOCK_MARGIN_BLOCKS, ChannelLedger, Payee
+from medledger.channels.payee import ChannelLedger, Payee
 from medledger.channels.payer import PayerSession, UpdateDiscarded
-from medledger.channels.rules import ChannelRuleError, LockedPayments
+from medledger.channels.rules import ChannelRuleError
+from medledger.channels.session import (
+    CLAIM_MARGIN_BLOCKS,
+    HUB_EXPIRY_DELTA_BLOCKS,
+    check_route,
+    claims_due,
+    expired_routes,
+    forward_locks,
+)
 from medledger.channels.store import ChannelStore, Write, when_durable
 from medledger.crypto import SigningKey, sha256
 from medledger.errors import Rejected
@@ -61,17 +69,10 @@ from medledger.transport.credentials import FROM_ENVIRONMENT, Transport
 from medledger.tx import TxBuilder
 from medledger.wire.v1 import channels_pb2, envelope_pb2, tx_pb2
 
-__all__ = ["HUB_EXPIRY_DELTA_BLOCKS", "Hub"]
+__all__ = ["CLAIM_MARGIN_BLOCKS", "HUB_EXPIRY_DELTA_BLOCKS", "Hub"]
 
 log = logging.getLogger(__name__)
 
-HUB_EXPIRY_DELTA_BLOCKS = 20
-"""e1 - e2: the blocks the hub keeps, after the provider's lock expires, to claim the
-payer's lock with the preimage."""
-CLAIM_MARGIN_BLOCKS = HUB_EXPIRY_DELTA_BLOCKS
-"""The hub closes a channel on the ledger, revealing the preimages it is owed, once a
-revealed lock is this close to its expiry and the payer still has not paid it: as soon
-as the provider's lock on the same hash has expired, with the whole delta to spare."""
 TX_EXPIRY_BLOCKS = 20
 FORWARD_PAYMENTS_MAX = 4_096
 """Most payment lines one forwarded update carries (the channel rules' batch limit)."""
@@ -242,18 +243,15 @@ class Hub:
         return link.session
 
     def check_route(self, destination: bytes, lock: channels_pb2.HashLock) -> None:
-        session = self._session_to(destination)
-        earliest = self.ledger.height() + LOCK_MARGIN_BLOCKS + HUB_EXPIRY_DELTA_BLOCKS
-        if lock.expiry_height < earliest:
-            raise ChannelRuleError(
-                "FAILED_PRECONDITION",
-                "state.locks.expiry_height",
-                f"a routed lock must expire at {earliest} or later",
-            )
-        if session.spendable_micros < lock.amount_micros:
-            raise ChannelRuleError(
-                "RESOURCE_EXHAUSTED", "destination", "the hub's channel to it lacks capacity"
-            )
+        link = self._links.get(destination)
+        session = link.session if link is not None else None
+        check_route(
+            lock,
+            height=self.ledger.height(),
+            link=link is not None,
+            connected=session is not None,
+            spendable_micros=session.spendable_micros if session is not None else 0,
+        )
 
     def route_accepted(
         self, route: channels_pb2.HubRoute, payments: Sequence[channels_pb2.Payment]
@@ -297,17 +295,7 @@ class Hub:
             for forward in forwards:
                 await self._fail(forward.route, "the hub cannot reach the destination")
             return
-        groups = [
-            LockedPayments(
-                channels_pb2.HashLock(
-                    hash=forward.route.hash,
-                    amount_micros=forward.route.amount_micros,
-                    expiry_height=forward.route.in_expiry_height - HUB_EXPIRY_DELTA_BLOCKS,
-                ),
-                len(forward.payments),
-            )
-            for forward in forwards
-        ]
+        groups = forward_locks([(f.route, len(f.payments)) for f in forwards])
         try:
             acked = await session.send(
                 [line for forward in forwards for line in forward.payments], locks=groups
@@ -422,13 +410,13 @@ class Hub:
         """A route the provider never resolved fails once its outgoing lock expired by
         `height` (and the ledger, read since, shows no claim of it): the provider can no
         longer claim it, so the payer may take the incoming lock back."""
-        for route in list(self._routes.values()):
-            expired = route.in_expiry_height - HUB_EXPIRY_DELTA_BLOCKS < height
-            if expired and not route.preimage and not route.failure:
-                await self._fail(route, "the lock expired before the destination claimed it")
-                link = self._links.get(route.destination)
-                if link is not None and link.session is not None:
-                    link.session.release(route.hash)  # and the hub takes its own lock back
+        for route in expired_routes(list(self._routes.values()), height):
+            if route.preimage or route.failure:
+                continue  # decided meanwhile
+            await self._fail(route, "the lock expired before the destination claimed it")
+            link = self._links.get(route.destination)
+            if link is not None and link.session is not None:
+                link.session.release(route.hash)  # and the hub takes its own lock back
 
     async def _forget_failed_routes(self) -> None:
         """Drops a failed route once neither hop holds its lock any more: the payer took
@@ -454,10 +442,7 @@ class Hub:
         channel whose payer has not paid a revealed lock that is about to expire; settles
         it once the challenge window has passed."""
         height = self.ledger.height()
-        owed: dict[bytes, list[bytes]] = {}
-        for route in self._routes.values():
-            if route.preimage and height >= route.in_expiry_height - CLAIM_MARGIN_BLOCKS:
-                owed.setdefault(route.in_channel_id, []).append(route.preimage)
+        owed = claims_due(self._routes.values(), height)
         for channel_id, preimages in owed.items():
             local = self.payee.latest(channel_id)
             if channel_id in self._claimed or local is None:

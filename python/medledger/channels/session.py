@@ -46,6 +46,8 @@ from medledger.signed_requests import check_request
 from medledger.wire.v1 import channels_pb2
 
 __all__ = [
+    "CLAIM_MARGIN_BLOCKS",
+    "HUB_EXPIRY_DELTA_BLOCKS",
     "LOCK_MARGIN_BLOCKS",
     "RESOLVE_FLUSH_S",
     "RESOLVE_RETRY_MAX_S",
@@ -62,6 +64,10 @@ __all__ = [
     "Reveal",
     "RouteCheck",
     "UpdateDiscarded",
+    "check_route",
+    "claims_due",
+    "expired_routes",
+    "forward_locks",
 ]
 
 LOCK_MARGIN_BLOCKS = 10
@@ -72,6 +78,14 @@ its own: the payee is owed the amount of a revealed lock until a state includes 
 RESOLVE_RETRY_MAX_S = 5.0
 """Each refusal doubles that wait, up to this: a payee that keeps refusing (to let a lock
 go, say) is asked again at this pace, not hundreds of times a second."""
+
+HUB_EXPIRY_DELTA_BLOCKS = 20
+"""e1 - e2: the blocks a hub keeps, after the provider's lock expires, to claim the
+payer's lock with the preimage."""
+CLAIM_MARGIN_BLOCKS = HUB_EXPIRY_DELTA_BLOCKS
+"""A hub closes a channel on the ledger, revealing the preimages it is owed, once a
+revealed lock is this close to its expiry and the payer still has not paid it: as soon
+as the provider's lock on the same hash has expired, with the whole delta to spare."""
 
 RouteCheck = Callable[[bytes, channels_pb2.HashLock], None]
 """A hub's check that it can forward a lock to a destination (raises ChannelRuleError
@@ -857,3 +871,72 @@ class PayerCore:
             return False
         self.releases_due.add(failed.hash)
         return True
+
+
+# ---------------------------------------------------------------------- hub routes
+
+
+def check_route(
+    lock: channels_pb2.HashLock, *, height: int, link: bool, connected: bool, spendable_micros: int
+) -> None:
+    """Raises ChannelRuleError unless a hub can forward `lock`: it has a channel to the
+    destination (`link`), the channel is `connected`, the lock leaves the hub its margin
+    after the provider's earlier expiry, and the channel can carry the amount."""
+    if not link:
+        raise _refused("FAILED_PRECONDITION", "destination", "the hub has no channel to it")
+    if not connected:
+        raise _refused("UNAVAILABLE", "destination", "the hub cannot reach it now")
+    earliest = height + LOCK_MARGIN_BLOCKS + HUB_EXPIRY_DELTA_BLOCKS
+    if lock.expiry_height < earliest:
+        raise _refused(
+            "FAILED_PRECONDITION",
+            "state.locks.expiry_height",
+            f"a routed lock must expire at {earliest} or later",
+        )
+    if spendable_micros < lock.amount_micros:
+        raise _refused(
+            "RESOURCE_EXHAUSTED", "destination", "the hub's channel to it lacks capacity"
+        )
+
+
+def forward_locks(
+    forwards: Sequence[tuple[channels_pb2.HubRoute, int]],
+) -> list[LockedPayments]:
+    """The hub's locks for routes forwarded in one update, given each route and how many
+    payment lines it carries: the same hash and amount, expiring HUB_EXPIRY_DELTA_BLOCKS
+    before the incoming lock."""
+    return [
+        LockedPayments(
+            channels_pb2.HashLock(
+                hash=route.hash,
+                amount_micros=route.amount_micros,
+                expiry_height=route.in_expiry_height - HUB_EXPIRY_DELTA_BLOCKS,
+            ),
+            lines,
+        )
+        for route, lines in forwards
+    ]
+
+
+def expired_routes(
+    routes: Iterable[channels_pb2.HubRoute], height: int
+) -> list[channels_pb2.HubRoute]:
+    """Routes still open whose outgoing lock expired by `height`: the provider can no
+    longer claim them (provided the ledger, read since `height`, shows no claim)."""
+    return [
+        route
+        for route in routes
+        if route.in_expiry_height - HUB_EXPIRY_DELTA_BLOCKS < height
+        and not route.preimage
+        and not route.failure
+    ]
+
+
+def claims_due(routes: Iterable[channels_pb2.HubRoute], height: int) -> dict[bytes, list[bytes]]:
+    """Incoming channel id -> the preimages its payer owes the hub on locks within
+    CLAIM_MARGIN_BLOCKS of their expiry at `height`: to reveal on the ledger."""
+    owed: dict[bytes, list[bytes]] = {}
+    for route in routes:
+        if route.preimage and height >= route.in_expiry_height - CLAIM_MARGIN_BLOCKS:
+            owed.setdefault(route.in_channel_id, []).append(route.preimage)
+    return owed
