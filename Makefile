@@ -69,15 +69,17 @@ test-python: build system-deps
 
 test: lint test-rust test-python ## Everything CI runs: lints, cargo test, pytest
 
-bench: build ## Benchmarks beside their peers; writes bench/results/latest.json
+bench: build ## Benchmarks beside their peers; one HTML report in bench/results/report/
 	mkdir -p bench/results
+	rm -f bench/results/report/*.data.json
 	$(PY) -m pytest bench --benchmark-only --benchmark-json=bench/results/latest.json \
 		--benchmark-columns=min,median,rounds --benchmark-sort=name -p no:cacheprovider -q
 	$(PY) bench/report.py bench/results/latest.json
-	$(VENV)/bin/medledger bench node --txs 100000 --json bench/results/node.json
-	$(VENV)/bin/medledger bench cluster --validators 4 --txs 60000 --json bench/results/cluster.json
-	$(VENV)/bin/medledger bench records --json bench/results/records.json
-	$(VENV)/bin/medledger bench channels --json bench/results/channels.json
+	$(VENV)/bin/medledger bench node --txs 100000 --json bench/results/node.json --report bench/results/report
+	$(VENV)/bin/medledger bench cluster --validators 4 --txs 60000 --json bench/results/cluster.json --report bench/results/report
+	$(VENV)/bin/medledger bench records --json bench/results/records.json --report bench/results/report
+	$(VENV)/bin/medledger bench channels --json bench/results/channels.json --report bench/results/report
+	$(PY) -m medledger.bench.report bench/results/report --peers bench/results/latest.json
 
 proto: venv ## Regenerate python/medledger/wire from proto/
 	rm -rf python/medledger/wire

@@ -33,7 +33,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medledger.bench.harness import WINDOW_BATCHES, one_node, percentile, report, stream_batches
+from medledger.bench.harness import (
+    WINDOW_BATCHES,
+    one_node,
+    percentile,
+    report,
+    stream_batches,
+    write_report,
+)
 from medledger.channels.payer import PayerSession
 from medledger.channels.signing import sign_state, state_message
 from medledger.channels.store import ChannelStore, GroupCommit
@@ -142,6 +149,7 @@ def run_channels_bench(
     hub_rate: float | None = None,
     json_path: Path | None = None,
     insecure: bool = False,
+    report_dir: Path | None = None,
 ) -> ChannelsBenchResult:
     """Over TLS, as a network runs (the node, the hub and the payers' sessions);
     `insecure`: clear text, for a figure beside it."""
@@ -212,7 +220,48 @@ def run_channels_bench(
         payer_fsyncs=fsyncs_one + fsyncs_many + fsyncs_routed + (fsyncs_paced or 0),
     )
     report(result, json_path)
+    if report_dir is not None:
+        _write_report(report_dir, result)
     return result
+
+
+def _write_report(directory: Path, result: ChannelsBenchResult) -> None:
+    runs = {
+        "one channel": result.one_channel,
+        "many channels": result.many_channels,
+        "through a hub": result.through_hub,
+    }
+    if result.through_hub_paced is not None:
+        runs["hub, paced"] = result.through_hub_paced
+    headline: dict[str, float | int | str] = {
+        f"{name}: payments/s ({run.channels} channels)": run.payments_per_s
+        for name, run in runs.items()
+    }
+    headline["sign+verify ceiling, payments/s"] = result.sign_verify_ceiling_per_s
+    headline["payments per signed state"] = result.batch
+    write_report(
+        directory,
+        "channels",
+        title="Channel micropayments acknowledged, one payee node",
+        headline=headline,
+        plots=[
+            {
+                "kind": "bars",
+                "title": "acknowledged payments per second",
+                "y": "payments/s",
+                "series": {"payments/s": {n: r.payments_per_s for n, r in runs.items()}},
+            },
+            {
+                "kind": "bars",
+                "title": "acknowledgement latency (ms)",
+                "y": "ms",
+                "series": {
+                    "p50": {n: r.ack_latency_p50_ms for n, r in runs.items()},
+                    "p99": {n: r.ack_latency_p99_ms for n, r in runs.items()},
+                },
+            },
+        ],
+    )
 
 
 async def _pay(

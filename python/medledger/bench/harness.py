@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,12 +30,19 @@ from medledger.wire.v1.envelope_pb2 import SignedTransaction
 __all__ = [
     "WINDOW_BATCHES",
     "BenchNode",
+    "latency_cdf",
     "one_node",
     "percentile",
     "report",
     "stream_batches",
+    "throughput_timeline",
+    "write_report",
 ]
 
+CDF_POINTS = 200
+TIMELINE_BUCKETS = 60
+TIMELINE_BUCKET_MIN_S = 0.05
+RENDER_TIMEOUT_S = 120
 WINDOW_BATCHES = 8
 """Batches a stream keeps in flight: enough to keep the node busy, few enough that the
 latency measured is the pipeline's, not a queue the load generator built."""
@@ -83,6 +92,57 @@ def report(result: Any, json_path: Path | None) -> None:
         json_path.write_text(text + "\n")
 
 
+def latency_cdf(seconds: Sequence[float], points: int = CDF_POINTS) -> list[list[float]]:
+    """[[fraction, milliseconds], ...] at `points` evenly spaced fractions: enough to draw
+    a latency CDF without keeping every sample."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return []
+    return [
+        [i / points, ordered[min(len(ordered) - 1, i * len(ordered) // points)] * 1e3]
+        for i in range(1, points + 1)
+    ]
+
+
+def throughput_timeline(
+    commits: Sequence[tuple[float, int]], buckets: int = TIMELINE_BUCKETS
+) -> list[list[float]]:
+    """[[seconds since start, committed per second], ...]: the run cut into `buckets`
+    equal slices (none shorter than TIMELINE_BUCKET_MIN_S)."""
+    if not commits:
+        return []
+    end = max(t for t, _ in commits)
+    width = max(TIMELINE_BUCKET_MIN_S, end / buckets)
+    counts = [0] * (int(end / width) + 1)
+    for t, count in commits:
+        counts[int(t / width)] += count
+    return [[i * width, n / width] for i, n in enumerate(counts)]
+
+
+def write_report(
+    directory: Path,
+    name: str,
+    *,
+    title: str,
+    headline: dict[str, float | int | str],
+    plots: list[dict[str, Any]],
+) -> Path:
+    """Writes `name`'s figures to DIRECTORY/NAME.data.json and renders DIRECTORY/
+    report.html from every benchmark's data there (`python -m
+    medledger.bench.report`, a separate process: plotting libraries load only there).
+    Each plot: {"kind": "line" | "cdf" | "bars", "title", "x", "y", "series": {label:
+    points or {bar: value}}}. Returns the HTML page's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    data = {"name": name, "title": title, "headline": headline, "plots": plots}
+    (directory / f"{name}.data.json").write_text(json.dumps(data, indent=1) + "\n")
+    subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "medledger.bench.report", str(directory)],
+        check=True,
+        timeout=RENDER_TIMEOUT_S,
+    )
+    return directory / "report.html"
+
+
 async def stream_batches(
     addresses: list[str],
     batches: list[list[SignedTransaction]],
@@ -91,10 +151,12 @@ async def stream_batches(
     window_batches: int,
     *,
     tls: ClientTls | None,
+    commits: list[tuple[float, int]] | None = None,
 ) -> tuple[float, list[float]]:
     """Streams `batches` over `streams` SubmitStreams spread over `addresses`, each with
     `window_batches` in flight; raises unless every transaction commits OK. Returns the
-    seconds taken and each transaction's submit-to-commit latency."""
+    seconds taken and each transaction's submit-to-commit latency; appends to `commits`
+    (seconds since the start, transactions) as each batch commits."""
 
     latencies: list[float] = []
     committed = 0
@@ -125,9 +187,11 @@ async def stream_batches(
                         raise RuntimeError(f"batch {result.batch_id}: {result.receipts[0]}")
                     latencies.extend([now - sent_at[result.batch_id]] * len(result.receipts))
                     committed += ok
+                    if commits is not None:
+                        commits.append((now - started, ok))
                     progress.update(task, completed=committed)
 
-        started = time.perf_counter()
+        started = time.perf_counter()  # read by the streams as they commit
         await asyncio.gather(*(onestream_batches(lane) for lane in range(streams)))
         seconds = time.perf_counter() - started
     return seconds, latencies

@@ -14,7 +14,15 @@ from rich.progress import Progress
 
 from medledger.app import Application
 from medledger.app.state import MemoryState
-from medledger.bench.harness import WINDOW_BATCHES, percentile, report, stream_batches
+from medledger.bench.harness import (
+    WINDOW_BATCHES,
+    latency_cdf,
+    percentile,
+    report,
+    stream_batches,
+    throughput_timeline,
+    write_report,
+)
 from medledger.chain import ChainStore
 from medledger.client import TxBuilder
 from medledger.client.members import enrolment_signature
@@ -74,10 +82,14 @@ def run_node_bench(
     window: int = WINDOW_BATCHES,
     payers: int = PAYERS,
     insecure: bool = False,
+    report_dir: Path | None = None,
 ) -> NodeBenchResult:
-    """`insecure`: nodes and clients in clear text (for a figure beside the TLS one)."""
+    """`insecure`: nodes and clients in clear text (for a figure beside the TLS one).
+    `report_dir`: also write the HTML report (throughput over time, latency CDF, cost
+    per stage) there."""
     with tempfile.TemporaryDirectory(prefix="medledger-bench-") as tmp:
         return _run(
+            report_dir=report_dir,
             insecure=insecure,
             txs=txs,
             batch=batch,
@@ -101,6 +113,7 @@ def _run(
     validators: int,
     payers: int,
     insecure: bool,
+    report_dir: Path | None,
 ) -> NodeBenchResult:
 
     if validators == 1:
@@ -156,8 +169,9 @@ def _run(
         for phase in setup:
             chunks = [phase[i : i + batch] for i in range(0, len(phase), batch)]
             asyncio.run(stream_batches(addresses[:1], chunks, 1, len(phase), window, tls=tls))
+        commits: list[tuple[float, int]] = []
         seconds, latencies = asyncio.run(
-            stream_batches(addresses, batches, streams, txs, window, tls=tls)
+            stream_batches(addresses, batches, streams, txs, window, tls=tls, commits=commits)
         )
     finally:
         for node in nodes:
@@ -182,7 +196,56 @@ def _run(
         verify_ceiling_tx_per_s=round(verify_rate / validators),
     )
     report(result, json_path)
+    if report_dir is not None:
+        _write_report(report_dir, result, commits, latencies)
     return result
+
+
+def _write_report(
+    directory: Path,
+    result: NodeBenchResult,
+    commits: list[tuple[float, int]],
+    latencies: list[float],
+) -> None:
+    name = "node" if result.validators == 1 else f"cluster-{result.validators}"
+    where = "one validator" if result.validators == 1 else f"{result.validators} validators"
+    costs = {k: v for k, v in result.cost_us_per_tx.items() if k != "end_to_end"}
+    write_report(
+        directory,
+        name,
+        title=f"Committed transfers, {where} on this machine",
+        headline={
+            "committed tx/s": result.committed_tx_per_s,
+            "latency p50 (ms)": result.latency_p50_ms,
+            "latency p99 (ms)": result.latency_p99_ms,
+            "transactions": result.txs,
+            "streams x batch": f"{result.streams} x {result.batch}",
+            "Rust batch verification, signatures/s (same run)": result.verify_sigs_per_s,
+            "ceiling that sets, tx/s": result.verify_ceiling_tx_per_s,
+        },
+        plots=[
+            {
+                "kind": "line",
+                "title": "committed transactions per second over the run",
+                "x": "seconds",
+                "y": "tx/s",
+                "series": {"committed": throughput_timeline(commits)},
+            },
+            {
+                "kind": "cdf",
+                "title": "submit-to-commit latency (CDF)",
+                "x": "milliseconds",
+                "y": "fraction of transactions",
+                "series": {"latency": [[ms, q] for q, ms in latency_cdf(latencies)]},
+            },
+            {
+                "kind": "bars",
+                "title": "cost per transaction by stage (µs, in-process, same run)",
+                "y": "µs",
+                "series": {"µs per tx": costs},
+            },
+        ],
+    )
 
 
 def _stage_costs(sample: list[SignedTransaction]) -> dict[str, float]:

@@ -11,11 +11,19 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medledger.bench.harness import WINDOW_BATCHES, one_node, percentile, report, stream_batches
+from medledger.bench.harness import (
+    WINDOW_BATCHES,
+    latency_cdf,
+    one_node,
+    percentile,
+    report,
+    stream_batches,
+    write_report,
+)
 from medledger.client import LedgerClient, TxBuilder, enrol
 from medledger.client.records import RecordsClient, fetch_request, open_fetched
 from medledger.crypto import SigningKey
@@ -56,6 +64,7 @@ def run_records_bench(
     transfers: int,
     json_path: Path | None = None,
     insecure: bool = False,
+    report_dir: Path | None = None,
 ) -> RecordsBenchResult:
     """Over TLS, as a network runs; `insecure`: clear text, for a figure beside it."""
 
@@ -141,6 +150,34 @@ def run_records_bench(
         transfers_per_s=transfers / transfer_s,
     )
     report(result, json_path)
+    if report_dir is not None:
+        write_report(
+            report_dir,
+            "records",
+            title="Records: anchors and consent-checked fetches beside transfers, one node",
+            headline=asdict(result),
+            plots=[
+                {
+                    "kind": "bars",
+                    "title": "per second (same node, same run)",
+                    "y": "per second",
+                    "series": {
+                        "rate": {
+                            "anchors": result.anchors_per_s,
+                            "fetches": result.fetches_per_s,
+                            "transfers": result.transfers_per_s,
+                        }
+                    },
+                },
+                {
+                    "kind": "cdf",
+                    "title": "consent-checked fetch latency (CDF)",
+                    "x": "milliseconds",
+                    "y": "fraction of fetches",
+                    "series": {"fetch": [[ms, q] for q, ms in latency_cdf(latencies)]},
+                },
+            ],
+        )
     return result
 
 

@@ -23,6 +23,7 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
         batch=args.batch,
         streams=args.streams,
         json_path=args.json,
+        report_dir=args.report,
         home=args.home,
         validators=getattr(args, "validators", 1),
         window=args.window,
@@ -38,6 +39,7 @@ def cmd_bench_records(args: argparse.Namespace) -> None:
         fetches=args.fetches,
         transfers=args.transfers,
         json_path=args.json,
+        report_dir=args.report,
         insecure=args.insecure,
     )
 
@@ -50,6 +52,7 @@ def cmd_bench_channels(args: argparse.Namespace) -> None:
         batch=args.batch,
         hub_rate=args.hub_rate or None,
         json_path=args.json,
+        report_dir=args.report,
         insecure=args.insecure,
     )
 
@@ -65,6 +68,9 @@ def add_commands(commands: Subcommands) -> None:
     )
     bench_node.add_argument("--streams", type=int, default=2, help="concurrent SubmitStream calls")
     bench_node.add_argument("--json", type=Path, help="write the result here")
+    bench_node.add_argument(
+        "--report", type=Path, help="write an HTML report with plots into this directory"
+    )
     bench_node.add_argument("--window", type=int, default=8, help="batches in flight per stream")
     bench_node.add_argument("--home", type=Path, help="node home (default: a temp dir)")
     bench_node.add_argument("--payers", type=int, default=100, help="distinct signing accounts")
@@ -76,6 +82,9 @@ def add_commands(commands: Subcommands) -> None:
     cluster.add_argument("--batch", type=int, default=1_000)
     cluster.add_argument("--streams", type=int, default=4, help="spread over the validators")
     cluster.add_argument("--json", type=Path)
+    cluster.add_argument(
+        "--report", type=Path, help="write an HTML report with plots into this directory"
+    )
     cluster.add_argument("--window", type=int, default=2, help="batches in flight per stream")
     cluster.add_argument("--home", type=Path)
     cluster.add_argument("--payers", type=int, default=100, help="distinct signing accounts")
@@ -88,6 +97,9 @@ def add_commands(commands: Subcommands) -> None:
     records.add_argument("--fetches", type=int, default=2_000)
     records.add_argument("--transfers", type=int, default=20_000)
     records.add_argument("--json", type=Path)
+    records.add_argument(
+        "--report", type=Path, help="write an HTML report with plots into this directory"
+    )
     records.add_argument("--insecure", action="store_true", help="clear text, to compare")
     records.set_defaults(run=cmd_bench_records)
     channels = bench.add_parser(
@@ -103,5 +115,8 @@ def add_commands(commands: Subcommands) -> None:
         help="payments/s offered in the paced hub row (0: leave the row out)",
     )
     channels.add_argument("--json", type=Path)
+    channels.add_argument(
+        "--report", type=Path, help="write an HTML report with plots into this directory"
+    )
     channels.add_argument("--insecure", action="store_true", help="clear text, to compare")
     channels.set_defaults(run=cmd_bench_channels)
