@@ -23,9 +23,13 @@ __all__ = [
     "BLOCK_INTERVAL_SECONDS",
     "BLOCK_TRANSACTIONS",
     "CATCH_UP_RUNS",
+    "CHANNEL_LOCKS",
+    "CHANNEL_PAYMENTS",
+    "CHANNEL_UPDATES",
     "EQUIVOCATIONS",
     "GRPC_REQUESTS",
     "GRPC_REQUEST_SECONDS",
+    "HUB_ROUTES",
     "MISSED_BLOCKS",
     "REGISTRY",
     "TRANSACTIONS_COMMITTED",
@@ -128,6 +132,35 @@ VAULT_BREAK_GLASS = Counter(
     "Records released under an emergency (break-glass) declaration.",
     registry=REGISTRY,
 )
+
+
+CHANNEL_UPDATES = Counter(
+    "medledger_channel_updates",
+    "Signed channel updates this payee (a node's organisation, or a hub) decided, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in ("accepted", "refused"):
+    CHANNEL_UPDATES.labels(outcome=_outcome)
+CHANNEL_PAYMENTS = Counter(
+    "medledger_channel_payments",
+    "Payment lines in the channel updates this payee accepted.",
+    registry=REGISTRY,
+)
+CHANNEL_LOCKS = Counter(
+    "medledger_channel_locks",
+    "Hash-locked payments this payee accepted.",
+    registry=REGISTRY,
+)
+HUB_ROUTES = Counter(
+    "medledger_hub_routes",
+    "Payments a hub routed, by outcome: accepted from a payer, settled (the provider's "
+    "preimage is stored), failed.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in ("accepted", "settled", "failed"):
+    HUB_ROUTES.labels(outcome=_outcome)
 
 
 def validator_label(public_key: bytes) -> str:

@@ -57,6 +57,10 @@ EXPECTED = {
     "medledger_grpc_request_duration_seconds": "histogram",
     "medledger_vault_fetches": "counter",
     "medledger_vault_break_glass_releases": "counter",
+    "medledger_channel_updates": "counter",
+    "medledger_channel_payments": "counter",
+    "medledger_channel_locks": "counter",
+    "medledger_hub_routes": "counter",
     "medledger_tls_certificate_expiry_timestamp_seconds": "gauge",
     "medledger_ready": "gauge",
 }

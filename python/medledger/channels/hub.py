@@ -65,6 +65,7 @@ from medledger.channels.session import (
 from medledger.channels.store import ChannelStore, Write, when_durable
 from medledger.crypto import SigningKey, sha256
 from medledger.errors import Rejected
+from medledger.metrics import HUB_ROUTES
 from medledger.transport.credentials import FROM_ENVIRONMENT, Transport
 from medledger.tx import TxBuilder
 from medledger.wire.v1 import channels_pb2, envelope_pb2, tx_pb2
@@ -257,6 +258,7 @@ class Hub:
         self, route: channels_pb2.HubRoute, payments: Sequence[channels_pb2.Payment]
     ) -> None:
         self._routes[route.hash] = route
+        HUB_ROUTES.labels(outcome="accepted").inc()
         self._queue(self._links[route.destination], [_Forward(route, payments)])
 
     def route_settled(self, lock_hash: bytes) -> list[Write]:
@@ -328,6 +330,7 @@ class Hub:
         if route is None or route.preimage:
             return None
         route.preimage = preimage
+        HUB_ROUTES.labels(outcome="settled").inc()
         durable = self.commit.commit([self.store.route_write(route)])
         when_durable(durable, lambda: self.payee.reveal(route.in_channel_id, lock_hash, preimage))
         return durable
@@ -357,6 +360,7 @@ class Hub:
         if route.failure or route.preimage:
             return
         route.failure = reason
+        HUB_ROUTES.labels(outcome="failed").inc()
         await self.payee.fail_lock(
             route.in_channel_id, route.hash, reason, also=[self.store.route_write(route)]
         )

@@ -35,6 +35,7 @@ from medledger.channels.session import (
 )
 from medledger.channels.store import ChannelStore, GroupCommit, Write, when_durable
 from medledger.crypto import SigningKey
+from medledger.metrics import CHANNEL_LOCKS, CHANNEL_PAYMENTS, CHANNEL_UPDATES
 from medledger.wire.v1 import channels_pb2
 
 __all__ = ["LOCK_MARGIN_BLOCKS", "ChannelLedger", "Payee", "Router", "Verdict"]
@@ -187,11 +188,15 @@ class Payee:
             facts = replace(facts, record=record, record_read=True, height=self.ledger.height())
             decision = self.core.accept(update, facts)
         if isinstance(decision, Refuse):
+            CHANNEL_UPDATES.labels(outcome="refused").inc()
             return _refusal(update, decision)
         assert isinstance(decision, Accept), "the core asks for the ledger once"
         event = channels_pb2.ChannelEvent(ack=decision.ack)
         if decision.resend:
             return Verdict(event, self._last_commit.get(update.channel_id))
+        CHANNEL_UPDATES.labels(outcome="accepted").inc()
+        CHANNEL_PAYMENTS.inc(len(update.batch.payments))
+        CHANNEL_LOCKS.inc(len(update.new_locks))
         return Verdict(event, self._store(update.channel_id, decision))
 
     def _store(self, channel_id: bytes, accepted: Accept) -> asyncio.Future[None]:
