@@ -19,7 +19,7 @@ from medledger.cli.support import (
     hex_bytes,
     ledger_client,
 )
-from medledger.client import LedgerClient, TxBuilder, new_tx_id
+from medledger.client import LedgerClient, TxBuilder, new_tx_id, tx_proof
 from medledger.client.access_log import access_table
 from medledger.client.anchor_proof import anchor_proof_document, load, verify_anchor_proof
 from medledger.client.proofs import ProofError
@@ -142,7 +142,17 @@ def cmd_record_proof(args: argparse.Namespace) -> None:
 def cmd_verify_proof(args: argparse.Namespace) -> None:
 
     try:
-        proof = verify_anchor_proof(load(str(args.file)), Genesis.load(args.genesis))
+        document = load(str(args.file))
+        if isinstance(document, dict) and document.get("format") == tx_proof.FORMAT:
+            included = tx_proof.verify_tx_proof(document, Genesis.load(args.genesis))
+            print(
+                f"proof OK: leaf {included.leaf_hash.hex()} (transaction "
+                f"{included.tx_id.hex()}) at index {included.index} of block "
+                f"{included.height} ({included.block_hash.hex()}), certified by more than 2/3 "
+                f"of the genesis validators"
+            )
+            return
+        proof = verify_anchor_proof(document, Genesis.load(args.genesis))
     except (ProofError, OSError, ValueError) as error:
         raise CliError(f"proof INVALID: {error}") from None
     print(
@@ -277,7 +287,8 @@ def add_commands(commands: Any) -> None:  # noqa: PLR0915 - one table
     proof.set_defaults(run=cmd_record_proof)
 
     verify = commands.add_parser(
-        "verify-proof", help="check an anchor proof offline against a genesis file"
+        "verify-proof",
+        help="check an anchor proof, or an explorer's transaction proof, offline against a genesis",
     )
     verify.add_argument("file", type=Path)
     verify.add_argument("--genesis", type=Path, required=True)

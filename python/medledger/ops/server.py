@@ -1,6 +1,7 @@
 """The operations HTTP port: `/metrics` (Prometheus text format), `/livez` (the process
-answers) and `/readyz` (`Readiness`: 200 with "ready", or 503 with each reason, one per
-line). It serves no ledger data and takes no input but the path, so it listens on
+answers), `/readyz` (`Readiness`: 200 with "ready", or 503 with each reason, one per
+line) and the read-only explorer under `/explorer/` (`ops.explorer`: only what an
+unsigned gRPC caller sees). It takes no input but the path and query, and listens on
 127.0.0.1 by default; put it behind the cluster's network policy like any exporter."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from medledger.metrics import REGISTRY
+from medledger.ops.explorer import add_explorer
 from medledger.ops.readiness import Readiness
 
 __all__ = ["OpsServer", "serve_ops"]
@@ -42,6 +44,7 @@ def _application(readiness: Readiness) -> web.Application:
     application.add_routes(
         [web.get("/metrics", metrics), web.get("/livez", livez), web.get("/readyz", readyz)]
     )
+    add_explorer(application, readiness.node)
     return application
 
 
