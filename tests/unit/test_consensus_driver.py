@@ -24,6 +24,7 @@ from medledger.node.consensus_driver import ConsensusDriver, Inputs, to_wire
 from medledger.node.ledger_node import LedgerNode
 from medledger.node.replica import (
     BLOCK_TIME_AHEAD_MAX_MS,
+    CATCH_UP_EVIDENCE_MS,
     CATCH_UP_RETRY_MS,
     FOLLOW_STALL_MS,
     PROPOSAL_FETCHES_MAX,
@@ -361,6 +362,23 @@ def test_catch_up_starts_on_signed_evidence_one_fetch_at_a_time_and_moves_on(
     assert fetches(replica.blocks_fetched(0, 1_003, now())) == []
     replica.receive(to_wire(signed_vote(keys[1], 1, ahead)), 1_000 + CATCH_UP_RETRY_MS)
     assert replica._fetching_blocks  # peer 1 asked again, once its pause was over
+
+
+def test_one_byzantine_validator_signing_far_ahead_cannot_make_this_node_behind(
+    home: Home, driver: ConsensusDriver
+) -> None:
+    """Readiness counts a height as reached only when validators with more than a third
+    of the power signed at or past it (so one honest one did). Of four equal validators,
+    one signing 1,000 heights ahead moves nothing; a second signing 5 ahead makes the
+    node 4 behind (their lower height is the one vouched for); evidence expires."""
+    keys = [load_key(h.validator_key) for h in network_homes(home.root.parent, 4)]
+    replica = driver.replica
+    head = replica.ledger.head.height
+    replica.receive(to_wire(signed_vote(keys[1], 1, head + 1_000)), 1_000)
+    assert replica.blocks_behind(1_000) == 0
+    replica.receive(to_wire(signed_vote(keys[2], 2, head + 5)), 1_000)
+    assert replica.blocks_behind(1_000) == 4
+    assert replica.blocks_behind(1_000 + CATCH_UP_EVIDENCE_MS) == 0
 
 
 def test_votes_are_judged_by_the_validator_set_of_their_height(

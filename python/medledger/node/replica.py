@@ -510,16 +510,27 @@ class Replica:
     def blocks_behind(self, monotonic_ms: int) -> int:
         """How many blocks this node lacks by signed evidence of the last
         CATCH_UP_EVIDENCE_MS: a validator that signed a message of height h has
-        committed h - 1. Unsigned claims (`committed_height`) are not counted."""
+        committed h - 1. A height counts only once validators with more than a third of
+        the power signed it or beyond, so at least one honest validator did: one
+        Byzantine validator signing far ahead cannot make every node report itself
+        behind. Unsigned claims (`committed_height`) are never counted."""
         head = self.ledger.head.height
-        return max(
-            [
-                height - 1 - head
-                for height, seen in self._signed_ahead.values()
+        powers = dict(self.ledger.validators_at(head + 1).members())
+        total = sum(powers.values())
+        recent = sorted(
+            (
+                (height, powers.get(peer, 0))
+                for peer, (height, seen) in self._signed_ahead.items()
                 if monotonic_ms - seen < CATCH_UP_EVIDENCE_MS
-            ]
-            + [0]
+            ),
+            reverse=True,
         )
+        vouched = 0
+        for height, power in recent:
+            vouched += power
+            if 3 * vouched > total:
+                return max(0, height - 1 - head)
+        return 0
 
     def held_block(self, height: int, value_id: bytes) -> bytes | None:
         """A block of the current height this node proposed or validated."""
