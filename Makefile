@@ -52,7 +52,7 @@ lint: lint-tree lint-rust lint-python ## self-contained tree, rustfmt, clippy, r
 
 # Never fails: without root or apt-get it says why it installed nothing (the partition
 # tests then skip what needs the tools, saying so).
-system-deps: ## nftables and iproute2 for the partition tests (installed as root with apt-get)
+system-deps: ## nftables and iproute2 for the partition tests, chromium for the explorer's browser test (as root, apt-get)
 	@if command -v nft >/dev/null && command -v ip >/dev/null; then :; \
 	elif [ "$$(id -u)" != 0 ]; then echo "system-deps: nft or ip missing; not root, so not installing nftables/iproute2"; \
 	elif ! command -v apt-get >/dev/null; then echo "system-deps: nft or ip missing and no apt-get; install nftables and iproute2 by hand"; \
@@ -60,6 +60,13 @@ system-deps: ## nftables and iproute2 for the partition tests (installed as root
 		apt-get install -y -qq --no-install-recommends nftables iproute2 >/dev/null \
 		|| { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends nftables iproute2 >/dev/null; } \
 		|| echo "system-deps: apt-get failed; the partition tests will skip what needs nftables"; fi
+	@if command -v chromedriver >/dev/null && { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then :; \
+	elif [ "$$(id -u)" != 0 ]; then echo "system-deps: chromium or chromedriver missing; not root, so not installing chromium/chromium-driver (the explorer's browser test skips)"; \
+	elif ! command -v apt-get >/dev/null; then echo "system-deps: chromium missing and no apt-get; install chromium and chromium-driver by hand (the explorer's browser test skips)"; \
+	else echo "system-deps: installing chromium and chromium-driver (apt-get)"; export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null \
+		|| { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } \
+		|| echo "system-deps: apt-get failed; the explorer's browser test will skip"; fi
 
 test-rust:
 	cargo test --locked -p medledger-core
