@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from medledger.channels.payer import ChannelRefused, PayerSession
 from medledger.channels.rules import LockedPayments
@@ -209,11 +211,29 @@ def test_routed_payments_complete_on_both_hops_and_settle(net: Network) -> None:
         await wait_for(done)
 
     asyncio.run(settled_on_both_hops())
+    # The hub's operations port counts its routes; the provider's node the lines it took.
+    routes = scrape(net.hub.ops_address)
+    assert routes[("medledger_hub_routes_total", (("outcome", "accepted"),))] >= batches
+    assert routes[("medledger_hub_routes_total", (("outcome", "settled"),))] >= batches
+    assert routes[("medledger_hub_routes_total", (("outcome", "failed"),))] == 0
+    provider = scrape(net.node.process.ops_address)
+    assert provider[("medledger_channel_payments_total", ())] >= batches * per_batch
     # The payer's own record agrees with the hub's.
     mine = channels_pb2.ChannelState.FromString(net.payer.local(net.to_hub).latest.state)
     assert (mine.payee_micros, mine.payer_micros, list(mine.locks)) == (total, DEPOSIT - total, [])
 
     settle_both_hops(net, total)
+
+
+def scrape(ops: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A process's metrics by (sample name, sorted labels)."""
+    with urllib.request.urlopen(f"http://{ops}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def settle_both_hops(net: Network, total: int) -> None:

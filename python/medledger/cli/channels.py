@@ -31,7 +31,7 @@ from medledger.cli.support import (
 )
 from medledger.client import LedgerClient
 from medledger.client.channels import ChannelWallet, payment, routed_lock
-from medledger.config import Home
+from medledger.config import DEFAULT_OPS_LISTEN, Home
 from medledger.errors import Rejected
 from medledger.ops.logs import configure_logging
 from medledger.run.hub import run_hub
@@ -203,7 +203,15 @@ def cmd_hub_start(args: argparse.Namespace) -> None:
             raise CliError(str(error)) from None
     tls = client_tls(args)
     asyncio.run(
-        run_hub(client_key(args), args.store, node_address(args), args.listen, tls, server_tls)
+        run_hub(
+            client_key(args),
+            args.store,
+            node_address(args),
+            args.listen,
+            tls,
+            server_tls,
+            ops_listen=args.ops_listen,
+        )
     )
 
 
@@ -315,6 +323,11 @@ def _add_hub_commands(commands: Any, with_store: Callable[[argparse.ArgumentPars
         "start", help="serve ChannelService to payers and route to the hub's providers"
     )
     start.add_argument("--listen", default="127.0.0.1:7100", help="HOST:PORT to serve on")
+    start.add_argument(
+        "--ops-listen",
+        default=DEFAULT_OPS_LISTEN,
+        help="operations port: /metrics, /livez, /readyz (port 0: a free one, in the ready line)",
+    )
     start.add_argument("--tls-key", type=Path, help="the hub's TLS key (0600)")
     start.add_argument("--tls-cert", type=Path, help="the hub's TLS certificate")
     with_store(start)

@@ -6,12 +6,14 @@ unsigned gRPC caller sees). It takes no input but the path and query, and listen
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from medledger.metrics import REGISTRY
+from medledger.node.ledger_node import LedgerNode
 from medledger.ops.explorer import add_explorer
-from medledger.ops.readiness import Readiness
 
 __all__ = ["OpsServer", "serve_ops"]
 
@@ -25,7 +27,7 @@ class OpsServer:
         await self.runner.cleanup()
 
 
-def _application(readiness: Readiness) -> web.Application:
+def _application(not_ready: Callable[[], list[str]], node: LedgerNode | None) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         # Rendering reads LMDB's map size and the mempool: small, done on the loop.
         body = generate_latest(REGISTRY)
@@ -35,7 +37,7 @@ def _application(readiness: Readiness) -> web.Application:
         return web.Response(text="live\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        reasons = readiness.reasons()
+        reasons = not_ready()
         if reasons:
             return web.Response(status=503, text="not ready\n" + "".join(f"{r}\n" for r in reasons))
         return web.Response(text="ready\n")
@@ -44,14 +46,19 @@ def _application(readiness: Readiness) -> web.Application:
     application.add_routes(
         [web.get("/metrics", metrics), web.get("/livez", livez), web.get("/readyz", readyz)]
     )
-    add_explorer(application, readiness.node)
+    if node is not None:
+        add_explorer(application, node)
     return application
 
 
-async def serve_ops(listen: str, readiness: Readiness) -> OpsServer:
-    """Serves the operations port on `listen` (host:port; port 0 picks one)."""
+async def serve_ops(
+    listen: str, not_ready: Callable[[], list[str]], node: LedgerNode | None = None
+) -> OpsServer:
+    """Serves the operations port on `listen` (host:port; port 0 picks one). `/readyz`
+    answers `not_ready()`, each reason the process is not ready (a node's
+    `Readiness.reasons`); with `node`, the explorer reads its ledger."""
     host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(_application(readiness), access_log=None)
+    runner = web.AppRunner(_application(not_ready, node), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]"), int(port))
     await site.start()

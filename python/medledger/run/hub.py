@@ -18,8 +18,9 @@ from medledger.channels.hub import Hub
 from medledger.channels.store import ChannelStore
 from medledger.client import LedgerClient
 from medledger.client.channels import RemoteChannelLedger
-from medledger.config import NodeConfig
+from medledger.config import DEFAULT_OPS_LISTEN, NodeConfig
 from medledger.crypto import SigningKey
+from medledger.ops.server import serve_ops
 from medledger.transport.credentials import ClientTls, ServerTls
 
 __all__ = ["run_hub"]
@@ -38,6 +39,7 @@ async def run_hub(  # noqa: PLR0917 - what `medledger hub start` takes
     listen: str,
     client_tls: ClientTls | None = None,
     server_tls: ServerTls | None = None,
+    ops_listen: str = DEFAULT_OPS_LISTEN,
 ) -> None:
     """`client_tls`: the CA bundle to verify the node and the providers against;
     `server_tls`: the hub's own certificate for its listener (None: clear text)."""
@@ -52,13 +54,16 @@ async def run_hub(  # noqa: PLR0917 - what `medledger hub start` takes
         hub.payee, listen, NodeConfig().message_bytes_max, server_tls
     )
     hub.start()
+    # Ready while it runs: its links to the providers reconnect on their own.
+    ops = await serve_ops(ops_listen, list)
     connected = await hub.first_connections(PROVIDERS_WAIT_S)
     follower = asyncio.get_running_loop().create_task(ledger.follow())
     host = listen.rsplit(":", 1)[0]
     # Tests and scripts wait for this line; keep its shape.
     print(
         f"medledger hub listening on {host}:{port} chain {chain_id} "
-        f"key {key.public_key.hex()} providers {len(hub.destinations())} connected {connected}",
+        f"key {key.public_key.hex()} providers {len(hub.destinations())} connected {connected} "
+        f"ops {ops_listen.rsplit(':', 1)[0]}:{ops.port}",
         flush=True,
     )
     stop = asyncio.Event()
@@ -67,6 +72,7 @@ async def run_hub(  # noqa: PLR0917 - what `medledger hub start` takes
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("stopping")
+    await ops.stop()
     await server.stop(SHUTDOWN_GRACE_S)
     follower.cancel()
     await hub.stop()

@@ -191,7 +191,7 @@ async def _serve_operations(
     create_series(node, served_methods(peers=driver is not None))
     collector = NodeCollector(node, driver, readiness)
     REGISTRY.register(collector)
-    return await serve_ops(node.config.ops_listen, readiness), collector
+    return await serve_ops(node.config.ops_listen, readiness.reasons, node), collector
 
 
 async def _report_health(health_service: health.aio.HealthServicer, readiness: Readiness) -> None:
