@@ -4,7 +4,9 @@ the gRPC health service following readiness on four validators, and JSON logs.""
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +25,7 @@ from medledger.crypto import SigningKey
 from medledger.errors import Rejected
 from medledger.genesis import Genesis
 from medledger.keys import load_key
+from medledger.ops.server import HEADER_TIMEOUT_S, OPS_CONNECTIONS_PER_ADDRESS_MAX
 from medledger.run.homes import free_base_port, init_home, init_network, network_homes
 from medledger.run.launcher import NodeProcess, start_node
 from medledger.transport.credentials import ClientTls, sync_channel
@@ -72,6 +75,18 @@ def get(ops: str, path: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def get_from(source: str, ops: str, path: str) -> tuple[int, str]:
+    """GET from another loopback address (another client, as far as the node can tell)."""
+    host, port = ops.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(source, 0))
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
 
 
 def scrape(ops: str) -> dict[str, tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]]:
@@ -272,6 +287,40 @@ def test_readiness_follows_the_reachable_voting_power(tmp_path: Path) -> None:
         )
     finally:
         stop_all(*processes)
+
+
+def test_a_stranger_cannot_hold_the_operations_port(lone: tuple[Home, NodeProcess]) -> None:
+    """Half-sent requests from one address: past its share the connections are closed
+    at once, and those held are closed once HEADER_TIMEOUT_S passes without a whole
+    request; the probes answer throughout, from another client."""
+    _, process = lone
+    host, port = process.ops_address.rsplit(":", 1)
+    sockets = []
+    try:
+        for _ in range(OPS_CONNECTIONS_PER_ADDRESS_MAX + 8):
+            held = socket.create_connection((host, int(port)), timeout=5)
+            held.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
+            sockets.append(held)
+        time.sleep(0.5)
+
+        def closed(held: socket.socket) -> bool:
+            held.settimeout(0.2)
+            try:
+                return held.recv(1) == b""
+            except TimeoutError:
+                return False
+            except OSError:
+                return True
+
+        refused = sum(closed(held) for held in sockets)
+        assert refused >= 8
+        assert get_from("127.0.0.2", process.ops_address, "/livez") == (200, "live\n")
+        time.sleep(HEADER_TIMEOUT_S + 1.5)
+        assert all(closed(held) for held in sockets)
+        assert get(process.ops_address, "/readyz")[0] == 200
+    finally:
+        for held in sockets:
+            held.close()
 
 
 def test_no_log_line_carries_phi_key_material_or_a_whole_block(

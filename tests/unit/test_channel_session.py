@@ -5,11 +5,15 @@ lock outcomes. No node, no LMDB, no asyncio: facts in, decisions out."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import grpc
 import pytest
 
+from medledger.channels.payee import Payee
 from medledger.channels.rules import ChannelRuleError, LockedPayments, UpdateParts, next_state
 from medledger.channels.session import (
     CLAIM_MARGIN_BLOCKS,
@@ -33,7 +37,7 @@ from medledger.channels.session import (
     forward_locks,
 )
 from medledger.channels.signing import initial_state, sign_refund, sign_state
-from medledger.channels.store import INVOICES, ROUTES
+from medledger.channels.store import INVOICES, ROUTES, ChannelStore
 from medledger.client.channels import payment
 from medledger.crypto import SigningKey, sha256
 from medledger.wire.v1 import channels_pb2
@@ -681,3 +685,31 @@ def test_routes_expire_and_claims_fall_due_by_height() -> None:
     assert expired_routes(routes, outgoing_expiry + 1) == [open_route]
     assert claims_due(routes, 100 - CLAIM_MARGIN_BLOCKS - 1) == {}
     assert claims_due(routes, 100 - CLAIM_MARGIN_BLOCKS) == {CHANNEL_ID: [b"p" * 32]}
+
+
+class UnreachableLedger:
+    """A hub's view of the ledger while its node is down."""
+
+    async def channel(self, channel_id: bytes) -> None:
+        raise ChannelRuleError("UNAVAILABLE", "channel_id", "the ledger: connection refused")
+
+    def height(self) -> int:
+        return 50
+
+
+def test_an_unreachable_ledger_refuses_the_update_as_unavailable(tmp_path: Path) -> None:
+    """The payee reads the ledger before it decides on a channel it does not know yet; if
+    that read fails, the payer hears UNAVAILABLE at once (and may retry), and nothing is
+    stored: the stream is not left waiting for a verdict."""
+    payer, payee_key = SigningKey.generate(), SigningKey.generate()
+    store = ChannelStore(tmp_path / "channels")
+    payee = Payee(payee_key, CHAIN_ID, store, UnreachableLedger())
+    update, _ = signed_update(payer, initial_state(CHANNEL_ID, 0), [payment(100)])
+    verdict = asyncio.run(payee.accept(update))
+    refusal = verdict.event.refusal
+    assert verdict.event.WhichOneof("event") == "refusal"
+    assert refusal.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert refusal.field == "channel_id"
+    assert verdict.durable is None
+    assert payee.latest(CHANNEL_ID) is None
+    store.close()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,8 @@ from medledger.limits import STREAM_PENDING_MAX
 from medledger.wire.v1 import channels_pb2
 
 __all__ = ["ChannelServicer"]
+
+log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -35,6 +38,15 @@ class ChannelServicer:
             outbound.put_nowait(Verdict(event))
 
         async def read() -> None:
+            try:
+                await read_updates()
+            except Exception:
+                # Whatever failed, the stream ends (the payer's session reconnects and
+                # resends) rather than waiting forever for a verdict that never comes.
+                log.exception("channel stream: reading updates failed; ending the stream")
+            await outbound.put(None)
+
+        async def read_updates() -> None:
             async for update in updates:
                 verdict = await self.payee.accept(update)
                 # A stream hears a channel's events (preimages, refund offers) only once
@@ -45,7 +57,6 @@ class ChannelServicer:
                 if accepted and update.channel_id not in unsubscribes:
                     unsubscribes[update.channel_id] = self.payee.listen(update.channel_id, deliver)
                 await outbound.put(verdict)
-            await outbound.put(None)
 
         reader = asyncio.create_task(read())
         try:

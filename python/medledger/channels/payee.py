@@ -184,9 +184,13 @@ class Payee:
         if isinstance(decision, ReadLedger):
             # Read first, then decide: the core decides again on the head as it is now,
             # with nothing awaited between its checks and the head moving on.
-            record = await self.ledger.channel(decision.channel_id)
-            facts = replace(facts, record=record, record_read=True, height=self.ledger.height())
-            decision = self.core.accept(update, facts)
+            try:
+                record = await self.ledger.channel(decision.channel_id)
+            except ChannelRuleError as error:  # the ledger is unreachable: refuse, say why
+                decision = Refuse(error.status, error.field, error.reason)
+            else:
+                facts = replace(facts, record=record, record_read=True, height=self.ledger.height())
+                decision = self.core.accept(update, facts)
         if isinstance(decision, Refuse):
             CHANNEL_UPDATES.labels(outcome="refused").inc()
             return _refusal(update, decision)

@@ -556,10 +556,7 @@ class LedgerNode:
             writes=block.writes,
         )
         done = time.perf_counter()
-        self._count_block(height, entries, commit_bytes, validated.time_unix_ms)
-        BLOCK_FSYNC_SECONDS.observe(done - write_started)
-        BLOCK_COMMIT_SECONDS.observe(done - started)
-        self.head_time_ms = validated.time_unix_ms
+        parent_time_ms, self.head_time_ms = self.head_time_ms, validated.time_unix_ms
         if any(table == ORGANISATIONS for table, _, _ in result.writes):
             self.membership = self._membership()  # trust follows governance
         self._submitters.clear()  # the block may have issued or revoked roles
@@ -572,16 +569,24 @@ class LedgerNode:
         async with self.new_block:
             self.new_block.notify_all()
         log.info("committed block %d with %d transactions", height, len(entries))
+        try:  # counted once the block is durable and announced: metrics never undo that
+            self._count_block(
+                height, entries, commit_bytes, validated.time_unix_ms - parent_time_ms
+            )
+            BLOCK_FSYNC_SECONDS.observe(done - write_started)
+            BLOCK_COMMIT_SECONDS.observe(done - started)
+        except Exception:
+            log.exception("counting block %d in the metrics failed", height)
 
     def _count_block(
-        self, height: int, entries: Sequence[TxEntry], commit_bytes: bytes, time_ms: int
+        self, height: int, entries: Sequence[TxEntry], commit_bytes: bytes, interval_ms: int
     ) -> None:
         """Metrics of a committed block: its transactions, its interval, and the
         validators of its height whose precommit its certificate lacks."""
         BLOCKS_COMMITTED.inc()
         TRANSACTIONS_COMMITTED.inc(len(entries))
         BLOCK_TRANSACTIONS.observe(len(entries))
-        BLOCK_INTERVAL_SECONDS.observe(max(0, time_ms - self.head_time_ms) / 1000)
+        BLOCK_INTERVAL_SECONDS.observe(max(0, interval_ms) / 1000)
         signed = {
             s.validator_index
             for s in envelope_pb2.CommitCertificate.FromString(commit_bytes).signatures

@@ -18,7 +18,9 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jinja2
@@ -33,6 +35,12 @@ from medledger.tx import CHANNEL_ID_BYTES, TX_ID_BYTES
 from medledger.wire.v1 import channels_pb2, envelope_pb2, ledger_pb2, tx_pb2
 
 __all__ = ["BLOCKS_PER_PAGE_MAX", "PROOF_FORMAT", "TXS_PER_PAGE", "Explorer", "add_explorer"]
+
+EXPLORER_THREADS = 2
+"""Threads that build explorer pages: their own, so page reads never queue ahead of a
+block's validation or commit on the default pool."""
+EXPLORER_PAGES_MAX = 16
+"""Pages built or waiting at once; the next is answered 503 at once."""
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +179,11 @@ class Explorer:
         first = page * TXS_PER_PAGE
         txs = []
         for index, tx in enumerate(block.txs[first : first + TXS_PER_PAGE], start=first):
-            tx_id = tx_pb2.TransactionBody.FromString(tx.body).tx_id
-            record = self.node.store.tx_record(tx_id)
+            try:
+                tx_id = tx_pb2.TransactionBody.FromString(tx.body).tx_id
+            except DecodeError:  # committed as MALFORMED: listed, with nothing to link to
+                tx_id = b""
+            record = self.node.store.tx_record(tx_id) if tx_id else None
             txs.append(
                 {
                     "index": index,
@@ -339,6 +350,27 @@ def search_target(query: str) -> str:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class PageBuilder:
+    """Builds pages on the explorer's own threads, never the default pool that block
+    validation and LMDB commits use; past EXPLORER_PAGES_MAX at once, a page is 503."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(EXPLORER_THREADS, thread_name_prefix="explorer")
+        self.building = 0
+
+    async def build(self, read: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        if self.building >= EXPLORER_PAGES_MAX:
+            raise web.HTTPServiceUnavailable(text="the explorer is busy; retry shortly")
+        self.building += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, partial(read, *args))
+        finally:
+            self.building -= 1
+
+    async def stop(self, _: web.Application) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 def add_explorer(application: web.Application, node: LedgerNode) -> None:
     """Serves the explorer's pages on `application` under /explorer/."""
     explorer = Explorer(node)
@@ -354,8 +386,9 @@ def add_explorer(application: web.Application, node: LedgerNode) -> None:
             status=http_status, text=html, content_type="text/html", charset="utf-8"
         )
 
-    async def off_loop(read: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(read, *args)
+    pages = PageBuilder()
+    off_loop = pages.build
+    application.on_cleanup.append(pages.stop)
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:

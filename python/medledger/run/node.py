@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import gc
 import logging
+import resource
 import signal
 
 import grpc
@@ -49,6 +50,14 @@ GC_YOUNG_THRESHOLD = 100_000
 messages and tuples per transaction, almost none in reference cycles; at the default
 (700) the collector ran every few dozen transactions and cost about 6% of committed
 throughput in `medledger bench cluster`. Cycles are still collected, just less often."""
+
+
+def _raise_open_files_limit() -> None:
+    """Lifts the soft limit on open files to the hard one: connections on three listeners
+    and LMDB share it, and the usual soft default (1,024) is soon spent by clients."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _tune_gc() -> None:
@@ -215,6 +224,7 @@ async def run_node(home: Home, listen: str | None = None, *, insecure: bool = Fa
     (returns what ended, after health turned NOT_SERVING). `insecure` (or the config's)
     serves clear text."""
     config = home.load_config()
+    _raise_open_files_limit()
     if config.rust_threads:
         use_threads(config.rust_threads)  # before anything runs on the pool
     genesis = Genesis.load(home.genesis)
