@@ -554,6 +554,27 @@ def test_a_refusal_fails_the_update_and_those_built_on_it() -> None:
     assert rebuilt.state.sequence == 2
 
 
+def test_a_payee_acknowledging_a_later_state_cannot_make_an_earlier_update_paid_twice() -> None:
+    """A lying payee countersigns update 2 (which holds update 1's payments) and then
+    refuses update 1: update 1 is acknowledged by state 2 and its payments are not due
+    again; the refusal changes nothing."""
+    payer = Payer()
+    payer.core.build([payment(10)])
+    second = payer.core.build([payment(20)])
+    acked = payer.core.on_ack(payer.ack(2), NOW_MS)
+    assert isinstance(acked, Acked)
+    assert acked.covered == [1]
+    assert acked.signed.state == second.update.state
+    assert payer.core.in_flight == {}
+    assert payer.core.on_refusal(payer.refusal(1), "FAILED_PRECONDITION") == []
+    assert payer.core.fail_all(ChannelRefused("UNAVAILABLE", "stream", "gone")) == []
+    assert not payer.core.has_due()  # nothing to pay again
+    third = payer.core.build([])
+    assert third.state.sequence == 3
+    state = channels_pb2.ChannelState.FromString(third.update.state)
+    assert state.payee_micros == 30  # each paid once
+
+
 def test_an_acknowledgement_not_signed_by_the_payee_fails_the_update() -> None:
     payer = Payer()
     payer.core.build([payment(10)])

@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import grpc
@@ -363,13 +364,14 @@ class PayerSession:
         if not isinstance(decision, Acked):
             self._fail(decision)  # not the payee's signature
             return
-        waiting = self._waiting.pop(decision.sequence)
+        waiters = [self._waiting.pop(seq) for seq in [*decision.covered, decision.sequence]]
         for lock_hash in decision.settled:  # these locks are settled now
             self._resolutions.pop(lock_hash, None)
         durable = self.commit.commit(decision.writes)
-        self._window.release()
         signed = decision.signed
-        durable.add_done_callback(lambda done: _settle(waiting.acked, done, signed))
+        for waiting in waiters:  # an earlier update the state holds is acknowledged by it
+            self._window.release()
+            durable.add_done_callback(partial(_settle, waiting.acked, signed=signed))
 
     def _fail(self, failures: list[Failed]) -> None:
         """Tells the callers of failed updates, and the waiters of the locks they added;

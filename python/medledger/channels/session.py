@@ -629,6 +629,9 @@ class Acked:
     signed: channels_pb2.SignedChannelState
     writes: list[Write]
     settled: list[bytes]
+    covered: list[int] = field(default_factory=list)
+    """Earlier updates still in flight that `signed` includes (each later state builds
+    on the one before): acknowledged by it, as if their own acks had come."""
 
 
 @dataclass(frozen=True)
@@ -801,8 +804,14 @@ class PayerCore:
             )
         del self.in_flight[ack.sequence]
         self.flush_delay_s = RESOLVE_FLUSH_S
-        settled = [sha256(p) for p in flight.update.preimages]
-        settled.extend(flight.update.released_locks)
+        # A countersigned state holds every update before it: those still in flight are
+        # paid by it. (An honest payee acknowledges in order; one that acknowledges a
+        # later state and then refuses an earlier one must not make them be paid twice.)
+        covered = sorted(seq for seq in self.in_flight if seq < ack.sequence)
+        settled: list[bytes] = []
+        for update in [*(self.in_flight.pop(seq).update for seq in covered), flight.update]:
+            settled.extend(sha256(p) for p in update.preimages)
+            settled.extend(update.released_locks)
         signed = channels_pb2.SignedChannelState(
             state=flight.update.state,
             payer_signature=flight.update.payer_signature,
@@ -817,7 +826,7 @@ class PayerCore:
             ChannelStore.channel_write(self.local),
             ChannelStore.update_write(self.local.channel_id, flight.state.sequence, stored),
         ]
-        return Acked(ack.sequence, signed, writes, settled)
+        return Acked(ack.sequence, signed, writes, settled, covered)
 
     def on_refusal(self, refusal: channels_pb2.ChannelRefusal, status: str) -> list[Failed]:
         """The payee refused update `refusal.sequence` (`status`: the gRPC status name of
@@ -825,6 +834,8 @@ class PayerCore:
         if refusal.sequence in self.discarded:
             self.discarded.discard(refusal.sequence)
             return []
+        if refusal.sequence <= self.acked_state().sequence:
+            return []  # the payee countersigned a later state that holds it: paid
         self.flush_delay_s = min(self.flush_delay_s * 2, RESOLVE_RETRY_MAX_S)
         return self.fail_from(
             refusal.sequence, ChannelRefused(status, refusal.field, refusal.message)
