@@ -31,6 +31,7 @@ __all__ = [
     "WINDOW_BATCHES",
     "BenchNode",
     "latency_cdf",
+    "moving_average",
     "one_node",
     "percentile",
     "report",
@@ -117,6 +118,18 @@ def throughput_timeline(
     for t, count in commits:
         counts[int(t / width)] += count
     return [[i * width, n / width] for i, n in enumerate(counts)]
+
+
+def moving_average(points: Sequence[Sequence[float]], window_s: float) -> list[list[float]]:
+    """`points` ([[t, rate], ...] in equal slices) averaged over the `window_s` before each."""
+    if len(points) < 2:
+        return [list(p) for p in points]
+    width = points[1][0] - points[0][0]
+    span = max(1, round(window_s / width))
+    return [
+        [t, sum(rate for _, rate in points[max(0, i - span + 1) : i + 1]) / min(span, i + 1)]
+        for i, (t, _) in enumerate(points)
+    ]
 
 
 def write_report(

@@ -17,6 +17,7 @@ from medledger.app.state import MemoryState
 from medledger.bench.harness import (
     WINDOW_BATCHES,
     latency_cdf,
+    moving_average,
     percentile,
     report,
     stream_batches,
@@ -210,6 +211,7 @@ def _write_report(
     name = "node" if result.validators == 1 else f"cluster-{result.validators}"
     where = "one validator" if result.validators == 1 else f"{result.validators} validators"
     costs = {k: v for k, v in result.cost_us_per_tx.items() if k != "end_to_end"}
+    timeline = throughput_timeline(commits)
     write_report(
         directory,
         name,
@@ -229,7 +231,10 @@ def _write_report(
                 "title": "committed transactions per second over the run",
                 "x": "seconds",
                 "y": "tx/s",
-                "series": {"committed": throughput_timeline(commits)},
+                "series": {
+                    "per slice (batches commit in blocks)": timeline,
+                    "1 s average": moving_average(timeline, 1.0),
+                },
             },
             {
                 "kind": "cdf",

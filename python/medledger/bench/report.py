@@ -50,7 +50,21 @@ def plot(spec: dict[str, Any]) -> str:
     figure = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
     axes = figure.add_subplot()
     series: dict[str, Any] = spec["series"]
-    if spec["kind"] == "bars":
+    if spec["kind"] == "bars" and spec.get("horizontal"):
+        # Long labels and values of different magnitudes: one row per label, log scale.
+        labels = list(dict.fromkeys(bar for values in series.values() for bar in values))
+        figure.set_size_inches(6.4, 0.6 + 0.45 * len(labels) * max(1, len(series)) / 2 + 0.8)
+        height = 0.8 / max(1, len(series))
+        for offset, (name, values) in enumerate(series.items()):
+            positions = [i + offset * height for i in range(len(labels))]
+            axes.barh(positions, [values.get(bar, 0) for bar in labels], height, label=name)
+        axes.set_yticks(
+            [i + height * (len(series) - 1) / 2 for i in range(len(labels))], labels, fontsize=8
+        )
+        axes.invert_yaxis()
+        axes.set_xscale("log")
+        axes.set_xlabel(spec.get("x", ""))
+    elif spec["kind"] == "bars":
         labels = list(dict.fromkeys(bar for values in series.values() for bar in values))
         width = 0.8 / max(1, len(series))
         for offset, (name, values) in enumerate(series.items()):
@@ -70,8 +84,8 @@ def plot(spec: dict[str, Any]) -> str:
         if spec["kind"] == "cdf" and values and max(values) > 20 * min(values):
             axes.set_xscale("log")  # a long tail: read it in orders of magnitude
         axes.set_ylim(bottom=0)
+        axes.set_xlabel(spec.get("x", ""))
     axes.set_title(spec["title"], fontsize=10)
-    axes.set_xlabel(spec.get("x", ""))
     axes.set_ylabel(spec.get("y", ""))
     axes.grid(alpha=0.3)
     if len(series) > 1 or spec["kind"] != "bars":
@@ -123,8 +137,9 @@ def peers_section(results: dict[str, Any]) -> dict[str, Any]:
         "plots": [
             {
                 "kind": "bars",
-                "title": "median time per group, ours and the fastest peer (ms, lower is better)",
-                "y": "ms",
+                "horizontal": True,
+                "title": "ours beside the fastest peer, median (lower is better)",
+                "x": "ms (log scale)",
                 "series": bars,
             }
         ],
