@@ -260,7 +260,12 @@ def test_readiness_follows_the_reachable_voting_power(tmp_path: Path) -> None:
             return get(process.ops_address, "/readyz")[0] == 200
 
         wait_until(lambda: all(p is not None and ready(p) for p in processes), 60, "all ready")
-        assert health(first, homes[0]) == health_pb2.HealthCheckResponse.SERVING
+        # gRPC health follows readiness within HEALTH_INTERVAL_S (1 s).
+        wait_until(
+            lambda: health(first, homes[0]) == health_pb2.HealthCheckResponse.SERVING,
+            10,
+            "gRPC health SERVING",
+        )
         # Two of four stopped: the others reach half the power, not more than 2/3.
         for index in (2, 3):
             process = processes[index]
