@@ -10,6 +10,8 @@ requests by gRPC service, method and status."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -39,6 +41,16 @@ __all__ = [
 ]
 
 REGISTRY = CollectorRegistry()
+
+
+def _by(label: str, values: Iterable[str], name: str, documentation: str) -> Counter:
+    """A counter with one label, its series for each of `values` made now, so that each
+    exists from the start."""
+    counter = Counter(name, documentation, [label], registry=REGISTRY)
+    for value in values:
+        counter.labels(value)
+    return counter
+
 
 _build_info = Gauge(
     "medledger_build_info",
@@ -81,15 +93,12 @@ BLOCK_FSYNC_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
     registry=REGISTRY,
 )
-ADMISSION_REFUSALS = Counter(
+ADMISSION_REFUSALS = _by(
+    "code",
+    (code.name for code in grpc.StatusCode if code is not grpc.StatusCode.OK),
     "medledger_admission_refusals",
     "Transactions refused at admission, by gRPC status code.",
-    ["code"],
-    registry=REGISTRY,
 )
-for _code in grpc.StatusCode:
-    if _code is not grpc.StatusCode.OK:
-        ADMISSION_REFUSALS.labels(code=_code.name)
 EQUIVOCATIONS = Counter(
     "medledger_equivocations",
     "Evidence seen of a validator signing two different messages at one step.",
@@ -119,14 +128,12 @@ GRPC_REQUEST_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
     registry=REGISTRY,
 )
-VAULT_FETCHES = Counter(
+VAULT_FETCHES = _by(
+    "outcome",
+    ("released", "refused"),
     "medledger_vault_fetches",
     "Record fetches from this custodian's vault, by outcome.",
-    ["outcome"],
-    registry=REGISTRY,
 )
-for _outcome in ("released", "refused"):
-    VAULT_FETCHES.labels(outcome=_outcome)
 VAULT_BREAK_GLASS = Counter(
     "medledger_vault_break_glass_releases",
     "Records released under an emergency (break-glass) declaration.",
@@ -134,14 +141,12 @@ VAULT_BREAK_GLASS = Counter(
 )
 
 
-CHANNEL_UPDATES = Counter(
+CHANNEL_UPDATES = _by(
+    "outcome",
+    ("accepted", "refused"),
     "medledger_channel_updates",
     "Signed channel updates this payee (a node's organisation, or a hub) decided, by outcome.",
-    ["outcome"],
-    registry=REGISTRY,
 )
-for _outcome in ("accepted", "refused"):
-    CHANNEL_UPDATES.labels(outcome=_outcome)
 CHANNEL_PAYMENTS = Counter(
     "medledger_channel_payments",
     "Payment lines in the channel updates this payee accepted.",
@@ -152,15 +157,13 @@ CHANNEL_LOCKS = Counter(
     "Hash-locked payments this payee accepted.",
     registry=REGISTRY,
 )
-HUB_ROUTES = Counter(
+HUB_ROUTES = _by(
+    "outcome",
+    ("accepted", "settled", "failed"),
     "medledger_hub_routes",
     "Payments a hub routed, by outcome: accepted from a payer, settled (the provider's "
     "preimage is stored), failed.",
-    ["outcome"],
-    registry=REGISTRY,
 )
-for _outcome in ("accepted", "settled", "failed"):
-    HUB_ROUTES.labels(outcome=_outcome)
 
 
 def validator_label(public_key: bytes) -> str:

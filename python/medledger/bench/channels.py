@@ -445,7 +445,6 @@ def _start_hub(
 
 
 def _sign_verify_ceiling(key: SigningKey, batch: int) -> float:
-
     state = bytes(range(100))  # about the size of a state
     message = state_message(CHAIN_ID, state)
     began = time.perf_counter()

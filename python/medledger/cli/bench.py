@@ -17,7 +17,6 @@ __all__ = ["add_commands"]
 
 
 def cmd_bench_node(args: argparse.Namespace) -> None:
-
     run_node_bench(
         txs=args.txs,
         batch=args.batch,
@@ -33,7 +32,6 @@ def cmd_bench_node(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_records(args: argparse.Namespace) -> None:
-
     run_records_bench(
         anchors=args.anchors,
         fetches=args.fetches,
@@ -45,7 +43,6 @@ def cmd_bench_records(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_channels(args: argparse.Namespace) -> None:
-
     run_channels_bench(
         payments=args.payments,
         channels=args.channels,

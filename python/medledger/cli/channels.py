@@ -50,12 +50,10 @@ DEFAULT_STORE = Path("medledger-channels")
 
 
 def _wallet(args: argparse.Namespace) -> ChannelWallet:
-
     return ChannelWallet(client_key(args), ledger_client(args), args.store)
 
 
 def _state_json(local: channels_pb2.LocalChannel) -> dict[str, Any]:
-
     if not local.latest.state:
         return {"sequence": 0}
     state = channels_pb2.ChannelState.FromString(local.latest.state)
@@ -85,7 +83,6 @@ def cmd_channel_open(args: argparse.Namespace) -> None:
 
 
 def cmd_channel_pay(args: argparse.Namespace) -> None:
-
     if args.count < 1 or args.batch < 1:
         raise CliError("--count and --batch must be at least 1")
     wallet = _wallet(args)
@@ -131,7 +128,6 @@ def cmd_channel_pay(args: argparse.Namespace) -> None:
 
 
 def cmd_channel_refund(args: argparse.Namespace) -> None:
-
     address = node_address(args)
     tls = client_tls(args)
     with LedgerClient(address, tls=tls) as ledger:
@@ -177,7 +173,6 @@ def cmd_channel_close(args: argparse.Namespace) -> None:
 
 
 def cmd_channel_status(args: argparse.Namespace) -> None:
-
     with ledger_client(args) as ledger:
         on_chain = ledger.get_channel(args.channel)
     out: dict[str, Any] = {"on_chain": MessageToDict(on_chain.channel), "height": on_chain.height}
@@ -191,7 +186,6 @@ def cmd_channel_status(args: argparse.Namespace) -> None:
 
 
 def cmd_hub_start(args: argparse.Namespace) -> None:
-
     configure_logging("text")
     server_tls = None
     if not args.insecure:
@@ -227,7 +221,6 @@ def _store(args: argparse.Namespace, *, required: bool = True) -> ChannelStore |
 
 
 def cmd_channel_export(args: argparse.Namespace) -> None:
-
     store = _store(args)
     assert store is not None
     local = store.channel(args.channel)

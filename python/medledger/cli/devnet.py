@@ -18,7 +18,6 @@ __all__ = ["add_commands"]
 
 
 def cmd_devnet_up(args: argparse.Namespace) -> None:
-
     if not any(args.home.glob("node*/config.json")):
         init_network(
             args.home,
@@ -34,12 +33,10 @@ def cmd_devnet_up(args: argparse.Namespace) -> None:
 
 
 def cmd_devnet_down(args: argparse.Namespace) -> None:
-
     print(f"stopped {devnet_down(args.home)} node(s)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-
     for flag, value in (
         ("--validators", args.validators),
         ("--transfers", args.transfers),

@@ -69,7 +69,6 @@ def _write(path: Path, govern: governance_pb2.Govern) -> None:
 
 
 def _summary(govern: governance_pb2.Govern) -> dict[str, Any]:
-
     proposal = proposal_of(govern)
     message = signed_bytes(proposal.chain_id, govern.proposal)
     return {
@@ -86,7 +85,6 @@ def _summary(govern: governance_pb2.Govern) -> dict[str, Any]:
 
 
 def cmd_gov_propose(args: argparse.Namespace) -> None:
-
     proposal = governance_pb2.GovernanceProposal(
         proposal_id=os.urandom(16), description=args.description
     )
@@ -154,7 +152,6 @@ def _set_action(args: argparse.Namespace, proposal: governance_pb2.GovernancePro
 
 
 def cmd_gov_sign(args: argparse.Namespace) -> None:
-
     govern = _read(args.file)
     admin = client_key(args)
     organisation = args.org
@@ -184,7 +181,6 @@ def cmd_gov_show(args: argparse.Namespace) -> None:
 
 
 def cmd_gov_submit(args: argparse.Namespace) -> None:
-
     govern = _read(args.file)
     with ledger_client(args) as client:
         status = client.status()

@@ -27,7 +27,6 @@ __all__ = ["add_commands"]
 
 
 def submit_kind(args: argparse.Namespace, build: Callable[..., Message]) -> None:
-
     with ledger_client(args) as client:
         status = client.status()
         builder = TxBuilder(client_key(args), status.chain_id)
@@ -66,7 +65,6 @@ def cmd_tx_register(args: argparse.Namespace) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> None:
-
     # A signed reader gets what its key is entitled to: a transaction's body and proof
     # if it signed it (or is an auditor or validator), whole blocks if it is one of those.
     reader = client_key(args) if args.key or args.home else None

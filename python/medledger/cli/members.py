@@ -37,7 +37,6 @@ def _role_name(role: int) -> str:
 
 
 def _submit(args: argparse.Namespace, body_of: Any) -> None:
-
     admin = client_key(args)
     with ledger_client(args, reader=admin) as client:
         status = client.status()
@@ -90,7 +89,6 @@ def cmd_member_revoke(args: argparse.Namespace) -> None:
 
 
 def cmd_member_show(args: argparse.Namespace) -> None:
-
     with ledger_client(args, reader=client_key(args)) as client:
         response = client.get_member(args.public_key)
     member = response.member

@@ -29,34 +29,35 @@ __all__ = ["add_commands"]
 
 
 def cmd_init(args: argparse.Namespace) -> None:
-    if args.validators > 1:
-        try:
-            genesis = init_network(
-                args.home,
-                args.chain_id,
-                args.validators,
-                args.base_port,
-                args.fund_micros,
-                min_challenge_blocks=args.min_challenge_blocks,
-                insecure=args.insecure,
-            )
-        except FileExistsError as error:
-            raise CliError(str(error)) from error
-        print(f"initialised {args.validators} validators of {genesis.chain_id} under {args.home}")
-        print(f"start them with: medledger devnet up --home {args.home}")
-        return
-    home = Home(args.home)
     try:
-        genesis = init_home(
-            home,
+        _init(args)
+    except FileExistsError as error:
+        raise CliError(str(error)) from error
+
+
+def _init(args: argparse.Namespace) -> None:
+    if args.validators > 1:
+        genesis = init_network(
+            args.home,
             args.chain_id,
-            args.listen,
+            args.validators,
+            args.base_port,
             args.fund_micros,
             min_challenge_blocks=args.min_challenge_blocks,
             insecure=args.insecure,
         )
-    except FileExistsError as error:
-        raise CliError(str(error)) from error
+        print(f"initialised {args.validators} validators of {genesis.chain_id} under {args.home}")
+        print(f"start them with: medledger devnet up --home {args.home}")
+        return
+    home = Home(args.home)
+    genesis = init_home(
+        home,
+        args.chain_id,
+        args.listen,
+        args.fund_micros,
+        min_challenge_blocks=args.min_challenge_blocks,
+        insecure=args.insecure,
+    )
     print(f"initialised {home.root} for chain {genesis.chain_id}")
     print(f"  validator key  {home.validator_key}")
     print(f"  client key     {home.keys_dir / 'client.json'} (funded {args.fund_micros} micros)")
@@ -64,7 +65,6 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_node_start(args: argparse.Namespace) -> None:
-
     configure_logging(args.log_format)
     home = Home(args.home)
     try:
@@ -80,7 +80,6 @@ def cmd_node_start(args: argparse.Namespace) -> None:
 
 
 def cmd_node_join(args: argparse.Namespace) -> None:
-
     try:
         genesis = Genesis.load(args.genesis)
         ca = None
@@ -117,7 +116,6 @@ def cmd_keys_show(args: argparse.Namespace) -> None:
 
 
 def cmd_verify_chain(args: argparse.Namespace) -> None:
-
     home = Home(args.home)
     genesis = Genesis.load(home.genesis)
     store = ChainStore(home.data, home.load_config().lmdb_map_size_bytes)

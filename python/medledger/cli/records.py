@@ -62,7 +62,6 @@ def _address(args: argparse.Namespace) -> str:
 
 
 def _records(args: argparse.Namespace) -> RecordsClient:
-
     address = _address(args)
     tls = client_tls(args)
     with LedgerClient(address, tls=tls) as client:
@@ -77,7 +76,6 @@ def _records(args: argparse.Namespace) -> RecordsClient:
 
 
 def cmd_record_put(args: argparse.Namespace) -> None:
-
     try:
         resources = resources_of_bundle(args.bundle.read_bytes())
     except BundleError as error:
@@ -124,7 +122,6 @@ def cmd_record_erase(args: argparse.Namespace) -> None:
 
 
 def cmd_record_proof(args: argparse.Namespace) -> None:
-
     reader = client_key(args)  # the custodian, who signed the anchor, or an auditor
     with _records(args) as records:
         versions = records.record(args.record_id, reader).versions
@@ -140,7 +137,6 @@ def cmd_record_proof(args: argparse.Namespace) -> None:
 
 
 def cmd_verify_proof(args: argparse.Namespace) -> None:
-
     try:
         document = load(str(args.file))
         if isinstance(document, dict) and document.get("format") == tx_proof.FORMAT:
@@ -167,7 +163,6 @@ def cmd_verify_proof(args: argparse.Namespace) -> None:
 
 
 def cmd_consent_grant(args: argparse.Namespace) -> None:
-
     now = int(time.time() * 1000)
     consent_id = new_tx_id()
     with ledger_client(args) as client:
@@ -191,7 +186,6 @@ def cmd_consent_grant(args: argparse.Namespace) -> None:
 
 
 def cmd_consent_revoke(args: argparse.Namespace) -> None:
-
     with ledger_client(args) as client:
         status = client.status()
         tx = TxBuilder(client_key(args), status.chain_id).revoke_consent(
@@ -204,7 +198,6 @@ def cmd_consent_revoke(args: argparse.Namespace) -> None:
 
 
 def cmd_consent_list(args: argparse.Namespace) -> None:
-
     with _records(args) as client:
         consents = client.consents(args.patient, client_key(args))
     print(json.dumps([consent_to_fhir(c) for c in consents], indent=2))
@@ -214,7 +207,6 @@ def cmd_consent_list(args: argparse.Namespace) -> None:
 
 
 def cmd_access_log(args: argparse.Namespace) -> None:
-
     with _records(args) as client:
         events = client.access_events(args.patient, client_key(args))
     if args.fhir:
@@ -225,7 +217,6 @@ def cmd_access_log(args: argparse.Namespace) -> None:
 
 
 def cmd_access_review(args: argparse.Namespace) -> None:
-
     key = client_key(args)
     with _records(args) as client:
         reviews = client.reviews(key)

@@ -95,7 +95,6 @@ def client_tls(args: argparse.Namespace) -> ClientTls | None:
 
 
 def ledger_client(args: argparse.Namespace, reader: SigningKey | None = None) -> LedgerClient:
-
     return LedgerClient(node_address(args), reader=reader, tls=client_tls(args))
 
 

@@ -316,8 +316,7 @@ class Replica:
         self._fetching_blocks = False
         # By validator key: indices change with the set.
         self._asked_at: dict[bytes, int] = {}  # peer -> when it was last asked for blocks
-        self._ahead: dict[bytes, int] = {}  # peer -> when it last signed a later height
-        # peer -> the latest height it signed past head + 1, and when (readiness)
+        # peer -> the latest height it signed past head + 1, and when (catch-up, readiness)
         self._signed_ahead: dict[bytes, tuple[int, int]] = {}
         self._followed = 0  # the turn of the next peer `follow` asks (round robin)
         self._head_seen = (-1, 0)  # the head `follow` last saw, and since when
@@ -375,7 +374,6 @@ class Replica:
             # Signed evidence that `sender` is past the next height, so it committed
             # blocks this node lacks. The unsigned `committed_height` of a message is
             # never trusted: anyone can write any number there.
-            self._ahead[sender] = monotonic_ms
             self._signed_ahead[sender] = (decoded.height, monotonic_ms)
             effects += self._next_fetch(monotonic_ms)
         if decoded.height > head + 2:
@@ -766,7 +764,7 @@ class Replica:
             return []
         candidates = [
             peer
-            for peer, seen in self._ahead.items()
+            for peer, (_, seen) in self._signed_ahead.items()
             if now_ms - seen < CATCH_UP_EVIDENCE_MS
             and now_ms - self._asked_at.get(peer, -CATCH_UP_RETRY_MS) >= CATCH_UP_RETRY_MS
         ]
